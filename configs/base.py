@@ -1,0 +1,88 @@
+"""Base training config shared by every task and algorithm.
+
+Composition (STYLE.md, rlpd-style): ``configs/train.py:get_config("TASK,ALGO")`` starts from
+:func:`get_base_config`, applies the task overrides from ``configs/tasks.py`` and then the
+algorithm overrides from ``configs/algorithms.py``. Every field can be overridden from the
+command line, e.g. ``--config.seed=1 --config.learner.utd_ratio=4``.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    """Returns the base ConfigDict; every field is documented inline."""
+    from serl_ext.agents.sac import get_default_config as get_sac_config
+    from serl_ext.envs.operator import get_default_operator_config
+
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Seeds the agent, the env layouts, the operator noise and the buffers.
+    config.task = "pick-place"  # Stand-in task name (see serl_ext/envs/tasks.py).
+    config.algorithm = "hil_serl"  # Name written to summary.json; set by configs/algorithms.py.
+    config.run_root = "runs"  # Run folders are created under this directory.
+    config.run_name = ""  # Default: "{task}/{algorithm}/seed{seed}". Same name => resume.
+
+    # Environment (Meta-World through serl_ext.envs.make_env).
+    config.env = ml_collections.ConfigDict()
+    config.env.action_repeat = 4  # Sim steps per agent step (80 Hz / 4 = 20 Hz control).
+    config.env.max_episode_steps = ml_collections.config_dict.placeholder(int)  # None: task default.
+    config.env.reward_type = "sparse"  # "sparse": 1 on success then terminate; "dense": shaped.
+    config.env.image_obs = False  # Add a rendered "pixels" uint8 (S, S, 3) observation.
+    config.env.image_size = 64  # S in pixels when image_obs.
+    config.env.state_obs = "full"  # "full": 39-D Meta-World state; "proprio": hand xyz + gripper.
+
+    # Simulated human operator (DESIGN.md section 6). enabled=False: no interventions at all.
+    config.operator = get_default_operator_config()
+    config.operator.enabled = True
+
+    # Agent (SAC with the RLPD options; serl_ext/agents/sac.py documents each field).
+    config.agent_name = "sac"  # "sac" | "sac_hybrid" | "bc".
+    config.agent = get_sac_config()
+    config.agent.discount = 0.97
+    config.agent.critic_target_clip = (0.0, 1.0)  # Sparse 0/1 reward: clip TD target to [0, 1].
+
+    # Demonstrations (episode files written by launchers/collect_demos.py).
+    config.demos = ml_collections.ConfigDict()
+    config.demos.path = ""  # Default: "demos/{task}" (relative to the working directory).
+    config.demos.num_demos = 20  # Successful scripted demos collected when the folder is empty.
+
+    # Learner process.
+    config.learner = ml_collections.ConfigDict()
+    config.learner.batch_size = 256  # Total batch; half online, half demo+intervention (RLPD).
+    config.learner.demo_fraction = 0.5  # Share of each batch drawn from the demo buffer.
+    config.learner.utd_ratio = 2  # Critic updates per learner step (HiL-SERL cta_ratio).
+    config.learner.training_starts = 1000  # Online transitions needed before the first update.
+    config.learner.replay_capacity = 200_000  # Online buffer size (transitions).
+    config.learner.demo_capacity = 100_000  # Demo + intervention buffer size (transitions).
+    config.learner.publish_period = 50  # Learner steps between parameter pushes.
+    config.learner.log_period = 100  # Learner steps between train/ log writes.
+    config.learner.checkpoint_period = 5_000  # Learner steps between checkpoints (0: only at end).
+    config.learner.max_steps = 1_000_000  # Hard cap on learner steps.
+    config.learner.idle_timeout_s = 0.0  # >0: stop when no actor data arrived for this long.
+
+    # Actor process.
+    config.actor = ml_collections.ConfigDict()
+    config.actor.max_env_steps = 50_000  # Agent steps (after action repeat) of the whole run.
+    config.actor.send_period = 50  # Env steps between transport flushes to the learner.
+    config.actor.queue_capacity = 50_000  # Unsent transitions kept while the learner is away.
+    config.actor.eval_period = 5_000  # Env steps between evaluations (0: only at the end).
+    config.actor.eval_episodes = 10  # Deterministic episodes per evaluation (fresh seeded envs).
+    config.actor.eval_seed_offset = 100_000  # Eval env seed = seed * 1000 + offset + episode index.
+    # Keep env steps within `steps_per_update` per learner step (+ slack) of the learner, so the
+    # async run keeps the data/update ratio of the single-process RLPD probe. 0 disables it (the
+    # original HiL-SERL behaviour); the throttle is lifted while the learner is unreachable.
+    config.actor.steps_per_update = 1.0
+    config.actor.throttle_slack = 200
+    config.actor.learner_timeout_s = 10.0  # No params for this long => learner considered away.
+
+    # Transport (serl_ext/transport).
+    config.transport = ml_collections.ConfigDict()
+    config.transport.ip = "127.0.0.1"  # Learner address as seen from the actor.
+    config.transport.bind_address = "127.0.0.1"  # Learner bind address ("0.0.0.0" for 2 hosts).
+    config.transport.port = 5588
+    config.transport.broadcast_port = 5589
+
+    # Logging.
+    config.logging = ml_collections.ConfigDict()
+    config.logging.tensorboard = True
+    config.logging.progress_bar = True
+    return config

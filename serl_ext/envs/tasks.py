@@ -1,0 +1,152 @@
+"""Simulated task registry: Meta-World v3 stand-ins for the paper's real tasks.
+
+Each task maps a short name to a Meta-World MT1 v3 environment, a default
+episode length and the simulated operator's stall window. Lengths and
+windows are in *agent steps at action repeat 4* (20 Hz control; Meta-World
+itself runs at 80 Hz with 5 MuJoCo substeps per env step).
+
+Measured with ``python benchmarks/expert_success.py`` (50 seeds, scripted
+``metaworld.policies`` expert, action held for 4 sim steps, sparse reward,
+terminate on success; see ``benchmarks/results/expert_success.md``):
+
+================  ==================  ====  =======  ==========  ======
+short name        Meta-World env      T     expert   mean len    max
+                                            success  (success)   flat
+================  ==================  ====  =======  ==========  ======
+pick-place        pick-place-v3       100   1.00     13.6        6
+peg-insert-side   peg-insert-side-v3  125   0.96     28.5        18
+assembly          assembly-v3         100   1.00     23.3        9
+sweep-into        sweep-into-v3       100   0.92     18.9        7
+box-close         box-close-v3        125   0.98     38.0        33
+================  ==================  ====  =======  ==========  ======
+
+``T`` is the default episode length (agent steps); "max flat" is the longest
+stretch of agent steps in which Meta-World's dense reward did not improve by
+more than 0.05 over its running best (successful episodes). The operator's
+stall window ``W`` is about 1.5x that, with a floor of 10 steps (a person
+does not react to a 6-step (0.3 s) pause).
+
+Paper task -> stand-in (DESIGN.md section 6): Pick Eggplant -> pick-place
+(no distractor objects yet), Tube Insertion -> peg-insert-side, RAM Insertion
+-> assembly, Wipe Whiteboard -> sweep-into, Fold Towel -> box-close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+#: Action repeat at which the lengths and windows in the table are given.
+REFERENCE_ACTION_REPEAT = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """Static description of one simulated task.
+
+    Attributes:
+        name: short name, e.g. ``"pick-place"``.
+        env_name: Meta-World v3 name, e.g. ``"pick-place-v3"``.
+        max_episode_steps: default episode length in agent steps at action
+            repeat 4 (``REFERENCE_ACTION_REPEAT``).
+        stall_window: operator's stall window W in agent steps at action
+            repeat 4.
+        expert_class: class name in ``metaworld.policies``.
+        paper_task: the real-robot task of the UniIntervene paper it stands in for.
+        instruction: a language instruction for instruction-conditioned models.
+    """
+
+    name: str
+    env_name: str
+    max_episode_steps: int
+    stall_window: int
+    expert_class: str
+    paper_task: str
+    instruction: str
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec("pick-place", "pick-place-v3", 100, 10,
+                 "SawyerPickPlaceV3Policy", "Pick Eggplant",
+                 "pick up the object and place it at the goal"),
+        TaskSpec("peg-insert-side", "peg-insert-side-v3", 125, 27,
+                 "SawyerPegInsertionSideV3Policy", "Tube Insertion",
+                 "pick up the peg and insert it sideways into the hole"),
+        TaskSpec("assembly", "assembly-v3", 100, 14,
+                 "SawyerAssemblyV3Policy", "RAM Insertion",
+                 "pick up the nut and place it onto the peg"),
+        TaskSpec("sweep-into", "sweep-into-v3", 100, 11,
+                 "SawyerSweepIntoV3Policy", "Wipe Whiteboard",
+                 "sweep the puck into the hole"),
+        TaskSpec("box-close", "box-close-v3", 125, 50,
+                 "SawyerBoxCloseV3Policy", "Fold Towel",
+                 "pick up the lid and close the box"),
+    )
+}
+
+_BY_ENV_NAME = {spec.env_name: spec for spec in TASKS.values()}
+
+
+def get_task_spec(task: str) -> TaskSpec:
+    """Look up a task by short name (``"pick-place"``) or v3 name (``"pick-place-v3"``).
+
+    Raises:
+        TypeError: if ``task`` is not a string.
+        ValueError: if the name is unknown; the message lists the known names.
+    """
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a str, got {type(task).__name__}")
+    if task in TASKS:
+        return TASKS[task]
+    if task in _BY_ENV_NAME:
+        return _BY_ENV_NAME[task]
+    known = sorted(TASKS) + sorted(_BY_ENV_NAME)
+    raise ValueError(f"unknown task {task!r}; expected one of {known}")
+
+
+def scale_steps(steps_at_reference: int, action_repeat: int) -> int:
+    """Convert a step count given at action repeat 4 to ``action_repeat``.
+
+    Keeps the same simulated time: ``ceil(steps * 4 / action_repeat)``.
+
+    Raises:
+        ValueError: if ``action_repeat < 1``.
+    """
+    if int(action_repeat) < 1:
+        raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+    sim_steps = int(steps_at_reference) * REFERENCE_ACTION_REPEAT
+    return int(-(-sim_steps // int(action_repeat)))
+
+
+def get_expert(task: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Scripted Meta-World expert for ``task``.
+
+    Returns:
+        ``expert(raw_obs) -> action``: ``raw_obs`` is the raw Meta-World
+        observation, float (39,) (see ``get_privileged_state``); ``action`` is
+        float32 (4,), clipped to [-1, 1] (xyz delta, gripper effort;
+        positive = close).
+
+    Raises:
+        ValueError: unknown task, or (when called) ``raw_obs`` of wrong shape.
+    """
+    spec = get_task_spec(task)
+    from metaworld import policies  # heavy import, kept local
+
+    policy = getattr(policies, spec.expert_class)()
+
+    def expert(raw_obs: np.ndarray) -> np.ndarray:
+        raw_obs = np.asarray(raw_obs, dtype=np.float64)
+        if raw_obs.shape != (39,):
+            raise ValueError(
+                f"expert for {spec.name} expects the raw Meta-World obs of shape (39,), "
+                f"got {raw_obs.shape}")
+        action = policy.get_action(raw_obs)
+        return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+
+    expert.__name__ = f"expert_{spec.name.replace('-', '_')}"
+    return expert

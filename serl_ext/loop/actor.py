@@ -1,0 +1,314 @@
+"""The actor process: acts in the env with the latest pushed parameters, lets the
+intervention gate and the (real or simulated) human act on top, and streams transitions to the
+learner.
+
+Data flow (HiL-SERL, DESIGN.md section 3): every transition goes to the ``actor_env`` store;
+human-controlled transitions also go to ``actor_env_intvn`` (the demo + intervention buffer).
+Parameters arrive on the broadcast socket at any time and are swapped in atomically between two
+env steps. If the learner goes away the actor keeps acting with its last parameters and keeps
+its transitions (``actor.queue_capacity`` unsent transitions; past that the oldest are dropped
+and counted in ``rollout/dropped_transitions``) and delivers them once the learner is back.
+
+Outputs in the run folder: ``summary.json``, ``actor_state.json`` (resume point, written at
+every episode end), ``metrics/actor.jsonl`` and ``tb/actor`` (rollout/, intervention/, eval/,
+gate/), ``actor_config.json``.
+"""
+
+import collections
+import logging
+import os
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from serl_ext.loop import common
+from serl_ext.loop.evaluation import evaluate
+from serl_ext.loop.gate import HUMAN, PassThroughGate
+from serl_ext.loop.logging import MetricLogger
+
+log = logging.getLogger(__name__)
+
+DATA_STORE = "actor_env"
+INTERVENTION_STORE = "actor_env_intvn"
+
+
+class ParameterSlot:
+    """Holds the newest parameter message from the learner; written by the transport thread,
+    read by the actor loop between steps (so a swap never happens in the middle of a step)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pending: Optional[Dict[str, Any]] = None
+        self.last_receive_time = 0.0
+        self.learner_step = 0
+        self.version = -1
+
+    def put(self, message: Dict[str, Any]) -> None:
+        with self._lock:
+            self._pending = message
+            self.last_receive_time = time.time()
+            if isinstance(message, dict):
+                self.learner_step = int(message.get("learner_step", self.learner_step))
+
+    def take(self) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            message, self._pending = self._pending, None
+            return message
+
+
+def transport_config(config):
+    from serl_ext.transport import TrainerConfig
+
+    return TrainerConfig(
+        port_number=config.transport.port,
+        broadcast_port=config.transport.broadcast_port,
+        request_types=("actor_done", "actor_stats"),
+        bind_address=config.transport.bind_address,
+    )
+
+
+def _initial_state() -> Dict[str, Any]:
+    return {
+        "env_steps": 0,
+        "episodes": 0,
+        "human_steps": 0,
+        "recovery_steps": 0,
+        "wall_clock_s": 0.0,
+        "eval_history": [],
+        "successes": 0,
+    }
+
+
+def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
+    """Runs the actor until ``config.actor.max_env_steps`` agent steps; returns the summary.
+
+    Args:
+      config: the composed training config (configs/train.py).
+      gate: an object with the :class:`serl_ext.loop.gate.Gate` interface (default:
+        :class:`PassThroughGate`, plain HiL-SERL).
+      client: an already built TrainerClient (tests); default connects to
+        ``config.transport.ip``.
+    """
+    from serl_ext.transport import QueuedDataStore, TrainerClient
+
+    gate = gate or PassThroughGate()
+    run_dir = common.run_dir_for(config)
+    os.makedirs(run_dir, exist_ok=True)
+    common.write_config(run_dir, config, "actor")
+    state_path = os.path.join(run_dir, "actor_state.json")
+    state = common.read_json(state_path) or _initial_state()
+    if state["env_steps"]:
+        log.info("resuming actor from %s at env step %d", state_path, state["env_steps"])
+
+    env = common.make_env(config, common.episode_seed(config, state["episodes"]), with_operator=True)
+    spec = common.observation_spec(env)
+    action_dim = int(env.action_space.shape[0])
+    agent = common.create_agent(config, spec, action_dim)
+
+    stores = {
+        DATA_STORE: QueuedDataStore(config.actor.queue_capacity),
+        INTERVENTION_STORE: QueuedDataStore(config.actor.queue_capacity),
+    }
+    slot = ParameterSlot()
+    if client is None:
+        client = TrainerClient(
+            "actor", config.transport.ip, transport_config(config), data_stores=stores, wait_for_server=False
+        )
+    client.recv_network_callback(slot.put)
+    logger = MetricLogger(run_dir, "actor", tensorboard=config.logging.tensorboard)
+
+    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state["env_steps"] + 1)
+    max_steps = int(config.actor.max_env_steps)
+    start_time = time.time()
+    wall_offset = float(state["wall_clock_s"])
+    param_version, param_errors = -1, 0
+    recent_success = collections.deque(maxlen=20)
+    latencies = collections.deque(maxlen=1000)
+    throttle_wait_s = 0.0
+
+    def wall_clock():
+        return wall_offset + time.time() - start_time
+
+    def run_eval():
+        metrics = evaluate(agent, config, int(config.actor.eval_episodes))
+        state["eval_history"].append(
+            {
+                "env_steps": state["env_steps"],
+                "wall_clock_s": wall_clock(),
+                "learner_step": slot.learner_step,
+                "success_rate": metrics["eval/success_rate"],
+                "return": metrics["eval/return"],
+            }
+        )
+        logger.log(metrics, state["env_steps"])
+        tqdm.write(
+            f"[actor] eval at {state['env_steps']} env steps: SR {metrics['eval/success_rate']:.2f} "
+            f"(learner step {slot.learner_step}, {wall_clock() / 60:.1f} min)"
+        )
+
+    def swap_params():
+        nonlocal agent, param_version, param_errors
+        message = slot.take()
+        if message is None:
+            return
+        try:
+            if not isinstance(message, dict) or "params" not in message:
+                raise ValueError("parameter message without 'params'")
+            agent = agent.load_policy_params(message["params"])
+            param_version = int(message.get("version", param_version + 1))
+        except (ValueError, TypeError, KeyError) as e:
+            param_errors += 1
+            log.warning("rejected parameter message: %s", e)
+
+    def throttled() -> bool:
+        ratio = float(config.actor.steps_per_update)
+        if ratio <= 0:
+            return False
+        if time.time() - slot.last_receive_time > float(config.actor.learner_timeout_s):
+            return False  # Learner away (or not started): keep acting with the last parameters.
+        allowed = (
+            int(config.learner.training_starts) + ratio * slot.learner_step + int(config.actor.throttle_slack)
+        )
+        return state["env_steps"] >= allowed
+
+    obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
+    gate.reset(obs)
+    ep = dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
+    pbar = tqdm(
+        total=max_steps, initial=min(state["env_steps"], max_steps), desc="actor env steps",
+        disable=not config.logging.progress_bar, dynamic_ncols=True,
+    )
+    try:
+        while state["env_steps"] < max_steps:
+            swap_params()
+            if throttled():
+                t0 = time.time()
+                client.update()
+                time.sleep(0.005)
+                throttle_wait_s += time.time() - t0
+                continue
+
+            t0 = time.perf_counter()
+            rng, key = jax.random.split(rng)
+            policy_action = np.asarray(agent.sample_actions(obs, key), dtype=np.float32)
+            action, source = gate.select_action(obs, policy_action)
+            latencies.append(time.perf_counter() - t0)
+
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            if "intervene_action" in info:
+                action, source = np.asarray(info["intervene_action"], dtype=np.float32), HUMAN
+            gate.observe(obs, action, source, reward, next_obs, info)
+
+            transition = {
+                "observations": obs,
+                "actions": np.asarray(action, dtype=np.float32),
+                "next_observations": next_obs,
+                "rewards": np.float32(reward),
+                "masks": np.float32(0.0 if terminated else 1.0),
+                "dones": bool(terminated or truncated),
+                "interventions": bool(source == HUMAN),
+                "action_source": np.int8(source),
+            }
+            stores[DATA_STORE].insert(transition)
+            if source == HUMAN:
+                stores[INTERVENTION_STORE].insert(transition)
+
+            human = source == HUMAN
+            ep["ret"] += float(reward)
+            ep["length"] += 1
+            ep["human"] += int(human)
+            ep["recovery"] += int(source == 1)
+            ep["segments"] += int(human and not ep["prev_human"])
+            ep["prev_human"] = human
+            ep["success"] = ep["success"] or bool(info.get("success", False))
+            state["env_steps"] += 1
+            state["human_steps"] += int(human)
+            state["recovery_steps"] += int(source == 1)
+            pbar.update(1)
+            obs = next_obs
+
+            if state["env_steps"] % int(config.actor.send_period) == 0:
+                client.update()
+
+            if terminated or truncated:
+                state["episodes"] += 1
+                state["successes"] += int(ep["success"])
+                recent_success.append(float(ep["success"]))
+                ir = state["human_steps"] / max(state["env_steps"], 1)
+                scalars = {
+                    "rollout/return": ep["ret"],
+                    "rollout/length": ep["length"],
+                    "rollout/success": float(ep["success"]),
+                    "rollout/success_rate_20": float(np.mean(recent_success)),
+                    "rollout/episodes": state["episodes"],
+                    "rollout/learner_step": slot.learner_step,
+                    "rollout/param_version": param_version,
+                    "rollout/param_errors": param_errors,
+                    "rollout/dropped_transitions": sum(s.num_dropped for s in stores.values()),
+                    "rollout/policy_latency_ms": 1e3 * float(np.mean(latencies)) if latencies else 0.0,
+                    "rollout/throttle_wait_s": throttle_wait_s,
+                    "intervention/steps": ep["human"],
+                    "intervention/segments": ep["segments"],
+                    "intervention/episode_rate": ep["human"] / max(ep["length"], 1),
+                    "intervention/rate": ir,
+                    "intervention/recovery_steps": ep["recovery"],
+                }
+                scalars.update({f"gate/{k}": v for k, v in gate.stats().items()})
+                logger.log(scalars, state["env_steps"])
+                pbar.set_postfix(SR20=f"{np.mean(recent_success):.2f}", IR=f"{ir:.3f}", learner=slot.learner_step)
+                state["wall_clock_s"] = wall_clock()
+                common.atomic_write_json(state_path, state)
+                obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
+                gate.reset(obs)
+                ep = dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
+
+            if int(config.actor.eval_period) and state["env_steps"] % int(config.actor.eval_period) == 0:
+                run_eval()
+
+        swap_params()
+        if not state["eval_history"] or state["eval_history"][-1]["env_steps"] != state["env_steps"]:
+            run_eval()
+        # Deliver what is still queued (bounded), then tell the learner we are done.
+        deadline = time.time() + 30.0
+        while time.time() < deadline and any(len(s) for s in stores.values()):
+            client.update()
+            time.sleep(0.05)
+        client.request("actor_done", {"env_steps": state["env_steps"]})
+    finally:
+        pbar.close()
+        state["wall_clock_s"] = wall_clock()
+        common.atomic_write_json(state_path, state)
+        summary = write_summary(config, run_dir, state, slot.learner_step)
+        logger.close()
+        client.stop()
+        env.close()
+    return summary
+
+
+def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int) -> Dict[str, Any]:
+    """Writes ``{run_dir}/summary.json`` (the fields every run reports) and returns it."""
+    history = state["eval_history"]
+    summary = {
+        "task": config.task,
+        "algorithm": config.algorithm,
+        "seed": int(config.seed),
+        "env_steps": int(state["env_steps"]),
+        "episodes": int(state["episodes"]),
+        "eval_success_rate": history[-1]["success_rate"] if history else None,
+        "best_eval_success_rate": max(h["success_rate"] for h in history) if history else None,
+        "intervention_rate": state["human_steps"] / max(state["env_steps"], 1),
+        "human_steps": int(state["human_steps"]),
+        "recovery_steps": int(state["recovery_steps"]),
+        "train_success_rate": state["successes"] / max(state["episodes"], 1),
+        "wall_clock_s": float(state["wall_clock_s"]),
+        "learner_steps": int(learner_step),
+        "action_repeat": int(config.env.action_repeat),
+        "eval_episodes": int(config.actor.eval_episodes),
+        "eval_history": history,
+    }
+    common.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary

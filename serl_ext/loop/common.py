@@ -1,0 +1,129 @@
+"""Pieces shared by the actor, the learner and the evaluation: run folders, envs, agents,
+buffers and ``summary.json``."""
+
+import json
+import os
+import tempfile
+from typing import Any, Dict, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+
+def agent_class(name: str):
+    """Maps ``config.agent_name`` to an agent class.
+
+    Raises:
+      KeyError: unknown agent name.
+    """
+    if name == "sac":
+        from serl_ext.agents.sac import SACAgent
+
+        return SACAgent
+    if name == "sac_hybrid":
+        from serl_ext.agents.sac_hybrid import SACHybridAgent
+
+        return SACHybridAgent
+    if name == "bc":
+        from serl_ext.agents.bc import BCAgent
+
+        return BCAgent
+    raise KeyError(f"unknown agent_name {name!r}; expected 'sac', 'sac_hybrid' or 'bc'")
+
+
+def run_dir_for(config: ml_collections.ConfigDict) -> str:
+    """``{run_root}/{run_name}``; the default name is ``{task}/{algorithm}/seed{seed}``."""
+    name = config.run_name or f"{config.task}/{config.algorithm}/seed{config.seed}"
+    return os.path.abspath(os.path.join(config.run_root, name))
+
+
+def demo_dir_for(config: ml_collections.ConfigDict) -> str:
+    return os.path.abspath(config.demos.path or os.path.join("demos", config.task))
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """Writes JSON to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_config(run_dir: str, config: ml_collections.ConfigDict, name: str) -> None:
+    """Saves the resolved config as ``{run_dir}/{name}_config.json``."""
+    atomic_write_json(os.path.join(run_dir, f"{name}_config.json"), json.loads(config.to_json_best_effort()))
+
+
+def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: bool):
+    """Builds the task env of ``config.env``; the simulated operator only if asked and enabled."""
+    from serl_ext.envs import make_env as _make_env
+
+    operator = config.operator if (with_operator and config.operator.enabled) else None
+    return _make_env(
+        config.task,
+        seed,
+        action_repeat=config.env.action_repeat,
+        max_episode_steps=config.env.max_episode_steps,
+        reward_type=config.env.reward_type,
+        image_obs=config.env.image_obs,
+        image_size=config.env.image_size,
+        state_obs=config.env.state_obs,
+        operator=operator,
+    )
+
+
+def observation_spec(env) -> Dict[str, tuple]:
+    """``{key: (shape, dtype)}`` of a gymnasium Dict observation space."""
+    return {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in env.observation_space.spaces.items()}
+
+
+def example_observation(spec: Dict[str, tuple]) -> Dict[str, np.ndarray]:
+    return {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+
+
+def create_agent(config: ml_collections.ConfigDict, spec: Dict[str, tuple], action_dim: int):
+    """Creates the agent of ``config.agent_name`` from observation/action examples (seeded)."""
+    cls = agent_class(config.agent_name)
+    return cls.create(
+        jax.random.PRNGKey(config.seed),
+        example_observation(spec),
+        np.zeros((action_dim,), np.float32),
+        config.agent,
+    )
+
+
+def make_buffer(spec, action_dim: int, capacity: int, seed: int):
+    from serl_ext.data.replay_buffer import ReplayBuffer
+
+    return ReplayBuffer(spec, action_dim, capacity, seed=seed)
+
+
+def to_numpy_tree(tree):
+    """Converts a pytree of jax arrays to nested dicts of numpy arrays (for the transport)."""
+    return jax.tree.map(lambda x: np.asarray(x), tree)
+
+
+def episode_seed(config: ml_collections.ConfigDict, episode: int) -> int:
+    """Training episode ``episode`` resets with this seed (deterministic, resumable)."""
+    return int(config.seed) * 1_000_003 + int(episode)
+
+
+def eval_seed(config: ml_collections.ConfigDict, index: int) -> int:
+    return int(config.seed) * 1000 + int(config.actor.eval_seed_offset) + int(index)
+
+
+def read_json(path: str) -> Optional[Dict[str, Any]]:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,205 @@
+"""The learner process: owns the replay buffers, trains the agent with RLPD batches and pushes
+parameters to the actor.
+
+Per learner step (HiL-SERL/RLPD, DESIGN.md section 3): sample ``utd_ratio`` minibatches of
+``batch_size`` rows, each half online / half demo+intervention (``demo_fraction``); the agent
+runs ``utd_ratio - 1`` critic-only updates and one full update inside one jitted ``lax.scan``.
+Parameters are published every ``publish_period`` steps with a version number and the learner
+step (the actor uses the latter to keep the data/update ratio). Checkpoints (agent, optimizer
+states, both buffers, counters) every ``checkpoint_period`` steps and at the end; a restarted
+learner resumes from the newest one.
+
+Outputs in the run folder: ``checkpoints/``, ``learner_summary.json``,
+``metrics/learner.jsonl``, ``tb/learner`` (train/ keys), ``learner_config.json``.
+"""
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Dict
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from serl_ext.loop import common
+from serl_ext.loop.actor import DATA_STORE, INTERVENTION_STORE, transport_config
+from serl_ext.loop.checkpoint import Checkpointer
+from serl_ext.loop.logging import MetricLogger
+
+log = logging.getLogger(__name__)
+
+
+def load_demos(config, buffer) -> int:
+    """Loads the demo episodes of ``config.demos`` into ``buffer``; returns transitions loaded.
+
+    Raises:
+      FileNotFoundError: demos are required (``num_demos > 0``) but the folder has none; the
+        message says how to collect them.
+    """
+    from serl_ext.data.episodes import episode_to_transitions, list_episodes, load_episode
+
+    if int(config.demos.num_demos) <= 0:
+        return 0
+    directory = common.demo_dir_for(config)
+    paths = list_episodes(directory) if os.path.isdir(directory) else []
+    if not paths:
+        raise FileNotFoundError(
+            f"no demo episodes in {directory}; collect them first with "
+            f"`python launchers/collect_demos.py --task {config.task} --num_demos {config.demos.num_demos}` "
+            "(launchers/run_task.sh does this automatically) or set --config.demos.num_demos=0"
+        )
+    count = 0
+    for path in paths[: int(config.demos.num_demos)]:
+        for transition in episode_to_transitions(load_episode(path)):
+            buffer.insert(transition)
+            count += 1
+    return count
+
+
+class _Control:
+    """Requests from the actor, handled on the transport thread."""
+
+    def __init__(self):
+        self.actor_done = threading.Event()
+        self.actor_stats: Dict[str, Any] = {}
+
+    def __call__(self, request_type: str, payload: Any):
+        if request_type == "actor_done":
+            self.actor_done.set()
+            return {"ok": True}
+        if request_type == "actor_stats":
+            if isinstance(payload, dict):
+                self.actor_stats = payload
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown request {request_type!r}"}
+
+
+def run_learner(config, server=None) -> Dict[str, Any]:
+    """Runs the learner until the actor reports done (or ``learner.max_steps``).
+
+    Returns the learner summary dict (also written to ``learner_summary.json``).
+    """
+    from serl_ext.data.replay_buffer import sample_mixed_many
+    from serl_ext.transport import TrainerServer
+
+    run_dir = common.run_dir_for(config)
+    os.makedirs(run_dir, exist_ok=True)
+    common.write_config(run_dir, config, "learner")
+
+    env = common.make_env(config, config.seed, with_operator=False)
+    spec = common.observation_spec(env)
+    action_dim = int(env.action_space.shape[0])
+    env.close()
+    agent = common.create_agent(config, spec, action_dim)
+    replay = common.make_buffer(spec, action_dim, int(config.learner.replay_capacity), seed=config.seed)
+    demo = common.make_buffer(spec, action_dim, int(config.learner.demo_capacity), seed=config.seed + 1)
+
+    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    step, version = 0, 0
+    if checkpointer.latest_step() is not None:
+        agent, buffers, counters = checkpointer.restore(agent)
+        replay.load_state_dict(buffers["replay"])
+        demo.load_state_dict(buffers["demo"])
+        step, version = int(counters["learner_step"]), int(counters["version"])
+        log.info("resumed learner at step %d (%d online, %d demo transitions)", step, len(replay), len(demo))
+        tqdm.write(f"[learner] resumed from checkpoint at step {step}")
+    else:
+        n = load_demos(config, demo)
+        tqdm.write(f"[learner] loaded {n} demo transitions from {common.demo_dir_for(config)}")
+
+    control = _Control()
+    if server is None:
+        server = TrainerServer(transport_config(config), request_callback=control)
+    server.register_data_store(DATA_STORE, replay)
+    server.register_data_store(INTERVENTION_STORE, demo)
+    server.start(threaded=True)
+    logger = MetricLogger(run_dir, "learner", tensorboard=config.logging.tensorboard)
+
+    def publish():
+        nonlocal version
+        version += 1
+        server.publish_network(
+            {"version": version, "learner_step": step, "params": common.to_numpy_tree(agent.policy_params())}
+        )
+
+    def save():
+        checkpointer.save(
+            step,
+            agent,
+            {"replay": replay.state_dict(), "demo": demo.state_dict()},
+            {"learner_step": step, "version": version},
+        )
+
+    rng = np.random.default_rng(config.seed + 7)
+    batch_size = int(config.learner.batch_size)
+    utd = int(config.learner.utd_ratio)
+    demo_fraction = float(config.learner.demo_fraction)
+    training_starts = max(int(config.learner.training_starts), 1)
+    publish()
+    last_publish = time.time()
+    last_data = time.time()
+    last_sizes = (len(replay), len(demo))
+    start = time.time()
+    steps_at_start = step
+    window_t, window_steps = time.time(), step
+    pbar = tqdm(desc="learner steps", initial=step, disable=not config.logging.progress_bar, dynamic_ncols=True)
+    try:
+        while step < int(config.learner.max_steps) and not control.actor_done.is_set():
+            sizes = (len(replay), len(demo))
+            if sizes != last_sizes:
+                last_data, last_sizes = time.time(), sizes
+            elif config.learner.idle_timeout_s and time.time() - last_data > float(config.learner.idle_timeout_s):
+                tqdm.write("[learner] no data from the actor for a while; stopping")
+                break
+            if len(replay) < training_starts:
+                if time.time() - last_publish > 1.0:  # heartbeat so the actor knows we are up
+                    publish()
+                    last_publish = time.time()
+                time.sleep(0.01)
+                continue
+            if len(demo) == 0 or demo_fraction <= 0:
+                fractions = (1.0, 0.0)
+            else:
+                fractions = (1.0 - demo_fraction, demo_fraction)
+            batch = sample_mixed_many([replay, demo], batch_size, utd, fractions=fractions)
+            agent, info = agent.update(batch, utd)
+            step += 1
+            pbar.update(1)
+            if step % int(config.learner.publish_period) == 0:
+                publish()
+                last_publish = time.time()
+            if step % int(config.learner.log_period) == 0:
+                now = time.time()
+                scalars = {f"train/{k}": float(v) for k, v in jax.device_get(info).items() if np.ndim(v) == 0}
+                scalars["train/updates_per_s"] = (step - window_steps) / max(now - window_t, 1e-9)
+                scalars["train/replay_size"] = len(replay)
+                scalars["train/demo_size"] = len(demo)
+                scalars["train/rejected_messages"] = getattr(server, "num_rejected", 0)
+                window_t, window_steps = now, step
+                logger.log(scalars, step)
+                pbar.set_postfix(critic=f"{scalars.get('train/critic_loss', float('nan')):.3g}", replay=len(replay))
+            if int(config.learner.checkpoint_period) and step % int(config.learner.checkpoint_period) == 0:
+                save()
+        publish()
+        save()
+    finally:
+        pbar.close()
+        elapsed = time.time() - start
+        summary = {
+            "task": config.task,
+            "algorithm": config.algorithm,
+            "seed": int(config.seed),
+            "learner_steps": step,
+            "updates_per_s": (step - steps_at_start) / max(elapsed, 1e-9),
+            "replay_size": len(replay),
+            "demo_size": len(demo),
+            "rejected_messages": int(getattr(server, "num_rejected", 0)),
+            "wall_clock_s": elapsed,
+        }
+        common.atomic_write_json(os.path.join(run_dir, "learner_summary.json"), summary)
+        logger.close()
+        server.stop()
+        checkpointer.close()
+    return summary

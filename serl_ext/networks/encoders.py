@@ -1,0 +1,217 @@
+"""Observation encoders: state, SmallCNN and ResNet-10, with HiL-SERL's image head.
+
+Per camera (image key): ``uint8 (B, H, W, 3) -> float32 / 255 -> backbone (SmallCNN or
+ResNet10) -> SpatialLearnedEmbeddings -> Dense(latent_dim) -> LayerNorm -> tanh``
+(HiL-SERL ``serl_launcher/vision/resnet_v1.py`` + ``common/encoding.py``). Every camera
+has its own parameters; the camera latents are concatenated, then the flattened
+``"state"`` is appended when present.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ENCODER_TYPES = ("state", "small_cnn", "resnet10")
+
+
+def _num_groups(channels: int, max_groups: int = 32) -> int:
+    return math.gcd(channels, max_groups)
+
+
+def images_to_float(images: jax.Array) -> jax.Array:
+    """uint8 images -> float32 in [0, 1]; float images are passed through as float32."""
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) / 255.0
+    return images.astype(jnp.float32)
+
+
+class SpatialLearnedEmbeddings(nn.Module):
+    """HiL-SERL ``SpatialLearnedEmbeddings``: learned (H, W, C, F) kernel, sum over H, W.
+
+    Input float32 ``(B, H, W, C)``; output ``(B, C * num_features)`` where
+    ``out[b, c, f] = sum_{h,w} x[b, h, w, c] * kernel[h, w, c, f]``.
+    """
+
+    num_features: int = 8
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        if features.ndim != 4:
+            raise ValueError(f"expected features (B, H, W, C), got shape {features.shape}")
+        _, h, w, c = features.shape
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (h, w, c, self.num_features), jnp.float32
+        )
+        out = jnp.einsum("bhwc,hwcf->bcf", features, kernel)
+        return out.reshape(features.shape[0], c * self.num_features)
+
+
+class SmallCNN(nn.Module):
+    """Small convolutional backbone trained from scratch.
+
+    Conv 3x3 ``features[i]`` channels, stride ``strides[i]``, SAME padding, ReLU.
+    Input float32 ``(B, H, W, C)`` in [0, 1]; output feature map ``(B, H', W', features[-1])``.
+    """
+
+    features: Sequence[int] = (32, 64, 128, 256)
+    strides: Sequence[int] = (2, 2, 2, 2)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if len(self.features) != len(self.strides):
+            raise ValueError("SmallCNN.features and .strides must have the same length")
+        for feat, stride in zip(self.features, self.strides):
+            x = nn.Conv(int(feat), (3, 3), strides=(int(stride), int(stride)), padding="SAME")(x)
+            x = nn.relu(x)
+        return x
+
+
+class ResidualBlock(nn.Module):
+    """Basic ResNet block (two 3x3 convs) with GroupNorm; projection shortcut when needed."""
+
+    filters: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        residual = x
+        y = nn.Conv(self.filters, (3, 3), (self.stride, self.stride), padding="SAME", use_bias=False)(x)
+        y = nn.GroupNorm(num_groups=_num_groups(self.filters))(y)
+        y = nn.relu(y)
+        y = nn.Conv(self.filters, (3, 3), padding="SAME", use_bias=False)(y)
+        y = nn.GroupNorm(num_groups=_num_groups(self.filters))(y)
+        if residual.shape != y.shape:
+            residual = nn.Conv(
+                self.filters, (1, 1), (self.stride, self.stride), use_bias=False, name="proj"
+            )(residual)
+            residual = nn.GroupNorm(num_groups=_num_groups(self.filters), name="proj_norm")(
+                residual
+            )
+        return nn.relu(residual + y)
+
+
+class ResNet10(nn.Module):
+    """ResNet-10: 7x7/2 conv stem + GroupNorm + ReLU + 3x3/2 max-pool, then 4 stages of one
+    basic block each (widths ``widths``, strides 1, 2, 2, 2). No BatchNorm (GroupNorm),
+    so it trains from scratch without batch statistics.
+
+    Input float32 ``(B, H, W, C)`` in [0, 1]; output ``(B, H/32, W/32, widths[-1])``
+    (ceil division, SAME padding).
+    """
+
+    widths: Sequence[int] = (64, 128, 256, 512)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if len(self.widths) != 4:
+            raise ValueError(f"ResNet10 needs 4 stage widths, got {tuple(self.widths)}")
+        x = nn.Conv(int(self.widths[0]), (7, 7), (2, 2), padding="SAME", use_bias=False, name="stem")(x)
+        x = nn.GroupNorm(num_groups=_num_groups(int(self.widths[0])), name="stem_norm")(x)
+        x = nn.relu(x)
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for i, width in enumerate(self.widths):
+            x = ResidualBlock(int(width), stride=1 if i == 0 else 2, name=f"stage{i}")(x)
+        return x
+
+
+def make_backbone(encoder_type: str, widths: Optional[Sequence[int]] = None) -> nn.Module:
+    """Backbone module for ``encoder_type`` in {"small_cnn", "resnet10"}.
+
+    ``widths`` overrides the channel widths (None = the class default). Raises ValueError
+    for any other type.
+    """
+    if encoder_type == "small_cnn":
+        if widths is None:
+            return SmallCNN()
+        return SmallCNN(features=tuple(widths), strides=(2,) * len(widths))
+    if encoder_type == "resnet10":
+        return ResNet10() if widths is None else ResNet10(widths=tuple(widths))
+    raise ValueError(f"no image backbone for encoder type {encoder_type!r}; use small_cnn or resnet10")
+
+
+class ImageEncoder(nn.Module):
+    """One camera: backbone -> SpatialLearnedEmbeddings -> Dense -> LayerNorm -> tanh.
+
+    Input ``(B, H, W, C)`` uint8 (or float in [0, 1]); output float32 ``(B, latent_dim)``.
+    Parameters live under ``backbone``, ``spatial``, ``proj``, ``proj_norm``.
+    """
+
+    encoder_type: str = "small_cnn"
+    latent_dim: int = 256
+    num_spatial_features: int = 8
+    widths: Optional[Sequence[int]] = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        if images.ndim != 4:
+            raise ValueError(f"expected images (B, H, W, C), got shape {images.shape}")
+        x = images_to_float(images)
+        backbone = make_backbone(self.encoder_type, self.widths)
+        x = backbone.clone(name="backbone")(x)
+        x = SpatialLearnedEmbeddings(self.num_spatial_features, name="spatial")(x)
+        x = nn.Dense(self.latent_dim, name="proj")(x)
+        x = nn.LayerNorm(name="proj_norm")(x)
+        return jnp.tanh(x)
+
+
+def flatten_state(observations: Dict[str, jax.Array], batch_ndim: int = 1) -> jax.Array:
+    """``observations["state"]`` with everything after the batch dims flattened, float32."""
+    state = jnp.asarray(observations["state"], jnp.float32)
+    return state.reshape(state.shape[:batch_ndim] + (-1,))
+
+
+class ObservationEncoder(nn.Module):
+    """Encodes an observation dict into one float32 feature vector per sample.
+
+    Attributes:
+      encoder_type: "state" (no parameters: flattened ``"state"`` only), "small_cnn" or
+        "resnet10" (one :class:`ImageEncoder` per image key, named ``image_<key>``).
+      image_keys: camera keys to encode (must be empty for "state", non-empty otherwise).
+      latent_dim: per-camera latent width.
+      num_spatial_features: F of :class:`SpatialLearnedEmbeddings`.
+      widths: optional backbone widths.
+      use_state: append the flattened ``"state"`` (when the key is present).
+
+    Input: dict with batched arrays, ``"state"`` ``(B, D...)`` and images ``(B, H, W, C)``
+    uint8; keys not used are ignored. Output float32 ``(B, F)`` with
+    ``F = len(image_keys) * latent_dim + D``. Raises ValueError on a missing key.
+    """
+
+    encoder_type: str = "state"
+    image_keys: Sequence[str] = ()
+    latent_dim: int = 256
+    num_spatial_features: int = 8
+    widths: Optional[Sequence[int]] = None
+    use_state: bool = True
+
+    @nn.compact
+    def __call__(self, observations: Dict[str, jax.Array]) -> jax.Array:
+        if self.encoder_type not in ENCODER_TYPES:
+            raise ValueError(f"encoder type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
+        if self.encoder_type == "state" and len(self.image_keys) > 0:
+            raise ValueError("encoder type 'state' takes no image_keys; use small_cnn or resnet10")
+        if self.encoder_type != "state" and len(self.image_keys) == 0:
+            raise ValueError(f"encoder type {self.encoder_type!r} needs at least one image key")
+        parts = []
+        for key in self.image_keys:
+            if key not in observations:
+                raise ValueError(f"observation has no image key {key!r}; keys: {sorted(observations)}")
+            parts.append(
+                ImageEncoder(
+                    self.encoder_type,
+                    self.latent_dim,
+                    self.num_spatial_features,
+                    self.widths,
+                    name=f"image_{key}",
+                )(observations[key])
+            )
+        if self.use_state and "state" in observations:
+            parts.append(flatten_state(observations))
+        if not parts:
+            raise ValueError("observation has neither a 'state' key nor any configured image key")
+        return jnp.concatenate(parts, axis=-1)

@@ -1,0 +1,52 @@
+"""Package set-up for uniintervene_jax (HiL-SERL in JAX + UniIntervene).
+
+`pip install -e .` installs the CPU working set; extras:
+  robot : UR arms (ur_rtde) and SpaceMouse (pyspacemouse)
+  vlm   : transformers + a CPU torch build for frozen vision encoders
+  rlds  : tensorflow-datasets export/import
+  dev   : pytest and friends
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax[cpu]>=0.4.30",
+    "flax>=0.8",
+    "optax>=0.2",
+    "chex>=0.1.86",
+    "orbax-checkpoint>=0.5",
+    "ml_collections>=0.1.1",
+    "absl-py>=2.0",
+    "pyzmq>=25",
+    "msgpack>=1.0",
+    "metaworld==3.1.1",
+    "mujoco==3.3.0",
+    "gymnasium>=1.0",
+    "faiss-cpu>=1.8",
+    "tokenizers>=0.15",
+    "scipy>=1.10",
+    "numpy>=1.26",
+    "tensorboard>=2.15",
+    "tensorboardX>=2.6",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+    "imageio>=2.31",
+]
+
+EXTRAS_REQUIRE = {
+    "robot": ["ur-rtde", "pyspacemouse"],
+    # torch pinned: this version has a local CPU build; an unpinned torch pulls CUDA wheels.
+    "vlm": ["transformers>=4.40", "torch==2.13.0"],
+    "rlds": ["tensorflow-datasets"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.2"],
+}
+
+setup(
+    name="uniintervene_jax",
+    version="0.1.0",
+    description="HiL-SERL actor/learner in JAX with the UniIntervene learned intervention gate",
+    python_requires=">=3.10",
+    packages=find_packages(include=["serl_ext*", "uniintervene_jax*", "configs*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

@@ -1,0 +1,105 @@
+"""End to end through the real launchers: demo collection, then learner.sh and actor.sh as two
+processes talking over loopback, then a second run of both that resumes from the first."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _flags(tmp_path, ports, max_env_steps):
+    return [
+        f"--config.run_root={tmp_path / 'runs'}",
+        f"--config.demos.path={tmp_path / 'demos'}",
+        "--config.demos.num_demos=2",
+        f"--config.transport.port={ports[0]}",
+        f"--config.transport.broadcast_port={ports[1]}",
+        "--config.agent.hidden_dims=(32, 32)",
+        "--config.learner.batch_size=32",
+        "--config.learner.training_starts=100",
+        "--config.learner.publish_period=10",
+        "--config.learner.checkpoint_period=0",
+        f"--config.actor.max_env_steps={max_env_steps}",
+        "--config.actor.eval_period=0",
+        "--config.actor.eval_episodes=1",
+        "--config.actor.steps_per_update=0",
+        "--config.logging.progress_bar=False",
+    ]
+
+
+def _run_pair(tmp_path, max_env_steps):
+    ports = _free_ports(2)
+    flags = _flags(tmp_path, ports, max_env_steps)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    learner = subprocess.Popen(
+        ["bash", "launchers/learner.sh", "pick-place,hil_serl", *flags],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        actor = subprocess.run(
+            ["bash", "launchers/actor.sh", "pick-place,hil_serl", *flags],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
+        )
+        assert actor.returncode == 0, actor.stdout[-3000:] + actor.stderr[-3000:]
+        out, _ = learner.communicate(timeout=120)
+        assert learner.returncode == 0, out[-3000:]
+    finally:
+        if learner.poll() is None:
+            learner.kill()
+    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    return run_dir, summary, learner_summary
+
+
+@pytest.mark.timeout(900)
+def test_actor_and_learner_processes_train_and_resume(tmp_path):
+    demos = subprocess.run(
+        [sys.executable, "launchers/collect_demos.py", "--task=pick-place", "--num_demos=2",
+         f"--out={tmp_path / 'demos'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert demos.returncode == 0, demos.stderr[-3000:]
+    assert len(list((tmp_path / "demos").glob("*.npz"))) == 2
+
+    run_dir, summary, learner_summary = _run_pair(tmp_path, 300)
+    for key in ("task", "algorithm", "seed", "env_steps", "episodes", "eval_success_rate",
+                "intervention_rate", "wall_clock_s"):
+        assert key in summary, key
+    assert summary["task"] == "pick-place" and summary["algorithm"] == "hil_serl"
+    assert summary["env_steps"] == 300
+    assert 0.0 <= summary["intervention_rate"] <= 1.0
+    assert 0.0 <= summary["eval_success_rate"] <= 1.0
+    # Every transition the actor produced reached the learner's online buffer, once.
+    assert learner_summary["replay_size"] == 300
+    # Demo buffer = the demos plus every human (operator) transition.
+    demo_transitions = learner_summary["demo_size"] - summary["human_steps"]
+    assert demo_transitions > 0
+    assert learner_summary["learner_steps"] > 0
+    assert (run_dir / "metrics" / "actor.jsonl").exists()
+    assert (run_dir / "metrics" / "learner.jsonl").exists()
+    first_steps = learner_summary["learner_steps"]
+
+    # Second run: both processes resume (actor counters, learner checkpoint with buffers).
+    run_dir, summary2, learner_summary2 = _run_pair(tmp_path, 400)
+    assert summary2["env_steps"] == 400
+    assert learner_summary2["replay_size"] == 400
+    assert learner_summary2["learner_steps"] > first_steps
+    assert learner_summary2["demo_size"] - summary2["human_steps"] == demo_transitions
