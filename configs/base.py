@@ -72,6 +72,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     # original HiL-SERL behaviour); the throttle is lifted while the learner is unreachable.
     config.actor.steps_per_update = 1.0
     config.actor.throttle_slack = 200
+    # Write every training episode to {run_dir}/episodes/rollout_NNNNNN.npz (episodes.py format).
+    config.actor.save_episodes = False
     config.actor.learner_timeout_s = 10.0  # No params for this long => learner considered away.
 
     # Transport (serl_ext/transport).

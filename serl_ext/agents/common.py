@@ -6,10 +6,9 @@ from inside their jitted updates (pure array code).
 
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+import os
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -58,7 +57,8 @@ def encoder_config() -> ml_collections.ConfigDict:
 
 
 def validate_encoder_config(enc: Any, observations: Mapping[str, Any]) -> None:
-    """Raise ValueError for an encoder config inconsistent with the example observation."""
+    """Raise ValueError for an encoder config inconsistent with the example observation,
+    FileNotFoundError for a ``pretrained_path`` that does not exist."""
     if enc.type not in ENCODER_TYPES:
         raise ValueError(f"encoder.type must be one of {ENCODER_TYPES}, got {enc.type!r}")
     image_keys = tuple(enc.image_keys)
@@ -82,6 +82,10 @@ def validate_encoder_config(enc: Any, observations: Mapping[str, Any]) -> None:
         raise ValueError(f"encoder.augmentation must be 'random_crop' or 'none', got {enc.augmentation!r}")
     if int(enc.crop_pad) < 0:
         raise ValueError(f"encoder.crop_pad must be >= 0, got {enc.crop_pad}")
+    if enc.pretrained_path is not None and not os.path.isfile(enc.pretrained_path):
+        raise FileNotFoundError(
+            f"encoder.pretrained_path {enc.pretrained_path!r} does not exist (weights are never downloaded)"
+        )
     if int(enc.latent_dim) < 1:
         raise ValueError(f"encoder.latent_dim must be >= 1, got {enc.latent_dim}")
 
@@ -102,7 +106,7 @@ def init_encoder(key: jax.Array, encoder_def: ObservationEncoder, enc: Any, obs_
     """Initialise encoder params (``{}`` for the state encoder) and load pretrained
     backbones from ``enc.pretrained_path`` into every camera (shape-checked)."""
     params = encoder_def.init(key, obs_batch).get("params", {})
-    params = jax.tree_util.tree_map(lambda x: x, dict(params))  # plain dict copy
+    params = dict(params)  # shallow copy; sub-dicts replaced below, never mutated
     if enc.pretrained_path is not None:
         if enc.type == "state":
             raise ValueError("encoder.pretrained_path is set but encoder.type='state' has no weights")

@@ -81,7 +81,8 @@ def coerce_array(value: Any, shape: tuple[int, ...] | None, dtype: np.dtype, nam
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
     if dtype.kind == "f":
-        out = arr.astype(dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(dtype, copy=False)
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{name}: contains NaN or inf (after cast to {dtype})")
         return out

@@ -451,7 +451,8 @@ def episode_from_transitions(
             for k in obs_keys:
                 if not np.array_equal(np.asarray(prev[k]), np.asarray(tr["observations"][k])):
                     raise ValueError(
-                        f"continuity broken at step {t}: observations[{k!r}] != next_observations[{k!r}] of step {t - 1}"
+                        f"continuity broken at step {t}: observations[{k!r}] != "
+                        f"next_observations[{k!r}] of step {t - 1}"
                     )
     masks = np.asarray([tr["masks"] for tr in transitions], np.float64)
     if not np.all((masks == 0.0) | (masks == 1.0)):
@@ -462,7 +463,10 @@ def episode_from_transitions(
         raise ValueError("a transition with mask 0 (terminal) must have done=True")
     episode: dict[str, Any] = {
         "observations": {
-            k: np.stack([np.asarray(tr["observations"][k]) for tr in transitions] + [np.asarray(transitions[-1]["next_observations"][k])])
+            k: np.stack(
+                [np.asarray(tr["observations"][k]) for tr in transitions]
+                + [np.asarray(transitions[-1]["next_observations"][k])]
+            )
             for k in obs_keys
         },
         "actions": np.stack([np.asarray(tr["actions"]) for tr in transitions]),
@@ -559,7 +563,8 @@ class EpisodeRecorder:
         if self._steps and (self._steps[-1]["terminals"] or self._steps[-1]["truncations"]):
             raise RuntimeError("episode already terminated/truncated; call finish() then reset()")
         if self._steps and set(extras) != set(self._steps[0]["extras"]):
-            raise ValueError(f"extras {sorted(extras)} differ from the first step's {sorted(self._steps[0]['extras'])}")
+            first = sorted(self._steps[0]["extras"])
+            raise ValueError(f"extras {sorted(extras)} differ from the first step's {first}")
         if action_source is None:
             action_source = 2 if intervention else 0
         self._obs.append(self._copy_obs(next_observation))

@@ -444,6 +444,9 @@ class ReplayBuffer:
             arr = np.asarray(value)
             if arr.shape != tuple(shape):
                 raise ValueError(f"state dict {name!r}: expected shape {tuple(shape)}, got {arr.shape}")
+            if dtype == _INDEX_DTYPE and arr.dtype.kind in "iu":
+                # frame numbers may come back as int32 from a checkpointer without x64
+                return arr.astype(dtype)
             if arr.dtype != dtype:
                 raise ValueError(f"state dict {name!r}: expected dtype {dtype}, got {arr.dtype}")
             return np.array(arr)
@@ -470,12 +473,16 @@ class ReplayBuffer:
             got = sorted(frames_in) if isinstance(frames_in, Mapping) else frames_in
             raise ValueError(f"state dict frames keys {got} != observation_spec keys {sorted(self._obs_spec)}")
         frames = {
-            k: array(frames_in[k], (fcap, *shape), dtype, f"frames/{k}") for k, (shape, dtype) in self._obs_spec.items()
+            k: array(frames_in[k], (fcap, *shape), dtype, f"frames/{k}")
+            for k, (shape, dtype) in self._obs_spec.items()
         }
         extras_in = d.get("extras", {})
         if not isinstance(extras_in, Mapping) or set(extras_in) != set(self._extra_spec):
             raise ValueError(f"state dict extras keys do not match extra_keys {sorted(self._extra_spec)}")
-        extras = {k: array(extras_in[k], (cap, *shape), dtype, f"extras/{k}") for k, (shape, dtype) in self._extra_spec.items()}
+        extras = {
+            k: array(extras_in[k], (cap, *shape), dtype, f"extras/{k}")
+            for k, (shape, dtype) in self._extra_spec.items()
+        }
         fields = {}
         for name, shape, dtype in (
             ("obs_frame", (cap,), np.dtype(_INDEX_DTYPE)),

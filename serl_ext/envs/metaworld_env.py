@@ -347,7 +347,8 @@ def make_env(task: str, seed: int = 0, *, action_repeat: int = 4,
         terminate_on_success: ``terminated=True`` on the first success step.
         image_obs, image_size, camera, state_obs: see ``MetaWorldEnv``.
         operator: None, or a ConfigDict/dict (overrides of
-            ``get_default_operator_config()``) to add a ``SimulatedOperator``.
+            ``get_default_operator_config()``) to add a ``SimulatedOperator``
+            (not added when its ``enabled`` is False).
         grasp_penalty: value put in ``info["grasp_penalty"]`` when the
             executed gripper command changes state (HiL-SERL: -0.02).
 
@@ -377,7 +378,9 @@ def make_env(task: str, seed: int = 0, *, action_repeat: int = 4,
     if operator is not None:
         from serl_ext.envs.operator import SimulatedOperator
 
-        env = SimulatedOperator(env, operator)
+        op_env = SimulatedOperator(env, operator)
+        if op_env.config.enabled:
+            env = op_env
     env = wrappers.GripperPenalty(env, penalty=grasp_penalty)
     env = wrappers.EpisodeStatistics(env)
     return env

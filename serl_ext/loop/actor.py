@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from serl_ext.loop import common
 from serl_ext.loop.evaluation import evaluate
-from serl_ext.loop.gate import HUMAN, PassThroughGate
+from serl_ext.loop.gate import HUMAN, RECOVERY, PassThroughGate
 from serl_ext.loop.logging import MetricLogger
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,17 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
         )
         return state["env_steps"] >= allowed
 
+    recorder, writer = None, None
+    if config.actor.save_episodes:
+        from serl_ext.data.episodes import EpisodeRecorder, EpisodeWriter
+
+        writer = EpisodeWriter(os.path.join(run_dir, "episodes"), prefix="rollout")
+        recorder = EpisodeRecorder()
+
     obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
     gate.reset(obs)
+    if recorder is not None:
+        recorder.reset(obs)
     ep = dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
     pbar = tqdm(
         total=max_steps, initial=min(state["env_steps"], max_steps), desc="actor env steps",
@@ -214,6 +223,12 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
                 "action_source": np.int8(source),
             }
             stores[DATA_STORE].insert(transition)
+            if recorder is not None:
+                recorder.step(
+                    transition["actions"], reward, next_obs, terminated, truncated,
+                    intervention=transition["interventions"], action_source=source,
+                    success=bool(info.get("success", False)),
+                )
             if source == HUMAN:
                 stores[INTERVENTION_STORE].insert(transition)
 
@@ -221,13 +236,13 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
             ep["ret"] += float(reward)
             ep["length"] += 1
             ep["human"] += int(human)
-            ep["recovery"] += int(source == 1)
+            ep["recovery"] += int(source == RECOVERY)
             ep["segments"] += int(human and not ep["prev_human"])
             ep["prev_human"] = human
             ep["success"] = ep["success"] or bool(info.get("success", False))
             state["env_steps"] += 1
             state["human_steps"] += int(human)
-            state["recovery_steps"] += int(source == 1)
+            state["recovery_steps"] += int(source == RECOVERY)
             pbar.update(1)
             obs = next_obs
 
@@ -262,8 +277,16 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
                 pbar.set_postfix(SR20=f"{np.mean(recent_success):.2f}", IR=f"{ir:.3f}", learner=slot.learner_step)
                 state["wall_clock_s"] = wall_clock()
                 common.atomic_write_json(state_path, state)
+                if recorder is not None:
+                    writer.write(recorder.finish({
+                        "task": config.task, "seed": common.episode_seed(config, state["episodes"] - 1),
+                        "success": bool(ep["success"]), "source": "rollout", "algorithm": config.algorithm,
+                        "env_steps": state["env_steps"], "param_version": param_version,
+                    }))
                 obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
                 gate.reset(obs)
+                if recorder is not None:
+                    recorder.reset(obs)
                 ep = dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
 
             if int(config.actor.eval_period) and state["env_steps"] % int(config.actor.eval_period) == 0:

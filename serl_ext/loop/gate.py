@@ -19,10 +19,11 @@ from typing import Any, Dict, Protocol, Tuple
 
 import numpy as np
 
+from serl_ext.data.replay_buffer import ACTION_SOURCE_HUMAN as HUMAN
+from serl_ext.data.replay_buffer import ACTION_SOURCE_POLICY as POLICY
+from serl_ext.data.replay_buffer import ACTION_SOURCE_RECOVERY as RECOVERY
+
 # Values of the per-transition ``action_source`` field (int8), STYLE.md house convention.
-POLICY = 0
-RECOVERY = 1
-HUMAN = 2
 ACTION_SOURCE_NAMES = {POLICY: "policy", RECOVERY: "recovery", HUMAN: "human"}
 
 

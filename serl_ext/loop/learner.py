@@ -39,6 +39,7 @@ def load_demos(config, buffer) -> int:
         message says how to collect them.
     """
     from serl_ext.data.episodes import episode_to_transitions, list_episodes, load_episode
+    from serl_ext.data.replay_buffer import TRANSITION_KEYS
 
     if int(config.demos.num_demos) <= 0:
         return 0
@@ -50,10 +51,12 @@ def load_demos(config, buffer) -> int:
             f"`python launchers/collect_demos.py --task {config.task} --num_demos {config.demos.num_demos}` "
             "(launchers/run_task.sh does this automatically) or set --config.demos.num_demos=0"
         )
+    keep = set(TRANSITION_KEYS) | set(buffer.extra_spec)
     count = 0
     for path in paths[: int(config.demos.num_demos)]:
         for transition in episode_to_transitions(load_episode(path)):
-            buffer.insert(transition)
+            # Per-step extras the buffer does not store (e.g. `success`) are dropped.
+            buffer.insert({k: v for k, v in transition.items() if k in keep})
             count += 1
     return count
 

@@ -119,18 +119,18 @@ class ResNet10(nn.Module):
         return x
 
 
-def make_backbone(encoder_type: str, widths: Optional[Sequence[int]] = None) -> nn.Module:
+def make_backbone(encoder_type: str, widths: Optional[Sequence[int]] = None, **kwargs) -> nn.Module:
     """Backbone module for ``encoder_type`` in {"small_cnn", "resnet10"}.
 
-    ``widths`` overrides the channel widths (None = the class default). Raises ValueError
-    for any other type.
+    ``widths`` overrides the channel widths (None = the class default); ``kwargs`` (e.g.
+    ``name``) go to the module. Raises ValueError for any other type.
     """
     if encoder_type == "small_cnn":
         if widths is None:
-            return SmallCNN()
-        return SmallCNN(features=tuple(widths), strides=(2,) * len(widths))
+            return SmallCNN(**kwargs)
+        return SmallCNN(features=tuple(widths), strides=(2,) * len(widths), **kwargs)
     if encoder_type == "resnet10":
-        return ResNet10() if widths is None else ResNet10(widths=tuple(widths))
+        return ResNet10(**kwargs) if widths is None else ResNet10(widths=tuple(widths), **kwargs)
     raise ValueError(f"no image backbone for encoder type {encoder_type!r}; use small_cnn or resnet10")
 
 
@@ -151,8 +151,7 @@ class ImageEncoder(nn.Module):
         if images.ndim != 4:
             raise ValueError(f"expected images (B, H, W, C), got shape {images.shape}")
         x = images_to_float(images)
-        backbone = make_backbone(self.encoder_type, self.widths)
-        x = backbone.clone(name="backbone")(x)
+        x = make_backbone(self.encoder_type, self.widths, name="backbone")(x)
         x = SpatialLearnedEmbeddings(self.num_spatial_features, name="spatial")(x)
         x = nn.Dense(self.latent_dim, name="proj")(x)
         x = nn.LayerNorm(name="proj_norm")(x)

@@ -86,7 +86,8 @@ class QueuedDataStore:
         with self._lock:
             return self._next_id - 1
 
-    def pending_items(self, after_id: int = -1, max_items: int | None = None) -> list[tuple[int, Any]]:
+    def pending_items(self, after_id: int = -1,
+                      max_items: int | None = None) -> list[tuple[int, Any]]:
         """Snapshot of pending ``(id, item)`` pairs with id > ``after_id``, oldest first.
 
         Args:

@@ -1,0 +1,551 @@
+"""SAC / RLPD agent with a shared, critic-trained observation encoder (HiL-SERL style).
+
+Structure follows ikostrikov/rlpd and dibyaghosh/jaxrl_m: the agent is an immutable
+``flax.struct.PyTreeNode`` holding one ``TrainState`` per network (actor, critic,
+temperature), the target critic parameters and a carried ``rng``; every update returns
+``(new_agent, info)``. High-UTD updates follow HiL-SERL's ``update_high_utd``: the batch
+is split into ``utd_ratio`` minibatches, the critic is updated on each inside
+``lax.scan`` (Polyak target update after every critic step), then actor and temperature
+are updated once on the last minibatch (after the critic steps, with the new critic).
+
+Losses (pure functions below):
+
+* TD target (SAC, Haarnoja et al. 2018; RLPD, Ball et al. 2023):
+  ``y = r + discount * mask * min_{i in S} Q'_i(s', a')`` with ``a' ~ pi(.|s')`` and
+  ``S`` a random subset of ``num_min_qs`` target critics (REDQ; all when None), minus
+  ``discount * mask * alpha * log pi(a'|s')`` when ``backup_entropy``; then clipped to
+  ``critic_target_clip`` when set.
+* Critic: mean over ensemble members and batch of ``(Q_i(s, a) - y)^2``.
+* Actor: ``mean(alpha * log pi(a|s) - mean_i Q_i(s, a))``, ``a ~ pi`` reparameterised
+  (mean over the ensemble as in HiL-SERL / RLPD).
+* Temperature (SAC v2 / softlearning form): ``mean(log_alpha * (-log pi - target_entropy))``
+  with ``alpha = exp(log_alpha)``; ``log pi`` from the actor step, gradient stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from serl_ext.agents import common
+from serl_ext.networks.encoders import ObservationEncoder
+from serl_ext.networks.ensemble import Ensemble, subsample_ensemble
+from serl_ext.networks.heads import (
+    Critic,
+    TanhGaussianPolicy,
+    tanh_gaussian_mode,
+    tanh_gaussian_sample,
+)
+from serl_ext.networks.params import to_numpy_tree
+
+Batch = Dict[str, Any]
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+    """Default SAC config (HiL-SERL values; RLPD = ``num_qs=10, num_min_qs=2``)."""
+    c = ml_collections.ConfigDict()
+    # Adam learning rates of the actor, the critic (incl. encoder) and the temperature.
+    c.actor_lr = 3e-4
+    c.critic_lr = 3e-4
+    c.temp_lr = 3e-4
+    # MLP widths of actor and critic heads.
+    c.hidden_dims = (256, 256)
+    # LayerNorm after every hidden Dense (RLPD / HiL-SERL critics and actor).
+    c.use_layer_norm = True
+    # Critic ensemble size (HiL-SERL 2, RLPD 10).
+    c.num_qs = 2
+    # Target min over a random subset of this many target critics (REDQ); None = all
+    # num_qs (HiL-SERL). RLPD uses num_qs=10, num_min_qs=2.
+    c.num_min_qs = ml_collections.config_dict.placeholder(int)
+    # Discount factor gamma, per agent step.
+    c.discount = 0.97
+    # Polyak rate of the target critic (and target encoder), after every critic step.
+    c.tau = 0.005
+    # Initial entropy temperature alpha.
+    c.init_temperature = 1e-2
+    # Target entropy; None -> -action_dim / 2 (continuous action dims).
+    c.target_entropy = ml_collections.config_dict.placeholder(float)
+    # Subtract discount * mask * alpha * log pi(a'|s') in the TD target (off in HiL-SERL).
+    c.backup_entropy = False
+    # None or (low, high): clip the TD target to the possible return range. For sparse
+    # 0/1 rewards with termination on success, (0.0, 1.0) is the recommended setting of
+    # the training configs (DESIGN section 7).
+    c.critic_target_clip = ml_collections.config_dict.placeholder(tuple)
+    # Bounds of the actor's standard deviation (log-std clipped to [log min, log max]).
+    c.std_min = 1e-5
+    c.std_max = 5.0
+    # Observation encoder (see serl_ext.agents.common.encoder_config for each field).
+    c.encoder = common.encoder_config()
+    return c
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def compute_td_target(
+    rewards: jax.Array,
+    masks: jax.Array,
+    target_next_qs: jax.Array,
+    discount: float,
+    next_log_probs: Optional[jax.Array] = None,
+    temperature: Optional[jax.Array] = None,
+    backup_entropy: bool = False,
+    target_clip: Optional[Tuple[float, float]] = None,
+    subset_indices: Optional[jax.Array] = None,
+) -> jax.Array:
+    """SAC/RLPD TD target.
+
+    Args:
+      rewards, masks: float32 ``(B,)``; ``masks = 1 - terminated``.
+      target_next_qs: float32 ``(M, B)`` target-critic values at ``(s', a' ~ pi)``.
+      discount: gamma.
+      next_log_probs: ``(B,)`` log pi(a'|s'); needed when ``backup_entropy``.
+      temperature: scalar alpha; needed when ``backup_entropy``.
+      backup_entropy: subtract ``discount * mask * alpha * log pi(a'|s')``.
+      target_clip: None or ``(low, high)`` clip of the final target.
+      subset_indices: int ``(K,)``: take the min only over these rows of
+        ``target_next_qs`` (REDQ subset); None = all rows.
+
+    Returns float32 ``(B,)``:
+    ``clip(r + discount * mask * (min_{i in S} Q_i - [alpha * log pi]), low, high)``.
+    Raises ValueError on inconsistent shapes or a missing entropy input.
+    """
+    rewards = jnp.asarray(rewards, jnp.float32)
+    masks = jnp.asarray(masks, jnp.float32)
+    if target_next_qs.ndim != 2 or rewards.shape != (target_next_qs.shape[1],):
+        raise ValueError(
+            f"need target_next_qs (M, B) and rewards (B,), got {target_next_qs.shape} and {rewards.shape}"
+        )
+    chex.assert_equal_shape([rewards, masks])
+    qs = target_next_qs if subset_indices is None else jnp.take(target_next_qs, subset_indices, axis=0)
+    next_v = qs.min(axis=0)
+    if backup_entropy:
+        if next_log_probs is None or temperature is None:
+            raise ValueError("backup_entropy needs next_log_probs and temperature")
+        chex.assert_equal_shape([next_log_probs, rewards])
+        next_v = next_v - temperature * next_log_probs
+    target = rewards + discount * masks * next_v
+    if target_clip is not None:
+        low, high = target_clip
+        target = jnp.clip(target, low, high)
+    return target
+
+
+def temperature_loss(log_alpha: jax.Array, log_probs: jax.Array, target_entropy: float) -> jax.Array:
+    """SAC v2 temperature loss ``mean(log_alpha * (-log_probs - target_entropy))``.
+
+    ``log_probs`` ``(B,)`` (treated as constants), ``log_alpha`` scalar. The gradient
+    w.r.t. ``log_alpha`` is ``entropy - target_entropy``: alpha grows when the policy's
+    entropy is below the target.
+    """
+    log_probs = jax.lax.stop_gradient(log_probs)
+    return jnp.mean(log_alpha * (-log_probs - target_entropy))
+
+
+# --------------------------------------------------------------------------- agent
+
+
+@dataclasses.dataclass(frozen=True)
+class Networks:
+    """Module definitions of an agent (static, hashable)."""
+
+    encoder: ObservationEncoder
+    actor: TanhGaussianPolicy
+    critic: nn.Module
+    target_critic: nn.Module
+    grasp_critic: Optional[nn.Module] = None
+
+
+def _freeze_config(config: ml_collections.ConfigDict, **resolved) -> ml_collections.FrozenConfigDict:
+    c = ml_collections.ConfigDict(config.to_dict())
+    for k, v in resolved.items():
+        c[k] = v
+    return ml_collections.FrozenConfigDict(c)
+
+
+def validate_sac_config(config: Any) -> None:
+    """Raise ValueError/TypeError for an invalid SAC config (see :func:`get_default_config`)."""
+    if not isinstance(config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+        raise TypeError(f"config must be an ml_collections ConfigDict, got {type(config).__name__}")
+    for name in ("actor_lr", "critic_lr", "temp_lr", "init_temperature", "std_min", "std_max"):
+        if not float(config[name]) > 0:
+            raise ValueError(f"config.{name} must be > 0, got {config[name]}")
+    if not float(config.std_min) < float(config.std_max):
+        raise ValueError(f"need std_min < std_max, got {config.std_min}, {config.std_max}")
+    if len(tuple(config.hidden_dims)) == 0 or any(int(h) < 1 for h in config.hidden_dims):
+        raise ValueError(f"config.hidden_dims must be positive widths, got {config.hidden_dims}")
+    if int(config.num_qs) < 1:
+        raise ValueError(f"config.num_qs must be >= 1, got {config.num_qs}")
+    if config.num_min_qs is not None and not 1 <= int(config.num_min_qs) <= int(config.num_qs):
+        raise ValueError(
+            f"config.num_min_qs must be None or in [1, num_qs={config.num_qs}], got {config.num_min_qs}"
+        )
+    if not 0.0 < float(config.discount) <= 1.0:
+        raise ValueError(f"config.discount must be in (0, 1], got {config.discount}")
+    if not 0.0 < float(config.tau) <= 1.0:
+        raise ValueError(f"config.tau must be in (0, 1], got {config.tau}")
+    clip = config.critic_target_clip
+    if clip is not None:
+        if len(tuple(clip)) != 2 or not float(clip[0]) < float(clip[1]):
+            raise ValueError(f"config.critic_target_clip must be None or (low, high) with low < high, got {clip}")
+
+
+class SACAgent(struct.PyTreeNode):
+    """SAC / RLPD agent (see the module docstring for the losses).
+
+    Fields: ``rng`` (carried PRNG key), ``actor`` (TrainState, params of the policy head),
+    ``critic`` (TrainState, params ``{"encoder", "critic"}``: the encoder is shared with
+    the actor but trained only by the critic loss), ``target_critic_params`` (same tree as
+    ``critic.params``), ``temp`` (TrainState, params ``{"log_temp": f32 scalar}``), and the
+    static ``config`` (frozen, resolved), ``nets`` (module definitions), ``obs_spec``.
+
+    Create with :meth:`create`; never construct directly.
+    """
+
+    rng: jax.Array
+    actor: TrainState
+    critic: TrainState
+    target_critic_params: Any
+    temp: TrainState
+    config: ml_collections.FrozenConfigDict = struct.field(pytree_node=False)
+    nets: Networks = struct.field(pytree_node=False)
+    obs_spec: common.ObsSpec = struct.field(pytree_node=False)
+
+    # ------------------------------------------------------------------ creation
+
+    @classmethod
+    def _continuous_dim(cls, action_dim: int) -> int:
+        return action_dim
+
+    @classmethod
+    def _build(
+        cls,
+        rng: jax.Array,
+        observations: Dict[str, Any],
+        actions: Any,
+        config: ml_collections.ConfigDict,
+        extra_resolved: Optional[Dict[str, Any]] = None,
+    ):
+        validate_sac_config(config)
+        obs_spec = common.make_obs_spec(observations)
+        common.validate_encoder_config(config.encoder, observations)
+        action_dim = common.check_action_example(actions)
+        cont_dim = cls._continuous_dim(action_dim)
+        target_entropy = (
+            -cont_dim / 2.0 if config.target_entropy is None else float(config.target_entropy)
+        )
+        clip = config.critic_target_clip
+        resolved = dict(
+            action_dim=action_dim,
+            continuous_action_dim=cont_dim,
+            target_entropy=float(target_entropy),
+            critic_target_clip=None if clip is None else (float(clip[0]), float(clip[1])),
+            hidden_dims=tuple(int(h) for h in config.hidden_dims),
+        )
+        resolved.update(extra_resolved or {})
+        frozen = _freeze_config(config, **resolved)
+
+        rng, k_enc, k_actor, k_critic, k_extra = jax.random.split(rng, 5)
+        obs_b = common.batch_example(observations)
+        encoder_def = common.make_encoder_def(config.encoder)
+        enc_params = common.init_encoder(k_enc, encoder_def, config.encoder, obs_b)
+        feats = encoder_def.apply({"params": enc_params}, obs_b)
+
+        hidden = frozen.hidden_dims
+        actor_def = TanhGaussianPolicy(
+            hidden, cont_dim, frozen.use_layer_norm, float(frozen.std_min), float(frozen.std_max)
+        )
+        critic_cls = functools.partial(Critic, hidden_dims=hidden, use_layer_norm=frozen.use_layer_norm)
+        num_min = frozen.num_qs if frozen.num_min_qs is None else frozen.num_min_qs
+        critic_def = Ensemble(critic_cls, num=int(frozen.num_qs))
+        target_def = Ensemble(critic_cls, num=int(num_min))
+
+        actor_params = actor_def.init(k_actor, feats)["params"]
+        cont_actions = jnp.zeros((1, cont_dim), jnp.float32)
+        critic_params = {
+            "encoder": enc_params,
+            "critic": critic_def.init(k_critic, feats, cont_actions)["params"],
+        }
+        parts = dict(
+            rng=rng,
+            k_extra=k_extra,
+            feats=feats,
+            frozen=frozen,
+            obs_spec=obs_spec,
+            encoder_def=encoder_def,
+            actor_def=actor_def,
+            critic_def=critic_def,
+            target_def=target_def,
+            actor_params=actor_params,
+            critic_params=critic_params,
+        )
+        return parts
+
+    @classmethod
+    def _assemble(cls, parts: Dict[str, Any], grasp_def: Optional[nn.Module] = None) -> "SACAgent":
+        frozen = parts["frozen"]
+        critic_params = parts["critic_params"]
+        nets = Networks(
+            encoder=parts["encoder_def"],
+            actor=parts["actor_def"],
+            critic=parts["critic_def"],
+            target_critic=parts["target_def"],
+            grasp_critic=grasp_def,
+        )
+        return cls(
+            rng=parts["rng"],
+            actor=common.make_train_state(parts["actor_params"], float(frozen.actor_lr)),
+            critic=common.make_train_state(critic_params, float(frozen.critic_lr)),
+            target_critic_params=jax.tree_util.tree_map(jnp.array, critic_params),
+            temp=common.make_train_state(
+                {"log_temp": common.f32(math.log(float(frozen.init_temperature)))}, float(frozen.temp_lr)
+            ),
+            config=frozen,
+            nets=nets,
+            obs_spec=parts["obs_spec"],
+        )
+
+    @classmethod
+    def create(
+        cls,
+        rng: jax.Array,
+        observations: Dict[str, Any],
+        actions: Any,
+        config: Optional[ml_collections.ConfigDict] = None,
+    ) -> "SACAgent":
+        """Build an agent.
+
+        Args:
+          rng: PRNG key (carried by the agent afterwards).
+          observations: ONE unbatched example observation dict (``"state"`` float32 (D,),
+            images uint8 (H, W, C)); it fixes the observation spec.
+          actions: ONE unbatched example action, float32 ``(A,)``.
+          config: see :func:`get_default_config` (None = defaults).
+
+        Raises ValueError/TypeError on an invalid config (e.g. ``num_min_qs > num_qs``)
+        or example inconsistent with it.
+        """
+        config = get_default_config() if config is None else config
+        return cls._assemble(cls._build(rng, observations, actions, config))
+
+    # ------------------------------------------------------------------ network helpers
+
+    @property
+    def temperature(self) -> jax.Array:
+        """alpha = exp(log_temp), float32 scalar."""
+        return jnp.exp(self.temp.params["log_temp"])
+
+    def _encode(self, enc_params: Any, observations: Dict[str, jax.Array]) -> jax.Array:
+        return self.nets.encoder.apply({"params": enc_params}, observations)
+
+    def _policy(self, actor_params: Any, features: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        return self.nets.actor.apply({"params": actor_params}, features)
+
+    def _continuous(self, actions: jax.Array) -> jax.Array:
+        """The part of the stored action the continuous critic/actor model."""
+        return actions
+
+    def _aux_critic_loss(self, critic_params, feats, next_feats, next_feats_target, batch, key):
+        """Extra critic-side loss (the hybrid agent's gripper critic); none for SAC."""
+        return jnp.zeros((), jnp.float32), {}
+
+    # ------------------------------------------------------------------ losses
+
+    def _critic_loss(self, critic_params: Any, batch: Batch, key: jax.Array):
+        cfg = self.config
+        b = batch["rewards"].shape[0]
+        k_pi, k_sub, k_aux = jax.random.split(key, 3)
+        feats = self._encode(critic_params["encoder"], batch["observations"])
+        # The actor acts through the (current) shared encoder, without gradient.
+        next_feats = jax.lax.stop_gradient(self._encode(critic_params["encoder"], batch["next_observations"]))
+        next_feats_target = self._encode(self.target_critic_params["encoder"], batch["next_observations"])
+
+        mean, log_std = self._policy(self.actor.params, next_feats)
+        next_actions, next_log_probs = tanh_gaussian_sample(k_pi, mean, log_std)
+        target_params = subsample_ensemble(
+            k_sub, self.target_critic_params["critic"], cfg.num_min_qs, cfg.num_qs
+        )
+        target_next_qs = self.nets.target_critic.apply({"params": target_params}, next_feats_target, next_actions)
+        num_min = cfg.num_qs if cfg.num_min_qs is None else cfg.num_min_qs
+        chex.assert_shape(target_next_qs, (num_min, b))
+        target = compute_td_target(
+            batch["rewards"],
+            batch["masks"],
+            target_next_qs,
+            cfg.discount,
+            next_log_probs=next_log_probs,
+            temperature=self.temperature,
+            backup_entropy=cfg.backup_entropy,
+            target_clip=cfg.critic_target_clip,
+        )
+        target = jax.lax.stop_gradient(target)
+        qs = self.nets.critic.apply({"params": critic_params["critic"]}, feats, self._continuous(batch["actions"]))
+        chex.assert_shape(qs, (cfg.num_qs, b))
+        critic_loss = jnp.mean((qs - target[None]) ** 2)
+        aux_loss, aux_info = self._aux_critic_loss(critic_params, feats, next_feats, next_feats_target, batch, k_aux)
+        info = {
+            "critic_loss": critic_loss,
+            "q_mean": qs.mean(),
+            "target_q_mean": target.mean(),
+            "rewards_mean": batch["rewards"].mean(),
+            **aux_info,
+        }
+        return critic_loss + aux_loss, info
+
+    def _actor_loss(self, actor_params: Any, feats: jax.Array, key: jax.Array):
+        mean, log_std = self._policy(actor_params, feats)
+        actions, log_probs = tanh_gaussian_sample(key, mean, log_std)
+        qs = self.nets.critic.apply({"params": self.critic.params["critic"]}, feats, actions)
+        chex.assert_shape(qs, (self.config.num_qs, feats.shape[0]))
+        q = qs.mean(axis=0)
+        loss = jnp.mean(self.temperature * log_probs - q)
+        return loss, {"actor_loss": loss, "entropy": -log_probs.mean(), "log_probs": log_probs}
+
+    # ------------------------------------------------------------------ update steps
+
+    def _critic_step(self, batch: Batch) -> Tuple["SACAgent", Dict[str, jax.Array]]:
+        rng, key = jax.random.split(self.rng)
+        grads, info = jax.grad(self._critic_loss, has_aux=True)(self.critic.params, batch, key)
+        critic = self.critic.apply_gradients(grads=grads)
+        target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
+        return self.replace(rng=rng, critic=critic, target_critic_params=target), info
+
+    def _actor_temp_step(self, batch: Batch) -> Tuple["SACAgent", Dict[str, jax.Array]]:
+        rng, key = jax.random.split(self.rng)
+        feats = jax.lax.stop_gradient(self._encode(self.critic.params["encoder"], batch["observations"]))
+        grads, info = jax.grad(self._actor_loss, has_aux=True)(self.actor.params, feats, key)
+        actor = self.actor.apply_gradients(grads=grads)
+        log_probs = info.pop("log_probs")
+
+        def temp_loss_fn(temp_params):
+            return temperature_loss(temp_params["log_temp"], log_probs, self.config.target_entropy)
+
+        t_loss, t_grads = jax.value_and_grad(temp_loss_fn)(self.temp.params)
+        temp = self.temp.apply_gradients(grads=t_grads)
+        info.update(temperature=self.temperature, temperature_loss=t_loss)
+        return self.replace(rng=rng, actor=actor, temp=temp), info
+
+    def _augment(self, batch: Batch) -> Tuple["SACAgent", Batch]:
+        if self.config.encoder.augmentation != "random_crop" or not self.config.encoder.image_keys:
+            return self, batch
+        rng, key = jax.random.split(self.rng)
+        return self.replace(rng=rng), common.augment_batch(key, batch, self.config.encoder)
+
+    def _check_batch(self, batch: Batch, utd_ratio: int) -> Batch:
+        return common.check_batch(batch, self.obs_spec, self.config.action_dim, utd_ratio)
+
+    # ------------------------------------------------------------------ public API
+
+    def update(self, batch: Batch, utd_ratio: int = 1, donate: bool = False):
+        """``utd_ratio`` critic steps + one actor/temperature step (jitted).
+
+        Args:
+          batch: dict with ``observations``/``next_observations`` (dicts, leaves
+            ``(utd_ratio * B, ...)``), ``actions`` ``(utd_ratio * B, A)``, ``rewards`` and
+            ``masks`` ``(utd_ratio * B,)``; other keys are ignored.
+          utd_ratio: number of critic minibatches (static: each value compiles once).
+          donate: donate this agent's buffers to the update (saves memory on GPU; the
+            old agent must not be used afterwards).
+
+        Returns ``(new_agent, info)``, ``info`` a dict of float32 scalars
+        (critic metrics averaged over the ``utd_ratio`` critic steps).
+        Raises ValueError on a malformed batch.
+        """
+        checked = self._check_batch(batch, utd_ratio)
+        fn = _update_jit_donated if donate else _update_jit
+        return fn(self, checked, utd_ratio=int(utd_ratio))
+
+    def update_critic(self, batch: Batch):
+        """One critic step (plus target update) on the whole batch; jitted.
+
+        Returns ``(new_agent, info)``."""
+        checked = self._check_batch(batch, 1)
+        return _update_critic_jit(self, checked)
+
+    def _select_actions(self, observations: Dict[str, jax.Array], key: Optional[jax.Array]) -> jax.Array:
+        feats = self._encode(self.critic.params["encoder"], observations)
+        mean, log_std = self._policy(self.actor.params, feats)
+        if key is None:
+            return tanh_gaussian_mode(mean)
+        return tanh_gaussian_sample(key, mean, log_std)[0]
+
+    def sample_actions(self, observations: Dict[str, Any], key: jax.Array) -> jax.Array:
+        """Stochastic action(s) ``tanh(mean + std * eps)``; jitted.
+
+        ``observations``: one unbatched dict (returns ``(A,)``) or a batched dict with
+        leading dim B (returns ``(B, A)``). ``key`` is consumed. Values in [-1, 1].
+        """
+        obs, squeeze = common.policy_observations(observations, self.obs_spec)
+        return _act_jit(self, obs, key, squeeze=squeeze)
+
+    def eval_actions(self, observations: Dict[str, Any]) -> jax.Array:
+        """Deterministic action(s) ``tanh(mean)``; same shapes as :meth:`sample_actions`."""
+        obs, squeeze = common.policy_observations(observations, self.obs_spec)
+        return _act_jit(self, obs, None, squeeze=squeeze)
+
+    def _policy_param_tree(self) -> Dict[str, Any]:
+        return {"actor": self.actor.params, "encoder": self.critic.params["encoder"]}
+
+    def policy_params(self) -> Dict[str, Any]:
+        """What the actor process needs to act: ``{"actor": ..., "encoder": ...}`` as a
+        nested plain dict of ``np.ndarray`` (msgpack-serialisable)."""
+        return to_numpy_tree(self._policy_param_tree())
+
+    def load_policy_params(self, params: Dict[str, Any]) -> "SACAgent":
+        """Return a copy of this agent acting with ``params`` (from :meth:`policy_params`,
+        possibly after a msgpack round trip).
+
+        Raises ValueError naming the offending path when the tree structure, a shape or a
+        dtype differs from this agent's.
+        """
+        new = common.replace_in_params(params, self._policy_param_tree(), name="policy_params")
+        return self._with_policy_tree(new)
+
+    def _with_policy_tree(self, new: Dict[str, Any]) -> "SACAgent":
+        critic_params = dict(self.critic.params)
+        critic_params["encoder"] = new["encoder"]
+        return self.replace(
+            actor=self.actor.replace(params=new["actor"]),
+            critic=self.critic.replace(params=critic_params),
+        )
+
+
+# --------------------------------------------------------------------------- jitted
+
+
+def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
+    agent, batch = agent._augment(batch)
+    minibatches = common.split_minibatches(batch, utd_ratio)
+    agent, critic_infos = jax.lax.scan(lambda a, mb: a._critic_step(mb), agent, minibatches)
+    last = jax.tree_util.tree_map(lambda x: x[-1], minibatches)
+    agent, actor_info = agent._actor_temp_step(last)
+    info = {k: v.mean() for k, v in critic_infos.items()}
+    info.update(actor_info)
+    return agent, info
+
+
+def _update_critic_impl(agent: SACAgent, batch: Batch):
+    agent, batch = agent._augment(batch)
+    return agent._critic_step(batch)
+
+
+def _act_impl(agent: SACAgent, observations, key, squeeze: bool):
+    actions = agent._select_actions(observations, key)
+    return actions[0] if squeeze else actions
+
+
+_update_jit = jax.jit(_update_impl, static_argnames=("utd_ratio",))
+_update_jit_donated = jax.jit(_update_impl, static_argnames=("utd_ratio",), donate_argnums=(0,))
+_update_critic_jit = jax.jit(_update_critic_impl)
+_act_jit = jax.jit(_act_impl, static_argnames=("squeeze",))

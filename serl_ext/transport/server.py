@@ -1,0 +1,383 @@
+"""Learner side of the transport: ``TrainerServer`` (agentlace API on pyzmq).
+
+Wire protocol (REQ/REP on ``tcp://{bind_address}:{port_number}``); every
+request is one msgpack frame (see :mod:`serl_ext.transport.codec`) holding a
+dict with ``"type"`` and ``"client"`` (str) and an optional ``"session"``
+(str, a random token per ``TrainerClient`` instance):
+
+* ``{"type": "hello"}`` -> ``{"ok": True, "server_id", "stores", "request_types"}``
+* ``{"type": "last_id", "store"}`` -> ``{"ok": True, "last_id"}``: the last
+  data id inserted for this (client, session, store), -1 if unknown.
+* ``{"type": "data", "store", "items": [[id, item], ...]}`` with strictly
+  increasing int ids >= 0 and dict items -> ``{"ok": True, "last_id",
+  "inserted", "insert_errors"}``. Items with id <= the last id are skipped
+  (duplicates of a resent chunk).
+* ``{"type": "request", "request_type", "payload"}`` ->
+  ``{"ok": True, "response": request_callback(request_type, payload)}``.
+
+Anything else (undecodable, oversized, multipart, wrong schema, unknown
+type/store/request type) gets ``{"ok": False, "error": "..."}`` and adds 1
+to ``num_rejected``; the server thread never dies on a bad message.
+
+Parameters go out on a PUB socket (``tcp://{bind_address}:{broadcast_port}``)
+as one frame: ``encode(params)``. The PUB socket conflates (keeps only the
+newest unsent message per subscriber).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from typing import Any, Callable
+
+import zmq
+
+from serl_ext.transport.codec import MessageError, decode, encode
+from serl_ext.transport.config import TrainerConfig
+
+__all__ = ["TrainerServer"]
+
+_logger = logging.getLogger(__name__)
+
+_POLL_MS = 50
+_FINAL_LINGER_MS = 200  # lets the last reply leave before the REP socket closes
+_MAX_NAME_LEN = 256
+
+
+class _Rejected(Exception):
+    """Internal: the message is rejected with this reason."""
+
+
+def _require_str(msg: dict, key: str, optional: bool = False) -> str | None:
+    v = msg.get(key)
+    if v is None and optional:
+        return None
+    if type(v) is not str or not v or len(v) > _MAX_NAME_LEN:
+        raise _Rejected(f"field {key!r} must be a non-empty str of at most {_MAX_NAME_LEN} "
+                        f"chars, got {type(v).__name__}")
+    return v
+
+
+class TrainerServer:
+    """Learner-side endpoint: receives actor data and requests, publishes parameters.
+
+    Same API as agentlace's ``TrainerServer`` without its flaws: messages are
+    msgpack (never pickle) and validated, the sockets bind
+    ``config.bind_address`` (loopback by default), and ``stop()`` is bounded.
+
+    Data stores: ``register_data_store(name, store)`` takes any object with
+    ``insert(item: dict)``. Inserts are called **on the server thread**
+    (the one started by ``start(threaded=True)``), concurrently with whatever
+    the learner's main thread does, so the store must be thread safe (e.g. a
+    replay buffer guarded by a lock). An item whose ``insert`` raises is
+    skipped, logged and counted in ``num_insert_errors`` (it is not resent).
+
+    Args:
+      config: the shared :class:`TrainerConfig`.
+      request_callback: ``fn(request_type: str, payload) -> response`` for
+        ``config.request_types``; the response must be encodable by the codec.
+        Called on the server thread. Exceptions are logged, counted in
+        ``num_callback_errors`` and answered with an error reply.
+      log_fn: ``fn(message: str)`` for warnings/info; default: module logger.
+
+    Counters (ints, written by the server thread): ``num_received`` (all
+    messages), ``num_rejected``, ``num_items_inserted``, ``num_duplicates``,
+    ``num_insert_errors``, ``num_callback_errors``, ``num_published``.
+
+    Raises:
+      TypeError: bad config / callback types.
+    """
+
+    def __init__(self, config: TrainerConfig,
+                 request_callback: Callable[[str, Any], Any] | None = None,
+                 log_fn: Callable[[str], None] | None = None) -> None:
+        if not isinstance(config, TrainerConfig):
+            raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        if request_callback is not None and not callable(request_callback):
+            raise TypeError("request_callback must be callable or None")
+        if log_fn is not None and not callable(log_fn):
+            raise TypeError("log_fn must be callable or None")
+        self.config = config
+        self.request_callback = request_callback
+        self._log_fn = log_fn
+        self.server_id = secrets.token_hex(8)
+        self._stores: dict[str, Any] = {}
+        self._last_ids: dict[tuple[str, str, str], int] = {}
+        self._ctx: zmq.Context | None = None
+        self._rep: zmq.Socket | None = None
+        self._pub: zmq.Socket | None = None
+        self._pub_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._serve_done = threading.Event()
+        self._started = False
+        self.endpoints: tuple[str, str] | None = None
+        self.num_received = 0
+        self.num_rejected = 0
+        self.num_items_inserted = 0
+        self.num_duplicates = 0
+        self.num_insert_errors = 0
+        self.num_callback_errors = 0
+        self.num_published = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def _log(self, msg: str, level: int = logging.WARNING) -> None:
+        if self._log_fn is not None:
+            self._log_fn(msg)
+        else:
+            _logger.log(level, msg)
+
+    def register_data_store(self, name: str, store: Any) -> None:
+        """Registers ``store`` (any object with ``insert(item: dict)``) under ``name``.
+
+        Raises:
+          TypeError: name not a non-empty str or store without a callable insert.
+          ValueError: name already registered.
+        """
+        if type(name) is not str or not name or len(name) > _MAX_NAME_LEN:
+            raise TypeError(f"store name must be a non-empty str, got {name!r}")
+        if not callable(getattr(store, "insert", None)):
+            raise TypeError(f"store {name!r} must have a callable insert(item: dict)")
+        if name in self._stores:
+            raise ValueError(f"a data store named {name!r} is already registered")
+        self._stores = {**self._stores, name: store}  # atomic swap, server thread reads
+
+    def start(self, threaded: bool = True) -> None:
+        """Binds both sockets and serves requests.
+
+        Args:
+          threaded: True: serve on a daemon thread and return. False: serve on
+            the calling thread until ``stop()`` is called from another thread.
+
+        Raises:
+          RuntimeError: already started.
+          OSError: a port cannot be bound (e.g. already in use).
+        """
+        if self._started:
+            raise RuntimeError("TrainerServer.start() called twice")
+        cfg = self.config
+        ctx = zmq.Context()
+        rep = pub = None
+        data_ep = f"tcp://{cfg.bind_address}:{cfg.port_number}"
+        pub_ep = f"tcp://{cfg.bind_address}:{cfg.broadcast_port}"
+        try:
+            rep = ctx.socket(zmq.REP)
+            rep.setsockopt(zmq.LINGER, 0)
+            # hard guard against huge frames (connection dropped without reply);
+            # frames up to the limit get a proper error reply below
+            rep.setsockopt(zmq.MAXMSGSIZE, 2 * cfg.max_message_bytes)
+            rep.bind(data_ep)
+            pub = ctx.socket(zmq.PUB)
+            pub.setsockopt(zmq.LINGER, 0)
+            pub.setsockopt(zmq.CONFLATE, 1)
+            pub.bind(pub_ep)
+        except zmq.ZMQError as e:
+            for s in (rep, pub):
+                if s is not None:
+                    s.close(linger=0)
+            ctx.term()
+            raise OSError(f"TrainerServer cannot bind {data_ep} / {pub_ep}: {e}") from e
+        self._ctx, self._rep, self._pub = ctx, rep, pub
+        self.endpoints = (rep.getsockopt_string(zmq.LAST_ENDPOINT),
+                          pub.getsockopt_string(zmq.LAST_ENDPOINT))
+        self._started = True
+        self._log(f"TrainerServer {self.server_id} serving data on {self.endpoints[0]}, "
+                  f"parameters on {self.endpoints[1]}", logging.INFO)
+        if threaded:
+            self._thread = threading.Thread(target=self._serve, name="TrainerServer",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            self._serve()
+
+    # ------------------------------------------------------------ publishing
+
+    def publish_network(self, params: Any) -> None:
+        """Sends ``params`` (a pytree of arrays) to every subscribed client.
+
+        Thread safe; non-blocking (a slow subscriber only ever gets the newest).
+
+        Raises:
+          RuntimeError: server not started or stopped.
+          MessageError: params not encodable or larger than max_message_bytes.
+        """
+        data = encode(params, max_bytes=self.config.max_message_bytes)
+        with self._pub_lock:
+            if self._pub is None:
+                raise RuntimeError("publish_network() needs a started, not stopped, server")
+            try:
+                self._pub.send(data, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._log("publish_network: send would block, parameters dropped")
+                return
+            self.num_published += 1
+
+    # --------------------------------------------------------------- serving
+
+    def _serve(self) -> None:
+        rep = self._rep
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    if not rep.poll(_POLL_MS, zmq.POLLIN):
+                        continue
+                    frames = rep.recv_multipart(copy=False)
+                except zmq.ZMQError as e:
+                    if self._stop_event.is_set():
+                        break
+                    self._log(f"TrainerServer receive error: {e}")
+                    time.sleep(_POLL_MS / 1000)
+                    continue
+                reply = self._handle(frames)
+                try:
+                    data = encode(reply, max_bytes=self.config.max_message_bytes)
+                except MessageError as e:
+                    self.num_callback_errors += 1
+                    self._log(f"TrainerServer: reply not encodable: {e}")
+                    data = encode({"ok": False, "error": f"reply not encodable: {e}"})
+                try:
+                    rep.send(data, zmq.NOBLOCK)
+                except zmq.ZMQError as e:
+                    self._log(f"TrainerServer send error (peer gone?): {e}")
+        except Exception as e:  # noqa: BLE001 - last resort, keep a trace
+            self._log(f"TrainerServer thread crashed: {type(e).__name__}: {e}", logging.ERROR)
+            raise
+        finally:
+            rep.close(linger=_FINAL_LINGER_MS)
+            self._serve_done.set()
+
+    def _reject(self, reason: str) -> dict:
+        self.num_rejected += 1
+        self._log(f"TrainerServer rejected a message: {reason}")
+        return {"ok": False, "error": reason}
+
+    def _handle(self, frames: list) -> dict:
+        self.num_received += 1
+        if len(frames) != 1:
+            return self._reject(f"expected a single-frame message, got {len(frames)} frames")
+        try:
+            msg = decode(frames[0].buffer, max_bytes=self.config.max_message_bytes)
+        except MessageError as e:
+            return self._reject(f"undecodable message: {e}")
+        try:
+            if not isinstance(msg, dict):
+                raise _Rejected(f"message must be a dict, got {type(msg).__name__}")
+            kind = _require_str(msg, "type")
+            client = _require_str(msg, "client")
+            session = _require_str(msg, "session", optional=True) or ""
+            if kind == "hello":
+                return {"ok": True, "server_id": self.server_id,
+                        "stores": sorted(self._stores),
+                        "request_types": list(self.config.request_types)}
+            if kind == "last_id":
+                store_name = self._store_name(msg)
+                return {"ok": True,
+                        "last_id": self._last_ids.get((client, session, store_name), -1)}
+            if kind == "data":
+                return self._handle_data(msg, client, session)
+            if kind == "request":
+                return self._handle_request(msg)
+            raise _Rejected(f"unknown message type {kind!r}; expected one of "
+                            "hello, last_id, data, request")
+        except _Rejected as e:
+            return self._reject(str(e))
+
+    def _store_name(self, msg: dict) -> str:
+        name = _require_str(msg, "store")
+        if name not in self._stores:
+            raise _Rejected(f"unknown data store {name!r}; registered: {sorted(self._stores)}")
+        return name
+
+    def _handle_data(self, msg: dict, client: str, session: str) -> dict:
+        store_name = self._store_name(msg)
+        items = msg.get("items")
+        if type(items) is not list:
+            raise _Rejected(f"field 'items' must be a list, got {type(items).__name__}")
+        prev = -1
+        for pair in items:
+            if type(pair) is not list or len(pair) != 2:
+                raise _Rejected("each entry of 'items' must be a [id, item] pair")
+            data_id, item = pair
+            if type(data_id) is not int or data_id < 0:
+                raise _Rejected(f"item ids must be non-negative ints, got {data_id!r:.40}")
+            if data_id <= prev:
+                raise _Rejected("item ids must be strictly increasing within a message")
+            if not isinstance(item, dict):
+                raise _Rejected(f"items must be dicts, got {type(item).__name__}")
+            prev = data_id
+        store = self._stores[store_name]
+        key = (client, session, store_name)
+        last = self._last_ids.get(key, -1)
+        inserted = errors = 0
+        for data_id, item in items:
+            if data_id <= last:
+                self.num_duplicates += 1
+                continue
+            try:
+                store.insert(item)
+                inserted += 1
+            except Exception as e:  # noqa: BLE001 - a bad item must not kill the server
+                errors += 1
+                self._log(f"TrainerServer: store {store_name!r} rejected item {data_id} from "
+                          f"{client!r}: {type(e).__name__}: {e}")
+            last = data_id
+        self._last_ids[key] = last
+        self.num_items_inserted += inserted
+        self.num_insert_errors += errors
+        return {"ok": True, "last_id": last, "inserted": inserted, "insert_errors": errors}
+
+    def _handle_request(self, msg: dict) -> dict:
+        rtype = _require_str(msg, "request_type")
+        if rtype not in self.config.request_types or self.request_callback is None:
+            raise _Rejected(f"unknown request type {rtype!r}; accepted: "
+                            f"{list(self.config.request_types) if self.request_callback else []}")
+        try:
+            response = self.request_callback(rtype, msg.get("payload"))
+        except Exception as e:  # noqa: BLE001 - report to the caller, keep serving
+            self.num_callback_errors += 1
+            self._log(f"TrainerServer: request_callback({rtype!r}) raised "
+                      f"{type(e).__name__}: {e}", logging.ERROR)
+            return {"ok": False, "error": f"request_callback raised {type(e).__name__}: {e}"}
+        return {"ok": True, "response": response}
+
+    # --------------------------------------------------------------- teardown
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stops serving and closes both sockets; returns within about ``timeout_s``.
+
+        The request being handled (if any) is finished and its reply flushed
+        (at most 0.2 s). Safe to call twice or before ``start``.
+        """
+        self._stop_event.set()
+        deadline = time.monotonic() + timeout_s
+        if self._thread is not None:
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._pub_lock:
+            if self._pub is not None:
+                self._pub.close(linger=0)
+                self._pub = None
+        if self._ctx is not None:
+            if self._started and not self._serve_done.wait(
+                    max(0.0, deadline - time.monotonic())):
+                self._log("TrainerServer.stop: serving loop still busy; context left to GC")
+            else:
+                self._ctx.term()
+            self._ctx = None
+
+    def close(self) -> None:
+        """Same as :meth:`stop`."""
+        self.stop()
+
+    def __enter__(self) -> "TrainerServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def is_running(self) -> bool:
+        """True between ``start`` and the end of the serving loop."""
+        return self._started and not self._serve_done.is_set()
