@@ -28,7 +28,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.env.reward_type = "sparse"  # "sparse": 1 on success then terminate; "dense": shaped.
     config.env.image_obs = False  # Add a rendered "pixels" uint8 (S, S, 3) observation.
     config.env.image_size = 64  # S in pixels when image_obs.
-    config.env.state_obs = "full"  # "full": 39-D Meta-World state; "proprio": hand xyz + gripper.
+    # "full": 39-D Meta-World state; "proprio": hand xyz + gripper; None: full without images,
+    # proprio with images.
+    config.env.state_obs = ml_collections.config_dict.placeholder(str)
 
     # Simulated human operator (DESIGN.md section 6). enabled=False: no interventions at all.
     config.operator = get_default_operator_config()
