@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from serl_ext.agents import sac
 from serl_ext.agents.sac_hybrid import (
     SACHybridAgent,
     compute_grasp_target,
@@ -84,8 +85,10 @@ def test_hybrid_update_and_actions():
     for key in ("critic_loss", "grasp_critic_loss", "grasp_q_mean", "actor_loss", "temperature"):
         assert np.isfinite(float(info[key])), key
     assert any(not np.allclose(a, b) for a, b in zip(grasp_before, leaves(agent.critic.params["grasp_critic"])))
+    size = sac._update_jit._cache_size()
     agent, info = agent.update(hybrid_batch(16, seed=1, penalty=False), utd_ratio=2)  # penalty optional
     assert np.isfinite(float(info["grasp_critic_loss"]))
+    assert sac._update_jit._cache_size() == size  # missing penalty = zeros, same compiled update
     obs = {"state": np.ones(OBS_DIM, np.float32)}
     a = agent.sample_actions(obs, jax.random.PRNGKey(0))
     e = agent.eval_actions(obs)

@@ -308,7 +308,7 @@ def test_image_agent_update_trains_encoder(tmp_path):
         new.update(dict(batch, observations=dict(batch["observations"], pixels=batch["observations"]["pixels"].astype(np.float32))))
 
 
-@pytest.mark.parametrize("etype", ["small_cnn", "resnet10"])
+@pytest.mark.parametrize("etype", ["small_cnn"])  # ResNet10 file round trip: test_networks
 def test_pretrained_backbone_loaded(tmp_path, etype):
     c, obs, backbone = image_setup(tmp_path, pretrained=True, etype=etype)
     agent = SACAgent.create(jax.random.PRNGKey(0), obs, np.zeros(2, np.float32), c)

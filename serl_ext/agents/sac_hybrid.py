@@ -165,7 +165,7 @@ class SACHybridAgent(sac.SACAgent):
         online_next = jax.lax.stop_gradient(self._grasp_qs(critic_params["grasp_critic"], next_feats))
         target_next = self._grasp_qs(self.target_critic_params["grasp_critic"], next_feats_target)
         chex.assert_shape([online_next, target_next], (g, b, NUM_GRIPPER_ACTIONS))
-        penalty = batch.get("grasp_penalty", jnp.zeros_like(batch["rewards"]))
+        penalty = batch["grasp_penalty"]
         target = compute_grasp_target(
             batch["rewards"], penalty, batch["masks"], online_next, target_next, cfg.discount, cfg.grasp_target_clip
         )
@@ -178,9 +178,12 @@ class SACHybridAgent(sac.SACAgent):
         return loss, {"grasp_critic_loss": loss, "grasp_q_mean": taken.mean(), "grasp_target_mean": target.mean()}
 
     def _check_batch(self, batch, utd_ratio):
-        return common.check_batch(
+        checked = common.check_batch(
             batch, self.obs_spec, self.config.action_dim, utd_ratio, optional_keys=("grasp_penalty",)
         )
+        if "grasp_penalty" not in checked:  # same pytree with or without: no recompilation
+            checked["grasp_penalty"] = jnp.zeros_like(checked["rewards"])
+        return checked
 
     def _select_actions(self, observations, key):
         feats = self._encode(self.critic.params["encoder"], observations)

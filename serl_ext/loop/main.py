@@ -15,6 +15,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -60,6 +61,8 @@ def _evaluate_checkpoint(config):
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Orbax and friends log every checkpoint step at INFO through absl; keep the console readable.
+    absl_logging.set_verbosity(absl_logging.WARNING)
     roles = [_ACTOR.value, _LEARNER.value, _EVAL.value]
     if sum(roles) != 1:
         sys.exit("choose exactly one role: --actor, --learner or --eval")
