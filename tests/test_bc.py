@@ -111,3 +111,16 @@ def test_bc_image_smoke():
     assert np.isfinite(float(info["bc_loss"]))
     after = [np.asarray(x) for x in jax.tree_util.tree_leaves(agent.actor.params["encoder"])]
     assert any(not np.allclose(a, b) for a, b in zip(before, after))  # BC trains its encoder
+
+
+def test_bc_accepts_sac_config():
+    from serl_ext.agents.sac import get_default_config as sac_config
+
+    c = sac_config()
+    c.hidden_dims = (8,)
+    c.actor_lr = 1e-3
+    agent = BCAgent.create(jax.random.PRNGKey(0), {"state": np.zeros(OBS_DIM, np.float32)}, np.zeros(ACT_DIM, np.float32), c)
+    assert agent.config.hidden_dims == (8,) and agent.config.actor_lr == 1e-3 and agent.config.loss == "nll"
+    assert "critic_lr" not in agent.config
+    with pytest.raises(TypeError):
+        BCAgent.create(jax.random.PRNGKey(0), {"state": np.zeros(OBS_DIM, np.float32)}, np.zeros(ACT_DIM, np.float32), {"loss": "nll"})

@@ -155,3 +155,14 @@ def test_hybrid_rejects_bad_setup():
     b["grasp_penalty"] = np.zeros((8, 1), np.float32)
     with pytest.raises(ValueError, match="grasp_penalty"):
         agent.update(b)
+
+
+def test_hybrid_accepts_plain_sac_config():
+    from serl_ext.agents.sac import get_default_config as sac_config
+
+    c = sac_config()
+    c.hidden_dims = (8, 8)
+    c.critic_target_clip = (0.0, 1.0)
+    agent = SACHybridAgent.create(jax.random.PRNGKey(0), {"state": np.zeros(OBS_DIM, np.float32)}, np.zeros(ACT_DIM, np.float32), c)
+    assert agent.config.grasp_num_qs == get_default_config().grasp_num_qs
+    assert agent.config.critic_target_clip == (0.0, 1.0) and agent.config.hidden_dims == (8, 8)

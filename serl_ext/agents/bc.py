@@ -96,11 +96,12 @@ class BCAgent(struct.PyTreeNode):
     ) -> "BCAgent":
         """Build from one unbatched observation dict and one action ``(A,)`` example.
 
+        ``config``: :func:`get_default_config` fields; missing ones take their defaults and
+        fields BC does not have (e.g. a SAC config's ``critic_lr``) are ignored, so the
+        training config's ``agent`` block can be passed as is.
         Raises ValueError/TypeError on a bad config or example.
         """
-        config = get_default_config() if config is None else config
-        if not isinstance(config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
-            raise TypeError(f"config must be an ml_collections ConfigDict, got {type(config).__name__}")
+        config = get_default_config() if config is None else common.merge_config(get_default_config(), config, True)
         if config.loss not in BC_LOSSES:
             raise ValueError(f"config.loss must be one of {BC_LOSSES}, got {config.loss!r}")
         if not 0 < float(config.std_min) < float(config.std_max):

@@ -56,6 +56,28 @@ def encoder_config() -> ml_collections.ConfigDict:
     return c
 
 
+def merge_config(defaults: ml_collections.ConfigDict, config: Any, drop_unknown: bool) -> ml_collections.ConfigDict:
+    """``defaults`` overridden by ``config`` (recursively for nested dicts).
+
+    Fields missing from ``config`` take their default; with ``drop_unknown`` fields of
+    ``config`` that ``defaults`` lacks are dropped (e.g. SAC-only fields given to BC),
+    otherwise kept. Raises TypeError for a non-ConfigDict ``config``.
+    """
+    if not isinstance(config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+        raise TypeError(f"config must be an ml_collections ConfigDict, got {type(config).__name__}")
+
+    def merge(d: Dict[str, Any], c: Mapping[str, Any]) -> Dict[str, Any]:
+        out = dict(d)
+        for k, v in c.items():
+            if k in d and isinstance(d[k], dict) and isinstance(v, Mapping):
+                out[k] = merge(d[k], v)
+            elif k in d or not drop_unknown:
+                out[k] = v
+        return out
+
+    return ml_collections.ConfigDict(merge(defaults.to_dict(), config.to_dict()))
+
+
 def validate_encoder_config(enc: Any, observations: Mapping[str, Any]) -> None:
     """Raise ValueError for an encoder config inconsistent with the example observation,
     FileNotFoundError for a ``pretrained_path`` that does not exist."""

@@ -124,9 +124,10 @@ class SACHybridAgent(sac.SACAgent):
     ) -> "SACHybridAgent":
         """Build the agent (see :meth:`SACAgent.create`); config from :func:`get_default_config`.
 
+        A plain SAC config is accepted: missing gripper fields take their defaults.
         Raises ValueError also for ``grasp_num_qs < 1`` or ``A < 2``.
         """
-        config = get_default_config() if config is None else config
+        config = get_default_config() if config is None else common.merge_config(get_default_config(), config, False)
         if "grasp_num_qs" not in config or int(config.grasp_num_qs) < 1:
             raise ValueError("config.grasp_num_qs must be >= 1 (use sac_hybrid.get_default_config())")
         clip = config.get("grasp_target_clip", None)
