@@ -95,6 +95,7 @@ def aggregate(out):
             rates = [r["train/updates_per_s"] for r in train if r.get("train/updates_per_s")]
             actor = _read_jsonl(os.path.join(run_dir, "metrics", "actor.jsonl"))
             lat = [r["rollout/policy_latency_ms"] for r in actor if r.get("rollout/policy_latency_ms")]
+            step_lat = [r["rollout/step_latency_ms"] for r in actor if r.get("rollout/step_latency_ms")]
             ir_curve = [(r["step"], r["wall_s"], r["intervention/rate"]) for r in actor if "intervention/rate" in r]
             hist = summary["eval_history"]
             rows.append({
@@ -108,6 +109,7 @@ def aggregate(out):
                 "learner_steps": learner.get("learner_steps"),
                 "learner_updates_per_s_median": float(np.median(rates)) if rates else None,
                 "actor_policy_latency_ms_median": float(np.median(lat)) if lat else None,
+                "actor_step_latency_ms_median": float(np.median(step_lat)) if step_lat else None,
                 "env_steps_to_target": _time_to(hist, "env_steps", _TARGET_SR.value),
                 "minutes_to_target": (lambda v: v / 60 if v is not None else None)(
                     _time_to(hist, "wall_clock_s", _TARGET_SR.value)),
@@ -144,6 +146,7 @@ def report(out, rows):
             if all(r["env_steps_to_target"] is not None for r in rs) else None,
             "learner_updates_per_s_median": _median([r["learner_updates_per_s_median"] for r in rs]),
             "actor_policy_latency_ms_median": _median([r["actor_policy_latency_ms_median"] for r in rs]),
+            "actor_step_latency_ms_median": _median([r["actor_step_latency_ms_median"] for r in rs]),
         }
     result = {
         "algorithm": _ALGO.value,
@@ -164,16 +167,17 @@ def report(out, rows):
         + (f" --max_env_steps={_MAX_STEPS.value}" if _MAX_STEPS.value else "") + "`", "",
         f"Machine: {result['machine']}. Eval: {_EVAL_EPISODES.value} deterministic episodes every "
         f"{_EVAL_PERIOD.value} env steps (agent steps at action repeat 4). Medians over seeds.", "",
-        "| task | seeds | final eval SR | best eval SR | IR | min to SR>=%.0f%% | env steps to SR>=%.0f%% | wall min | learner upd/s | actor policy ms |"
+        "| task | seeds | final eval SR | best eval SR | IR | min to SR>=%.0f%% | env steps to SR>=%.0f%% | wall min | learner upd/s | actor policy ms | actor step ms |"
         % (100 * _TARGET_SR.value, 100 * _TARGET_SR.value),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, t in per_task.items():
         lines.append(
             f"| {task} | {len(t['seeds'])} | {fmt(t['final_eval_sr_median'])} | {fmt(t['best_eval_sr_median'])} | "
             f"{fmt(t['intervention_rate_median'], 3)} | {fmt(t['minutes_to_target_median'], 1)} | "
             f"{fmt(t['env_steps_to_target_median'], 0)} | {fmt(t['wall_clock_min_median'], 1)} | "
-            f"{fmt(t['learner_updates_per_s_median'], 0)} | {fmt(t['actor_policy_latency_ms_median'], 2)} |"
+            f"{fmt(t['learner_updates_per_s_median'], 0)} | {fmt(t['actor_policy_latency_ms_median'], 2)} | "
+            f"{fmt(t['actor_step_latency_ms_median'], 2)} |"
         )
     lines += ["", "Per run:", "", "| task | seed | final SR | best SR | IR | env steps | wall min | min to target |",
               "|---|---|---|---|---|---|---|---|"]

@@ -127,7 +127,8 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
     wall_offset = float(state["wall_clock_s"])
     param_version, param_errors = -1, 0
     recent_success = collections.deque(maxlen=20)
-    latencies = collections.deque(maxlen=1000)
+    latencies = collections.deque(maxlen=1000)  # policy + gate (s)
+    step_latencies = collections.deque(maxlen=1000)  # policy + gate + env.step (s)
     throttle_wait_s = 0.0
 
     def wall_clock():
@@ -208,6 +209,7 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
             latencies.append(time.perf_counter() - t0)
 
             next_obs, reward, terminated, truncated, info = env.step(action)
+            step_latencies.append(time.perf_counter() - t0)
             if "intervene_action" in info:
                 action, source = np.asarray(info["intervene_action"], dtype=np.float32), HUMAN
             gate.observe(obs, action, source, reward, next_obs, info)
@@ -265,6 +267,7 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
                     "rollout/param_errors": param_errors,
                     "rollout/dropped_transitions": sum(s.num_dropped for s in stores.values()),
                     "rollout/policy_latency_ms": 1e3 * float(np.mean(latencies)) if latencies else 0.0,
+                    "rollout/step_latency_ms": 1e3 * float(np.mean(step_latencies)) if step_latencies else 0.0,
                     "rollout/throttle_wait_s": throttle_wait_s,
                     "intervention/steps": ep["human"],
                     "intervention/segments": ep["segments"],
