@@ -89,4 +89,26 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True
     config.logging.progress_bar = True
+    return _typed_placeholders(config)
+
+
+# Fields whose default is None: give them a type so that `--config.FIELD=VALUE` can set them
+# from the command line (ml_collections refuses to parse a flag for a plain None field).
+_PLACEHOLDER_TYPES = {
+    "agent.encoder.pretrained_path": str,
+    "agent.encoder.widths": tuple,
+    "agent.num_min_qs": int,
+    "agent.target_entropy": float,
+    "operator.stall_window": int,
+}
+
+
+def _typed_placeholders(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    for path, field_type in _PLACEHOLDER_TYPES.items():
+        *parents, leaf = path.split(".")
+        node = config
+        for name in parents:
+            node = node[name]
+        if leaf in node and node[leaf] is None:
+            node[leaf] = ml_collections.config_dict.placeholder(field_type)
     return config

@@ -42,3 +42,33 @@ def test_configs_are_independent():
     a.agent.hidden_dims = (8,)
     b = get_config("pick-place,hil_serl")
     assert tuple(b.agent.hidden_dims) == (256, 256)
+
+
+def test_command_line_overrides_including_none_defaults():
+    """The real entry point parses overrides, also of fields whose default is None."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "serl_ext.loop.main", "--print_config",
+            "--config=configs/train.py:assembly,rlpd",
+            "--config.seed=3",
+            "--config.operator.stall_window=40",
+            "--config.agent.num_min_qs=1",
+            "--config.env.state_obs=proprio",
+            "--config.agent.hidden_dims=(32, 32)",
+        ],
+        cwd=repo, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    config = json.loads(out.stdout[out.stdout.index("{"):])
+    assert config["task"] == "assembly" and config["algorithm"] == "rlpd"
+    assert config["seed"] == 3
+    assert config["operator"]["stall_window"] == 40
+    assert config["agent"]["num_min_qs"] == 1
+    assert config["env"]["state_obs"] == "proprio"
+    assert list(config["agent"]["hidden_dims"]) == [32, 32]

@@ -103,3 +103,13 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
     assert learner_summary2["replay_size"] == 400
     assert learner_summary2["learner_steps"] > first_steps
     assert learner_summary2["demo_size"] - summary2["human_steps"] == demo_transitions
+
+    # Evaluation mode restores the newest learner checkpoint and writes eval.json.
+    evaluation = subprocess.run(
+        ["bash", "launchers/eval.sh", "pick-place,hil_serl", *_flags(tmp_path, [0, 0], 400), "--eval_episodes=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["learner_step"] == learner_summary2["learner_steps"]
+    assert result["episodes"] == 2 and 0.0 <= result["eval_success_rate"] <= 1.0

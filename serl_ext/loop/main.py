@@ -25,6 +25,7 @@ _ACTOR = flags.DEFINE_bool("actor", False, "Run the actor process.")
 _LEARNER = flags.DEFINE_bool("learner", False, "Run the learner process.")
 _EVAL = flags.DEFINE_bool("eval", False, "Evaluate the newest checkpoint of the run.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 0, "Episodes for --eval (0: config value).")
+_PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and exit.")
 
 
 def _evaluate_checkpoint(config):
@@ -63,6 +64,9 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Orbax and friends log every checkpoint step at INFO through absl; keep the console readable.
     absl_logging.set_verbosity(absl_logging.WARNING)
+    if _PRINT_CONFIG.value:
+        print(_CONFIG.value.to_json_best_effort(indent=2, sort_keys=True))
+        return
     roles = [_ACTOR.value, _LEARNER.value, _EVAL.value]
     if sum(roles) != 1:
         sys.exit("choose exactly one role: --actor, --learner or --eval")
