@@ -2,7 +2,8 @@
 
 ``hil_serl``: SAC, critic ensemble 2 (min over both), UTD 2, demos + simulated operator
 (HiL-SERL defaults, DESIGN.md section 3). ``rlpd``: ensemble 10 with the min over a random
-subset of 2, no operator. ``sac``: plain online SAC, no demos, no operator (a sanity baseline).
+subset of 2, no operator. ``hil_serl_pixels``: ``hil_serl`` from a 64 px camera image plus
+proprioception with the SmallCNN encoder. ``sac``: plain online SAC, no demos, no operator (a sanity baseline).
 UniIntervene variants are added by the UniIntervene issues.
 """
 
@@ -27,6 +28,18 @@ def _rlpd(config):
     return config
 
 
+def _hil_serl_pixels(config):
+    """HiL-SERL from a rendered camera image (64 px) plus proprioception, SmallCNN encoder."""
+    _hil_serl(config)
+    config.env.image_obs = True
+    config.env.image_size = 64
+    config.agent.encoder.type = "small_cnn"
+    config.agent.encoder.image_keys = ("pixels",)
+    config.learner.replay_capacity = 100_000
+    config.learner.demo_capacity = 50_000
+    return config
+
+
 def _sac(config):
     _hil_serl(config)
     config.operator.enabled = False
@@ -37,6 +50,7 @@ def _sac(config):
 
 ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
     "hil_serl": _hil_serl,
+    "hil_serl_pixels": _hil_serl_pixels,
     "rlpd": _rlpd,
     "sac": _sac,
 }

@@ -83,15 +83,17 @@ def _initial_state() -> Dict[str, Any]:
     }
 
 
-def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
+def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     """Runs the actor until ``config.actor.max_env_steps`` agent steps; returns the summary.
 
     Args:
       config: the composed training config (configs/train.py).
       gate: an object with the :class:`serl_ext.loop.gate.Gate` interface (default:
         :class:`PassThroughGate`, plain HiL-SERL).
-      client: an already built TrainerClient (tests); default connects to
-        ``config.transport.ip``.
+      make_client: ``make_client(data_stores) -> client`` with the TrainerClient interface
+        (``update``, ``request``, ``recv_network_callback``, ``stop``); default: a
+        :class:`serl_ext.transport.TrainerClient` connecting to ``config.transport.ip``. Tests
+        pass an in-process fake.
     """
     from serl_ext.transport import QueuedDataStore, TrainerClient
 
@@ -114,10 +116,12 @@ def run_actor(config, gate=None, client=None) -> Dict[str, Any]:
         INTERVENTION_STORE: QueuedDataStore(config.actor.queue_capacity),
     }
     slot = ParameterSlot()
-    if client is None:
+    if make_client is None:
         client = TrainerClient(
             "actor", config.transport.ip, transport_config(config), data_stores=stores, wait_for_server=False
         )
+    else:
+        client = make_client(stores)
     client.recv_network_callback(slot.put)
     logger = MetricLogger(run_dir, "actor", tensorboard=config.logging.tensorboard)
 

@@ -92,8 +92,20 @@ def example_observation(spec: Dict[str, tuple]) -> Dict[str, np.ndarray]:
 
 
 def create_agent(config: ml_collections.ConfigDict, spec: Dict[str, tuple], action_dim: int):
-    """Creates the agent of ``config.agent_name`` from observation/action examples (seeded)."""
+    """Creates the agent of ``config.agent_name`` from observation/action examples (seeded).
+
+    Raises:
+      ValueError: the env has image observations the encoder does not read (or the reverse).
+    """
     cls = agent_class(config.agent_name)
+    image_keys = sorted(k for k, (_, dtype) in spec.items() if np.dtype(dtype) == np.uint8)
+    wanted = sorted(config.agent.encoder.image_keys)
+    if image_keys != wanted:
+        raise ValueError(
+            f"env image observations {image_keys} != agent.encoder.image_keys {wanted}; for images use "
+            "the hil_serl_pixels algorithm or set --config.agent.encoder.type=small_cnn and "
+            "--config.agent.encoder.image_keys=\"('pixels',)\""
+        )
     return cls.create(
         jax.random.PRNGKey(config.seed),
         example_observation(spec),
