@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from serl_ext.data._validation import check_action_source, coerce_array
+from serl_ext.data.replay_buffer import TRANSITION_KEYS
 
 FORMAT_VERSION = 1
 STEP_KEYS = ("actions", "rewards", "terminals", "truncations", "interventions", "action_source")
@@ -65,16 +66,7 @@ _STEP_DTYPES = {
     "interventions": np.dtype(bool),
     "action_source": np.dtype(np.int8),
 }
-_HOUSE_TRANSITION_KEYS = (
-    "observations",
-    "actions",
-    "rewards",
-    "masks",
-    "dones",
-    "next_observations",
-    "interventions",
-    "action_source",
-)
+_HOUSE_TRANSITION_KEYS = TRANSITION_KEYS
 _OBS_PREFIX = "observations/"
 _EXTRA_PREFIX = "extras/"
 _HEADER = "header"
