@@ -26,50 +26,13 @@ _SEED = flags.DEFINE_integer("seed", 0, "Demo env seeds are 2_000_000 + seed * 1
 _NOISE = flags.DEFINE_float("noise", 0.0, "Gaussian noise std added to expert actions.")
 
 
-def collect_episode(env, expert, seed: int, rng: np.random.Generator, noise: float):
-    """Runs one expert episode; returns (episode dict in the episodes.py format, success)."""
-    from serl_ext.envs import get_privileged_state
-    from serl_ext.loop.gate import HUMAN
-
-    obs, _ = env.reset(seed=seed)
-    observations = {k: [v] for k, v in obs.items()}
-    actions, rewards, terminals, truncations, successes = [], [], [], [], []
-    done, success = False, False
-    while not done:
-        action = np.asarray(expert(get_privileged_state(env)), dtype=np.float32)
-        if noise > 0:
-            action = action + rng.normal(0.0, noise, size=action.shape).astype(np.float32)
-        action = np.clip(action, -1.0, 1.0)
-        obs, reward, terminated, truncated, info = env.step(action)
-        for k, v in obs.items():
-            observations[k].append(v)
-        actions.append(action)
-        rewards.append(reward)
-        terminals.append(terminated)
-        truncations.append(truncated)
-        success = success or bool(info.get("success", False))
-        successes.append(bool(info.get("success", False)))
-        done = terminated or truncated
-    length = len(actions)
-    episode = {
-        "observations": {k: np.stack(v) for k, v in observations.items()},
-        "actions": np.stack(actions).astype(np.float32),
-        "rewards": np.asarray(rewards, np.float32),
-        "terminals": np.asarray(terminals, bool),
-        "truncations": np.asarray(truncations, bool),
-        "interventions": np.zeros(length, bool),
-        "action_source": np.full(length, HUMAN, np.int8),
-        "success": np.asarray(successes, bool),
-    }
-    return episode, success
-
-
 def main(argv):
     del argv
     from configs.train import get_config
     from serl_ext.data.episodes import list_episodes, save_episode
-    from serl_ext.envs import get_expert
+    from serl_ext.data.replay_buffer import ACTION_SOURCE_HUMAN
     from serl_ext.loop import common
+    from serl_ext.loop.rollouts import expert_policy, run_episode
 
     config = get_config(f"{_TASK.value},{_ALGO.value}")
     out = os.path.abspath(_OUT.value or os.path.join("demos", _TASK.value))
@@ -78,8 +41,7 @@ def main(argv):
     if len(existing) >= _NUM.value:
         print(f"{out} already holds {len(existing)} demos (>= {_NUM.value}); nothing to do")
         return
-    expert = get_expert(_TASK.value)
-    rng = np.random.default_rng(_SEED.value)
+    policy = expert_policy(_TASK.value, noise=_NOISE.value, rng=np.random.default_rng(_SEED.value))
     index, attempts, lengths = len(existing), 0, []
     max_attempts = 3 * _NUM.value + 20
     with tqdm(total=_NUM.value, initial=index, desc=f"demos {_TASK.value}") as pbar:
@@ -90,15 +52,15 @@ def main(argv):
             attempts += 1
             env = common.make_env(config, seed, with_operator=False)
             try:
-                episode, success = collect_episode(env, expert, seed, rng, _NOISE.value)
+                episode, stats = run_episode(
+                    env, policy, seed, policy_source=ACTION_SOURCE_HUMAN,
+                    metadata={"task": _TASK.value, "source": "demo", "episode_id": index,
+                              "action_repeat": int(config.env.action_repeat)},
+                )
             finally:
                 env.close()
-            if not success:
+            if not stats["success"]:
                 continue
-            episode["metadata"] = {
-                "task": _TASK.value, "seed": seed, "success": True, "source": "demo",
-                "episode_id": index, "action_repeat": int(config.env.action_repeat),
-            }
             save_episode(os.path.join(out, f"episode_{index:06d}.npz"), episode)
             lengths.append(len(episode["actions"]))
             index += 1

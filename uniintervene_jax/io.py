@@ -1,0 +1,76 @@
+"""Self-describing model folders: reload a trained model without the training code.
+
+A model folder holds ``model.json`` (``{"format_version", "kind", "config", "extra"}``) and
+``params.msgpack`` (``flax.serialization.msgpack_serialize`` of a nested dict of arrays; no
+pickle). Writes are atomic per file (temp file + ``os.replace``).
+"""
+
+import json
+import os
+import tempfile
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import numpy as np
+from flax import serialization
+
+FORMAT_VERSION = 1
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(directory: str, kind: str, config: Dict[str, Any], params: Any,
+               extra: Optional[Dict[str, Any]] = None) -> str:
+    """Writes ``{directory}/model.json`` and ``{directory}/params.msgpack``; returns directory.
+
+    Args:
+      kind: model kind, e.g. ``"proxy_value"``, ``"intervention_model"``, ``"recovery_policy"``.
+      config: JSON-serialisable dict that rebuilds the network (sizes, dims, options).
+      params: pytree of arrays (converted to numpy).
+      extra: JSON-serialisable metadata (training stats, normalisers, ...).
+    """
+    os.makedirs(directory, exist_ok=True)
+    params_np = jax.tree.map(np.asarray, params)
+    _atomic_write(os.path.join(directory, "params.msgpack"), serialization.msgpack_serialize(params_np))
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}}
+    _atomic_write(os.path.join(directory, "model.json"), json.dumps(meta, indent=2, sort_keys=True).encode())
+    return directory
+
+
+def load_model(directory: str, kind: Optional[str] = None) -> Tuple[Dict[str, Any], Any, Dict[str, Any]]:
+    """Reads a model folder; returns ``(config, params, extra)``.
+
+    Raises:
+      FileNotFoundError: folder or one of its files missing.
+      ValueError: wrong format version, wrong ``kind``, or unreadable params.
+    """
+    meta_path = os.path.join(directory, "model.json")
+    params_path = os.path.join(directory, "params.msgpack")
+    for path in (meta_path, params_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"model file missing: {path}")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: format_version {meta.get('format_version')} != {FORMAT_VERSION}")
+    if kind is not None and meta.get("kind") != kind:
+        raise ValueError(f"{meta_path}: model kind {meta.get('kind')!r}, expected {kind!r}")
+    with open(params_path, "rb") as f:
+        try:
+            params = serialization.msgpack_restore(f.read())
+        except Exception as e:  # msgpack raises several types on corrupt input
+            raise ValueError(f"{params_path}: unreadable params ({e})") from e
+    return meta["config"], params, meta.get("extra", {})
