@@ -32,6 +32,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # proprio with images.
     config.env.state_obs = ml_collections.config_dict.placeholder(str)
 
+    # Who can take over in the actor: "simulated" (the operator below), "keyboard" (a person at
+    # the actor's terminal: w/s a/d r/f move, space toggles the gripper), "spacemouse"
+    # (pyspacemouse, `pip install -e .[robot]`) or "none".
+    config.human_input = "simulated"
     # Simulated human operator (DESIGN.md section 6). enabled=False: no interventions at all.
     config.operator = get_default_operator_config()
     config.operator.enabled = True

@@ -64,12 +64,26 @@ def write_config(run_dir: str, config: ml_collections.ConfigDict, name: str) -> 
     atomic_write_json(os.path.join(run_dir, f"{name}_config.json"), json.loads(config.to_json_best_effort()))
 
 
+HUMAN_INPUTS = ("simulated", "keyboard", "spacemouse", "none")
+
+
 def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: bool):
-    """Builds the task env of ``config.env``; the simulated operator only if asked and enabled."""
+    """Builds the task env of ``config.env``.
+
+    With ``with_operator`` the human input of ``config.human_input`` sits on top: the simulated
+    operator (if ``config.operator.enabled``), a keyboard or a SpaceMouse; all put their action
+    into ``info["intervene_action"]``. Evaluation envs are built with ``with_operator=False``.
+
+    Raises:
+      ValueError: unknown ``config.human_input``.
+    """
     from serl_ext.envs import make_env as _make_env
 
-    operator = config.operator if (with_operator and config.operator.enabled) else None
-    return _make_env(
+    human_input = config.get("human_input", "simulated")
+    if human_input not in HUMAN_INPUTS:
+        raise ValueError(f"config.human_input must be one of {HUMAN_INPUTS}, got {human_input!r}")
+    simulated = with_operator and human_input == "simulated" and config.operator.enabled
+    env = _make_env(
         config.task,
         seed,
         action_repeat=config.env.action_repeat,
@@ -78,8 +92,17 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
         image_obs=config.env.image_obs,
         image_size=config.env.image_size,
         state_obs=config.env.state_obs,
-        operator=operator,
+        operator=config.operator if simulated else None,
     )
+    if with_operator and human_input == "keyboard":
+        from serl_ext.envs.intervention import KeyboardIntervention
+
+        env = KeyboardIntervention(env)
+    elif with_operator and human_input == "spacemouse":
+        from serl_ext.envs.intervention import SpaceMouseIntervention
+
+        env = SpaceMouseIntervention(env)
+    return env
 
 
 def observation_spec(env) -> Dict[str, tuple]:
