@@ -240,9 +240,9 @@ class InterventionModel(struct.PyTreeNode):
                 raise ValueError(f"image key {key!r} must be an unbatched uint8 (H, W, C) frame in obs_example")
         net = make_network(cfg, int(target_dim))
         obs = {k: jnp.zeros((1,) + shape, dtype) for k, shape, dtype in spec}
-        params = net.init(rng, obs, jnp.zeros((1, int(instr_len)), jnp.int32),
-                          jnp.zeros((1, int(action_dim)), jnp.float32),
-                          jnp.zeros((1, int(cfg.history_len) + 1), jnp.float32))["params"]
+        params = jax.jit(net.init)(rng, obs, jnp.zeros((1, int(instr_len)), jnp.int32),
+                                   jnp.zeros((1, int(action_dim)), jnp.float32),
+                                   jnp.zeros((1, int(cfg.history_len) + 1), jnp.float32))["params"]
         state = train_state.TrainState.create(apply_fn=None, params=params, tx=_make_tx(cfg))
         state = state.replace(step=jnp.zeros((), jnp.int32))
         return cls(state=state, net=net, config_json=json.dumps(cfg.to_dict(), sort_keys=True), obs_spec=spec,

@@ -417,10 +417,7 @@ class ProxyValue(struct.PyTreeNode):
         if isinstance(rng, (int, np.integer)):
             rng = jax.random.PRNGKey(int(rng))
         rng, k_init = jax.random.split(rng)
-        obs_b = common.batch_example(common.check_observations(
-            {k: obs_example[k] for k, _, _ in obs_spec}, obs_spec, (), "obs_example"))
-        ids = jnp.zeros((1, 16), jnp.int32)
-        params = dict(net.init(k_init, obs_b, ids)["params"])
+        params = dict(net.init(k_init, *_init_inputs(obs_example, obs_spec))["params"])
         if frozen.encoder.pretrained_path is not None:
             enc = dict(params["obs_encoder"])
             for key in frozen.encoder.image_keys:
@@ -489,11 +486,20 @@ class ProxyValue(struct.PyTreeNode):
         return _update_jit(self, checked)
 
     # ----------------------------------------------------------- inference
-    def _prepare(self, obs: Mapping[str, Any], instr_ids: Any) -> Tuple[Dict[str, jax.Array], jax.Array, bool]:
+    def _prepare(self, obs: Mapping[str, Any], instr_ids: Any) -> Tuple[Dict[str, jax.Array], jax.Array, bool, int]:
+        """Batched inputs padded (by repeating the last row) to the next power of two, so that
+        episodes of many lengths share a few compiled shapes; returns the true batch size."""
         obs_b, squeeze = common.policy_observations(obs, self.obs_spec)
         n = int(next(iter(obs_b.values())).shape[0])
+        if n < 1:
+            raise ValueError("empty observation batch")
         ids = _instruction_batch(instr_ids, n)
-        return obs_b, ids, squeeze
+        padded = 1 << (n - 1).bit_length()
+        if padded != n:
+            pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - n, axis=0)])  # noqa: E731
+            obs_b = {k: pad(v) for k, v in obs_b.items()}
+            ids = pad(ids)
+        return obs_b, ids, squeeze, n
 
     def values(self, obs: Mapping[str, Any], instr_ids: Any) -> np.ndarray:
         """``min(V1, V2)`` with the current (not target) params.
@@ -505,15 +511,15 @@ class ProxyValue(struct.PyTreeNode):
         Returns float32 ``(B,)`` in [0, 1] (``()`` for one unbatched observation).
         Raises ValueError on shape mismatches.
         """
-        obs_b, ids, squeeze = self._prepare(obs, instr_ids)
-        v = np.asarray(_values_jit(self.state.params, self.net, obs_b, ids))
+        obs_b, ids, squeeze, n = self._prepare(obs, instr_ids)
+        v = np.asarray(_values_jit(self.state.params, self.net, obs_b, ids))[:n]
         return v[0] if squeeze else v
 
     def encode(self, obs: Mapping[str, Any], instr_ids: Any) -> np.ndarray:
         """Latent ``z`` float32 ``(B, latent_dim)`` (``(latent_dim,)`` unbatched); the default
         frozen target encoder of the intervention model. Inputs as :meth:`values`."""
-        obs_b, ids, squeeze = self._prepare(obs, instr_ids)
-        z = np.asarray(_encode_jit(self.state.params, self.net, obs_b, ids))
+        obs_b, ids, squeeze, n = self._prepare(obs, instr_ids)
+        z = np.asarray(_encode_jit(self.state.params, self.net, obs_b, ids))[:n]
         return z[0] if squeeze else z
 
     def encode_fn(self):
@@ -544,10 +550,23 @@ class ProxyValue(struct.PyTreeNode):
         spec = cfg.pop("obs_spec")
         example = {k: np.zeros(tuple(s), np.dtype(d)) for k, s, d in spec}
         config = resolve_config(ml_collections.ConfigDict(cfg))
-        model = cls.create(int(config.seed), example, config)
-        p = common.replace_in_params(params["params"], model.state.params, "proxy_value params")
-        tp = common.replace_in_params(params["target_params"], model.state.params, "proxy_value target_params")
-        return model.replace(state=common.make_train_state(p, float(model.config.lr)), target_params=tp)
+        common.validate_encoder_config(config.encoder, example)
+        obs_spec = common.make_obs_spec(example)
+        frozen = ml_collections.FrozenConfigDict(config)
+        net = _net_from_config(frozen)
+        rng, k_init = jax.random.split(jax.random.PRNGKey(int(frozen.seed)))
+        # Shapes only (no parameter computation): the reference the saved params must match.
+        reference = jax.eval_shape(net.init, k_init, *_init_inputs(example, obs_spec))["params"]
+        p = common.replace_in_params(params["params"], reference, "proxy_value params")
+        tp = common.replace_in_params(params["target_params"], reference, "proxy_value target_params")
+        return cls(rng=rng, state=common.make_train_state(p, float(frozen.lr)), target_params=tp, config=frozen,
+                   net=net, obs_spec=obs_spec)
+
+
+def _init_inputs(obs_example: Mapping[str, Any], obs_spec: common.ObsSpec) -> Tuple[Dict[str, jax.Array], jax.Array]:
+    obs_b = common.batch_example(common.check_observations(
+        {k: obs_example[k] for k, _, _ in obs_spec}, obs_spec, (), "obs_example"))
+    return obs_b, jnp.zeros((1, 16), jnp.int32)
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,0 +1,252 @@
+"""Proxy value: labels, loss arithmetic, dataset, AUROC, report, a tiny training run and
+save/load (DESIGN.md section 4)."""
+
+import itertools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from uniintervene_jax.instructions import instruction_for, tokenize_instruction
+from uniintervene_jax.value import (
+    ProxyValue,
+    ValueDataset,
+    auroc,
+    episode_success,
+    monte_carlo_returns,
+    nttg_progress,
+    proxy_value_loss,
+    train_proxy_value,
+    value_curves,
+    value_report,
+)
+
+TINY = dict(hidden_dims=(32, 32), latent_dim=16, head_hidden_dims=(32,), batch_size=64, lr=3e-3)
+
+
+def make_episode(rng, success, T, task="pick-place"):
+    """state = [t / T, drift]: drift rises for successful episodes, falls for failed ones."""
+    t = np.arange(T + 1) / T
+    drift = (t if success else -t) + 0.05 * rng.standard_normal(T + 1)
+    terminals = np.zeros(T, bool)
+    terminals[-1] = success
+    rewards = np.zeros(T, np.float32)
+    rewards[-1] = float(success)
+    return {
+        "observations": {"state": np.stack([t, drift], -1).astype(np.float32)},
+        "actions": np.zeros((T, 2), np.float32),
+        "rewards": rewards,
+        "terminals": terminals,
+        "truncations": ~terminals,
+        "interventions": np.zeros(T, bool),
+        "action_source": np.zeros(T, np.int8),
+        "metadata": {"task": task, "success": bool(success)},
+    }
+
+
+# ------------------------------------------------------------------ labels
+def test_nttg_progress_by_hand():
+    np.testing.assert_allclose(nttg_progress(5, True), [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_array_equal(nttg_progress(1, True), [1.0])
+    np.testing.assert_array_equal(nttg_progress(4, False), np.zeros(4))
+    assert nttg_progress(3, True).dtype == np.float32
+    with pytest.raises(ValueError):
+        nttg_progress(0, True)
+    with pytest.raises(TypeError):
+        nttg_progress(2.0, True)
+
+
+def test_monte_carlo_returns_by_hand():
+    np.testing.assert_allclose(monte_carlo_returns([0, 0, 1], [False, False, True], 0.5), [0.25, 0.5, 1.0])
+    # A terminal cuts the sum: G_2 = 1, G_1 = 1 (terminal), G_0 = 1 + 0.5 * 1.
+    np.testing.assert_allclose(monte_carlo_returns([1, 1, 1], [False, True, False], 0.5), [1.5, 1.0, 1.0])
+    with pytest.raises(ValueError):
+        monte_carlo_returns([0.0, np.nan], [False, True], 0.9)
+    with pytest.raises(ValueError):
+        monte_carlo_returns([], [], 0.9)
+    with pytest.raises(ValueError):
+        monte_carlo_returns([0.0], [True], 1.5)
+
+
+def test_episode_success_precedence():
+    base = {"rewards": np.array([0.0, 1.0]), "terminals": np.array([False, True])}
+    assert episode_success(dict(base, metadata={"success": False})) is False  # metadata wins
+    assert episode_success(dict(base, metadata={}, success=np.array([False, False]))) is False
+    assert episode_success(dict(base, metadata={}, success=np.array([False, True]))) is True
+    assert episode_success(dict(base, metadata={})) is True  # positive terminal reward
+    assert episode_success({"rewards": np.array([1.0, 0.0]), "terminals": np.array([False, True])}) is False
+
+
+# -------------------------------------------------------------------- loss
+def test_loss_on_three_samples_by_hand():
+    f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    args = dict(
+        v1=f([0.5, 0.2, 0.9]), v2=f([0.4, 0.3, 0.8]), v_next=f([0.6, 0.1, 0.0]),
+        rewards=f([0, 0, 1]), dones=f([0, 0, 1]), progress=f([0.5, 0.0, 1.0]),
+        mc_returns=f([0.3, 0.0, 1.0]), success=f([1, 0, 1]), weights=f([1, 2, 1]),
+    )
+    loss, info = proxy_value_loss(**args, gamma=0.5)
+    # targets y = [0.3, 0.05, 1.0]
+    td = ((0.5 - 0.3) ** 2 + 2 * (0.2 - 0.05) ** 2 + (0.9 - 1) ** 2) / 3 \
+        + ((0.4 - 0.3) ** 2 + 2 * (0.3 - 0.05) ** 2 + (0.8 - 1) ** 2) / 3
+    assert float(info["td_loss"]) == pytest.approx(0.09, abs=1e-6) and td == pytest.approx(0.09)
+    assert float(info["label_loss"]) == pytest.approx((0.01 + 0.05) / 3, abs=1e-6)
+    assert float(info["progress_loss"]) == pytest.approx((0.01 + 2 * 0.13 + 0.05) / 3, abs=1e-6)
+    assert float(info["conservative_loss"]) == pytest.approx((0.3 + 2 * 0.5 + 0.0) / 3, abs=1e-6)
+    total = 0.09 + 0.3 * 0.02 + 0.32 / 3 + 0.05 * 1.3 / 3
+    assert float(loss) == pytest.approx(total, abs=1e-6)
+    # The TD target is stopped: no gradient reaches v_next.
+    g = jax.grad(lambda vn: proxy_value_loss(**dict(args, v_next=vn), gamma=0.5)[0])(args["v_next"])
+    np.testing.assert_array_equal(np.asarray(g), 0.0)
+
+
+# ----------------------------------------------------------------- dataset
+def test_dataset_flattening_and_sampling():
+    rng = np.random.default_rng(0)
+    eps = [make_episode(rng, True, 3), make_episode(rng, False, 2)]
+    data = ValueDataset.from_episodes(eps, gamma=0.99)
+    assert len(data) == 5
+    np.testing.assert_allclose(data.progress, [0, 0.5, 1, 0, 0])
+    np.testing.assert_array_equal(data.rewards, [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(data.dones, [0, 0, 1, 0, 0])  # failed one truncated: bootstrap
+    np.testing.assert_allclose(data.mc_returns, [0.99 ** 2, 0.99, 1, 0, 0], rtol=1e-6)
+    np.testing.assert_array_equal(data.weights, [1, 1, 1, 2, 2])
+    np.testing.assert_array_equal(data.episode, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(data.t, [0, 1, 2, 0, 1])
+    b = data.batch([2, 4])
+    np.testing.assert_array_equal(b["observations"]["state"], [eps[0]["observations"]["state"][2],
+                                                               eps[1]["observations"]["state"][1]])
+    np.testing.assert_array_equal(b["next_observations"]["state"], [eps[0]["observations"]["state"][3],
+                                                                    eps[1]["observations"]["state"][2]])
+    np.testing.assert_array_equal(b["instructions"][0], tokenize_instruction(instruction_for("pick-place")))
+    s = data.sample(np.random.default_rng(1), 10, failure_fraction=0.3)
+    assert int((s["success"] == 0).sum()) == 3 and s["rewards"].shape == (10,)
+    # Fallback: only successful episodes -> uniform over all samples.
+    only = ValueDataset.from_episodes([eps[0]])
+    assert only.sample(np.random.default_rng(2), 8)["success"].min() == 1.0
+
+
+def test_dataset_rejects_bad_episodes():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError):
+        ValueDataset.from_episodes([])
+    ep = make_episode(rng, True, 3)
+    ep["metadata"] = {"success": True}
+    with pytest.raises(ValueError, match="task"):
+        ValueDataset.from_episodes([ep])
+    bad = make_episode(rng, True, 3)
+    bad["observations"]["state"][1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ValueDataset.from_episodes([bad])
+    with pytest.raises(ValueError):
+        ValueDataset.from_episodes([make_episode(rng, True, 3), make_episode(rng, True, 3, task="assembly") | {
+            "observations": {"state": np.zeros((4, 3), np.float32)}}])
+
+
+# ------------------------------------------------------------ AUROC/report
+def _pairwise_auroc(scores, labels):
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    total = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+    return total / (len(pos) * len(neg))
+
+
+def test_auroc_matches_pairwise_loop_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores = rng.integers(0, 4, size=15).astype(float)  # many ties
+        labels = rng.integers(0, 2, size=15).astype(bool)
+        if labels.all() or not labels.any():
+            continue
+        assert auroc(scores, labels) == pytest.approx(_pairwise_auroc(scores, labels))
+    assert auroc([0.1, 0.9], [0, 1]) == 1.0 and auroc([0.5, 0.5], [0, 1]) == 0.5
+    with pytest.raises(ValueError):
+        auroc([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError):
+        auroc([0.1, np.nan], [0, 1])
+
+
+class _CurveModel:
+    """Stub: the value is the first state coordinate."""
+
+    def values(self, obs, ids):
+        return np.asarray(obs["state"])[:, 0]
+
+
+def _stub_episode(curve, success):
+    T = len(curve) - 1
+    return {"observations": {"state": np.asarray(curve, np.float32)[:, None]}, "actions": np.zeros((T, 1)),
+            "metadata": {"task": "pick-place", "success": success}}
+
+
+def test_value_report_arithmetic(tmp_path):
+    eps = [_stub_episode([0.0, 0.2, 0.1, 0.6, 0.9], True),   # 3 of 4 steps non-decreasing
+           _stub_episode([0.0, 0.3, 0.5, 0.7, 0.8], True),   # 4 of 4
+           _stub_episode([0.0, 0.1, 0.1, 0.0, 0.05], False)]
+    r = value_report(_CurveModel(), eps, fraction=0.5, out_dir=str(tmp_path))
+    assert r["value_monotonic_fraction"] == pytest.approx((0.75 + 1.0) / 2)
+    # Values at index round(0.5 * 4) = 2: successes 0.1, 0.5 vs failure 0.1 -> pairs tie (1/2)
+    # and win (1): AUROC (0.5 + 1) / 2.
+    assert r["value_auroc"] == pytest.approx(0.75)
+    assert r["final_value_success"] == pytest.approx(0.85) and r["final_value_failure"] == pytest.approx(0.05)
+    assert os.path.getsize(tmp_path / "value_curves.png") > 1000
+    assert [len(c) for c in value_curves(_CurveModel(), eps)] == [5, 5, 5]
+
+
+# --------------------------------------------------------------- training
+def test_tiny_training_separates_success_from_failure(tmp_path):
+    rng = np.random.default_rng(0)
+    train = [make_episode(rng, i % 2 == 0, int(rng.integers(10, 21))) for i in range(24)]
+    held = [make_episode(rng, i % 2 == 0, int(rng.integers(10, 21))) for i in range(10)]
+    model = train_proxy_value(train, TINY, steps=200, progress_bar=False)
+    r = value_report(model, held, fraction=0.5, out_dir=str(tmp_path))
+    assert r["value_auroc"] > 0.8
+    assert r["final_value_success"] > r["final_value_failure"] + 0.3
+    curves = value_curves(model, held)
+    for c, ep in zip(curves, held):
+        assert c.shape == (len(ep["actions"]) + 1,) and np.all((c >= 0) & (c <= 1))
+        if ep["metadata"]["success"]:
+            assert c[-1] > c[0]
+    # Save/load round trip from the folder alone gives identical values and latents.
+    model.save(str(tmp_path / "pv"))
+    loaded = ProxyValue.load(str(tmp_path / "pv"))
+    obs, ids = held[0]["observations"], tokenize_instruction(instruction_for("pick-place"))
+    np.testing.assert_array_equal(model.values(obs, ids), loaded.values(obs, ids))
+    z = loaded.encode(obs, ids)
+    assert z.shape == (len(held[0]["actions"]) + 1, 16)
+    np.testing.assert_array_equal(model.encode(obs, ids), z)
+    one = {"state": obs["state"][3]}
+    assert model.values(one, ids).shape == () and model.values(one, ids) == pytest.approx(
+        model.values(obs, ids)[3], abs=1e-6)
+
+
+def test_update_decreases_loss_on_a_fixed_batch():
+    rng = np.random.default_rng(3)
+    data = ValueDataset.from_episodes([make_episode(rng, i % 2 == 0, 12) for i in range(6)])
+    model = ProxyValue.create(0, {"state": data.frames["state"][0]}, TINY)
+    batch = data.batch(np.arange(len(data)))
+    _, first = model.update(batch)
+    for _ in range(40):
+        model, info = model.update(batch)
+    assert float(info["loss"]) < 0.5 * float(first["loss"])
+    with pytest.raises(ValueError, match="missing"):
+        model.update({k: v for k, v in batch.items() if k != "progress"})
+    with pytest.raises(ValueError):
+        model.update(dict(batch, rewards=batch["rewards"][:-1]))
+    with pytest.raises(ValueError, match="unknown"):
+        ProxyValue.create(0, {"state": data.frames["state"][0]}, dict(TINY, hiden_dims=(8,)))
+
+
+def test_small_cnn_images_build_and_train():
+    rng = np.random.default_rng(0)
+    eps = []
+    for i in range(2):
+        ep = make_episode(rng, i == 0, 4)
+        ep["observations"]["pixels"] = rng.integers(0, 255, size=(5, 16, 16, 3), dtype=np.uint8)
+        eps.append(ep)
+    cfg = dict(TINY, encoder=dict(type="small_cnn", image_keys=("pixels",), widths=(4, 8), latent_dim=8))
+    model = train_proxy_value(eps, cfg, steps=2, progress_bar=False)
+    v = model.values(eps[0]["observations"], tokenize_instruction(instruction_for("pick-place")))
+    assert v.shape == (5,) and np.all(np.isfinite(v))
