@@ -315,7 +315,8 @@ def test_build_dataset_from_episodes():
     np.testing.assert_allclose(ds.target_latents_next[:12], enc.encode({"state": eps[0]["observations"]["state"][1:]}))
     np.testing.assert_array_equal(ds.next_observations["state"][12:], eps[1]["observations"]["state"][1:])
     np.testing.assert_allclose(ds.values_next[:12], values[0][1:], rtol=1e-6)
-    np.testing.assert_allclose(ds.value_history[5], [0, 0, 0, 0, 0, 1 / 12, 2 / 12, 3 / 12, 4 / 12], atol=1e-6)
+    # t = 5, K = 8: [V_{-3}, ..., V_5], indices < 0 padded with V_0 = 0
+    np.testing.assert_allclose(ds.value_history[5], [0, 0, 0, 0, 1 / 12, 2 / 12, 3 / 12, 4 / 12, 5 / 12], atol=1e-6)
     np.testing.assert_array_equal(ds.interventions[12:], np.arange(7) >= 3)
     np.testing.assert_array_equal(ds.episode_success, [True] * 12 + [False] * 7)
     with pytest.raises(ValueError, match="values"):

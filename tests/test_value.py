@@ -246,7 +246,7 @@ def test_small_cnn_images_build_and_train():
         ep = make_episode(rng, i == 0, 4)
         ep["observations"]["pixels"] = rng.integers(0, 255, size=(5, 16, 16, 3), dtype=np.uint8)
         eps.append(ep)
-    cfg = dict(TINY, encoder=dict(type="small_cnn", image_keys=("pixels",), widths=(4, 8), latent_dim=8))
+    cfg = dict(TINY, encoder=dict(type="small_cnn", image_keys=("pixels",), widths=(4,), latent_dim=8))
     model = train_proxy_value(eps, cfg, steps=2, progress_bar=False)
     v = model.values(eps[0]["observations"], tokenize_instruction(instruction_for("pick-place")))
     assert v.shape == (5,) and np.all(np.isfinite(v))

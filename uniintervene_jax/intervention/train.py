@@ -21,6 +21,7 @@ only the ``(N, K+1)`` values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -177,6 +178,13 @@ def _finite(name: str, arr: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------ model
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(net: InterventionNet, rng, observations, instr_ids, actions, value_history):
+    # jitted (one compile per network definition, cached across models) instead of the much
+    # slower op-by-op initialisation.
+    return net.init(rng, observations, instr_ids, actions, value_history)["params"]
+
+
 @jax.jit
 def _forward(model: "InterventionModel", observations, instr_ids, actions, value_history):
     return model.net.apply({"params": model.state.params}, observations, instr_ids, actions, value_history)
@@ -240,9 +248,9 @@ class InterventionModel(struct.PyTreeNode):
                 raise ValueError(f"image key {key!r} must be an unbatched uint8 (H, W, C) frame in obs_example")
         net = make_network(cfg, int(target_dim))
         obs = {k: jnp.zeros((1,) + shape, dtype) for k, shape, dtype in spec}
-        params = jax.jit(net.init)(rng, obs, jnp.zeros((1, int(instr_len)), jnp.int32),
-                                   jnp.zeros((1, int(action_dim)), jnp.float32),
-                                   jnp.zeros((1, int(cfg.history_len) + 1), jnp.float32))["params"]
+        params = _init_params(net, rng, obs, jnp.zeros((1, int(instr_len)), jnp.int32),
+                              jnp.zeros((1, int(action_dim)), jnp.float32),
+                              jnp.zeros((1, int(cfg.history_len) + 1), jnp.float32))
         state = train_state.TrainState.create(apply_fn=None, params=params, tx=_make_tx(cfg))
         state = state.replace(step=jnp.zeros((), jnp.int32))
         return cls(state=state, net=net, config_json=json.dumps(cfg.to_dict(), sort_keys=True), obs_spec=spec,

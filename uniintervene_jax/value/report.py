@@ -79,7 +79,7 @@ def value_report(
 
     Returns a dict:
       ``value_auroc``: AUROC of success vs failure from the value at ``fraction`` of each
-        episode (curve index ``round(fraction * T)``); NaN if one class is missing.
+        episode (curve index ``floor(fraction * T + 0.5)``); NaN if one class is missing.
       ``value_monotonic_fraction``: mean over successful episodes of the fraction of steps
         with ``V_{t+1} >= V_t - 1e-3`` (the tolerance ignores float jitter); NaN if none.
       ``final_value_success`` / ``final_value_failure``: mean ``V(o_T)``; NaN if none.
@@ -95,7 +95,7 @@ def value_report(
         raise ValueError("value_report needs at least one episode")
     curves = value_curves(model, episodes, task=task)
     success = np.asarray([episode_success(ep) for ep in episodes], bool)
-    at_frac = np.asarray([c[int(round(float(fraction) * (len(c) - 1)))] for c in curves])
+    at_frac = np.asarray([c[int(np.floor(float(fraction) * (len(c) - 1) + 0.5))] for c in curves])
     try:
         auc = auroc(at_frac, success)
     except ValueError:
