@@ -185,7 +185,8 @@ class HFVisionTargetEncoder:
       local_path: folder written by ``save_pretrained`` (config + weights).
       image_key: observation key of the camera. pooling: see above.
       batch_size: images per forward pass. frames: video length for V-JEPA 2 (default the
-        model's ``frames_per_clip`` or 2).
+        model's ``tubelet_size``, i.e. one temporal token; the model's ``frames_per_clip``
+        of 64 would cost 32x more on CPU for the same still frame).
     Raises:
       FileNotFoundError: ``local_path`` is not an existing folder (checked first, before any
         import; hub ids are never resolved).
@@ -227,7 +228,7 @@ class HFVisionTargetEncoder:
         self.dim = int(getattr(cfg, "hidden_size"))
         size = getattr(cfg, "crop_size", None) if self.is_video else None
         self.image_size = int(size or getattr(cfg, "image_size", 224))
-        self.frames = int(frames or getattr(cfg, "frames_per_clip", 0) or 2) if self.is_video else 1
+        self.frames = int(frames or getattr(cfg, "tubelet_size", 0) or 2) if self.is_video else 1
         mean, std = (_IMAGENET_MEAN, _IMAGENET_STD) if self.is_video else ((0.5,) * 3, (0.5,) * 3)
         pre = os.path.join(self.local_path, "preprocessor_config.json")
         if os.path.exists(pre):

@@ -166,9 +166,17 @@ def make_network(config: ml_collections.ConfigDict, target_dim: int) -> Interven
 
 
 def _make_tx(config) -> optax.GradientTransformation:
-    adam = optax.adam(float(config.learning_rate))
-    if config.grad_clip is not None and float(config.grad_clip) > 0:
-        return optax.chain(optax.clip_by_global_norm(float(config.grad_clip)), adam)
+    clip = 0.0 if config.grad_clip is None else float(config.grad_clip)
+    return _cached_tx(float(config.learning_rate), clip)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_tx(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
+    # One optimiser object per (lr, clip): the optimiser is static pytree metadata of the
+    # TrainState, so a fresh object per model would recompile the jitted update every time.
+    adam = optax.adam(learning_rate)
+    if grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
     return adam
 
 
@@ -185,9 +193,9 @@ def _init_params(net: InterventionNet, rng, observations, instr_ids, actions, va
     return net.init(rng, observations, instr_ids, actions, value_history)["params"]
 
 
-@jax.jit
-def _forward(model: "InterventionModel", observations, instr_ids, actions, value_history):
-    return model.net.apply({"params": model.state.params}, observations, instr_ids, actions, value_history)
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(net: InterventionNet, params, observations, instr_ids, actions, value_history):
+    return net.apply({"params": params}, observations, instr_ids, actions, value_history)
 
 
 @jax.jit
@@ -356,7 +364,7 @@ class InterventionModel(struct.PyTreeNode):
         Raises: ValueError / TypeError for bad inputs.
         """
         obs, ids, act, vh, _ = self._inputs(observations, instr_ids, actions, value_history)
-        out = {k: np.asarray(v) for k, v in _forward(self, obs, ids, act, vh).items()}
+        out = {k: np.asarray(v) for k, v in _forward(self.net, self.state.params, obs, ids, act, vh).items()}
         cfg = json.loads(self.config_json)
         prob = (1.0 / (1.0 + np.exp(-out["risk"].astype(np.float64)))).astype(np.float32)
         out["trigger_prob"] = prob
@@ -582,7 +590,9 @@ def build_dataset(episodes: Sequence[Any], values_per_episode: Sequence[Any], la
     Args:
       episodes: episode dicts (``serl_ext.data.episodes`` layout) or paths to episode files.
       values_per_episode: ``values_per_episode[i]`` (T_i+1,) proxy value of o_0..o_{T_i}.
-      labels_per_episode: (T_i,) bool stagnation labels. tvr_per_episode: (T_i,) TVR targets.
+      labels_per_episode: (T_i,) bool stagnation labels (e.g. ``mining.mine_stagnation``).
+      tvr_per_episode: (T_i,) TVR targets (e.g. ``tvr.tvr_targets(values[:-1])``, same
+        V_0-padding convention as :func:`history_windows`).
       target_encoder: a :class:`~.target_encoders.TargetEncoder`; encodes o_1..o_{T_i}.
       instr_ids: None (from each episode's ``metadata["task"]``), one (L,) array for all, or
         a sequence of (L,) arrays (one per episode).
