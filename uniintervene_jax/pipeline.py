@@ -1,0 +1,499 @@
+"""The offline UniIntervene pipeline: recorded episodes -> trained models -> report.
+
+Stages (each reads its inputs from the run folder, so any stage can be rerun alone):
+
+========  =====================================================  ==============================
+stage     does                                                   writes (under run_dir)
+========  =====================================================  ==============================
+data      demos, weak-policy rollouts, operator-assisted          ``data/`` (episodes, manifest)
+          rollouts (``uniintervene_jax.offline_data``)
+value     proxy value V(o, l) on the training split; report       ``models/value/``,
+          (AUROC, monotonic fraction, curves plot)                ``report/value_*``
+labels    value curves of every episode, stagnation labels        ``labels.npz``
+          (mining rules), TVR targets
+interv    intervention model (target encoder: the frozen proxy    ``models/intervention/``,
+          value encoder); report on held-out episodes             ``report/intervention_*``
+memory    recovery memory from successful episodes, keyed by      ``memory/``,
+          the proxy value encoder; audit                          ``report/memory_audit*``
+recovery  FAST tokenizer + goal-conditioned recovery policy;      ``models/recovery/``,
+          held-out chunk error; closed loop in simulation          ``report/recovery.json``
+report    ``metrics.json`` (benchmark keys) and ``report.md``     ``metrics.json``, ``report.md``
+========  =====================================================  ==============================
+
+Held-out split: every ``holdout_every``-th episode of each kind (demos, rollouts, assisted) is
+held out from all training and used by every report.
+
+Closed loop (``recovery`` stage): for held-out assisted episodes with an operator takeover, the
+env is rebuilt with the episode's seed and the recorded actions are replayed up to the takeover
+step (MuJoCo is deterministic; a replay whose observation drifts from the recorded one by more
+than 1e-4 is skipped and counted). From that state the memory is queried with the proxy value
+encoder and up to ``closed_loop.max_chunks`` recovery chunks (H = 8) are executed, re-retrieving
+a goal before each chunk. An attempt counts as a recovery when the task succeeds, the proxy
+value rises by at least ``closed_loop.value_gain``, or the goal region is reached (hand and
+object positions, raw state dims 0:3 and 4:7, within ``closed_loop.goal_radius`` metres of the
+goal's). With ``use_memory_goal=False`` (ablation) the goal is the current observation itself.
+"""
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import ml_collections
+import numpy as np
+
+STAGES = ("data", "value", "labels", "intervention", "memory", "recovery", "report")
+
+
+def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
+    """Pipeline defaults; every field documented inline."""
+    from uniintervene_jax.intervention.train import get_default_config as intervention_config
+    from uniintervene_jax.recovery.model import get_default_config as recovery_config
+    from uniintervene_jax.value.train import get_default_config as value_config
+
+    c = ml_collections.ConfigDict()
+    c.task = task
+    c.seed = 0
+    c.holdout_every = 4  # Every 4th episode of each kind is held out (25%).
+    c.data = ml_collections.ConfigDict()
+    c.data.dir = ""  # Reuse recorded data from here; "" = {run_dir}/data (collected if missing).
+    c.data.num_demos = 20
+    c.data.num_rollouts = 30
+    c.data.num_assisted = 30
+    c.data.bc_steps = 300  # Updates of the weak BC base policy (few => it fails/gets stuck).
+    c.value = value_config()
+    c.value_steps = 2000
+    c.mining = ml_collections.ConfigDict()
+    c.mining.rule = "design"  # "design": decline/plateau/abrupt union; "guide": the guide's rule.
+    c.tvr = ml_collections.ConfigDict()
+    c.tvr.K = 8
+    c.tvr.eps = 0.005
+    c.tvr.gamma_r = 0.9
+    c.tvr.clip_negative = False  # False: the official code's signed form (default).
+    c.intervention = intervention_config()
+    c.intervention_steps = 2000
+    c.memory = ml_collections.ConfigDict()
+    c.memory.preset = "default"  # "default" (120 items, 10 bins, span 8, delta 0.5) | "fold_towel".
+    c.memory.index_type = "flat"  # "flat" (exact inner product) | "hnsw" (approximate).
+    c.recovery = recovery_config()
+    c.recovery_steps = 1500
+    c.recovery_batch_size = 64
+    c.closed_loop = ml_collections.ConfigDict()
+    c.closed_loop.episodes = 10  # Held-out takeover states tried.
+    c.closed_loop.max_chunks = 3
+    c.closed_loop.value_gain = 0.05
+    c.closed_loop.goal_radius = 0.05
+    c.progress_bar = True
+    return c
+
+
+def _minmax(curve: np.ndarray) -> np.ndarray:
+    """Per-episode min-max normalisation of a value curve to [0, 1] (DESIGN section 4 uses V in
+    [0, 1] "after normalisation"; the stagnation mining normalises the same way). A curve whose
+    range is below 1e-3 maps to zeros, so no segment of it can qualify."""
+    curve = np.asarray(curve, np.float32)
+    lo, hi = float(curve.min()), float(curve.max())
+    if hi - lo < 1e-3:
+        return np.zeros_like(curve)
+    return np.clip((curve - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _split(episodes: Sequence[Dict[str, Any]], every: int):
+    train = [e for i, e in enumerate(episodes) if i % every != every - 1]
+    held = [e for i, e in enumerate(episodes) if i % every == every - 1]
+    return train, held
+
+
+class Pipeline:
+    """Runs the stages of the offline pipeline for one task in ``run_dir``.
+
+    Args:
+      config: :func:`get_pipeline_config` (possibly overridden).
+      run_dir: output folder (created).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, run_dir: str):
+        self.config = config
+        self.run_dir = os.path.abspath(run_dir)
+        self.report_dir = os.path.join(self.run_dir, "report")
+        os.makedirs(self.report_dir, exist_ok=True)
+        self._data = None
+        self._value = None
+        self.timings: Dict[str, float] = {}
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def data_dir(self) -> str:
+        return os.path.abspath(self.config.data.dir or os.path.join(self.run_dir, "data"))
+
+    def _train_config(self):
+        from configs.train import get_config
+
+        return get_config(f"{self.config.task},hil_serl")
+
+    def data(self):
+        if self._data is None:
+            from uniintervene_jax.offline_data import load_offline_data
+
+            data = load_offline_data(self.data_dir)
+            every = int(self.config.holdout_every)
+            split = {"train": [], "held": []}
+            for kind in ("demos", "rollouts", "assisted"):
+                for i, e in enumerate(data[kind]):
+                    e["metadata"]["episode_id"] = f"{kind}/{i}"
+                train, held = _split(data[kind], every)
+                split["train"] += train
+                split["held"] += held
+            data.update(split)
+            self._data = data
+        return self._data
+
+    def value_model(self):
+        if self._value is None:
+            from uniintervene_jax.value.train import ProxyValue
+
+            self._value = ProxyValue.load(os.path.join(self.run_dir, "models", "value"))
+        return self._value
+
+    def _instr(self):
+        from uniintervene_jax.instructions import instruction_for, tokenize_instruction
+
+        return tokenize_instruction(instruction_for(self.config.task))
+
+    def _write_json(self, name: str, obj: Any) -> None:
+        from serl_ext.loop.common import atomic_write_json
+
+        atomic_write_json(os.path.join(self.report_dir, name), obj)
+
+    def _read_json(self, name: str) -> Dict[str, Any]:
+        path = os.path.join(self.report_dir, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} missing; run the stage that writes it first")
+        with open(path) as f:
+            return json.load(f)
+
+    def _labels(self):
+        path = os.path.join(self.run_dir, "labels.npz")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} missing; run the 'labels' stage first")
+        with np.load(path, allow_pickle=False) as z:
+            n = int(z["num_episodes"])
+            names = [str(x) for x in z["episode_ids"]]
+            curves = [z[f"curve_{i}"] for i in range(n)]
+            labels = [z[f"labels_{i}"] for i in range(n)]
+            tvr = [z[f"tvr_{i}"] for i in range(n)]
+        return dict(zip(names, zip(curves, labels, tvr)))
+
+    # ----------------------------------------------------------------- stages
+    def run(self, stages: Sequence[str] = STAGES) -> Dict[str, Any]:
+        """Runs ``stages`` in order; returns the metrics dict of the report stage (if run)."""
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; known: {STAGES}")
+        result: Dict[str, Any] = {}
+        for stage in STAGES:
+            if stage in stages:
+                t0 = time.time()
+                print(f"[pipeline] {self.config.task}: stage {stage}", flush=True)
+                out = getattr(self, f"stage_{stage}")()
+                self.timings[stage] = time.time() - t0
+                if stage == "report":
+                    result = out
+        return result
+
+    def stage_data(self):
+        from uniintervene_jax.offline_data import collect_offline_data
+
+        c = self.config.data
+        train_config = self._train_config()
+        return collect_offline_data(
+            train_config, self.data_dir, num_demos=c.num_demos, num_rollouts=c.num_rollouts,
+            num_assisted=c.num_assisted, bc_steps=c.bc_steps, seed=self.config.seed,
+            progress_bar=self.config.progress_bar,
+        )
+
+    def stage_value(self):
+        from uniintervene_jax.value.report import value_report
+        from uniintervene_jax.value.train import train_proxy_value
+
+        data = self.data()
+        model = train_proxy_value(data["train"], self.config.value, steps=int(self.config.value_steps),
+                                  progress_bar=self.config.progress_bar, task=self.config.task)
+        model.save(os.path.join(self.run_dir, "models", "value"))
+        self._value = model
+        report = value_report(model, data["held"], fraction=0.5, out_dir=self.report_dir, task=self.config.task)
+        self._write_json("value_report.json", report)
+        return report
+
+    def stage_labels(self):
+        from uniintervene_jax.intervention.mining import mine_stagnation
+        from uniintervene_jax.intervention.tvr import tvr_targets
+        from uniintervene_jax.value.report import value_curves
+
+        data = self.data()
+        episodes = data["train"] + data["held"]
+        curves = value_curves(self.value_model(), episodes, task=self.config.task)
+        arrays: Dict[str, np.ndarray] = {"num_episodes": np.array(len(episodes))}
+        arrays["episode_ids"] = np.array([e["metadata"]["episode_id"] for e in episodes])
+        rate = []
+        for i, curve in enumerate(curves):
+            steps = curve[:-1]  # V_0 .. V_{T-1}: one per transition
+            labels = mine_stagnation(steps, {"rule": self.config.mining.rule})
+            tvr = tvr_targets(steps, K=int(self.config.tvr.K), eps=float(self.config.tvr.eps),
+                              gamma_r=float(self.config.tvr.gamma_r),
+                              clip_negative=bool(self.config.tvr.clip_negative))
+            arrays[f"curve_{i}"] = curve
+            arrays[f"labels_{i}"] = labels
+            arrays[f"tvr_{i}"] = tvr
+            rate.append(labels.mean() if len(labels) else 0.0)
+        np.savez(os.path.join(self.run_dir, "labels.npz"), **arrays)
+        summary = {"episodes": len(episodes), "label_rate_mean": float(np.mean(rate))}
+        self._write_json("labels.json", summary)
+        return summary
+
+    def _intervention_dataset(self, episodes, target_encoder):
+        from uniintervene_jax.intervention.train import build_dataset
+
+        table = self._labels()
+        rows = [table[e["metadata"]["episode_id"]] for e in episodes]
+        return build_dataset(
+            episodes, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+            target_encoder, instr_ids=self._instr(), history_len=int(self.config.intervention.history_len),
+        )
+
+    def stage_intervention(self):
+        from uniintervene_jax.intervention.report import intervention_report
+        from uniintervene_jax.intervention.target_encoders import ProxyValueTargetEncoder
+        from uniintervene_jax.intervention.train import train_intervention_model
+
+        data = self.data()
+        target = ProxyValueTargetEncoder(self.value_model())
+        train_set = self._intervention_dataset(data["train"], target)
+        model, _ = train_intervention_model(train_set, self.config.intervention,
+                                            steps=int(self.config.intervention_steps),
+                                            progress_bar=self.config.progress_bar)
+        model.save(os.path.join(self.run_dir, "models", "intervention"))
+        held_set = self._intervention_dataset(data["held"], target)
+        report = intervention_report(model, held_set, out_dir=self.report_dir)
+        report = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
+        self._write_json("intervention_summary.json", report)
+        return report
+
+    def _embed_fn(self):
+        value = self.value_model()
+        ids = self._instr()
+
+        def embed(observations):
+            return np.asarray(value.encode(observations, ids), np.float32)
+
+        return embed
+
+    def stage_memory(self):
+        from uniintervene_jax.memory.audit import memory_audit
+        from uniintervene_jax.memory.memory import MemoryConfig, RecoveryMemory
+        from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
+
+        data = self.data()
+        table = self._labels()
+        episodes = data["train"]
+        curves = [_minmax(table[e["metadata"]["episode_id"]][0]) for e in episodes]
+        items = mine_recovery_items(
+            episodes, curves, self._embed_fn(), mining_preset(self.config.memory.preset),
+            episode_ids=list(range(len(episodes))), tasks=[self.config.task] * len(episodes),
+        )
+        if items is None:
+            raise RuntimeError("no recovery segment qualified; the proxy value curves never rise enough")
+        memory = RecoveryMemory(MemoryConfig(index_type=self.config.memory.index_type), items)
+        memory.save(os.path.join(self.run_dir, "memory"))
+        # Audit queries: held-out states at the operator's takeover (where recovery is needed),
+        # else the middle of failed held-out episodes.
+        queries, values = self._takeover_states(data["held"], table)
+        embed = self._embed_fn()
+        q = embed({k: np.stack([o[k] for o in queries]) for k in queries[0]}) if queries else np.zeros((0, 1))
+        audit = memory_audit(memory, q, np.asarray(values, np.float32), [self.config.task] * len(queries),
+                             out_dir=self.report_dir)
+        summary = {k: v for k, v in audit.items() if not isinstance(v, (list, dict))}
+        summary.update({f"top1_similarity_{k}": v for k, v in audit["top1_similarity"].items()})
+        summary.update({f"value_lift_{k}": v for k, v in audit["value_lift"].items()})
+        audit = summary
+        self._write_json("memory_summary.json", audit)
+        return audit
+
+    @staticmethod
+    def _takeover_states(episodes, table):
+        queries, values = [], []
+        for e in episodes:
+            first = e["metadata"].get("first_intervention_step")
+            success = bool(e["metadata"].get("success"))
+            if first is None and success:
+                continue
+            t = int(first) if first is not None else len(e["actions"]) // 2
+            queries.append({k: v[t] for k, v in e["observations"].items()})
+            values.append(float(table[e["metadata"]["episode_id"]][0][t]))
+        return queries, values
+
+    def stage_recovery(self):
+        from uniintervene_jax.recovery.train import recovery_training_pairs, train_recovery_policy
+
+        data = self.data()
+        table = self._labels()
+
+        def pairs_for(episodes):
+            curves = [table[e["metadata"]["episode_id"]][0] for e in episodes]
+            return recovery_training_pairs(episodes, curves, horizon=int(self.config.recovery.horizon))
+
+        train_pairs = pairs_for(data["train"])
+        policy, history = train_recovery_policy(
+            train_pairs, self.config.recovery, num_steps=int(self.config.recovery_steps),
+            batch_size=int(self.config.recovery_batch_size), seed=int(self.config.seed),
+        )
+        policy.save(os.path.join(self.run_dir, "models", "recovery"))
+        held_pairs = pairs_for(data["held"])
+        result: Dict[str, Any] = {"train_pairs": int(len(train_pairs["actions"])),
+                                  "held_pairs": int(len(held_pairs["actions"])),
+                                  "final_train_loss": history[-1].get("train/loss") if history else None}
+        if len(held_pairs["actions"]):
+            pred, info = policy.predict_chunk(held_pairs["observations"], held_pairs["goal_observations"],
+                                              held_pairs["instructions"], return_info=True)
+            result["recovery_chunk_mae"] = float(np.mean(np.abs(pred - held_pairs["actions"])))
+            result["decode_failure_rate"] = float(np.mean(info["decode_failed"]))
+            tok = policy.tokenizer
+            if tok is not None:
+                recon = [tok.decode(tok.encode(c), c.shape[0], c.shape[1]) for c in held_pairs["actions"]]
+                result["token_reconstruction_mae"] = float(np.mean(np.abs(np.stack(recon) - held_pairs["actions"])))
+        result.update(self._closed_loop(policy, data["held"], table))
+        self._write_json("recovery.json", result)
+        return result
+
+    def _closed_loop(self, policy, episodes, table) -> Dict[str, Any]:
+        from serl_ext.envs import get_privileged_state
+        from serl_ext.loop import common
+        from uniintervene_jax.memory.memory import RecoveryMemory
+
+        c = self.config.closed_loop
+        memory = RecoveryMemory.load(os.path.join(self.run_dir, "memory"))
+        value = self.value_model()
+        embed = self._embed_fn()
+        ids = self._instr()
+        train_config = self._train_config()
+        use_goal = bool(self.config.intervention.use_memory_goal)
+        candidates = [e for e in episodes if e["metadata"].get("first_intervention_step") is not None]
+        candidates = candidates[: int(c.episodes)]
+        outcomes: List[Dict[str, Any]] = []
+        skipped = 0
+        for e in candidates:
+            k = int(e["metadata"]["first_intervention_step"])
+            seed = int(e["metadata"]["seed"])
+            env = common.make_env(train_config, seed, with_operator=False)
+            try:
+                obs, _ = env.reset(seed=seed)
+                for a in e["actions"][:k]:
+                    obs, *_ = env.step(a)
+                if not np.allclose(obs["state"], e["observations"]["state"][k], atol=1e-4):
+                    skipped += 1
+                    continue
+                v0 = float(value.values({kk: vv[None] for kk, vv in obs.items()}, ids)[0])
+                best_v, success, reached, no_goal = v0, False, False, False
+                for _ in range(int(c.max_chunks)):
+                    v_now = float(value.values({kk: vv[None] for kk, vv in obs.items()}, ids)[0])
+                    if use_goal:
+                        goal = memory.retrieve(embed({kk: vv[None] for kk, vv in obs.items()})[0],
+                                               self.config.task, v_now)
+                        if goal is None:
+                            no_goal = True
+                            break
+                        goal_obs, goal_state = goal.goal_observations, goal.goal_state
+                    else:
+                        goal_obs, goal_state = obs, None
+                    chunk = policy.predict_chunk(obs, goal_obs, ids)[0]
+                    done = False
+                    for a in chunk:
+                        obs, _, terminated, truncated, info = env.step(np.asarray(a, np.float32))
+                        success = success or bool(info.get("success", False))
+                        if goal_state is not None:
+                            raw = get_privileged_state(env)
+                            reached = reached or (
+                                np.linalg.norm(raw[0:3] - goal_state[0:3]) < c.goal_radius
+                                and np.linalg.norm(raw[4:7] - goal_state[4:7]) < c.goal_radius)
+                        done = terminated or truncated
+                        if done:
+                            break
+                    best_v = max(best_v, float(value.values({kk: vv[None] for kk, vv in obs.items()}, ids)[0]))
+                    if done or success:
+                        break
+                outcomes.append({"value_start": v0, "value_best": best_v, "success": success,
+                                 "goal_reached": reached, "no_goal": no_goal,
+                                 "recovered": bool(success or reached or best_v >= v0 + c.value_gain)})
+            finally:
+                env.close()
+        rate = float(np.mean([o["recovered"] for o in outcomes])) if outcomes else None
+        return {
+            "closed_loop_recovery_rate": rate,
+            "closed_loop_attempts": len(outcomes),
+            "closed_loop_skipped_replay_mismatch": skipped,
+            "closed_loop_success_rate": float(np.mean([o["success"] for o in outcomes])) if outcomes else None,
+            "closed_loop_goal_reached_rate": float(np.mean([o["goal_reached"] for o in outcomes])) if outcomes else None,
+            "closed_loop_value_gain_mean": float(np.mean([o["value_best"] - o["value_start"] for o in outcomes])) if outcomes else None,
+        }
+
+    def stage_report(self) -> Dict[str, Any]:
+        value = self._read_json("value_report.json")
+        interv = self._read_json("intervention_summary.json")
+        memory = self._read_json("memory_summary.json")
+        recovery = self._read_json("recovery.json")
+        manifest = self.data()["manifest"]
+        metrics = {
+            "task": self.config.task,
+            "value_auroc": value.get("value_auroc"),
+            "value_monotonic_fraction": value.get("value_monotonic_fraction"),
+            "trigger_precision": interv.get("trigger_precision"),
+            "trigger_recall": interv.get("trigger_recall"),
+            "trigger_f1": interv.get("trigger_f1"),
+            "trigger_lead_steps": interv.get("trigger_lead_steps"),
+            "false_trigger_rate_success": interv.get("false_trigger_rate_success"),
+            "q_loss": interv.get("q_loss"),
+            "memory_size": memory.get("memory_size"),
+            "memory_top1_similarity_mean": memory.get("top1_similarity_mean"),
+            "memory_value_lift_mean": memory.get("value_lift_mean"),
+            "recovery_chunk_mae": recovery.get("recovery_chunk_mae"),
+            "token_reconstruction_mae": recovery.get("token_reconstruction_mae"),
+            "closed_loop_recovery_rate": recovery.get("closed_loop_recovery_rate"),
+            "closed_loop_attempts": recovery.get("closed_loop_attempts"),
+            "data": {k: manifest[k] for k in ("demos", "rollouts", "assisted") if k in manifest},
+            "ablations": {k: bool(self.config.intervention[k])
+                          for k in ("use_future", "use_value", "use_tvr", "use_memory_goal")},
+            "tvr_form": "clipped" if self.config.tvr.clip_negative else "signed",
+            "mining_rule": self.config.mining.rule,
+        }
+        from serl_ext.loop.common import atomic_write_json
+
+        atomic_write_json(os.path.join(self.run_dir, "metrics.json"), metrics)
+        self._write_markdown(metrics, value, interv, memory, recovery)
+        return metrics
+
+    def _write_markdown(self, metrics, value, interv, memory, recovery) -> None:
+        def fmt(v):
+            if v is None:
+                return "-"
+            return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+        lines = [f"# UniIntervene offline report: {self.config.task}", ""]
+        lines += ["| metric | value |", "|---|---|"]
+        for k, v in metrics.items():
+            if not isinstance(v, dict):
+                lines.append(f"| {k} | {fmt(v)} |")
+        for title, table in (("Proxy value", value), ("Intervention model (held-out)", interv),
+                             ("Recovery memory audit", memory), ("Recovery policy", recovery)):
+            lines += ["", f"## {title}", "", "| key | value |", "|---|---|"]
+            lines += [f"| {k} | {fmt(v)} |" for k, v in table.items() if not isinstance(v, (list, dict))]
+        lines += ["", "## Plots", ""]
+        for name in sorted(os.listdir(self.report_dir)):
+            if name.endswith(".png"):
+                lines.append(f"![{name}](report/{name})")
+        with open(os.path.join(self.run_dir, "report.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def run_pipeline(config: ml_collections.ConfigDict, run_dir: str, stages: Optional[Sequence[str]] = None):
+    """Convenience wrapper: ``Pipeline(config, run_dir).run(stages or STAGES)``."""
+    return Pipeline(config, run_dir).run(stages or STAGES)
