@@ -72,6 +72,11 @@ def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     c.tvr.clip_negative = False  # False: the official code's signed form (default).
     c.intervention = intervention_config()
     c.intervention_steps = 2000
+    # Frozen target encoder of the future latent: "proxy_value" (the trained proxy value's
+    # encoder, default), "random" (a fixed random projection of the state; a no-training
+    # baseline) or "hf:/local/folder" (a transformers vision model such as V-JEPA 2 or SigLIP
+    # saved with save_pretrained; needs image observations and `pip install -e .[vlm]`).
+    c.target_encoder = "proxy_value"
     c.memory = ml_collections.ConfigDict()
     c.memory.preset = "default"  # "default" (120 items, 10 bins, span 8, delta 0.5) | "fold_towel".
     c.memory.index_type = "flat"  # "flat" (exact inner product) | "hnsw" (approximate).
@@ -263,11 +268,10 @@ class Pipeline:
 
     def stage_intervention(self):
         from uniintervene_jax.intervention.report import intervention_report
-        from uniintervene_jax.intervention.target_encoders import ProxyValueTargetEncoder
         from uniintervene_jax.intervention.train import train_intervention_model
 
         data = self.data()
-        target = ProxyValueTargetEncoder(self.value_model())
+        target = self._target_encoder()
         train_set = self._intervention_dataset(data["train"], target)
         model, _ = train_intervention_model(train_set, self.config.intervention,
                                             steps=int(self.config.intervention_steps),
@@ -278,6 +282,25 @@ class Pipeline:
         report = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
         self._write_json("intervention_summary.json", report)
         return report
+
+    def _target_encoder(self):
+        """The frozen target encoder named by ``config.target_encoder``.
+
+        Raises:
+          ValueError: unknown name.
+        """
+        from uniintervene_jax.intervention.target_encoders import (
+            HFVisionTargetEncoder, ProxyValueTargetEncoder, RandomProjectionEncoder)
+
+        name = str(self.config.target_encoder)
+        if name == "proxy_value":
+            return ProxyValueTargetEncoder(self.value_model())
+        if name == "random":
+            first = self.data()["train"][0]["observations"]
+            return RandomProjectionEncoder({k: v.shape[1:] for k, v in first.items()}, 64, seed=int(self.config.seed))
+        if name.startswith("hf:"):
+            return HFVisionTargetEncoder(name[3:])
+        raise ValueError(f"config.target_encoder must be 'proxy_value', 'random' or 'hf:PATH', got {name!r}")
 
     def _embed_fn(self):
         value = self.value_model()
@@ -462,6 +485,7 @@ class Pipeline:
             "data": {k: manifest[k] for k in ("demos", "rollouts", "assisted") if k in manifest},
             "ablations": {k: bool(self.config.intervention[k])
                           for k in ("use_future", "use_value", "use_tvr", "use_memory_goal")},
+            "target_encoder": str(self.config.target_encoder),
             "tvr_form": "clipped" if self.config.tvr.clip_negative else "signed",
             "mining_rule": self.config.mining.rule,
         }
