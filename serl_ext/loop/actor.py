@@ -163,6 +163,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         try:
             if not isinstance(message, dict) or "params" not in message:
                 raise ValueError("parameter message without 'params'")
+            leaves = jax.tree.leaves(message["params"])
+            if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves if np.asarray(x).dtype.kind == "f"):
+                raise ValueError("parameters contain NaN or inf")
             agent = agent.load_policy_params(message["params"])
             param_version = int(message.get("version", param_version + 1))
         except (ValueError, TypeError, KeyError) as e:

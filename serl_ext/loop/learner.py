@@ -176,6 +176,12 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             if step % int(config.learner.log_period) == 0:
                 now = time.time()
                 scalars = {f"train/{k}": float(v) for k, v in jax.device_get(info).items() if np.ndim(v) == 0}
+                if not all(np.isfinite(v) for v in scalars.values()):
+                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
+                    raise FloatingPointError(
+                        f"training diverged at learner step {step} (non-finite {bad}); parameters are not "
+                        "published and the last checkpoint is kept; lower the learning rates or check the data"
+                    )
                 scalars["train/updates_per_s"] = (step - window_steps) / max(now - window_t, 1e-9)
                 scalars["train/replay_size"] = len(replay)
                 scalars["train/demo_size"] = len(demo)
