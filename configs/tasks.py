@@ -11,7 +11,7 @@ import ml_collections
 TASK_OVERRIDES = {
     "pick-place": dict(max_env_steps=50_000, discount=0.97),
     "peg-insert-side": dict(max_env_steps=80_000, discount=0.97),
-    "assembly": dict(max_env_steps=80_000, discount=0.97),
+    "assembly": dict(max_env_steps=60_000, discount=0.97),
     "sweep-into": dict(max_env_steps=60_000, discount=0.97),
     "box-close": dict(max_env_steps=80_000, discount=0.97),
 }
