@@ -18,7 +18,7 @@ come from the training config, so the offline data matches what the online runs 
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import jax
 import numpy as np

@@ -137,6 +137,21 @@ def create_agent(config: ml_collections.ConfigDict, spec: Dict[str, tuple], acti
     )
 
 
+def agent_for_task(config: ml_collections.ConfigDict):
+    """Creates the agent for ``config.task`` from a throw-away env's spaces.
+
+    Returns:
+      ``(agent, observation spec, action_dim)``.
+    """
+    env = make_env(config, config.seed, with_operator=False)
+    try:
+        spec = observation_spec(env)
+        action_dim = int(env.action_space.shape[0])
+    finally:
+        env.close()
+    return create_agent(config, spec, action_dim), spec, action_dim
+
+
 def make_buffer(spec, action_dim: int, capacity: int, seed: int):
     from serl_ext.data.replay_buffer import ReplayBuffer
 

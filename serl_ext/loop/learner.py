@@ -91,11 +91,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
     os.makedirs(run_dir, exist_ok=True)
     common.write_config(run_dir, config, "learner")
 
-    env = common.make_env(config, config.seed, with_operator=False)
-    spec = common.observation_spec(env)
-    action_dim = int(env.action_space.shape[0])
-    env.close()
-    agent = common.create_agent(config, spec, action_dim)
+    agent, spec, action_dim = common.agent_for_task(config)
     replay = common.make_buffer(spec, action_dim, int(config.learner.replay_capacity), seed=config.seed)
     demo = common.make_buffer(spec, action_dim, int(config.learner.demo_capacity), seed=config.seed + 1)
 
@@ -135,7 +131,6 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             {"learner_step": step, "version": version},
         )
 
-    rng = np.random.default_rng(config.seed + 7)
     batch_size = int(config.learner.batch_size)
     utd = int(config.learner.utd_ratio)
     demo_fraction = float(config.learner.demo_fraction)

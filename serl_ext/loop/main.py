@@ -35,11 +35,7 @@ def _evaluate_checkpoint(config):
 
     run_dir = common.run_dir_for(config)
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
-    env = common.make_env(config, config.seed, with_operator=False)
-    spec = common.observation_spec(env)
-    action_dim = int(env.action_space.shape[0])
-    env.close()
-    agent = common.create_agent(config, spec, action_dim)
+    agent, _, _ = common.agent_for_task(config)
     agent, _, counters = checkpointer.restore(agent)
     episodes = _EVAL_EPISODES.value or int(config.actor.eval_episodes)
     metrics = evaluate(agent, config, episodes)

@@ -38,6 +38,8 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
+from uniintervene_jax.intervention.tvr import _check_values
+
 RULES = ("design", "guide")
 DROP_MODES = ("first_last", "max_last")
 
@@ -94,15 +96,8 @@ def _resolve(config: Optional[Any]) -> ml_collections.ConfigDict:
 
 
 def _curve(values: Any) -> np.ndarray:
-    v = np.asarray(values)
-    if v.dtype.kind not in "biuf":
-        raise TypeError(f"values must be numeric, got dtype {v.dtype}")
-    v = v.astype(np.float64)
-    if v.ndim != 1 or v.shape[0] < 1:
-        raise ValueError(f"values must have shape (T,) with T >= 1, got {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("values contain NaN or inf")
-    return v
+    """float64 ``(T,)`` copy of a value curve; TypeError/ValueError on bad input (tvr.py)."""
+    return _check_values(values)
 
 
 def normalize_curve(values: Any) -> np.ndarray:
