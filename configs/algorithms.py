@@ -4,7 +4,12 @@
 (HiL-SERL defaults, DESIGN.md section 3). ``rlpd``: ensemble 10 with the min over a random
 subset of 2, no operator. ``hil_serl_pixels``: ``hil_serl`` from a 64 px camera image plus
 proprioception with the SmallCNN encoder. ``sac``: plain online SAC, no demos, no operator (a sanity baseline).
-UniIntervene variants are added by the UniIntervene issues.
+
+``hil_serl+uniintervene``: ``hil_serl`` with the UniIntervene gate in the actor and the online
+UniIntervene models on the learner (``config.uniintervene``). Its ablations (paper table):
+``-no_future`` (no latent-future head), ``-no_value`` (no value prediction), ``-no_tvr`` (no
+temporal value-risk: a plain value-threshold trigger) and ``-no_memory`` (the recovery goal is
+the current observation, no memory retrieval).
 """
 
 from typing import Callable, Dict
@@ -48,11 +53,38 @@ def _sac(config):
     return config
 
 
+def _hil_serl_uniintervene(config):
+    _hil_serl(config)
+    config.uniintervene.enabled = True
+    return config
+
+
+def _ablation(**fields):
+    def apply(config):
+        _hil_serl_uniintervene(config)
+        for name, value in fields.items():
+            config.uniintervene.intervention[name] = value
+            if name == "use_memory_goal":
+                config.uniintervene.use_memory_goal = value
+        return config
+
+    return apply
+
+
+UNIINTERVENE_ABLATIONS = {
+    "hil_serl+uniintervene-no_future": dict(use_future=False),
+    "hil_serl+uniintervene-no_value": dict(use_value=False),
+    "hil_serl+uniintervene-no_tvr": dict(use_tvr=False),
+    "hil_serl+uniintervene-no_memory": dict(use_memory_goal=False),
+}
+
 ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
     "hil_serl": _hil_serl,
     "hil_serl_pixels": _hil_serl_pixels,
     "rlpd": _rlpd,
     "sac": _sac,
+    "hil_serl+uniintervene": _hil_serl_uniintervene,
+    **{name: _ablation(**fields) for name, fields in UNIINTERVENE_ABLATIONS.items()},
 }
 
 

@@ -89,6 +89,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.transport.port = 5588
     config.transport.broadcast_port = 5589
 
+    # UniIntervene online (uniintervene_jax/online.py, uniintervene_jax/gate.py): off unless an
+    # hil_serl+uniintervene algorithm switches it on; every field is documented in get_online_config.
+    from uniintervene_jax.online import get_online_config
+
+    config.uniintervene = get_online_config()
+
     # Logging.
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True

@@ -97,7 +97,6 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     """
     from serl_ext.transport import QueuedDataStore, TrainerClient
 
-    gate = gate or PassThroughGate()
     run_dir = common.run_dir_for(config)
     os.makedirs(run_dir, exist_ok=True)
     common.write_config(run_dir, config, "actor")
@@ -110,6 +109,13 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     spec = common.observation_spec(env)
     action_dim = int(env.action_space.shape[0])
     agent = common.create_agent(config, spec, action_dim)
+    uniintervene = config.get("uniintervene")
+    if gate is None and uniintervene is not None and uniintervene.enabled:
+        from uniintervene_jax.gate import make_gate
+
+        gate = make_gate(config, spec, action_dim, run_dir)
+    gate = gate or PassThroughGate()
+    recovery_to_intervention = uniintervene is not None and uniintervene.enabled and uniintervene.recovery_buffer == "both"
 
     stores = {
         DATA_STORE: QueuedDataStore(config.actor.queue_capacity),
@@ -166,7 +172,12 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             leaves = jax.tree.leaves(message["params"])
             if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves if np.asarray(x).dtype.kind == "f"):
                 raise ValueError("parameters contain NaN or inf")
-            agent = agent.load_policy_params(message["params"])
+            new_agent = agent.load_policy_params(message["params"])
+            if "uniintervene" in message:
+                if not hasattr(gate, "load_params"):
+                    raise TypeError(f"{type(gate).__name__} takes no UniIntervene parameters")
+                gate.load_params(message["uniintervene"])  # validated first; raises leaving it unchanged
+            agent = new_agent
             param_version = int(message.get("version", param_version + 1))
         except (ValueError, TypeError, KeyError) as e:
             param_errors += 1
@@ -238,7 +249,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                     intervention=transition["interventions"], action_source=source,
                     success=bool(info.get("success", False)),
                 )
-            if source == HUMAN:
+            if source == HUMAN or (source == RECOVERY and recovery_to_intervention):
                 stores[INTERVENTION_STORE].insert(transition)
 
             human = source == HUMAN
@@ -315,11 +326,21 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         pbar.close()
         state["wall_clock_s"] = wall_clock()
         common.atomic_write_json(state_path, state)
+        if hasattr(gate, "close"):
+            gate.close()
+        gate_totals = gate.summary() if hasattr(gate, "summary") else {}
+        state.setdefault("gate", {})
+        for k, v in gate_totals.items():  # counters accumulate over actor restarts
+            state["gate"][k] = (state["gate"].get(k) or 0) + v if k in _GATE_COUNTERS else v
+        common.atomic_write_json(state_path, state)
         summary = write_summary(config, run_dir, state, slot.learner_step)
         logger.close()
         client.stop()
         env.close()
     return summary
+
+
+_GATE_COUNTERS = ("gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions")
 
 
 def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int) -> Dict[str, Any]:
@@ -343,5 +364,6 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
         "eval_episodes": int(config.actor.eval_episodes),
         "eval_history": history,
     }
+    summary.update(state.get("gate", {}))
     common.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary

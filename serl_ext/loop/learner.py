@@ -61,6 +61,25 @@ def load_demos(config, buffer) -> int:
     return count
 
 
+def _online_uniintervene(config, spec, action_dim: int, run_dir: str, resumed: bool):
+    """The learner's :class:`uniintervene_jax.online.OnlineUniIntervene`: restored from
+    ``{run_dir}/uniintervene`` on resume, else pretrained on the demos."""
+    from serl_ext.data.episodes import list_episodes, load_episode
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    directory = common.demo_dir_for(config)
+    paths = list_episodes(directory) if os.path.isdir(directory) else []
+    demos = [load_episode(p) for p in paths[: int(config.demos.num_demos)]]
+    ui = OnlineUniIntervene(config, spec, action_dim, demos)
+    if resumed and ui.restore(os.path.join(run_dir, "uniintervene")):
+        tqdm.write(f"[learner] UniIntervene models restored (version {ui.version})")
+    else:
+        t0 = time.time()
+        ui.pretrain(progress_bar=config.logging.progress_bar)
+        tqdm.write(f"[learner] UniIntervene pretrained on {len(demos)} demos in {time.time() - t0:.1f} s")
+    return ui
+
+
 class _Control:
     """Requests from the actor, handled on the transport thread."""
 
@@ -108,20 +127,35 @@ def run_learner(config, server=None) -> Dict[str, Any]:
         n = load_demos(config, demo)
         tqdm.write(f"[learner] loaded {n} demo transitions from {common.demo_dir_for(config)}")
 
+    ui = None
+    if config.get("uniintervene") is not None and config.uniintervene.enabled:
+        ui = _online_uniintervene(config, spec, action_dim, run_dir, resumed=step > 0)
+
     control = _Control()
     if server is None:
         server = TrainerServer(transport_config(config), request_callback=control)
-    server.register_data_store(DATA_STORE, replay)
+    if ui is None:
+        server.register_data_store(DATA_STORE, replay)
+    else:  # every transition also feeds the UniIntervene episode assembler
+        from uniintervene_jax.online import TeeStore
+
+        server.register_data_store(DATA_STORE, TeeStore(replay, ui.insert))
     server.register_data_store(INTERVENTION_STORE, demo)
     server.start(threaded=True)
     logger = MetricLogger(run_dir, "learner", tensorboard=config.logging.tensorboard)
 
-    def publish():
+    ui_published = {"step": -(10**9)}
+
+    def publish(force_ui: bool = False):
         nonlocal version
         version += 1
-        server.publish_network(
-            {"version": version, "learner_step": step, "params": common.to_numpy_tree(agent.policy_params())}
-        )
+        message = {"version": version, "learner_step": step, "params": common.to_numpy_tree(agent.policy_params())}
+        # The UniIntervene payload (a few MB) rides along every uniintervene.publish_period steps
+        # (re-sent even when unchanged, so an actor that connects late still gets it).
+        if ui is not None and (force_ui or step - ui_published["step"] >= int(config.uniintervene.publish_period)):
+            message["uniintervene"] = ui.payload()
+            ui_published["step"] = step
+        server.publish_network(message)
 
     def save():
         checkpointer.save(
@@ -130,6 +164,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             {"replay": replay.state_dict(), "demo": demo.state_dict()},
             {"learner_step": step, "version": version},
         )
+        if ui is not None:
+            ui.save(os.path.join(run_dir, "uniintervene"))
 
     batch_size = int(config.learner.batch_size)
     utd = int(config.learner.utd_ratio)
@@ -153,7 +189,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 break
             if len(replay) < training_starts:
                 if time.time() - last_publish > 1.0:  # heartbeat so the actor knows we are up
-                    publish()
+                    publish(force_ui=True)
                     last_publish = time.time()
                 time.sleep(0.01)
                 continue
@@ -164,6 +200,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             batch = sample_mixed_many([replay, demo], batch_size, utd, fractions=fractions)
             agent, info = agent.update(batch, utd)
             step += 1
+            if ui is not None:
+                ui.step(step)
             pbar.update(1)
             if step % int(config.learner.publish_period) == 0:
                 publish()
@@ -181,12 +219,14 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 scalars["train/replay_size"] = len(replay)
                 scalars["train/demo_size"] = len(demo)
                 scalars["train/rejected_messages"] = getattr(server, "num_rejected", 0)
+                if ui is not None:
+                    scalars.update(ui.stats())
                 window_t, window_steps = now, step
                 logger.log(scalars, step)
                 pbar.set_postfix(critic=f"{scalars.get('train/critic_loss', float('nan')):.3g}", replay=len(replay))
             if int(config.learner.checkpoint_period) and step % int(config.learner.checkpoint_period) == 0:
                 save()
-        publish()
+        publish(force_ui=True)
         save()
     finally:
         pbar.close()
@@ -202,6 +242,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "rejected_messages": int(getattr(server, "num_rejected", 0)),
             "wall_clock_s": elapsed,
         }
+        if ui is not None:
+            summary.update({k.replace("/", "_"): v for k, v in ui.stats().items()})
         common.atomic_write_json(os.path.join(run_dir, "learner_summary.json"), summary)
         logger.close()
         server.stop()

@@ -1,0 +1,261 @@
+"""Tests of the comparison harness (benchmarks/compare.py, benchmarks/compare_plots.py).
+
+Synthetic run folders (2 methods x 2 tasks x 2 seeds) with known numbers; no training is run.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from absl import app, flags
+from absl.testing import flagsaver
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+sys.path.insert(0, REPO)
+
+import compare  # noqa: E402
+import compare_plots  # noqa: E402
+from configs.algorithms import ALGORITHMS  # noqa: E402
+from serl_ext.loop.logging import MetricLogger  # noqa: E402
+
+BASE, UI = "hil_serl", "hil_serl+uniintervene"
+METHODS = [BASE, UI]
+TASKS = ["pick-place", "assembly"]
+SEEDS = [0, 1]
+# (task, method) -> per-seed (final SR, IR).
+NUMBERS = {
+    ("pick-place", BASE): [(0.8, 0.6), (0.6, 0.4)],
+    ("pick-place", UI): [(0.9, 0.2), (0.7, 0.2)],
+    ("assembly", BASE): [(1.0, 0.7), (1.0, 0.5)],
+    ("assembly", UI): [(0.9, 0.1), (0.9, 0.2)],
+}
+OPERATOR = {"enabled": True, "stall_window": None, "max_takeovers": 3}
+
+
+@pytest.fixture(autouse=True)
+def _uniintervene_registered(monkeypatch):
+    """The lead adds hil_serl+uniintervene to ALGORITHMS; register a stand-in until then."""
+    if UI not in ALGORITHMS:
+        monkeypatch.setitem(ALGORITHMS, UI, ALGORITHMS[BASE])
+
+
+def _timeline_record(episode, env_steps, trigger_at=None, recovery=False):
+    T = 20
+    trigger = [0] * T
+    source = [0] * T
+    if trigger_at is not None:
+        trigger[trigger_at] = 1
+        if recovery:
+            source[trigger_at + 1:trigger_at + 6] = [1] * 5
+    source[-3:] = [2, 2, 2]
+    risk = [None if t % 4 == 0 else 0.1 + 0.04 * t for t in range(T)]
+    return {"episode": episode, "env_steps": env_steps, "success": episode % 2 == 1, "tau": 0.6,
+            "value": [0.2 + 0.03 * t for t in range(T)], "risk": risk, "trigger": trigger, "source": source}
+
+
+def _make_run(out, task, method, seed, sr, ir, operator=OPERATOR, timeline=None):
+    rdir = compare.run_dir(str(out), task, method, seed)
+    os.makedirs(rdir, exist_ok=True)
+    env_steps = 1000
+    summary = {
+        "task": task, "algorithm": method, "seed": seed, "env_steps": env_steps, "episodes": 10,
+        "eval_success_rate": sr, "best_eval_success_rate": min(1.0, sr + 0.1), "intervention_rate": ir,
+        "human_steps": int(ir * env_steps), "recovery_steps": 37 if method == UI else 0,
+        "train_success_rate": 0.5, "wall_clock_s": 120.0, "learner_steps": 900, "action_repeat": 4,
+        "eval_episodes": 10,
+        "eval_history": [
+            {"env_steps": 500, "wall_clock_s": 60.0, "learner_step": 400, "success_rate": sr / 2, "return": sr / 2},
+            {"env_steps": 1000, "wall_clock_s": 120.0, "learner_step": 900, "success_rate": sr, "return": sr},
+        ],
+    }
+    if method == UI:
+        summary["gate_triggers"] = 5 + seed
+    with open(os.path.join(rdir, "summary.json"), "w") as f:
+        json.dump(summary, f)
+    with open(os.path.join(rdir, "actor_config.json"), "w") as f:
+        json.dump({"operator": operator, "demos": {"num_demos": 20, "path": ""}, "env": {"action_repeat": 4},
+                   "actor": {"max_env_steps": env_steps, "eval_period": 500, "eval_episodes": 10}}, f)
+    logger = MetricLogger(rdir, "actor", tensorboard=False)
+    for i, step in enumerate(range(100, env_steps + 1, 100)):
+        rate = ir * (1.5 - 0.5 * i / 9)  # Falls to the final IR at the last episode.
+        logger.log({"intervention/rate": rate, "intervention/episode_rate": rate, "rollout/success": 1.0,
+                    "intervention/recovery_steps": 3.0}, step=step)
+    logger.close()
+    if timeline:
+        with open(os.path.join(rdir, "gate_timeline.jsonl"), "w") as f:
+            for rec in timeline:
+                f.write(json.dumps(rec) + "\n")
+    return rdir
+
+
+def _make_sweep(out, operator_for=None):
+    for (task, method), per_seed in NUMBERS.items():
+        for seed, (sr, ir) in zip(SEEDS, per_seed):
+            timeline = None
+            if method == UI and task == "pick-place" and seed == 0:
+                timeline = [_timeline_record(5, 1000, 4, True), _timeline_record(9, 4000),
+                            _timeline_record(7, 3000, 6, True), _timeline_record(8, 3500, 3, False)]
+            op = OPERATOR
+            if operator_for == (task, method, seed):
+                op = dict(OPERATOR, max_takeovers=1)
+            _make_run(out, task, method, seed, sr, ir, operator=op, timeline=timeline)
+
+
+def _is_png(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 1000
+
+
+def test_aggregate_numbers_and_report(tmp_path):
+    _make_sweep(tmp_path)
+    res = compare.report(str(tmp_path), TASKS, METHODS, SEEDS, baseline=BASE, max_env_steps=1000,
+                         eval_period=500, eval_episodes=10, command="python benchmarks/compare.py --test")
+    pt = res["per_task"]
+    # By hand: pick-place base SR (0.8, 0.6), IR (0.6, 0.4); UI SR (0.9, 0.7), IR (0.2, 0.2).
+    assert pt["pick-place"][BASE]["sr_mean"] == pytest.approx(0.7)
+    assert pt["pick-place"][BASE]["sr_std"] == pytest.approx(np.sqrt(0.02))  # ddof=1
+    assert pt["pick-place"][BASE]["ir_mean"] == pytest.approx(0.5)
+    assert pt["pick-place"][UI]["sr_mean"] == pytest.approx(0.8)
+    assert pt["pick-place"][UI]["ir_mean"] == pytest.approx(0.2)
+    assert pt["pick-place"][UI]["ir_std"] == pytest.approx(0.0)
+    assert pt["assembly"][BASE]["ir_mean"] == pytest.approx(0.6)
+    assert pt["assembly"][UI]["ir_mean"] == pytest.approx(0.15)
+    c = res["comparisons"]
+    # (0.5 - 0.2) / 0.5 = 60 %, SR +10 points -> target met (but only 2 seeds).
+    assert c["pick-place"][UI]["ir_reduction_pct"] == pytest.approx(60.0)
+    assert c["pick-place"][UI]["sr_diff_points"] == pytest.approx(10.0)
+    assert c["pick-place"][UI]["target_met"] is True
+    assert c["pick-place"][UI]["enough_seeds"] is False
+    # (0.6 - 0.15) / 0.6 = 75 %, SR 0.9 vs 1.0: -10 points -> not met.
+    assert c["assembly"][UI]["ir_reduction_pct"] == pytest.approx(75.0)
+    assert c["assembly"][UI]["sr_diff_points"] == pytest.approx(-10.0)
+    assert c["assembly"][UI]["target_met"] is False
+    # Average over both tasks: base SR 0.85 IR 0.55; UI SR 0.85 IR 0.175 -> 68.18 %, +0 points.
+    assert res["average"][BASE]["ir_mean"] == pytest.approx(0.55)
+    assert res["average"][UI]["ir_mean"] == pytest.approx(0.175)
+    assert c["average"][UI]["ir_reduction_pct"] == pytest.approx(100 * 0.375 / 0.55)
+    assert c["average"][UI]["sr_diff_points"] == pytest.approx(0.0, abs=1e-9)
+    assert c["average"][UI]["target_met"] is True
+    t = res["target"][UI]
+    assert t["tasks_met"] == ["pick-place"] and t["tasks_met_with_seeds"] == [] and t["met"] is False
+    assert res["budget_env_steps"] == {"pick-place": 1000, "assembly": 1000}
+    assert res["fairness_issues"] == [] and res["budget_notes"] == []
+    assert len(res["runs"]) == 8
+
+    md = (tmp_path / "results.md").read_text()
+    for s in ["0.70 ± 0.14", "0.500 ± 0.141", "0.80 ± 0.14", "0.200 ± 0.000", "0.150 ± 0.071",
+              "+60.0%", "+10.0", "+75.0%", "-10.0", "+68.2%", "**average**", "0.85", "0.550", "0.175",
+              "target met on 1 of 2 tasks", "not met", "-57% IR, +8.6% SR", "2 CPU cores, no GPU",
+              "python benchmarks/compare.py --test", "pick-place 1,000", "action repeat 4",
+              "10 deterministic episodes", "gate_triggers=6", "| assembly | hil_serl+uniintervene | 1 | 0.90 |",
+              "timeline.png", "identical within each task"]:
+        assert s in md, s
+    assert "[2/" not in md  # Every asked seed is there.
+    assert json.loads((tmp_path / "results.json").read_text())["comparisons"]["assembly"][UI]["target_met"] is False
+    assert _is_png(tmp_path / "curves.png") and _is_png(tmp_path / "timeline.png")
+    assert [(e["episode"]) for e in res["timeline"]["episodes"]] == [7, 5, 8]
+
+
+def test_missing_seeds_marked_and_fairness_checked(tmp_path):
+    _make_sweep(tmp_path, operator_for=("assembly", UI, 1))
+    res = compare.report(str(tmp_path), TASKS, METHODS, [0, 1, 2], baseline=BASE)
+    md = (tmp_path / "results.md").read_text()
+    assert "[2/3]" in md and "Fewer seeds than asked" in md
+    assert any("assembly: `operator` differs" in i for i in res["fairness_issues"])
+    assert "not like for like" in md
+    # Asked: the task defaults (50k / 60k); the runs' actor_config.json says 1,000: reported as used.
+    assert res["budget_env_steps"] == {"pick-place": 1000, "assembly": 1000}
+    assert "assembly: runs used 1,000 env steps (this command's --max_env_steps gives 60,000)" in md
+    assert "runs used eval_period=500" in md and "every 500 env steps" in md
+
+
+def test_report_without_timeline_or_runs(tmp_path):
+    _make_run(tmp_path, "pick-place", BASE, 0, 0.5, 0.5)
+    res = compare.report(str(tmp_path), ["pick-place"], METHODS, [0], baseline=BASE)
+    md = (tmp_path / "results.md").read_text()
+    assert "no `gate_timeline.jsonl` episodes" in md
+    assert not (tmp_path / "timeline.png").exists() and _is_png(tmp_path / "curves.png")
+    assert res["comparisons"]["pick-place"][UI]["target_met"] is None
+    empty = tmp_path / "empty"
+    compare.report(str(empty), TASKS, METHODS, SEEDS)
+    assert "(no finished runs)" in (empty / "results.md").read_text()
+
+
+def test_main_report_only_and_unknown_method(tmp_path):
+    _make_sweep(tmp_path)
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(methods=METHODS, tasks=TASKS, seeds=["0", "1"], out=str(tmp_path), report_only=True,
+                             machine="test box"):
+        compare.main(["compare"])
+    md = (tmp_path / "results.md").read_text()
+    assert "Machine: test box" in md and "+60.0%" in md
+    assert not (tmp_path / "command.txt").exists()  # --report_only launches nothing.
+    with flagsaver.flagsaver(methods=[BASE, "hil_serl+nonsense"], out=str(tmp_path), report_only=True):
+        with pytest.raises(app.UsageError, match=r"unknown method.*hil_serl\+nonsense.*known algorithms"):
+            compare.main(["compare"])
+    with pytest.raises(ValueError, match="unknown task"):
+        compare.validate([BASE], ["pick-plate"], BASE)
+    with pytest.raises(ValueError, match="baseline"):
+        compare.validate([UI], ["pick-place"], BASE)
+
+
+def test_build_run_command():
+    budget = compare.task_budget("assembly", 0)
+    assert budget == 60_000 and compare.task_budget("assembly", 30_000) == 30_000
+    cmd = compare.build_run_command("/x/out", "assembly", UI, 2, budget, slot=3, eval_period=1000,
+                                    eval_episodes=5, extra=["--config.learner.utd_ratio=4"])
+    assert cmd[:3] == ["bash", "launchers/run_task.sh", f"assembly,{UI}"]
+    for a in ["--config.seed=2", "--config.run_root=/x/out/runs", "--config.actor.eval_period=1000",
+              "--config.actor.eval_episodes=5", "--config.logging.progress_bar=False",
+              "--config.transport.port=5630", "--config.transport.broadcast_port=5631",
+              "--config.actor.max_env_steps=60000"]:
+        assert a in cmd, a
+    assert cmd[-1] == "--config.learner.utd_ratio=4"
+    # The run folder is serl_ext.loop.common.run_dir_for's default name under run_root.
+    assert compare.run_dir("/x/out", "assembly", UI, 2) == os.path.join("/x/out/runs", "assembly", UI, "seed2")
+
+
+def test_launch_runs_skips_finished_and_uses_distinct_ports(tmp_path, monkeypatch):
+    _make_run(tmp_path, "pick-place", BASE, 0, 0.5, 0.5)  # Finished: skipped.
+    stale = compare.run_dir(str(tmp_path), "pick-place", UI, 0)
+    os.makedirs(stale)
+    open(os.path.join(stale, "junk.txt"), "w").close()  # Unfinished: removed and rerun.
+    calls = []
+
+    def fake_run(cmd, cwd, stdout, stderr, env):
+        assert env["JAX_PLATFORMS"] == "cpu" and cwd == compare.REPO
+        task, method = cmd[2].split(",")
+        seed = int(next(a for a in cmd if a.startswith("--config.seed=")).split("=")[1])
+        port = int(next(a for a in cmd if a.startswith("--config.transport.port=")).split("=")[1])
+        rdir = compare.run_dir(str(tmp_path), task, method, seed)
+        assert not os.path.exists(os.path.join(rdir, "junk.txt"))
+        calls.append((task, method, seed, port))
+        _make_run(tmp_path, task, method, seed, 0.5, 0.3)
+        return type("P", (), {"returncode": 0})()
+
+    monkeypatch.setattr(compare.subprocess, "run", fake_run)
+    counts = compare.launch_runs(str(tmp_path), ["pick-place"], METHODS, [0, 1], 0, parallel=2)
+    assert counts == {"done_before": 1, "ok": 3, "failed": 0}
+    assert sorted(c[:3] for c in calls) == [("pick-place", BASE, 1), ("pick-place", UI, 0), ("pick-place", UI, 1)]
+    assert {c[3] for c in calls} <= {5600, 5610}
+    assert os.path.exists(compare.log_path(str(tmp_path), "pick-place", UI, 1))
+
+
+def test_plots_on_plain_dicts(tmp_path):
+    band = compare_plots.mean_band([[(0, 0.0), (10, 1.0)], [(0, 0.5), (10, 0.5)]])
+    assert band["mean"].tolist() == [0.25, 0.75] and band["lo"].tolist() == [0.0, 0.5]
+    band = compare_plots.mean_band([[(0, 0.0), (10, 1.0)], [(0, 1.0), (5, 1.0)]], num_points=3)
+    assert band["mean"].tolist() == [0.5, 0.75, 1.0] and band["n"].tolist() == [2, 2, 1]
+    recs = [_timeline_record(1, 100), _timeline_record(2, 200, 3, False), _timeline_record(3, 50, 2, True)]
+    assert [r["episode"] for r in compare_plots.select_timeline_episodes(recs, k=2)] == [3, 2]
+    r, squashed = compare_plots.risk_for_plot([None, -2.0, 3.0])
+    assert squashed and np.isnan(r[0]) and 0 < r[1] < 0.5 < r[2] < 1
+    p = compare_plots.plot_timeline(str(tmp_path / "t.png"), recs, method=UI)
+    q = compare_plots.plot_curves(str(tmp_path / "c.png"), {"a": {BASE: {"eval": [[(0, 0.1), (5, 0.4)]], "ir": []}}},
+                                  ["a", "b"], METHODS)
+    assert _is_png(p) and _is_png(q)

@@ -1,0 +1,356 @@
+"""The UniIntervene intervention gate: plugs into the actor's gate slot (``serl_ext/loop/gate.py``).
+
+Per actor step (DESIGN section 4 "Online", the guide's "Inference in a HiL-RL loop")::
+
+    V_t = V(o_t, l)                                    # proxy value, appended to the history
+    if a recovery chunk is running:   execute its next action              (source RECOVERY)
+    elif a chunk just ended:          re-evaluate (below) without cooldown; after max_chunks
+                                      chunks in a row, or when no longer triggered -> cooldown
+    elif cooling down:                execute the policy's action           (source POLICY)
+    else: p = sigmoid(risk(o_t, l, a_t^policy, [V_{t-K} .. V_t]))
+          if p >= tau:  goal = memory.retrieve(embed(o_t), task, V_t)  (top-1 of cosine top-5
+                        with goal value > V_t; the current observation with use_memory_goal=False)
+                        chunk = recovery_policy(o_t, goal, l)  (H actions)  -> first action
+    # after env.step: a human (real or simulated) action always wins; it aborts any chunk at
+    # once, and the gate stays silent while the human is in control and for cooldown_steps
+    # policy steps after the hand-back.
+
+The gate fires only when the learner's payload says ``ready`` (see ``uniintervene_jax/online.py``);
+until then it passes the policy's action through (and records nothing but the value).
+The model calls sit behind :class:`GateModels` so the gate logic is tested with scripted
+outputs; :class:`NetworkGateModels` is the real implementation (jitted networks + faiss memory).
+"""
+
+import collections
+import json
+import os
+import threading
+import time
+from typing import Any, Dict, Optional, Protocol, Tuple
+
+import numpy as np
+
+from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
+
+
+class GateModels(Protocol):
+    """What the gate asks of the models (all single, unbatched observations)."""
+
+    ready: bool
+    tau: float
+
+    def value(self, observation: Dict[str, np.ndarray]) -> float:
+        """Proxy value V(o, l) in [0, 1]."""
+
+    def score(self, observation, policy_action: np.ndarray, value_history: np.ndarray) -> Tuple[float, bool]:
+        """``(sigmoid(risk) in [0, 1], trigger)`` for the candidate action; ``value_history``
+        float32 ``(K+1,)`` oldest first, V_t last."""
+
+    def goal(self, observation, value: float) -> Optional[Dict[str, np.ndarray]]:
+        """Goal observation retrieved from the memory, or None when no item has a higher value."""
+
+    def chunk(self, observation, goal: Dict[str, np.ndarray]) -> np.ndarray:
+        """Recovery chunk float32 ``(H, A)`` in [-1, 1]."""
+
+
+class UniInterveneGate:
+    """Gate-slot implementation (module docstring).
+
+    Args:
+      models: a :class:`GateModels` (``ready``/``tau`` read every step).
+      history_len: K (value history has K+1 entries).
+      cooldown_steps: policy steps without triggering after a recovery ends or the human hands back.
+      max_chunks: consecutive chunks before a forced cooldown.
+      use_memory_goal: False (ablation) conditions the recovery policy on the current observation.
+      timeline_path: append the per-step value/risk/trigger/source of every ``timeline_every``-th
+        episode to this JSONL file (None: off).
+    Raises:
+      ValueError: ``history_len < 1``, ``max_chunks < 1`` or ``cooldown_steps < 0``.
+    """
+
+    def __init__(self, models: GateModels, history_len: int = 8, cooldown_steps: int = 4, max_chunks: int = 4,
+                 use_memory_goal: bool = True, timeline_path: Optional[str] = None, timeline_every: int = 5):
+        if int(history_len) < 1 or int(max_chunks) < 1 or int(cooldown_steps) < 0:
+            raise ValueError(f"need history_len >= 1, max_chunks >= 1, cooldown_steps >= 0; got "
+                             f"{history_len}, {max_chunks}, {cooldown_steps}")
+        self.models = models
+        self.K = int(history_len)
+        self.cooldown_steps = int(cooldown_steps)
+        self.max_chunks = int(max_chunks)
+        self.use_memory_goal = bool(use_memory_goal)
+        self.timeline_path = timeline_path
+        self.timeline_every = int(timeline_every)
+        self.history: collections.deque = collections.deque(maxlen=self.K + 1)
+        self.chunk: collections.deque = collections.deque()
+        self.chunks_in_row = 0
+        self.cooldown = 0
+        self.human_active = False
+        self.episode = -1
+        self.total = collections.Counter()
+        self.latencies_ms: collections.deque = collections.deque(maxlen=5000)
+        self._ep = collections.Counter()
+        self._timeline: Optional[Dict[str, list]] = None
+        self._pending: Optional[Tuple[float, float, int]] = None  # (value, prob, trigger) of this step
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, observation) -> None:
+        self._flush_timeline()
+        self.episode += 1
+        self.history.clear()
+        self.chunk.clear()
+        self.chunks_in_row = 0
+        self.cooldown = 0
+        self.human_active = False
+        self._ep = collections.Counter()
+        record = self.timeline_path is not None and self.timeline_every > 0 and self.episode % self.timeline_every == 0
+        self._timeline = {"value": [], "risk": [], "trigger": [], "source": [], "success": False} if record else None
+
+    # ------------------------------------------------------------------ acting
+    def select_action(self, observation, policy_action) -> Tuple[np.ndarray, int]:
+        models = self.models
+        policy_action = np.asarray(policy_action, np.float32)
+        if not models.ready:
+            self._pending = (float("nan"), float("nan"), 0)
+            return policy_action, POLICY
+        v = float(models.value(observation))
+        if not self.history:
+            self.history.extend([v] * (self.K + 1))  # V_0 padding (history_windows convention)
+        else:
+            self.history.append(v)
+        self._pending = (v, float("nan"), 0)
+        if self.human_active:
+            return policy_action, POLICY
+        if self.chunk:
+            return self._next_chunk_action(), RECOVERY
+        if self.chunks_in_row:  # a chunk just ended: re-evaluate
+            if self.chunks_in_row >= self.max_chunks:
+                return self._end_recovery(policy_action)
+            action = self._evaluate(observation, policy_action, v)
+            return action if action is not None else self._end_recovery(policy_action)
+        if self.cooldown > 0:
+            self.cooldown -= 1
+            return policy_action, POLICY
+        action = self._evaluate(observation, policy_action, v)
+        return action if action is not None else (policy_action, POLICY)
+
+    def _end_recovery(self, policy_action):
+        self.chunks_in_row = 0
+        self.cooldown = self.cooldown_steps
+        return policy_action, POLICY
+
+    def _next_chunk_action(self) -> np.ndarray:
+        self._ep["recovery_steps"] += 1
+        return self.chunk.popleft()
+
+    def _evaluate(self, observation, policy_action, v) -> Optional[Tuple[np.ndarray, int]]:
+        """Scores the policy's action; on a trigger starts a chunk and returns its first action."""
+        t0 = time.perf_counter()
+        prob, trigger = self.models.score(observation, policy_action, np.asarray(self.history, np.float32))
+        self._ep["decisions"] += 1
+        self._ep["prob_sum"] += float(prob)
+        self._pending = (v, float(prob), 0)
+        result = None
+        if trigger:
+            goal = self.models.goal(observation, v) if self.use_memory_goal else observation
+            if goal is None:
+                self._ep["no_goal"] += 1
+            else:
+                chunk = np.asarray(self.models.chunk(observation, goal), np.float32)
+                if chunk.ndim != 2 or chunk.shape[1] != policy_action.shape[0] or chunk.shape[0] < 1:
+                    raise ValueError(f"recovery chunk must be (H, {policy_action.shape[0]}), got {chunk.shape}")
+                if not np.all(np.isfinite(chunk)):
+                    raise ValueError("recovery chunk contains NaN or inf")
+                self.chunk.extend(np.clip(chunk, -1.0, 1.0))
+                self.chunks_in_row += 1
+                self._ep["triggers"] += 1
+                self._pending = (v, float(prob), 1)
+                result = (self._next_chunk_action(), RECOVERY)
+        self.latencies_ms.append(1e3 * (time.perf_counter() - t0))
+        return result
+
+    def observe(self, observation, action, source, reward, next_observation, info) -> None:
+        if source == HUMAN:
+            if self.chunk or self.chunks_in_row:
+                self._ep["aborted_chunks"] += int(bool(self.chunk))
+                self.chunk.clear()
+                self.chunks_in_row = 0
+            self.human_active = True
+        elif self.human_active:  # the human handed back
+            self.human_active = False
+            self.cooldown = self.cooldown_steps
+        if self._timeline is not None:
+            v, p, trig = self._pending if self._pending is not None else (float("nan"), float("nan"), 0)
+            self._timeline["value"].append(v)
+            self._timeline["risk"].append(p)
+            self._timeline["trigger"].append(trig)
+            self._timeline["source"].append(int(source))
+            self._timeline["success"] = self._timeline["success"] or bool(info.get("success", False))
+        self._pending = None
+        self._ep["steps"] += 1
+        self.total["steps"] += 1
+
+    # ------------------------------------------------------------------ params
+    def load_params(self, payload: Dict[str, Any]) -> None:
+        """Forwards a learner payload to the models (``NetworkGateModels.load``); raises
+        ValueError/TypeError for a malformed one, leaving the current models in place."""
+        loader = getattr(self.models, "load", None)
+        if loader is None:
+            raise TypeError(f"{type(self.models).__name__} cannot load parameters")
+        loader(payload)
+
+    # ------------------------------------------------------------------ reporting
+    def stats(self) -> Dict[str, float]:
+        """Per-episode scalars (logged under ``gate/``); also adds them to the run totals."""
+        ep = self._ep
+        for k in ("triggers", "recovery_steps", "aborted_chunks", "no_goal", "decisions"):
+            self.total[k] += ep[k]
+        out = {
+            "triggers": float(ep["triggers"]),
+            "recovery_steps": float(ep["recovery_steps"]),
+            "aborted_chunks": float(ep["aborted_chunks"]),
+            "no_goal": float(ep["no_goal"]),
+            "mean_risk_prob": ep["prob_sum"] / ep["decisions"] if ep["decisions"] else float("nan"),
+            "ready": float(bool(self.models.ready)),
+            "tau": float(getattr(self.models, "tau", float("nan"))),
+            "version": float(getattr(self.models, "version", -1)),
+        }
+        if self.latencies_ms:
+            out["decision_latency_ms_p50"] = float(np.percentile(self.latencies_ms, 50))
+        return out
+
+    def summary(self) -> Dict[str, Any]:
+        """Run totals for ``summary.json``: triggers, recovery steps, aborted chunks, decision
+        latency p50/p99 (ms; model + retrieval + chunk)."""
+        lat = np.asarray(self.latencies_ms, np.float64)
+        return {
+            "gate_triggers": int(self.total["triggers"]),
+            "gate_recovery_steps": int(self.total["recovery_steps"]),
+            "gate_aborted_chunks": int(self.total["aborted_chunks"]),
+            "gate_no_goal": int(self.total["no_goal"]),
+            "gate_decisions": int(self.total["decisions"]),
+            "gate_latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
+            "gate_latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+        }
+
+    def _flush_timeline(self) -> None:
+        tl = self._timeline
+        self._timeline = None
+        if tl is None or not tl["value"] or self.timeline_path is None:
+            return
+        clean = lambda xs: [None if not np.isfinite(x) else round(float(x), 5) for x in xs]  # noqa: E731
+        row = {"episode": self.episode, "env_steps": int(self.total["steps"]), "success": bool(tl["success"]),
+               "tau": float(getattr(self.models, "tau", float("nan"))), "value": clean(tl["value"]),
+               "risk": clean(tl["risk"]), "trigger": tl["trigger"], "source": tl["source"]}
+        os.makedirs(os.path.dirname(os.path.abspath(self.timeline_path)), exist_ok=True)
+        with open(self.timeline_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        self._flush_timeline()
+
+
+class NetworkGateModels:
+    """The real :class:`GateModels`: proxy value, intervention model, recovery policy and memory
+    built from ``config.uniintervene`` (same structures as the learner's) and filled by
+    :meth:`load` with pushed parameters.
+
+    Args:
+      config: the composed training config. obs_spec: ``{key: (shape, dtype)}``. action_dim: A.
+    """
+
+    def __init__(self, config, obs_spec, action_dim: int):
+        from uniintervene_jax.instructions import instruction_for, tokenize_instruction
+        from uniintervene_jax.online import build_models
+
+        self.task = config.task
+        self.instr = tokenize_instruction(instruction_for(self.task))
+        self.use_tvr = bool(config.uniintervene.intervention.use_tvr)
+        self._value, self._intervention, self._recovery = build_models(config, obs_spec, action_dim)
+        self._memory = None
+        self.ready = False
+        self.tau = float(config.uniintervene.intervention.tau_int)
+        self.version = -1
+        self._lock = threading.Lock()
+
+    def load(self, payload: Dict[str, Any]) -> None:
+        """Swaps in a learner payload (``OnlineUniIntervene.payload``) atomically.
+
+        Raises:
+          ValueError / TypeError: missing keys, a parameter tree that does not match these
+            networks, NaN/inf parameters, a bad memory or tau; nothing is changed then.
+        """
+        from serl_ext.agents.common import replace_in_params
+        from uniintervene_jax.online import memory_from_payload
+
+        if not isinstance(payload, dict):
+            raise TypeError(f"uniintervene payload must be a dict, got {type(payload).__name__}")
+        missing = [k for k in ("version", "ready", "tau", "value", "intervention", "recovery", "memory") if k not in payload]
+        if missing:
+            raise ValueError(f"uniintervene payload misses {missing}")
+        tau = float(payload["tau"])
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1], got {tau}")
+        for name in ("value", "intervention", "recovery"):
+            for leaf in _leaves(payload[name]):
+                arr = np.asarray(leaf)
+                if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                    raise ValueError(f"{name} parameters contain NaN or inf")
+        v_params = replace_in_params(payload["value"], self._value.state.params, "value params")
+        i_params = replace_in_params(payload["intervention"], self._intervention.state.params, "intervention params")
+        r_params = replace_in_params(payload["recovery"], self._recovery.state.params, "recovery params")
+        memory = memory_from_payload(payload["memory"])
+        with self._lock:
+            self._value = self._value.replace(state=self._value.state.replace(params=v_params))
+            self._intervention = self._intervention.replace(state=self._intervention.state.replace(params=i_params))
+            self._recovery.state = self._recovery.state.replace(params=r_params)
+            self._memory = memory
+            self.tau = tau
+            self.ready = bool(payload["ready"])
+            self.version = int(payload["version"])
+
+    def value(self, observation) -> float:
+        return float(self._value.values(observation, self.instr))
+
+    def score(self, observation, policy_action, value_history) -> Tuple[float, bool]:
+        obs = {k: np.asarray(v)[None] for k, v in observation.items()}
+        out = self._intervention.predict(obs, self.instr, np.asarray(policy_action, np.float32)[None],
+                                         np.asarray(value_history, np.float32)[None])
+        prob = float(out["trigger_prob"][0])
+        trigger = prob >= self.tau if self.use_tvr else bool(out["value_trigger"][0])
+        return prob, bool(trigger)
+
+    def goal(self, observation, value: float):
+        if self._memory is None or len(self._memory) == 0:
+            return None
+        emb = np.asarray(self._value.encode(observation, self.instr), np.float32)
+        found = self._memory.retrieve(emb, self.task, float(value))
+        return None if found is None else found.goal_observations
+
+    def chunk(self, observation, goal) -> np.ndarray:
+        return self._recovery.predict_chunk(observation, goal, self.instr)[0]
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            yield from _leaves(v)
+    else:
+        yield tree
+
+
+def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) -> UniInterveneGate:
+    """The actor's gate for ``config.uniintervene`` (``NetworkGateModels``; the timeline goes to
+    ``{run_dir}/gate_timeline.jsonl``)."""
+    from uniintervene_jax.online import check_online_config
+
+    c = config.uniintervene
+    check_online_config(c)
+    return UniInterveneGate(
+        NetworkGateModels(config, obs_spec, action_dim), history_len=int(c.history_len),
+        cooldown_steps=int(c.cooldown_steps), max_chunks=int(c.max_chunks),
+        use_memory_goal=bool(c.use_memory_goal),
+        timeline_path=os.path.join(run_dir, "gate_timeline.jsonl") if run_dir else None,
+        timeline_every=int(c.timeline_every))

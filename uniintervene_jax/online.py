@@ -1,0 +1,560 @@
+"""UniIntervene online: the learner side (models trained while HiL-SERL runs).
+
+The learner process of ``hil_serl+uniintervene`` (``serl_ext/loop/learner.py``) owns one
+:class:`OnlineUniIntervene`. It
+
+1. **assembles episodes** from the transitions the actor streams (every transition goes to the
+   online store; :class:`EpisodeAssembler` cuts them into ``serl_ext.data.episodes`` dicts at
+   ``dones``; a transition whose observation does not continue the open episode, e.g. after an
+   actor restart, drops the partial episode);
+2. **computes labels when an episode ends** (at the next refresh, every
+   ``refresh_episodes`` finished episodes): the proxy-value curve of every kept episode, the
+   stagnation labels (mining rules, DESIGN section 4) and the TVR targets, then rebuilds the
+   value, intervention and recovery datasets;
+3. **grows the recovery memory** from successful episodes: the demos and every successful
+   online episode that contains a recovery (operator or autonomous: ``action_source`` human or
+   recovery); keys are re-embedded with the current proxy-value encoder at each refresh, so
+   they never go stale;
+4. **keeps training** the proxy value, the intervention model and the goal-conditioned
+   recovery policy: one update of each every ``train_period`` agent updates, after a
+   ``pretrain_steps`` burst on the demos at start;
+5. hands the learner a **payload** for the actor (``payload()``): parameters of the three
+   models, the memory items, the trigger threshold, ``ready`` and a version number that
+   increases whenever anything in it changed.
+
+The gate (``uniintervene_jax/gate.py``) is allowed to fire only once the payload is ``ready``:
+at least ``min_episodes`` online episodes seen, ``min_updates`` intervention-model updates done
+and a non-empty memory (unless ``use_memory_goal=False``).
+
+Episodes terminate on success in every stand-in task (sparse reward 1, then terminate), so an
+episode counts as successful when its last transition is terminal (``masks == 0``) or carries a
+positive reward.
+"""
+
+import collections
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RECOVERY_BUFFERS = ("online", "both")
+
+
+def get_online_config() -> ml_collections.ConfigDict:
+    """``config.uniintervene``: defaults of the online gate and learner side (documented inline)."""
+    from uniintervene_jax.intervention.train import get_default_config as intervention_config
+    from uniintervene_jax.recovery.model import get_default_config as recovery_config
+    from uniintervene_jax.value.train import get_default_config as value_config
+
+    c = ml_collections.ConfigDict()
+    # Off for plain HiL-SERL; the hil_serl+uniintervene algorithms switch it on.
+    c.enabled = False
+    # --- gate (actor) ---
+    # K: value-history window (DESIGN section 4: 8); the intervention model reads V_{t-K..t}.
+    c.history_len = 8
+    # H: recovery chunk length (paper: 8 actions); the gate re-evaluates at a chunk's end.
+    c.horizon = 8
+    # Trigger when sigmoid(risk) >= tau_int (paper 0.5). With tau_quantile > 0 the learner
+    # instead sets tau to that quantile of sigmoid(risk) over the policy steps of recent
+    # successful episodes (at most 1 - tau_quantile of good steps would fire), never below
+    # tau_int.
+    c.tau_int = 0.5
+    c.tau_quantile = 0.0
+    # Policy steps after a recovery ends (or the human hands back) before the gate may fire again.
+    c.cooldown_steps = 4
+    # Consecutive recovery chunks before a forced cooldown (keeps the trigger from turning the
+    # recovery policy into the main policy, guide: "do not make the trigger too aggressive").
+    c.max_chunks = 4
+    # Where recovery transitions go: "online" (the online buffer only, like policy steps;
+    # default) or "both" (also the demo+intervention buffer, like human steps). Every
+    # transition always goes to the online buffer.
+    c.recovery_buffer = "online"
+    # Ablation: False -> the recovery goal is the current observation (no memory retrieval).
+    c.use_memory_goal = True
+    # Record the value/risk/trigger timeline of every n-th episode to gate_timeline.jsonl (0: off).
+    c.timeline_every = 5
+    # --- models ---
+    c.value = value_config()
+    c.value.hidden_dims = (256, 256)
+    c.intervention = intervention_config()
+    c.recovery = recovery_config()
+    # Online the recovery policy uses the continuous chunk head: the FAST token head needs a
+    # tokenizer fitted on the chunks first (offline pipeline); see README.
+    c.recovery.head = "continuous"
+    # Stagnation-label rule ("design" union or "guide") and TVR parameters (DESIGN section 4).
+    c.mining_rule = "design"
+    c.tvr_eps = 0.005
+    c.tvr_gamma_r = 0.9
+    c.tvr_clip_negative = False
+    # Recovery-memory mining preset ("default": 120 items, 10 bins, span 8, delta 0.5).
+    c.memory_preset = "default"
+    # Goal offset k of the recovery training pairs (goal = o_{t+k}).
+    c.goal_offset = 8
+    # --- learner schedule ---
+    c.batch_size = 256
+    c.recovery_batch_size = 128
+    # One update of each UniIntervene model every train_period agent updates.
+    c.train_period = 2
+    # Updates of the proxy value and the recovery policy on the demos before training starts.
+    c.pretrain_steps = 1000
+    # Relabel + rebuild datasets and memory every refresh_episodes finished online episodes.
+    c.refresh_episodes = 10
+    # Online episodes kept for UniIntervene training (the newest; demos are always kept).
+    c.max_episodes = 200
+    # The gate may fire once this many online episodes were seen and the intervention model
+    # had min_updates updates.
+    c.min_episodes = 10
+    c.min_updates = 300
+    # Push the UniIntervene payload at most every publish_period learner steps (it only goes
+    # out when its version changed).
+    c.publish_period = 200
+    return c
+
+
+def check_online_config(c: ml_collections.ConfigDict) -> None:
+    """Raises ValueError for inconsistent ``config.uniintervene`` fields."""
+    if c.recovery_buffer not in RECOVERY_BUFFERS:
+        raise ValueError(f"uniintervene.recovery_buffer must be one of {RECOVERY_BUFFERS}, got {c.recovery_buffer!r}")
+    for name in ("history_len", "horizon", "train_period", "refresh_episodes", "max_episodes", "batch_size",
+                 "recovery_batch_size", "publish_period", "max_chunks"):
+        if int(c[name]) < 1:
+            raise ValueError(f"uniintervene.{name} must be >= 1, got {c[name]}")
+    for name in ("cooldown_steps", "pretrain_steps", "min_episodes", "min_updates", "timeline_every"):
+        if int(c[name]) < 0:
+            raise ValueError(f"uniintervene.{name} must be >= 0, got {c[name]}")
+    if not 0.0 <= float(c.tau_quantile) < 1.0:
+        raise ValueError(f"uniintervene.tau_quantile must be in [0, 1), got {c.tau_quantile}")
+    if int(c.intervention.history_len) != int(c.history_len):
+        raise ValueError(f"uniintervene.intervention.history_len ({c.intervention.history_len}) must equal "
+                         f"uniintervene.history_len ({c.history_len})")
+    if int(c.recovery.horizon) != int(c.horizon):
+        raise ValueError(f"uniintervene.recovery.horizon ({c.recovery.horizon}) must equal "
+                         f"uniintervene.horizon ({c.horizon})")
+    if c.recovery.head != "continuous":
+        raise ValueError("online recovery needs uniintervene.recovery.head='continuous' (the FAST token head is "
+                         "trained offline, see uniintervene_jax/pipeline.py)")
+
+
+# ----------------------------------------------------------------------------- episodes
+class EpisodeAssembler:
+    """Cuts a stream of transitions (one actor, in order) into episode dicts.
+
+    Args:
+      task: stored in each episode's ``metadata["task"]``.
+    Thread safety: :meth:`insert` (transport thread) and :meth:`pop_finished` (learner thread)
+    take a lock.
+    """
+
+    def __init__(self, task: str):
+        self.task = task
+        self._lock = threading.Lock()
+        self._open: Optional[Dict[str, list]] = None
+        self._finished: List[Dict[str, Any]] = []
+        self.num_finished = 0
+        self.num_dropped_partial = 0
+
+    def insert(self, transition: Dict[str, Any]) -> None:
+        """Adds one transition (the replay buffer's keys plus ``action_source``)."""
+        with self._lock:
+            obs = transition["observations"]
+            if self._open is not None:
+                last = self._open["next_obs"][-1]
+                if not all(np.array_equal(np.asarray(obs[k]), np.asarray(last[k])) for k in obs):
+                    self._open = None  # Not a continuation (actor restarted mid-episode).
+                    self.num_dropped_partial += 1
+            if self._open is None:
+                self._open = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "terminals": [],
+                              "truncations": [], "interventions": [], "action_source": []}
+            ep = self._open
+            ep["obs"].append({k: np.asarray(v) for k, v in obs.items()})
+            ep["next_obs"].append({k: np.asarray(v) for k, v in transition["next_observations"].items()})
+            ep["actions"].append(np.asarray(transition["actions"], np.float32))
+            ep["rewards"].append(float(transition["rewards"]))
+            terminal = float(transition["masks"]) == 0.0
+            done = bool(transition["dones"])
+            ep["terminals"].append(terminal)
+            ep["truncations"].append(done and not terminal)
+            ep["interventions"].append(bool(transition.get("interventions", False)))
+            ep["action_source"].append(int(transition.get("action_source", 0)))
+            if done:
+                self._finished.append(self._close(ep))
+                self._open = None
+
+    def _close(self, ep: Dict[str, list]) -> Dict[str, Any]:
+        keys = ep["obs"][0].keys()
+        observations = {k: np.stack([o[k] for o in ep["obs"]] + [ep["next_obs"][-1][k]]) for k in keys}
+        rewards = np.asarray(ep["rewards"], np.float32)
+        terminals = np.asarray(ep["terminals"], bool)
+        success = bool(terminals[-1] or rewards[-1] > 0)
+        interventions = np.asarray(ep["interventions"], bool)
+        source = np.asarray(ep["action_source"], np.int8)
+        human = np.flatnonzero(interventions)
+        self.num_finished += 1
+        return {
+            "observations": observations,
+            "actions": np.stack(ep["actions"]),
+            "rewards": rewards,
+            "terminals": terminals,
+            "truncations": np.asarray(ep["truncations"], bool),
+            "interventions": interventions,
+            "action_source": source,
+            "metadata": {
+                "task": self.task, "success": success, "source": "online", "episode_id": self.num_finished,
+                "first_intervention_step": int(human[0]) if human.size else None,
+                "recovered": bool(np.any(source != 0)),
+            },
+        }
+
+    def pop_finished(self) -> List[Dict[str, Any]]:
+        with self._lock:
+            out, self._finished = self._finished, []
+            return out
+
+
+class TeeStore:
+    """A data store for the transport server that inserts into ``store`` and also calls
+    ``on_insert(transition)`` (the episode assembler). ``len()`` is the store's."""
+
+    def __init__(self, store, on_insert):
+        self.store = store
+        self.on_insert = on_insert
+
+    def insert(self, transition):
+        self.store.insert(transition)
+        try:
+            self.on_insert(transition)
+        except Exception as e:  # never lose the transition because the side path failed
+            log.warning("episode assembly failed on a transition: %s", e)
+
+    def __len__(self):
+        return len(self.store)
+
+
+# ----------------------------------------------------------------------------- memory on the wire
+def memory_to_payload(items) -> Optional[Dict[str, Any]]:
+    """:class:`~uniintervene_jax.memory.mining.RecoveryItems` -> a dict of plain arrays/lists
+    (msgpack-able by ``serl_ext.transport``); None stays None."""
+    from uniintervene_jax.memory.mining import RecoveryItems
+
+    if items is None:
+        return None
+    out: Dict[str, Any] = {f: np.asarray(getattr(items, f)) for f in RecoveryItems.ARRAY_FIELDS}
+    out["tasks"] = list(items.tasks)
+    out["key_observations"] = {k: np.asarray(v) for k, v in items.key_observations.items()}
+    out["goal_observations"] = {k: np.asarray(v) for k, v in items.goal_observations.items()}
+    return out
+
+
+def memory_from_payload(payload: Optional[Dict[str, Any]]):
+    """Inverse of :func:`memory_to_payload`: a :class:`~uniintervene_jax.memory.memory.RecoveryMemory`
+    (or None). Raises ValueError / TypeError for a malformed payload."""
+    from uniintervene_jax.memory.memory import RecoveryMemory
+    from uniintervene_jax.memory.mining import RecoveryItems
+
+    if payload is None:
+        return None
+    if not isinstance(payload, dict):
+        raise TypeError(f"memory payload must be a dict, got {type(payload).__name__}")
+    try:
+        fields = {f: np.asarray(payload[f]) for f in RecoveryItems.ARRAY_FIELDS}
+        items = RecoveryItems(
+            tasks=[str(t) for t in payload["tasks"]],
+            key_observations={k: np.asarray(v) for k, v in payload["key_observations"].items()},
+            goal_observations={k: np.asarray(v) for k, v in payload["goal_observations"].items()},
+            **fields,
+        )
+    except KeyError as e:
+        raise ValueError(f"memory payload misses {e}") from None
+    return RecoveryMemory(items=items)
+
+
+# ----------------------------------------------------------------------------- learner side
+class OnlineUniIntervene:
+    """Trains the UniIntervene models inside the learner process (module docstring).
+
+    Args:
+      config: the composed training config (``config.uniintervene``, ``config.task``, ``config.seed``).
+      obs_spec: ``{key: (shape, dtype)}`` of one observation.
+      action_dim: A.
+      demo_episodes: the demo episodes (``serl_ext.data.episodes`` dicts), may be empty.
+    Raises:
+      ValueError: bad ``config.uniintervene`` (:func:`check_online_config`).
+    """
+
+    def __init__(self, config, obs_spec, action_dim: int, demo_episodes: Sequence[Dict[str, Any]] = ()):
+        from serl_ext.loop.common import example_observation
+        from uniintervene_jax.instructions import instruction_for, tokenize_instruction
+
+        self.c = config.uniintervene
+        check_online_config(self.c)
+        self.task = config.task
+        self.seed = int(config.seed)
+        self.obs_spec = obs_spec
+        self.action_dim = int(action_dim)
+        self.instr = tokenize_instruction(instruction_for(self.task))
+        self.example = example_observation(obs_spec)
+        self.value, self.intervention, self.recovery = build_models(config, obs_spec, action_dim)
+        self.demos = [dict(e, metadata=dict(e.get("metadata") or {}, task=self.task, source="demo"))
+                      for e in demo_episodes]
+        self.online: collections.deque = collections.deque(maxlen=int(self.c.max_episodes))
+        self.assembler = EpisodeAssembler(self.task)
+        self.rng = np.random.default_rng(self.seed + 17)
+        self.memory_items = None
+        self.tau = float(self.c.intervention.tau_int)
+        self.version = 0
+        self.counters = collections.Counter()
+        self.episodes_seen = 0
+        self._since_refresh = 0
+        self._value_data = None
+        self._intervention_data = None
+        self._recovery_pairs = None
+        self.last_info: Dict[str, float] = {}
+
+    # ---- data
+    def insert(self, transition: Dict[str, Any]) -> None:
+        """Called for every transition the actor sends (transport thread)."""
+        self.assembler.insert(transition)
+
+    def _episodes(self) -> List[Dict[str, Any]]:
+        return list(self.demos) + list(self.online)
+
+    def pretrain(self, steps: Optional[int] = None, progress_bar: bool = False) -> Dict[str, float]:
+        """Trains the proxy value and the recovery policy on the demos alone (``pretrain_steps``),
+        then builds the datasets and the memory. A no-op without demos."""
+        from tqdm.auto import tqdm
+
+        steps = int(self.c.pretrain_steps if steps is None else steps)
+        if not self.demos:
+            return {}
+        self._rebuild()
+        for _ in tqdm(range(steps), desc="uniintervene pretrain", disable=not progress_bar):
+            self._update_value()
+            self._update_recovery()
+        self._rebuild()
+        self.version += 1
+        return dict(self.last_info)
+
+    def step(self, learner_step: int) -> Dict[str, float]:
+        """Called once per agent update: folds in finished episodes (relabel + rebuild every
+        ``refresh_episodes``) and, every ``train_period`` steps, updates each model once."""
+        new = self.assembler.pop_finished()
+        if new:
+            self.online.extend(new)
+            self.episodes_seen += len(new)
+            self._since_refresh += len(new)
+            self.counters["online_successes"] += sum(bool(e["metadata"]["success"]) for e in new)
+        if self._since_refresh >= int(self.c.refresh_episodes) or (
+                self._intervention_data is None and self.episodes_seen >= 1 and self._since_refresh):
+            self._since_refresh = 0
+            self._rebuild()
+            self.version += 1
+        if learner_step % int(self.c.train_period) == 0:
+            self._update_value()
+            self._update_intervention()
+            self._update_recovery()
+        return self.last_info
+
+    @property
+    def ready(self) -> bool:
+        """Whether the gate may fire with the current models (module docstring)."""
+        has_memory = self.memory_items is not None and len(self.memory_items) > 0
+        return (self.episodes_seen >= int(self.c.min_episodes)
+                and self.counters["intervention_updates"] >= int(self.c.min_updates)
+                and (has_memory or not bool(self.c.use_memory_goal)))
+
+    # ---- labels, datasets, memory
+    def _rebuild(self) -> None:
+        from uniintervene_jax.intervention.mining import mine_stagnation
+        from uniintervene_jax.intervention.target_encoders import ProxyValueTargetEncoder
+        from uniintervene_jax.intervention.train import build_dataset
+        from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
+        from uniintervene_jax.intervention.tvr import tvr_targets
+        from uniintervene_jax.pipeline import _minmax
+        from uniintervene_jax.recovery.train import recovery_training_pairs
+        from uniintervene_jax.value.report import value_curves
+        from uniintervene_jax.value.train import ValueDataset
+
+        t0 = time.time()
+        episodes = self._episodes()
+        if not episodes:
+            return
+        c = self.c
+        self._value_data = ValueDataset.from_episodes(
+            episodes, task=self.task, gamma=float(c.value.gamma), failure_weight=float(c.value.failure_weight))
+        curves = value_curves(self.value, episodes, task=self.task)
+        labels, tvr = [], []
+        for curve in curves:
+            steps = curve[:-1]
+            labels.append(mine_stagnation(steps, {"rule": c.mining_rule}))
+            tvr.append(tvr_targets(steps, K=int(c.history_len), eps=float(c.tvr_eps), gamma_r=float(c.tvr_gamma_r),
+                                   clip_negative=bool(c.tvr_clip_negative)))
+        self._intervention_data = build_dataset(
+            episodes, curves, labels, tvr, ProxyValueTargetEncoder(self.value), instr_ids=self.instr,
+            history_len=int(c.history_len), keep_next_observations=False)
+        pairs = recovery_training_pairs(episodes, curves, horizon=int(c.horizon), goal_offset=int(c.goal_offset))
+        self._recovery_pairs = pairs if len(pairs["actions"]) else None
+        # Memory: demos + successful online episodes that contain a recovery (human or autonomous).
+        chosen = [i for i, e in enumerate(episodes)
+                  if e["metadata"].get("source") == "demo" or (e["metadata"].get("success") and e["metadata"].get("recovered"))]
+        items = None
+        if chosen:
+            def embed(obs):
+                return np.asarray(self.value.encode(obs, self.instr), np.float32)
+
+            items = mine_recovery_items(
+                [episodes[i] for i in chosen], [_minmax(curves[i]) for i in chosen], embed,
+                mining_preset(c.memory_preset), episode_ids=chosen, tasks=[self.task] * len(chosen))
+        self.memory_items = items
+        if float(c.tau_quantile) > 0:
+            self._calibrate_tau(episodes, curves)
+        self.counters["refreshes"] += 1
+        self.last_info.update({
+            "uniintervene/episodes": float(len(self.online)),
+            "uniintervene/label_rate": float(np.mean(np.concatenate(labels))) if labels else 0.0,
+            "uniintervene/memory_size": float(len(items) if items is not None else 0),
+            "uniintervene/recovery_pairs": float(len(pairs["actions"])),
+            "uniintervene/refresh_s": time.time() - t0,
+            "uniintervene/tau": self.tau,
+        })
+
+    def _calibrate_tau(self, episodes, curves) -> None:
+        """tau = the ``tau_quantile`` quantile of sigmoid(risk) over policy steps of recent
+        successful online episodes (at least ``tau_int``)."""
+        from uniintervene_jax.intervention.train import history_windows
+
+        probs = []
+        for e, curve in zip(episodes, curves):
+            if e["metadata"].get("source") != "online" or not e["metadata"].get("success"):
+                continue
+            mask = np.asarray(e["action_source"]) == 0
+            if not mask.any():
+                continue
+            hist = history_windows(curve[:-1], int(self.c.history_len))
+            obs = {k: v[:-1][mask] for k, v in e["observations"].items()}
+            out = self.intervention.predict(obs, self.instr, e["actions"][mask], hist[mask])
+            probs.append(out["trigger_prob"])
+        if probs:
+            self.tau = max(float(self.c.intervention.tau_int), float(np.quantile(np.concatenate(probs),
+                                                                                   float(self.c.tau_quantile))))
+
+    # ---- updates
+    def _update_value(self) -> None:
+        if self._value_data is None:
+            return
+        batch = self._value_data.sample(self.rng, int(self.c.batch_size), float(self.c.value.failure_fraction))
+        self.value, info = self.value.update(batch)
+        self.counters["value_updates"] += 1
+        self.last_info["uniintervene/value_loss"] = float(info["loss"])
+
+    def _update_intervention(self) -> None:
+        if self._intervention_data is None:
+            return
+        batch = self._intervention_data.sample(self.rng, int(self.c.batch_size),
+                                               balanced=bool(self.c.intervention.balanced_sampling),
+                                               positive_fraction=float(self.c.intervention.positive_fraction))
+        self.intervention, info = self.intervention.update(batch)
+        self.counters["intervention_updates"] += 1
+        self.last_info["uniintervene/intervention_loss"] = float(info["loss"])
+
+    def _update_recovery(self) -> None:
+        from uniintervene_jax.recovery.train import _take
+
+        if self._recovery_pairs is None:
+            return
+        n = len(self._recovery_pairs["actions"])
+        idx = self.rng.integers(0, n, size=int(self.c.recovery_batch_size))
+        self.recovery, info = self.recovery.update(_take(self._recovery_pairs, idx))
+        self.counters["recovery_updates"] += 1
+        self.last_info["uniintervene/recovery_loss"] = float(info["train/loss"] if "train/loss" in info else info["loss"])
+
+    # ---- actor payload, persistence
+    def payload(self) -> Dict[str, Any]:
+        """What the actor's gate needs (all numpy; msgpack-able): ``version``, ``ready``, ``tau``,
+        ``value`` / ``intervention`` / ``recovery`` parameter trees and ``memory``
+        (:func:`memory_to_payload`)."""
+        to_np = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))  # noqa: E731
+        return {
+            "version": int(self.version),
+            "ready": bool(self.ready),
+            "tau": float(self.tau),
+            "value": to_np(self.value.state.params),
+            "intervention": to_np(self.intervention.state.params),
+            "recovery": to_np(self.recovery.state.params),
+            "memory": memory_to_payload(self.memory_items),
+        }
+
+    def stats(self) -> Dict[str, float]:
+        out = dict(self.last_info)
+        out.update({f"uniintervene/{k}": float(v) for k, v in self.counters.items()})
+        out["uniintervene/ready"] = float(self.ready)
+        out["uniintervene/version"] = float(self.version)
+        return out
+
+    def save(self, directory: str) -> None:
+        """Saves the three models (their own folders) and the memory under ``directory``."""
+        from uniintervene_jax.memory.memory import RecoveryMemory
+
+        os.makedirs(directory, exist_ok=True)
+        self.value.save(os.path.join(directory, "value"))
+        self.intervention.save(os.path.join(directory, "intervention"))
+        self.recovery.save(os.path.join(directory, "recovery"))
+        if self.memory_items is not None:
+            RecoveryMemory(items=self.memory_items).save(os.path.join(directory, "memory"))
+        from serl_ext.loop.common import atomic_write_json
+
+        atomic_write_json(os.path.join(directory, "state.json"), {
+            "version": self.version, "tau": self.tau, "episodes_seen": self.episodes_seen,
+            "counters": dict(self.counters)})
+
+    def restore(self, directory: str) -> bool:
+        """Reloads what :meth:`save` wrote (fresh optimiser states; the kept episodes are not
+        saved, so the datasets refill from new episodes). Returns False when nothing is there."""
+        from uniintervene_jax.intervention.train import InterventionModel
+        from uniintervene_jax.memory.memory import RecoveryMemory
+        from uniintervene_jax.recovery.model import RecoveryPolicy
+        from uniintervene_jax.value.train import ProxyValue
+
+        state_path = os.path.join(directory, "state.json")
+        if not os.path.exists(state_path):
+            return False
+        with open(state_path) as f:
+            state = json.load(f)
+        self.value = ProxyValue.load(os.path.join(directory, "value"))
+        self.intervention = InterventionModel.load(os.path.join(directory, "intervention"))
+        self.recovery = RecoveryPolicy.load(os.path.join(directory, "recovery"), seed=self.seed)
+        mem_dir = os.path.join(directory, "memory")
+        self.memory_items = RecoveryMemory.load(mem_dir).items if os.path.isdir(mem_dir) else None
+        self.version = int(state["version"]) + 1
+        self.tau = float(state["tau"])
+        self.episodes_seen = int(state["episodes_seen"])
+        self.counters.update(state["counters"])
+        return True
+
+
+def build_models(config, obs_spec, action_dim: int):
+    """The three UniIntervene models of ``config.uniintervene`` with fresh parameters, seeded by
+    ``config.seed`` (the actor builds the same structures and loads pushed parameters into them).
+
+    Returns ``(ProxyValue, InterventionModel, RecoveryPolicy)``.
+    """
+    from serl_ext.loop.common import example_observation
+    from uniintervene_jax.intervention.train import InterventionModel
+    from uniintervene_jax.recovery.model import RecoveryPolicy
+    from uniintervene_jax.value.train import ProxyValue
+
+    c = config.uniintervene
+    example = example_observation(obs_spec)
+    key = jax.random.PRNGKey(int(config.seed) + 101)
+    k1, k2, k3 = jax.random.split(key, 3)
+    value = ProxyValue.create(k1, example, c.value)
+    intervention = InterventionModel.create(k2, example, int(action_dim), int(c.value.latent_dim), c.intervention)
+    recovery = RecoveryPolicy.create(k3, example, int(action_dim), c.recovery)
+    return value, intervention, recovery
