@@ -209,11 +209,12 @@ class UniInterveneGate:
             "recovery_steps": float(ep["recovery_steps"]),
             "aborted_chunks": float(ep["aborted_chunks"]),
             "no_goal": float(ep["no_goal"]),
-            "mean_risk_prob": ep["prob_sum"] / ep["decisions"] if ep["decisions"] else float("nan"),
             "ready": float(bool(self.models.ready)),
             "tau": float(getattr(self.models, "tau", float("nan"))),
             "version": float(getattr(self.models, "version", -1)),
         }
+        if ep["decisions"]:
+            out["mean_risk_prob"] = ep["prob_sum"] / ep["decisions"]
         if self.latencies_ms:
             out["decision_latency_ms_p50"] = float(np.percentile(self.latencies_ms, 50))
         return out
