@@ -81,6 +81,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Write every training episode to {run_dir}/episodes/rollout_NNNNNN.npz (episodes.py format).
     config.actor.save_episodes = False
     config.actor.learner_timeout_s = 10.0  # No params for this long => learner considered away.
+    # With the throttle on, wait up to this long at start for the learner's first parameters
+    # (0: act at once). Keeps methods whose learner starts slower (pretraining) comparable.
+    config.actor.wait_for_learner_s = 120.0
 
     # Transport (serl_ext/transport).
     config.transport = ml_collections.ConfigDict()

@@ -113,3 +113,85 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["learner_step"] == learner_summary2["learner_steps"]
     assert result["episodes"] == 2 and 0.0 <= result["eval_success_rate"] <= 1.0
+
+
+@pytest.mark.timeout(600)
+def test_uniintervene_gate_end_to_end(tmp_path):
+    """learner.sh + actor.sh with hil_serl+uniintervene and tiny budgets: the learner's online
+    UniIntervene models become ready, are pushed, and the actor's gate scores with them."""
+    import time
+
+    demos = subprocess.run(
+        [sys.executable, "launchers/collect_demos.py", "--task=pick-place", "--num_demos=2",
+         f"--out={tmp_path / 'demos'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert demos.returncode == 0, demos.stderr[-3000:]
+    ports = _free_ports(2)
+    # The actor keeps to one env step per learner step (plus slack), also through the learner's
+    # compile pauses (learner_timeout_s), so that the learner's UniIntervene models become
+    # ready while the actor still has episodes to run.
+    replaced = ("--config.learner.training_starts", "--config.actor.steps_per_update")
+    flags = [f for f in _flags(tmp_path, ports, 800) if not f.startswith(replaced)]
+    flags += [
+        "--config.learner.training_starts=300",
+        "--config.actor.steps_per_update=1",
+        "--config.actor.throttle_slack=100",
+        "--config.actor.learner_timeout_s=120",
+        "--config.uniintervene.min_episodes=2",
+        "--config.uniintervene.min_updates=20",
+        "--config.uniintervene.pretrain_steps=20",
+        "--config.uniintervene.refresh_episodes=4",
+        "--config.uniintervene.publish_period=20",
+        "--config.uniintervene.timeline_every=1",
+        "--config.uniintervene.batch_size=32",
+        "--config.uniintervene.recovery_batch_size=16",
+        "--config.uniintervene.value.hidden_dims=(32, 32)",
+        "--config.uniintervene.value.head_hidden_dims=(32,)",
+        "--config.uniintervene.value.latent_dim=16",
+        "--config.uniintervene.intervention.model.hidden_dims=(32, 32)",
+        "--config.uniintervene.intervention.model.head_hidden_dims=(32,)",
+        "--config.uniintervene.recovery.cond_hidden_dims=(32,)",
+        "--config.uniintervene.recovery.chunk_hidden_dims=(32,)",
+    ]
+    spec = "pick-place,hil_serl+uniintervene"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    log_path = tmp_path / "learner.log"
+    with open(log_path, "w") as log:
+        learner = subprocess.Popen(["bash", "launchers/learner.sh", spec, *flags],
+                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Start the actor once the learner has pretrained and is about to publish (before that
+        # the actor would run unthrottled: the learner counts as away).
+        deadline = time.time() + 300
+        while "UniIntervene pretrained" not in log_path.read_text():
+            assert learner.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        actor = subprocess.run(
+            ["bash", "launchers/actor.sh", spec, *flags],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=500,
+        )
+        assert actor.returncode == 0, actor.stdout[-3000:] + actor.stderr[-3000:]
+        learner.wait(timeout=120)
+        assert learner.returncode == 0, log_path.read_text()[-3000:]
+    finally:
+        if learner.poll() is None:
+            learner.kill()
+    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl+uniintervene" / "seed0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["algorithm"] == "hil_serl+uniintervene" and summary["env_steps"] == 800
+    assert summary["gate_decisions"] > 0, summary  # the pushed models were ready and the gate scored
+    assert summary["gate_latency_ms_p50"] is not None
+    state = json.loads((run_dir / "uniintervene" / "state.json").read_text())
+    assert state["episodes_seen"] >= 2 and state["counters"]["intervention_updates"] >= 20
+    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    assert learner_summary["uniintervene_ready"] == 1.0
+    rows = [json.loads(line) for line in (run_dir / "gate_timeline.jsonl").read_text().splitlines()]
+    assert len(rows) >= 2
+    for row in rows:
+        n = len(row["source"])
+        assert n > 0 and len(row["value"]) == len(row["risk"]) == len(row["trigger"]) == n
+        assert set(row["source"]) <= {0, 1, 2} and set(row["trigger"]) <= {0, 1}
+    # Once ready, every step records its value; the risk is recorded at scored steps.
+    ready_rows = [r for r in rows if any(v is not None for v in r["value"])]
+    assert ready_rows and any(p is not None for r in ready_rows for p in r["risk"])

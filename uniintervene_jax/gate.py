@@ -12,8 +12,9 @@ Per actor step (DESIGN section 4 "Online", the guide's "Inference in a HiL-RL lo
                         with goal value > V_t; the current observation with use_memory_goal=False)
                         chunk = recovery_policy(o_t, goal, l)  (H actions)  -> first action
     # after env.step: a human (real or simulated) action always wins; it aborts any chunk at
-    # once, and the gate stays silent while the human is in control and for cooldown_steps
-    # policy steps after the hand-back.
+    # once. While the human is in control the gate starts no chunk; its proposal is the
+    # recovery policy's action (propose_under_human, default) or the policy's, and after the
+    # hand-back it waits cooldown_steps policy steps before it may fire again.
 
 The gate fires only when the learner's payload says ``ready`` (see ``uniintervene_jax/online.py``);
 until then it passes the policy's action through (and records nothing but the value).
@@ -62,6 +63,10 @@ class UniInterveneGate:
       cooldown_steps: policy steps without triggering after a recovery ends or the human hands back.
       max_chunks: consecutive chunks before a forced cooldown.
       use_memory_goal: False (ablation) conditions the recovery policy on the current observation.
+      propose_under_human: while the human holds control, propose the recovery policy's action
+        (goal from the memory) instead of the base policy's; the human's action is executed
+        either way, but the hand-back (the human lets go once the robot's proposals agree with
+        what they would do) then judges the recovery policy.
       timeline_path: append the per-step value/risk/trigger/source of every ``timeline_every``-th
         episode to this JSONL file (None: off).
     Raises:
@@ -69,7 +74,8 @@ class UniInterveneGate:
     """
 
     def __init__(self, models: GateModels, history_len: int = 8, cooldown_steps: int = 4, max_chunks: int = 4,
-                 use_memory_goal: bool = True, timeline_path: Optional[str] = None, timeline_every: int = 5):
+                 use_memory_goal: bool = True, timeline_path: Optional[str] = None, timeline_every: int = 5,
+                 propose_under_human: bool = True):
         if int(history_len) < 1 or int(max_chunks) < 1 or int(cooldown_steps) < 0:
             raise ValueError(f"need history_len >= 1, max_chunks >= 1, cooldown_steps >= 0; got "
                              f"{history_len}, {max_chunks}, {cooldown_steps}")
@@ -78,6 +84,7 @@ class UniInterveneGate:
         self.cooldown_steps = int(cooldown_steps)
         self.max_chunks = int(max_chunks)
         self.use_memory_goal = bool(use_memory_goal)
+        self.propose_under_human = bool(propose_under_human)
         self.timeline_path = timeline_path
         self.timeline_every = int(timeline_every)
         self.history: collections.deque = collections.deque(maxlen=self.K + 1)
@@ -119,7 +126,19 @@ class UniInterveneGate:
             self.history.append(v)
         self._pending = (v, float("nan"), 0)
         if self.human_active:
-            return policy_action, POLICY
+            if not self.propose_under_human:
+                return policy_action, POLICY
+            # The human holds control: the robot's proposal (what would run if the human let go,
+            # and what the human's hand-back judges) is the recovery policy's action, one step
+            # at a time; the human's action is executed, so no chunk is started or counted.
+            t0 = time.perf_counter()
+            goal = self.models.goal(observation, v) if self.use_memory_goal else observation
+            if goal is None:
+                return policy_action, POLICY
+            chunk = self._check_chunk(self.models.chunk(observation, goal), policy_action)
+            self._ep["proposals_under_human"] += 1
+            self.latencies_ms.append(1e3 * (time.perf_counter() - t0))
+            return chunk[0], RECOVERY
         if self.chunk:
             return self._next_chunk_action(), RECOVERY
         if self.chunks_in_row:  # a chunk just ended: re-evaluate
@@ -155,18 +174,23 @@ class UniInterveneGate:
             if goal is None:
                 self._ep["no_goal"] += 1
             else:
-                chunk = np.asarray(self.models.chunk(observation, goal), np.float32)
-                if chunk.ndim != 2 or chunk.shape[1] != policy_action.shape[0] or chunk.shape[0] < 1:
-                    raise ValueError(f"recovery chunk must be (H, {policy_action.shape[0]}), got {chunk.shape}")
-                if not np.all(np.isfinite(chunk)):
-                    raise ValueError("recovery chunk contains NaN or inf")
-                self.chunk.extend(np.clip(chunk, -1.0, 1.0))
+                chunk = self._check_chunk(self.models.chunk(observation, goal), policy_action)
+                self.chunk.extend(chunk)
                 self.chunks_in_row += 1
                 self._ep["triggers"] += 1
                 self._pending = (v, float(prob), 1)
                 result = (self._next_chunk_action(), RECOVERY)
         self.latencies_ms.append(1e3 * (time.perf_counter() - t0))
         return result
+
+    @staticmethod
+    def _check_chunk(chunk, policy_action) -> np.ndarray:
+        chunk = np.asarray(chunk, np.float32)
+        if chunk.ndim != 2 or chunk.shape[1] != policy_action.shape[0] or chunk.shape[0] < 1:
+            raise ValueError(f"recovery chunk must be (H, {policy_action.shape[0]}), got {chunk.shape}")
+        if not np.all(np.isfinite(chunk)):
+            raise ValueError("recovery chunk contains NaN or inf")
+        return np.clip(chunk, -1.0, 1.0)
 
     def observe(self, observation, action, source, reward, next_observation, info) -> None:
         if source == HUMAN:
@@ -202,13 +226,14 @@ class UniInterveneGate:
     def stats(self) -> Dict[str, float]:
         """Per-episode scalars (logged under ``gate/``); also adds them to the run totals."""
         ep = self._ep
-        for k in ("triggers", "recovery_steps", "aborted_chunks", "no_goal", "decisions"):
+        for k in ("triggers", "recovery_steps", "aborted_chunks", "no_goal", "decisions", "proposals_under_human"):
             self.total[k] += ep[k]
         out = {
             "triggers": float(ep["triggers"]),
             "recovery_steps": float(ep["recovery_steps"]),
             "aborted_chunks": float(ep["aborted_chunks"]),
             "no_goal": float(ep["no_goal"]),
+            "proposals_under_human": float(ep["proposals_under_human"]),
             "ready": float(bool(self.models.ready)),
             "tau": float(getattr(self.models, "tau", float("nan"))),
             "version": float(getattr(self.models, "version", -1)),
@@ -229,6 +254,7 @@ class UniInterveneGate:
             "gate_aborted_chunks": int(self.total["aborted_chunks"]),
             "gate_no_goal": int(self.total["no_goal"]),
             "gate_decisions": int(self.total["decisions"]),
+            "gate_proposals_under_human": int(self.total["proposals_under_human"]),
             "gate_latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
             "gate_latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
         }
@@ -354,4 +380,4 @@ def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) 
         cooldown_steps=int(c.cooldown_steps), max_chunks=int(c.max_chunks),
         use_memory_goal=bool(c.use_memory_goal),
         timeline_path=os.path.join(run_dir, "gate_timeline.jsonl") if run_dir else None,
-        timeline_every=int(c.timeline_every))
+        timeline_every=int(c.timeline_every), propose_under_human=bool(c.propose_under_human))

@@ -16,7 +16,8 @@ The learner process of ``hil_serl+uniintervene`` (``serl_ext/loop/learner.py``) 
    recovery); keys are re-embedded with the current proxy-value encoder at each refresh, so
    they never go stale;
 4. **keeps training** the proxy value, the intervention model and the goal-conditioned
-   recovery policy: one update of each every ``train_period`` agent updates, after a
+   recovery policy: one update of the first two and ``recovery_updates`` of the recovery
+   policy every ``train_period`` agent updates, after a
    ``pretrain_steps`` burst on the demos at start;
 5. hands the learner a **payload** for the actor (``payload()``): parameters of the three
    models, the memory items, the trigger threshold, ``ready`` and a version number that
@@ -77,6 +78,9 @@ def get_online_config() -> ml_collections.ConfigDict:
     # default) or "both" (also the demo+intervention buffer, like human steps). Every
     # transition always goes to the online buffer.
     c.recovery_buffer = "online"
+    # While the human holds control, the robot's proposal (judged by the human's hand-back) is
+    # the recovery policy's action rather than the base policy's (gate.UniInterveneGate).
+    c.propose_under_human = True
     # Ablation: False -> the recovery goal is the current observation (no memory retrieval).
     c.use_memory_goal = True
     # Record the value/risk/trigger timeline of every n-th episode to gate_timeline.jsonl (0: off).
@@ -96,14 +100,24 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.tvr_clip_negative = False
     # Recovery-memory mining preset ("default": 120 items, 10 bins, span 8, delta 0.5).
     c.memory_preset = "default"
+    # Online extension (not in the paper): the takeover_label_steps policy/recovery steps
+    # before each human takeover are also positive trigger labels (union with the mined
+    # stagnation labels), so the model learns to fire before the operator would. 0: off.
+    c.takeover_label_steps = 8
     # Goal offset k of the recovery training pairs (goal = o_{t+k}).
     c.goal_offset = 8
+    # Recovery-policy anchors in online episodes: "interventions" (the operator's segments,
+    # default: behaviour cloning of recoveries, as the guide trains it) or "all" (also every
+    # step of successful online episodes, whatever acted). Demos always anchor every step.
+    c.recovery_anchors = "interventions"
     # --- learner schedule ---
     c.batch_size = 128
     c.recovery_batch_size = 128
-    # One update of each UniIntervene model every train_period agent updates (about 11 ms for
+    # One update of each UniIntervene model every train_period agent updates (about 12-18 ms for
     # the three on this 2-core CPU against about 10 ms per agent update at UTD 2).
-    c.train_period = 4
+    c.train_period = 8
+    # Recovery-policy updates per round (behaviour cloning is cheap and data grows fast).
+    c.recovery_updates = 4
     # Updates of the proxy value and the recovery policy on the demos before training starts.
     c.pretrain_steps = 1000
     # Relabel + rebuild datasets and memory every refresh_episodes finished online episodes.
@@ -125,7 +139,7 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
     if c.recovery_buffer not in RECOVERY_BUFFERS:
         raise ValueError(f"uniintervene.recovery_buffer must be one of {RECOVERY_BUFFERS}, got {c.recovery_buffer!r}")
     for name in ("history_len", "horizon", "train_period", "refresh_episodes", "max_episodes", "batch_size",
-                 "recovery_batch_size", "publish_period", "max_chunks"):
+                 "recovery_batch_size", "publish_period", "max_chunks", "recovery_updates"):
         if int(c[name]) < 1:
             raise ValueError(f"uniintervene.{name} must be >= 1, got {c[name]}")
     for name in ("cooldown_steps", "pretrain_steps", "min_episodes", "min_updates", "timeline_every"):
@@ -360,7 +374,8 @@ class OnlineUniIntervene:
         if learner_step % int(self.c.train_period) == 0:
             self._update_value()
             self._update_intervention()
-            self._update_recovery()
+            for _ in range(int(self.c.recovery_updates)):
+                self._update_recovery()
         return self.last_info
 
     @property
@@ -379,7 +394,6 @@ class OnlineUniIntervene:
         from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
         from uniintervene_jax.intervention.tvr import tvr_targets
         from uniintervene_jax.pipeline import _minmax
-        from uniintervene_jax.recovery.train import recovery_training_pairs
         from uniintervene_jax.value.report import value_curves
         from uniintervene_jax.value.train import ValueDataset
 
@@ -392,16 +406,17 @@ class OnlineUniIntervene:
             episodes, task=self.task, gamma=float(c.value.gamma), failure_weight=float(c.value.failure_weight))
         curves = value_curves(self.value, episodes, task=self.task)
         labels, tvr = [], []
-        for curve in curves:
+        for episode, curve in zip(episodes, curves):
             steps = curve[:-1]
-            labels.append(mine_stagnation(steps, {"rule": c.mining_rule}))
+            labels.append(mine_stagnation(steps, {"rule": c.mining_rule})
+                          | takeover_labels(episode["interventions"], int(c.takeover_label_steps)))
             tvr.append(tvr_targets(steps, K=int(c.history_len), eps=float(c.tvr_eps), gamma_r=float(c.tvr_gamma_r),
                                    clip_negative=bool(c.tvr_clip_negative)))
         self._intervention_data = build_dataset(
             episodes, curves, labels, tvr, ProxyValueTargetEncoder(self.value), instr_ids=self.instr,
             history_len=int(c.history_len), keep_next_observations=False)
-        pairs = recovery_training_pairs(episodes, curves, horizon=int(c.horizon), goal_offset=int(c.goal_offset))
-        self._recovery_pairs = pairs if len(pairs["actions"]) else None
+        pairs = _recovery_pairs(episodes, curves, c)
+        self._recovery_pairs = pairs if pairs is not None and len(pairs["actions"]) else None
         # Memory: demos + successful online episodes that contain a recovery (human or autonomous).
         chosen = [i for i, e in enumerate(episodes)
                   if e["metadata"].get("source") == "demo" or (e["metadata"].get("success") and e["metadata"].get("recovered"))]
@@ -421,7 +436,7 @@ class OnlineUniIntervene:
             "uniintervene/episodes": float(len(self.online)),
             "uniintervene/label_rate": float(np.mean(np.concatenate(labels))) if labels else 0.0,
             "uniintervene/memory_size": float(len(items) if items is not None else 0),
-            "uniintervene/recovery_pairs": float(len(pairs["actions"])),
+            "uniintervene/recovery_pairs": float(len(pairs["actions"]) if pairs is not None else 0),
             "uniintervene/refresh_s": time.time() - t0,
             "uniintervene/tau": self.tau,
         })
@@ -538,6 +553,50 @@ class OnlineUniIntervene:
         self.episodes_seen = int(state["episodes_seen"])
         self.counters.update(state["counters"])
         return True
+
+
+def takeover_labels(interventions: Any, steps: int) -> np.ndarray:
+    """bool ``(T,)``: the ``steps`` non-human steps before each human takeover onset.
+
+    A takeover onset is a step ``s`` with ``interventions[s]`` and not ``interventions[s-1]``;
+    steps ``max(0, s - steps) .. s-1`` are labelled unless the human acted there.
+    Raises ValueError for a non-1-D input or ``steps < 0``.
+    """
+    human = np.asarray(interventions, bool)
+    if human.ndim != 1:
+        raise ValueError(f"interventions must be (T,), got shape {human.shape}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    out = np.zeros_like(human)
+    if steps == 0:
+        return out
+    onsets = np.flatnonzero(human & ~np.concatenate([[False], human[:-1]]))
+    for s in onsets:
+        out[max(0, s - steps): s] = True
+    return out & ~human
+
+
+def _recovery_pairs(episodes, curves, c):
+    """Recovery training pairs: every step of the demos, and in online episodes the anchors of
+    ``c.recovery_anchors``; goals ``goal_offset`` steps ahead with a value gain > 0."""
+    from uniintervene_jax.recovery.train import recovery_training_pairs
+
+    if c.recovery_anchors not in ("interventions", "all"):
+        raise ValueError(f"uniintervene.recovery_anchors must be 'interventions' or 'all', got {c.recovery_anchors!r}")
+    parts = []
+    demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]
+    online_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") != "demo"]
+    for idx, successes in ((demo_idx, True), (online_idx, c.recovery_anchors == "all")):
+        if idx:
+            parts.append(recovery_training_pairs([episodes[i] for i in idx], [curves[i] for i in idx],
+                                                 horizon=int(c.horizon), goal_offset=int(c.goal_offset),
+                                                 use_successes=successes, use_interventions=True))
+    parts = [p for p in parts if len(p["actions"])]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
 def build_models(config, obs_spec, action_dim: int):

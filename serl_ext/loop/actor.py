@@ -201,6 +201,15 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         writer = EpisodeWriter(os.path.join(run_dir, "episodes"), prefix="rollout")
         recorder = EpisodeRecorder()
 
+    wait_s = float(config.actor.get("wait_for_learner_s", 0.0))
+    if float(config.actor.steps_per_update) > 0 and wait_s > 0:
+        # With the throttle on, start acting only once the learner is up (it may spend a while
+        # loading demos or pretraining), so every method starts from the same data/update ratio.
+        tqdm.write(f"[actor] waiting up to {wait_s:.0f} s for the learner's first parameters")
+        deadline = time.time() + wait_s
+        while time.time() < deadline and slot.last_receive_time == 0.0:
+            client.update()
+            time.sleep(0.05)
     obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
     gate.reset(obs)
     if recorder is not None:
@@ -340,7 +349,8 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     return summary
 
 
-_GATE_COUNTERS = ("gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions")
+_GATE_COUNTERS = ("gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",
+                  "gate_proposals_under_human")
 
 
 def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int) -> Dict[str, Any]:

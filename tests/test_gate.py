@@ -1,0 +1,678 @@
+"""The UniIntervene intervention gate (uniintervene_jax/gate.py).
+
+Most tests drive :class:`UniInterveneGate` directly with :class:`ScriptedModels` (scripted
+trigger decisions, values and recovery chunks; every call is recorded) so that the gate logic
+is checked step by step: trigger -> chunk, re-evaluation at a chunk's end, ``max_chunks``,
+cooldown, human precedence, the value history, no-goal, the timeline file and the counters.
+The last tests load a learner payload into the real :class:`NetworkGateModels`.
+"""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
+from uniintervene_jax.gate import UniInterveneGate
+
+A = 4
+POLICY_ACTION = np.full((A,), -0.5, np.float32)
+
+
+def _obs(t):
+    """Observation of step t: the step index is readable from it."""
+    return {"state": np.array([float(t), 0.0, 0.0], np.float32)}
+
+
+def _step_of(obs):
+    return int(obs["state"][0])
+
+
+class ScriptedModels:
+    """GateModels with scripted outputs; records every call.
+
+    Args:
+      triggers: trigger decision of the n-th ``score`` call (False once exhausted).
+      values: value of the n-th ``value`` call (default 0.5 for every call).
+      H: chunk length. Chunk k (0-based, in order of ``chunk`` calls) has rows
+        ``chunk_row(k, i) = full(A, (10 k + i + 1) / 100)`` so executed actions name their origin.
+      goal_none: ``goal`` returns None.
+    """
+
+    def __init__(self, triggers=(), values=None, H=3, ready=True, tau=0.5, goal_none=False, probs=None):
+        self.ready = ready
+        self.tau = tau
+        self.triggers = list(triggers)
+        self.values = None if values is None else list(values)
+        self.probs = probs
+        self.H = H
+        self.goal_none = goal_none
+        self.value_calls = 0
+        self.score_calls = []  # (step, policy_action, value_history)
+        self.goal_calls = []  # (step, value)
+        self.chunk_calls = []  # (observation, goal)
+        self.bad_chunk = None
+
+    @staticmethod
+    def chunk_row(k, i):
+        return np.full((A,), (10 * k + i + 1) / 100.0, np.float32)
+
+    def value(self, observation):
+        v = 0.5 if self.values is None else self.values[self.value_calls]
+        self.value_calls += 1
+        return v
+
+    def score(self, observation, policy_action, value_history):
+        n = len(self.score_calls)
+        self.score_calls.append((_step_of(observation), np.array(policy_action), np.array(value_history)))
+        trigger = self.triggers[n] if n < len(self.triggers) else False
+        prob = self.probs[n] if self.probs is not None else (0.9 if trigger else 0.1)
+        return prob, trigger
+
+    def goal(self, observation, value):
+        self.goal_calls.append((_step_of(observation), value))
+        return None if self.goal_none else {"state": np.full((3,), 7.0, np.float32)}
+
+    def chunk(self, observation, goal):
+        k = len(self.chunk_calls)
+        self.chunk_calls.append((observation, goal))
+        if self.bad_chunk is not None:
+            return self.bad_chunk
+        return np.stack([self.chunk_row(k, i) for i in range(self.H)])
+
+    @property
+    def scored_steps(self):
+        return [s for s, _, _ in self.score_calls]
+
+
+def _drive(gate, start, n, human=(), info_at=None):
+    """Runs steps ``start .. start+n-1`` (observation ``_obs(t)``); the human takes over at the
+    steps in ``human``. Returns ``[(t, action, gate_source, executed_source)]``."""
+    out = []
+    for t in range(start, start + n):
+        obs = _obs(t)
+        action, source = gate.select_action(obs, POLICY_ACTION)
+        executed = HUMAN if t in human else source
+        executed_action = np.zeros((A,), np.float32) if executed == HUMAN else action
+        info = {} if info_at is None else info_at(t)
+        gate.observe(obs, executed_action, executed, 0.0, _obs(t + 1), info)
+        out.append((t, np.array(action), source, executed))
+    return out
+
+
+def _new_gate(models, **kwargs):
+    kwargs.setdefault("history_len", 2)
+    kwargs.setdefault("cooldown_steps", 2)
+    kwargs.setdefault("max_chunks", 2)
+    gate = UniInterveneGate(models, **kwargs)
+    gate.reset(_obs(0))
+    return gate
+
+
+# ------------------------------------------------------------------ scripted logic
+def test_not_ready_passes_policy_action_and_never_scores():
+    models = ScriptedModels(triggers=[True] * 20, ready=False)
+    gate = _new_gate(models)
+    for t, action, source, _ in _drive(gate, 0, 12):
+        assert source == POLICY
+        np.testing.assert_array_equal(action, POLICY_ACTION)
+    assert models.score_calls == [] and models.chunk_calls == [] and models.goal_calls == []
+    stats = gate.stats()
+    assert stats["ready"] == 0.0 and stats["triggers"] == 0.0 and stats["recovery_steps"] == 0.0
+    assert gate.summary()["gate_decisions"] == 0
+    # The models become ready (a payload arrived): the very next step is scored.
+    models.ready = True
+    _drive(gate, 12, 1)
+    assert models.scored_steps == [12]
+
+
+def test_chunks_in_a_row_then_forced_cooldown():
+    # H=3, max_chunks=2, cooldown_steps=2: trigger at step 0 -> chunk 0 at steps 0,1,2; re-evaluated
+    # at step 3 (scored, triggers again) -> chunk 1 at steps 3,4,5; step 6 is the end of the second
+    # chunk in a row: no re-evaluation, the policy acts and the cooldown starts; steps 7, 8 are
+    # the cooldown_steps policy steps; step 9 is scored again.
+    models = ScriptedModels(triggers=[True, True, True, True], H=3)
+    gate = _new_gate(models, cooldown_steps=2, max_chunks=2)
+    steps = _drive(gate, 0, 12)
+    for t in range(0, 3):
+        assert steps[t][2] == RECOVERY
+        np.testing.assert_array_equal(steps[t][1], ScriptedModels.chunk_row(0, t))
+    for t in range(3, 6):
+        assert steps[t][2] == RECOVERY
+        np.testing.assert_array_equal(steps[t][1], ScriptedModels.chunk_row(1, t - 3))
+    for t in (6, 7, 8):
+        assert steps[t][2] == POLICY
+        np.testing.assert_array_equal(steps[t][1], POLICY_ACTION)
+    # Score calls: the two chunk starts, then nothing until the cooldown is over; the third
+    # trigger (step 9) starts chunk 2 at steps 9, 10, 11.
+    assert models.scored_steps == [0, 3, 9]
+    assert [steps[t][2] for t in (9, 10, 11)] == [RECOVERY] * 3
+    np.testing.assert_array_equal(steps[11][1], ScriptedModels.chunk_row(2, 2))
+    # The policy's proposal is what gets scored.
+    np.testing.assert_array_equal(models.score_calls[0][1], POLICY_ACTION)
+    stats = gate.stats()
+    assert stats["triggers"] == 3.0 and stats["recovery_steps"] == 9.0 and stats["aborted_chunks"] == 0.0
+    assert stats["mean_risk_prob"] == pytest.approx(0.9)
+
+
+def test_forced_cooldown_length_follows_cooldown_steps():
+    # Same as above with cooldown_steps=4, max_chunks=1: chunk 0 at steps 0..2, step 3 forced
+    # stop, steps 4..7 cooldown, step 8 scored. With cooldown_steps=0 the step after the forced
+    # stop is scored.
+    for cooldown, first_after in ((4, 8), (0, 4)):
+        models = ScriptedModels(triggers=[True, False, False], H=3)
+        gate = _new_gate(models, cooldown_steps=cooldown, max_chunks=1)
+        steps = _drive(gate, 0, first_after + 2)
+        assert [s[2] for s in steps[:3]] == [RECOVERY] * 3
+        assert all(s[2] == POLICY for s in steps[3:])
+        assert models.scored_steps == [0, first_after, first_after + 1], cooldown
+
+
+def test_no_trigger_at_chunk_end_cools_down():
+    # H=3, cooldown 2: chunk at 0..2; step 3 re-evaluated (no trigger) -> policy; steps 4, 5
+    # cooldown (not scored); scored again from step 6 on at every step.
+    models = ScriptedModels(triggers=[True, False, False, False, False], H=3)
+    gate = _new_gate(models, cooldown_steps=2, max_chunks=4)
+    steps = _drive(gate, 0, 9)
+    assert [s[2] for s in steps] == [RECOVERY] * 3 + [POLICY] * 6
+    assert models.scored_steps == [0, 3, 6, 7, 8]
+    assert len(models.chunk_calls) == 1
+    stats = gate.stats()
+    assert stats["triggers"] == 1.0 and stats["recovery_steps"] == 3.0
+    assert stats["mean_risk_prob"] == pytest.approx((0.9 + 4 * 0.1) / 5)
+
+
+@pytest.mark.parametrize("propose_under_human", [False, True])
+def test_human_takeover_aborts_chunk_and_gate_does_not_score_until_cooldown_ends(propose_under_human):
+    # H=4, cooldown 2. Trigger at 0 -> chunk rows 0, 1 executed at steps 0, 1; the human takes
+    # over at step 2 (the gate proposed row 2) and keeps control at 3, 4; step 5 is the first
+    # step the robot acts again (hand-back seen in observe); steps 6, 7 cooldown; step 8 scored.
+    models = ScriptedModels(triggers=[True, True, True], H=4, values=[0.1 * (i + 1) for i in range(9)])
+    gate = _new_gate(models, cooldown_steps=2, max_chunks=4, propose_under_human=propose_under_human)
+    steps = _drive(gate, 0, 9, human=(2, 3, 4))
+    assert [s[2] for s in steps[:3]] == [RECOVERY] * 3
+    np.testing.assert_array_equal(steps[2][1], ScriptedModels.chunk_row(0, 2))
+    assert models.scored_steps == [0, 8]
+    if propose_under_human:
+        # While the human holds control (steps 3, 4, 5 as the gate sees them) the proposal is
+        # the first action of a fresh recovery chunk each step (goal asked with that step's
+        # value); no chunk is started: nothing of them runs on after the hand-back.
+        for k, t in enumerate((3, 4, 5), start=1):
+            assert steps[t][2] == RECOVERY, t
+            np.testing.assert_array_equal(steps[t][1], ScriptedModels.chunk_row(k, 0))
+        assert models.goal_calls[1:4] == [(3, pytest.approx(0.4)), (4, pytest.approx(0.5)), (5, pytest.approx(0.6))]
+        first_new_chunk = 4
+        policy_steps = (6, 7)
+    else:
+        assert len(models.chunk_calls) == 2
+        first_new_chunk = 1
+        policy_steps = (3, 4, 5, 6, 7)
+    # The aborted chunk's last row is never proposed again once the human took over.
+    for t in policy_steps:
+        assert steps[t][2] == POLICY, t
+        np.testing.assert_array_equal(steps[t][1], POLICY_ACTION)
+    assert steps[8][2] == RECOVERY  # a fresh chunk, not the aborted one
+    np.testing.assert_array_equal(steps[8][1], ScriptedModels.chunk_row(first_new_chunk, 0))
+    stats = gate.stats()
+    assert stats["aborted_chunks"] == 1.0
+    assert stats["triggers"] == 2.0
+    assert stats.get("proposals_under_human", 0.0) == (3.0 if propose_under_human else 0.0)
+
+
+def test_proposal_under_human_without_goal_is_the_policy_action():
+    models = ScriptedModels(triggers=[], goal_none=True)
+    gate = _new_gate(models, propose_under_human=True)
+    steps = _drive(gate, 0, 4, human=(0, 1, 2))
+    for t in (1, 2, 3):
+        assert steps[t][2] == POLICY
+        np.testing.assert_array_equal(steps[t][1], POLICY_ACTION)
+    assert models.chunk_calls == [] and models.scored_steps == [0]
+
+
+def test_human_takeover_outside_a_chunk_is_not_an_abort():
+    # No chunk running: the human takes over at step 1 (the gate scored step 1 before it could
+    # know) and keeps control at 2; step 3 is the hand-back step (silent: the gate cannot know
+    # yet that the human let go), steps 4, 5 cooldown, scored again from 6 on.
+    models = ScriptedModels(triggers=[], H=2)
+    gate = _new_gate(models, cooldown_steps=2)
+    _drive(gate, 0, 8, human=(1, 2))
+    assert models.scored_steps == [0, 1, 6, 7]
+    assert gate.stats()["aborted_chunks"] == 0.0
+
+
+def test_recovery_steps_count_only_executed_recovery_actions():
+    # The actor's summary counts recovery_steps as the steps whose executed source is RECOVERY;
+    # the gate's gate_recovery_steps should count the same steps. Trigger at 0 (H=4): rows 0, 1
+    # executed, row 2 proposed at step 2 but the human's action was executed instead.
+    models = ScriptedModels(triggers=[True], H=4)
+    gate = _new_gate(models, cooldown_steps=2, max_chunks=4, propose_under_human=False)
+    steps = _drive(gate, 0, 5, human=(2,))
+    executed_recovery = sum(executed == RECOVERY for _, _, _, executed in steps)
+    assert executed_recovery == 2
+    stats = gate.stats()
+    assert stats["aborted_chunks"] == 1.0
+    assert stats["recovery_steps"] == executed_recovery
+    assert gate.summary()["gate_recovery_steps"] == executed_recovery
+
+
+def test_value_history_is_padded_with_v0_and_slides():
+    # K=3; values 0.1, 0.2, ... (one value call per ready step); never triggers -> every step scored.
+    values = [round(0.1 * (i + 1), 1) for i in range(10)]
+    models = ScriptedModels(values=values)
+    gate = _new_gate(models, history_len=3)
+    _drive(gate, 0, 5)
+    expected = [
+        [0.1, 0.1, 0.1, 0.1],
+        [0.1, 0.1, 0.1, 0.2],
+        [0.1, 0.1, 0.2, 0.3],
+        [0.1, 0.2, 0.3, 0.4],
+        [0.2, 0.3, 0.4, 0.5],
+    ]
+    for (_, _, hist), want in zip(models.score_calls, expected):
+        assert hist.dtype == np.float32 and hist.shape == (4,)
+        np.testing.assert_allclose(hist, want, rtol=1e-6)
+    # A new episode starts a new padded history from its own first value (0.6).
+    gate.reset(_obs(0))
+    _drive(gate, 0, 2)
+    np.testing.assert_allclose(models.score_calls[5][2], [0.6] * 4, rtol=1e-6)
+    np.testing.assert_allclose(models.score_calls[6][2], [0.6, 0.6, 0.6, 0.7], rtol=1e-6)
+
+
+def test_value_history_keeps_running_during_a_chunk():
+    # K=2, H=2: trigger at step 0 (history [.1 .1 .1]); steps 0, 1 chunk; step 2 re-evaluated with
+    # the values of steps 0..2, which kept being recorded during the chunk.
+    models = ScriptedModels(triggers=[True, False], values=[0.1, 0.2, 0.3, 0.4], H=2)
+    gate = _new_gate(models, history_len=2, cooldown_steps=1)
+    _drive(gate, 0, 3)
+    assert models.scored_steps == [0, 2]
+    np.testing.assert_allclose(models.score_calls[0][2], [0.1, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(models.score_calls[1][2], [0.1, 0.2, 0.3], rtol=1e-6)
+    assert models.value_calls == 3
+
+
+def test_no_goal_means_no_chunk():
+    models = ScriptedModels(triggers=[True, True, False], values=[0.25, 0.35, 0.45], goal_none=True)
+    gate = _new_gate(models, cooldown_steps=2)
+    steps = _drive(gate, 0, 3)
+    assert [s[2] for s in steps] == [POLICY] * 3
+    for s in steps:
+        np.testing.assert_array_equal(s[1], POLICY_ACTION)
+    # The goal is asked with the current value; no goal -> no chunk and no cooldown (scored at
+    # every step).
+    assert models.goal_calls == [(0, 0.25), (1, 0.35)]
+    assert models.chunk_calls == []
+    assert models.scored_steps == [0, 1, 2]
+    stats = gate.stats()
+    assert stats["no_goal"] == 2.0 and stats["triggers"] == 0.0 and stats["recovery_steps"] == 0.0
+    assert gate.summary()["gate_no_goal"] == 2
+
+
+def test_without_memory_goal_the_current_observation_is_the_goal():
+    models = ScriptedModels(triggers=[True], H=2)
+    gate = _new_gate(models, use_memory_goal=False)
+    steps = _drive(gate, 0, 2)
+    assert models.goal_calls == []
+    assert len(models.chunk_calls) == 1
+    observation, goal = models.chunk_calls[0]
+    np.testing.assert_array_equal(goal["state"], _obs(0)["state"])
+    np.testing.assert_array_equal(observation["state"], _obs(0)["state"])
+    assert [s[2] for s in steps] == [RECOVERY, RECOVERY]
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((3, A + 1), np.float32),
+    np.zeros((A,), np.float32),
+    np.zeros((0, A), np.float32),
+    np.full((3, A), np.nan, np.float32),
+    np.array([[0.0, 0.0, np.inf, 0.0]], np.float32),
+])
+def test_bad_chunk_raises(bad):
+    models = ScriptedModels(triggers=[True])
+    models.bad_chunk = bad
+    gate = _new_gate(models)
+    with pytest.raises(ValueError):
+        gate.select_action(_obs(0), POLICY_ACTION)
+
+
+def test_chunk_actions_are_clipped_to_the_action_box():
+    models = ScriptedModels(triggers=[True])
+    models.bad_chunk = np.array([[2.0, -3.0, 0.5, 1.0]], np.float32)
+    gate = _new_gate(models)
+    action, source = gate.select_action(_obs(0), POLICY_ACTION)
+    assert source == RECOVERY
+    np.testing.assert_array_equal(action, [1.0, -1.0, 0.5, 1.0])
+
+
+def test_constructor_and_load_params_errors():
+    for kwargs in ({"history_len": 0}, {"max_chunks": 0}, {"cooldown_steps": -1}):
+        with pytest.raises(ValueError):
+            UniInterveneGate(ScriptedModels(), **kwargs)
+    with pytest.raises(TypeError):
+        UniInterveneGate(ScriptedModels()).load_params({"version": 1})
+
+
+def test_stats_and_summary_over_two_episodes():
+    # Episode 1 (H=2, cooldown 1, max_chunks 4): trigger at 0 -> chunk 0..1; step 2 re-evaluated,
+    # triggers -> chunk 2..3; step 4 re-evaluated, no trigger, cooldown 1 (step 5); step 6 scored.
+    models = ScriptedModels(triggers=[True, True, False, False], H=2)
+    gate = _new_gate(models, cooldown_steps=1, max_chunks=4)
+    _drive(gate, 0, 7)
+    assert models.scored_steps == [0, 2, 4, 6]
+    s1 = gate.stats()
+    assert (s1["triggers"], s1["recovery_steps"], s1["aborted_chunks"], s1["no_goal"]) == (2.0, 4.0, 0.0, 0.0)
+    assert s1["mean_risk_prob"] == pytest.approx((0.9 + 0.9 + 0.1 + 0.1) / 4)
+    assert s1["tau"] == 0.5 and s1["ready"] == 1.0
+    # Episode 2: trigger with no goal at step 0, then a trigger with a goal at step 1 (chunk
+    # 1..3, H=3), then the human takes over at step 2 (abort: row 2 was still pending).
+    gate.reset(_obs(0))
+    models.H = 3
+    models.triggers += [True, True]
+    models.goal_none = True
+    _drive(gate, 0, 1)
+    models.goal_none = False
+    _drive(gate, 1, 1)
+    _drive(gate, 2, 2, human=(2, 3))
+    s2 = gate.stats()
+    assert (s2["triggers"], s2["aborted_chunks"], s2["no_goal"]) == (1.0, 1.0, 1.0)
+    assert "mean_risk_prob" in s2
+    summary = gate.summary()
+    assert summary["gate_triggers"] == 3
+    assert summary["gate_aborted_chunks"] == 1
+    assert summary["gate_no_goal"] == 1
+    assert summary["gate_decisions"] == 4 + 2
+    assert summary["gate_latency_ms_p50"] is not None
+    assert summary["gate_latency_ms_p99"] >= summary["gate_latency_ms_p50"]
+    # An episode without any decision reports no mean risk (not NaN).
+    gate.reset(_obs(0))
+    models.ready = False
+    _drive(gate, 0, 2)
+    assert "mean_risk_prob" not in gate.stats()
+
+
+def test_timeline_records_each_step_of_each_episode(tmp_path):
+    path = tmp_path / "run" / "gate_timeline.jsonl"
+    # Episode 0 (K=1, H=2, cooldown 1): step 0 scored (prob 0.2, no trigger), step 1 scored
+    # (prob 0.8, trigger) -> chunk at 1, 2; step 3 re-evaluated (prob 0.3) -> cooldown; step 4
+    # cooldown; human takes over at step 4.
+    models = ScriptedModels(triggers=[False, True, False, False], probs=[0.2, 0.8, 0.3, 0.4, 0.1],
+                            values=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], H=2)
+    gate = UniInterveneGate(models, history_len=1, cooldown_steps=1, max_chunks=4,
+                            timeline_path=str(path), timeline_every=1)
+    gate.reset(_obs(0))
+    ep0 = _drive(gate, 0, 5, human=(4,))
+    # Episode 1: not ready for 1 step, then ready; success reported at the last step.
+    gate.reset(_obs(0))
+    models.ready = False
+    ep1 = _drive(gate, 0, 1)
+    models.ready = True
+    ep1 += _drive(gate, 1, 2, info_at=lambda t: {"success": t == 2})
+    gate.reset(_obs(0))  # the actor resets after every episode; an empty episode writes nothing
+    gate.close()
+
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 2
+    r0, r1 = rows
+    assert r0["episode"] == 0 and r1["episode"] == 1
+    assert r0["env_steps"] == 5 and r1["env_steps"] == 8
+    assert r0["success"] is False and r1["success"] is True
+    assert r0["tau"] == 0.5
+    assert r0["source"] == [executed for *_, executed in ep0] == [POLICY, RECOVERY, RECOVERY, POLICY, HUMAN]
+    assert r0["value"] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert r0["risk"] == [0.2, 0.8, None, 0.3, None]
+    assert r0["trigger"] == [0, 1, 0, 0, 0]
+    assert r1["source"] == [executed for *_, executed in ep1] == [POLICY, POLICY, POLICY]
+    assert r1["value"] == [None, 0.6, 0.7]
+    assert r1["risk"] == [None, 0.4, 0.1]
+    assert r1["trigger"] == [0, 0, 0]
+
+
+def test_timeline_every_other_episode(tmp_path):
+    path = tmp_path / "tl.jsonl"
+    gate = UniInterveneGate(ScriptedModels(), history_len=1, timeline_path=str(path), timeline_every=2)
+    for _ in range(5):
+        gate.reset(_obs(0))
+        _drive(gate, 0, 2)
+    gate.close()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["episode"] for r in rows] == [0, 2, 4]
+    assert all(len(r["value"]) == 2 for r in rows)
+
+
+# ------------------------------------------------------------------ real networks
+def _tiny_config(seed=0):
+    from configs.train import get_config
+
+    config = get_config("pick-place,hil_serl+uniintervene")
+    config.seed = seed
+    shrink_uniintervene(config.uniintervene)
+    return config
+
+
+def shrink_uniintervene(u):
+    """Tiny UniIntervene networks (test speed)."""
+    u.value.hidden_dims = (16, 16)
+    u.value.latent_dim = 8
+    u.value.head_hidden_dims = (16,)
+    u.value.encoder.latent_dim = 16
+    u.value.instruction_dim = 8
+    u.intervention.model.hidden_dims = (16, 16)
+    u.intervention.model.head_hidden_dims = (16,)
+    u.intervention.model.history_hidden_dims = (8,)
+    u.intervention.model.history_dim = 8
+    u.intervention.model.instr_dim = 8
+    u.recovery.cond_hidden_dims = (16,)
+    u.recovery.chunk_hidden_dims = (16,)
+    u.recovery.instruction_dim = 8
+    u.recovery.encoder.latent_dim = 16
+    u.batch_size = 16
+    u.recovery_batch_size = 8
+
+
+SPEC = {"state": ((39,), np.dtype(np.float32))}
+
+
+def _items(ui, rng, n=3):
+    """Hand-made memory items whose keys are the learner's embeddings of n observations."""
+    from uniintervene_jax.memory.mining import RecoveryItems
+
+    keys = rng.normal(size=(n, 39)).astype(np.float32)
+    goals = rng.normal(size=(n, 39)).astype(np.float32)
+    emb = lambda x: np.asarray(ui.value.encode({"state": x}, ui.instr), np.float32)  # noqa: E731
+    return RecoveryItems(
+        tasks=["pick-place"] * n, episode_id=np.arange(n, dtype=np.int64), start=np.zeros(n, np.int64),
+        end=np.full(n, 8, np.int64), start_progress=np.zeros(n, np.float32), bin=np.zeros(n, np.int32),
+        key_observations={"state": keys}, goal_observations={"state": goals},
+        key_embedding=emb(keys), goal_embedding=emb(goals), goal_state=goals,
+        start_value=np.full(n, 0.2, np.float32), goal_value=np.full(n, 0.9, np.float32),
+        actions=rng.uniform(-1, 1, (n, 8, A)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def learner_and_gate_models():
+    """A learner-side OnlineUniIntervene (seed 1, so its fresh parameters differ from the gate
+    models' seed-0 ones) with a hand-made memory, and fresh NetworkGateModels (seed 0)."""
+    from uniintervene_jax.gate import NetworkGateModels
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    ui = OnlineUniIntervene(_tiny_config(seed=1), SPEC, A)
+    rng = np.random.default_rng(0)
+    ui.memory_items = _items(ui, rng)
+    ui.version = 7
+    ui.tau = 0.625
+    models = NetworkGateModels(_tiny_config(seed=0), SPEC, A)
+    return ui, models, rng
+
+
+def _wire(payload):
+    from serl_ext.transport.codec import decode, encode
+
+    return decode(encode(payload))
+
+
+def test_network_models_load_a_wire_payload(learner_and_gate_models):
+    ui, models, rng = learner_and_gate_models
+    obs = {"state": rng.normal(size=(39,)).astype(np.float32)}
+    before = models.value(obs)
+    learner_value = float(ui.value.values(obs, ui.instr))
+    assert before != pytest.approx(learner_value, abs=1e-6)  # different seeds, different nets
+    assert models.version == -1 and models.ready is False and models.goal(obs, 0.0) is None
+
+    payload = _wire(ui.payload())
+    assert payload["ready"] is False  # no online episodes yet
+    payload["ready"] = True
+    models.load(payload)
+    assert models.version == 7 and models.ready is True and models.tau == 0.625
+    assert models.value(obs) == pytest.approx(learner_value, abs=1e-6)
+
+    # score: the learner's intervention model on the same input; trigger = prob >= tau.
+    action = rng.uniform(-1, 1, A).astype(np.float32)
+    hist = np.linspace(0.1, 0.5, 9).astype(np.float32)
+    prob, trigger = models.score(obs, action, hist)
+    out = ui.intervention.predict({"state": obs["state"][None]}, ui.instr, action[None], hist[None])
+    assert prob == pytest.approx(float(out["trigger_prob"][0]), abs=1e-6)
+    assert trigger == (prob >= 0.625)
+    # chunk: the learner's recovery policy.
+    goal = {"state": rng.normal(size=(39,)).astype(np.float32)}
+    chunk = models.chunk(obs, goal)
+    assert chunk.shape == (8, A)
+    np.testing.assert_allclose(chunk, ui.recovery.predict_chunk(obs, goal, ui.instr)[0], atol=1e-6)
+    # goal: the memory came along; querying with an item's key observation returns its goal
+    # (value 0.9 > 0.5), and nothing has a value above 0.95.
+    items = ui.memory_items
+    key = {"state": items.key_observations["state"][1]}
+    found = models.goal(key, 0.5)
+    np.testing.assert_array_equal(found["state"], items.goal_observations["state"][1])
+    assert models.goal(key, 0.95) is None
+
+
+def _bad_payloads(good):
+    def nan_value(p):
+        leaf = p["value"]
+        path = []
+        while isinstance(leaf, dict):
+            k = sorted(leaf)[0]
+            path.append(k)
+            leaf = leaf[k]
+        leaf = np.array(leaf)
+        leaf.flat[0] = np.nan
+        node = p["value"]
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = leaf
+        return p
+
+    def wrong_shape(p):
+        def first_kernel(tree):
+            for k in sorted(tree):
+                if isinstance(tree[k], dict):
+                    found = first_kernel(tree[k])
+                    if found is not None:
+                        return found
+                elif k == "kernel":
+                    return tree
+            return None
+
+        node = first_kernel(p["intervention"])
+        shape = np.shape(node["kernel"])
+        node["kernel"] = np.zeros(tuple(shape[:-1]) + (shape[-1] + 1,), np.float32)
+        return p
+
+    def missing(key):
+        def f(p):
+            del p[key]
+            return p
+        return f
+
+    def memory_missing_field(p):
+        del p["memory"]["goal_value"]
+        return p
+
+    def set_(key, value):
+        def f(p):
+            p[key] = value
+            return p
+        return f
+
+    cases = {
+        "nan": nan_value, "wrong_shape": wrong_shape, "missing_value": missing("value"),
+        "missing_memory": missing("memory"), "memory_missing_field": memory_missing_field,
+        "tau_out_of_range": set_("tau", 1.5), "tau_nan": set_("tau", float("nan")),
+        "not_a_dict": lambda p: [p],
+    }
+    return {name: f(copy.deepcopy(good)) for name, f in cases.items()}
+
+
+def test_network_models_reject_malformed_payloads_unchanged(learner_and_gate_models):
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    ui, models, rng = learner_and_gate_models
+    good = _wire(ui.payload())
+    models.load(good)
+    obs = {"state": rng.normal(size=(39,)).astype(np.float32)}
+    value_before = models.value(obs)
+    # The bad payloads carry parameters of another learner (seed 2): a partial swap would show.
+    other = OnlineUniIntervene(_tiny_config(seed=2), SPEC, A)
+    other.memory_items = _items(other, np.random.default_rng(1))
+    other.version = 8
+    other_payload = _wire(other.payload())
+    for name, bad in _bad_payloads(other_payload).items():
+        with pytest.raises((ValueError, TypeError)):
+            models.load(bad)
+        assert models.version == 7, name
+        assert models.tau == 0.625, name
+        assert models.value(obs) == value_before, name
+    # The other learner's payload itself loads.
+    models.load(other_payload)
+    assert models.version == 8 and models.value(obs) != value_before
+
+
+def test_network_models_reject_a_memory_of_another_embedding_dim(learner_and_gate_models):
+    # A memory whose key embeddings do not match the value encoder's latent width can never be
+    # queried (RecoveryMemory.retrieve raises on the first trigger, inside the actor loop), so
+    # load must refuse it like any other bad memory.
+    ui, models, rng = learner_and_gate_models
+    payload = _wire(ui.payload())
+    mem = payload["memory"]
+    n, d = mem["key_embedding"].shape
+    mem["key_embedding"] = rng.normal(size=(n, d + 1)).astype(np.float32)
+    mem["goal_embedding"] = rng.normal(size=(n, d + 1)).astype(np.float32)
+    payload["version"] = 9
+    with pytest.raises(ValueError):
+        models.load(payload)
+    assert models.version != 9
+
+
+def test_network_models_bad_version_leaves_parameters_unchanged(learner_and_gate_models):
+    # A payload whose version field is not an int is rejected; the parameters must stay those of
+    # the last good payload (the swap must be all or nothing).
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    ui, models, rng = learner_and_gate_models
+    models.load(_wire(ui.payload()))
+    obs = {"state": rng.normal(size=(39,)).astype(np.float32)}
+    value_before = models.value(obs)
+    other = OnlineUniIntervene(_tiny_config(seed=3), SPEC, A)
+    bad = _wire(other.payload())
+    bad["version"] = None
+    with pytest.raises((ValueError, TypeError)):
+        models.load(bad)
+    assert models.version == 7
+    assert models.value(obs) == value_before
+
+
+def test_make_gate_follows_config(tmp_path):
+    from uniintervene_jax.gate import make_gate
+
+    config = _tiny_config()
+    config.uniintervene.cooldown_steps = 3
+    config.uniintervene.max_chunks = 2
+    config.uniintervene.timeline_every = 3
+    gate = make_gate(config, SPEC, A, str(tmp_path))
+    assert (gate.K, gate.cooldown_steps, gate.max_chunks, gate.timeline_every) == (8, 3, 2, 3)
+    assert gate.use_memory_goal is True
+    assert gate.timeline_path == str(tmp_path / "gate_timeline.jsonl")
+    assert gate.models.ready is False and gate.models.tau == config.uniintervene.intervention.tau_int
+    config.uniintervene.cooldown_steps = -1
+    with pytest.raises(ValueError):
+        make_gate(config, SPEC, A, str(tmp_path))

@@ -1,0 +1,604 @@
+"""The UniIntervene learner side (uniintervene_jax/online.py) and its wiring into the actor:
+episode assembly, the memory on the wire, the online training schedule and readiness,
+save/restore, the versioned learner -> actor push through ``run_actor``, and the
+``hil_serl+uniintervene`` configs."""
+
+import copy
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs.algorithms import ALGORITHMS
+from configs.train import get_config
+from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
+from uniintervene_jax.online import (
+    EpisodeAssembler,
+    OnlineUniIntervene,
+    check_online_config,
+    get_online_config,
+    memory_from_payload,
+    memory_to_payload,
+)
+
+A = 4
+SPEC = {"state": ((39,), np.dtype(np.float32))}
+
+
+def shrink_uniintervene(u):
+    """Tiny UniIntervene networks (test speed)."""
+    u.value.hidden_dims = (16, 16)
+    u.value.latent_dim = 8
+    u.value.head_hidden_dims = (16,)
+    u.value.encoder.latent_dim = 16
+    u.value.instruction_dim = 8
+    u.intervention.model.hidden_dims = (16, 16)
+    u.intervention.model.head_hidden_dims = (16,)
+    u.intervention.model.history_hidden_dims = (8,)
+    u.intervention.model.history_dim = 8
+    u.intervention.model.instr_dim = 8
+    u.recovery.cond_hidden_dims = (16,)
+    u.recovery.chunk_hidden_dims = (16,)
+    u.recovery.instruction_dim = 8
+    u.recovery.encoder.latent_dim = 16
+    u.batch_size = 16
+    u.recovery_batch_size = 8
+
+
+def _config(algorithm="hil_serl+uniintervene"):
+    config = get_config(f"pick-place,{algorithm}")
+    shrink_uniintervene(config.uniintervene)
+    u = config.uniintervene
+    u.pretrain_steps = 3
+    u.refresh_episodes = 2
+    u.train_period = 2
+    u.min_episodes = 2
+    u.min_updates = 3
+    return config
+
+
+def _episode(rng, T, success, sources=None, start=0.0):
+    """Synthetic episode: the 39-D state moves along a line (progress 0 -> 1 when successful,
+    0 -> 0.3 when not); success = terminal with reward 1, failure = truncated."""
+    prog = np.linspace(start, 1.0 if success else 0.3, T + 1)
+    state = (np.tile(prog[:, None], (1, 39)) + rng.normal(0, 0.01, (T + 1, 39))).astype(np.float32)
+    rewards = np.zeros(T, np.float32)
+    terminals = np.zeros(T, bool)
+    truncations = np.zeros(T, bool)
+    if success:
+        rewards[-1] = 1.0
+        terminals[-1] = True
+    else:
+        truncations[-1] = True
+    sources = np.zeros(T, np.int8) if sources is None else np.asarray(sources, np.int8)
+    return {"observations": {"state": state}, "actions": rng.uniform(-1, 1, (T, A)).astype(np.float32),
+            "rewards": rewards, "terminals": terminals, "truncations": truncations,
+            "interventions": sources == HUMAN, "action_source": sources,
+            "metadata": {"task": "pick-place", "success": success}}
+
+
+def _transitions(ep):
+    """The actor's transitions for an episode (serl_ext/loop/actor.py format)."""
+    out = []
+    T = len(ep["actions"])
+    for t in range(T):
+        out.append({
+            "observations": {k: v[t] for k, v in ep["observations"].items()},
+            "actions": ep["actions"][t],
+            "next_observations": {k: v[t + 1] for k, v in ep["observations"].items()},
+            "rewards": np.float32(ep["rewards"][t]),
+            "masks": np.float32(0.0 if ep["terminals"][t] else 1.0),
+            "dones": bool(ep["terminals"][t] or ep["truncations"][t]),
+            "interventions": bool(ep["action_source"][t] == HUMAN),
+            "action_source": np.int8(ep["action_source"][t]),
+        })
+    return out
+
+
+# ------------------------------------------------------------------ episode assembly
+def test_episode_assembler_cuts_the_stream_into_episodes():
+    rng = np.random.default_rng(0)
+    ep_a = _episode(rng, 3, True, sources=[POLICY, HUMAN, RECOVERY])
+    ep_b = _episode(rng, 2, False)
+    ep_c = _episode(rng, 2, False, sources=[RECOVERY, POLICY])
+    ep_c["rewards"][-1] = 1.0  # truncated but rewarded: counts as a success
+    asm = EpisodeAssembler("pick-place")
+    for tr in _transitions(ep_a) + _transitions(ep_b) + _transitions(ep_c)[:1]:
+        asm.insert(tr)
+    got = asm.pop_finished()
+    assert len(got) == 2 and asm.num_finished == 2
+    a, b = got
+    for ep, src in ((a, ep_a), (b, ep_b)):
+        T = len(src["actions"])
+        assert ep["observations"]["state"].shape == (T + 1, 39)
+        np.testing.assert_array_equal(ep["observations"]["state"], src["observations"]["state"])
+        np.testing.assert_array_equal(ep["actions"], src["actions"])
+        np.testing.assert_array_equal(ep["rewards"], src["rewards"])
+        np.testing.assert_array_equal(ep["action_source"], src["action_source"])
+        assert ep["action_source"].dtype == np.int8
+    np.testing.assert_array_equal(a["terminals"], [False, False, True])
+    np.testing.assert_array_equal(a["truncations"], [False, False, False])
+    np.testing.assert_array_equal(a["interventions"], [False, True, False])
+    assert a["metadata"] == {"task": "pick-place", "success": True, "source": "online", "episode_id": 1,
+                             "first_intervention_step": 1, "recovered": True}
+    np.testing.assert_array_equal(b["terminals"], [False, False])
+    np.testing.assert_array_equal(b["truncations"], [False, True])
+    assert b["metadata"]["success"] is False and b["metadata"]["first_intervention_step"] is None
+    assert b["metadata"]["recovered"] is False and b["metadata"]["episode_id"] == 2
+    assert asm.pop_finished() == []
+    # The open episode (ep_c) finishes with its second transition.
+    asm.insert(_transitions(ep_c)[1])
+    (c,) = asm.pop_finished()
+    assert c["metadata"]["success"] is True and c["metadata"]["recovered"] is True
+    assert c["metadata"]["first_intervention_step"] is None
+    assert asm.num_dropped_partial == 0
+
+
+def test_episode_assembler_drops_a_partial_episode():
+    rng = np.random.default_rng(1)
+    ep_c = _episode(rng, 4, True)
+    ep_d = _episode(rng, 2, False, start=0.5)  # its first observation does not continue ep_c
+    asm = EpisodeAssembler("pick-place")
+    for tr in _transitions(ep_c)[:2] + _transitions(ep_d):
+        asm.insert(tr)
+    (d,) = asm.pop_finished()
+    assert asm.num_dropped_partial == 1 and asm.num_finished == 1
+    assert d["observations"]["state"].shape == (3, 39)
+    np.testing.assert_array_equal(d["observations"]["state"], ep_d["observations"]["state"])
+
+
+# ------------------------------------------------------------------ memory on the wire
+def _items(rng, n=8, D=6):
+    from uniintervene_jax.memory.mining import RecoveryItems
+
+    return RecoveryItems(
+        tasks=["pick-place"] * (n - 2) + ["assembly"] * 2, episode_id=np.arange(n, dtype=np.int64) % 3,
+        start=np.arange(n, dtype=np.int64), end=np.arange(n, dtype=np.int64) + 8,
+        start_progress=np.linspace(0, 1, n).astype(np.float32), bin=np.arange(n, dtype=np.int32) % 4,
+        key_observations={"state": rng.normal(size=(n, 39)).astype(np.float32)},
+        goal_observations={"state": rng.normal(size=(n, 39)).astype(np.float32)},
+        key_embedding=rng.normal(size=(n, D)).astype(np.float32),
+        goal_embedding=rng.normal(size=(n, D)).astype(np.float32),
+        goal_state=rng.normal(size=(n, 39)).astype(np.float32),
+        start_value=np.full(n, 0.2, np.float32), goal_value=np.linspace(0.3, 1.0, n).astype(np.float32),
+        actions=rng.uniform(-1, 1, (n, 8, A)).astype(np.float32))
+
+
+def test_memory_payload_round_trip_through_the_codec():
+    from serl_ext.transport.codec import decode, encode
+    from uniintervene_jax.memory.memory import RecoveryMemory
+
+    rng = np.random.default_rng(2)
+    items = _items(rng)
+    original = RecoveryMemory(items=items)
+    restored = memory_from_payload(decode(encode(memory_to_payload(items))))
+    assert isinstance(restored, RecoveryMemory) and len(restored) == len(original) == 8
+    queries = [(items.key_embedding[0], "pick-place", 0.1, None),
+               (items.key_embedding[3] + 0.05, "pick-place", 0.5, None),
+               (rng.normal(size=6), "pick-place", 0.0, 0),
+               (items.key_embedding[7], "assembly", 0.2, None),
+               (rng.normal(size=6), "pick-place", 0.99, None),  # nothing above 0.99 among pick-place goals
+               (rng.normal(size=6), "peg-insert-side", 0.0, None)]  # unknown task
+    found_any = 0
+    for q, task, value, excl in queries:
+        a = original.retrieve(q, task, value, exclude_episode=excl)
+        b = restored.retrieve(q, task, value, exclude_episode=excl)
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        found_any += 1
+        assert (a.index, a.task, a.episode_id, a.start, a.end) == (b.index, b.task, b.episode_id, b.start, b.end)
+        assert a.similarity == pytest.approx(b.similarity, abs=1e-6)
+        np.testing.assert_array_equal(a.goal_observations["state"], b.goal_observations["state"])
+        np.testing.assert_array_equal(a.actions, b.actions)
+    assert found_any >= 3
+    assert original.retrieve(rng.normal(size=6), "pick-place", 0.99) is None
+    assert memory_to_payload(None) is None and memory_from_payload(None) is None
+
+
+def test_memory_from_payload_rejects_missing_fields():
+    payload = memory_to_payload(_items(np.random.default_rng(3)))
+    with pytest.raises(TypeError):
+        memory_from_payload([payload])
+    for field in ("tasks", "key_embedding", "goal_observations"):
+        bad = dict(payload)
+        del bad[field]
+        with pytest.raises(ValueError):
+            memory_from_payload(bad)
+    bad = dict(payload, goal_value=payload["goal_value"][:-1])  # wrong length
+    with pytest.raises(ValueError):
+        memory_from_payload(bad)
+
+
+@pytest.mark.parametrize("field,value", [("key_observations", [1, 2]), ("goal_observations", "state"),
+                                         ("key_observations", {"state": 1.0})])
+def test_memory_from_payload_rejects_malformed_containers(field, value):
+    # The actor catches ValueError/TypeError/KeyError from a parameter message; anything else
+    # (AttributeError, IndexError) would end the actor loop.
+    payload = dict(memory_to_payload(_items(np.random.default_rng(4))), **{field: value})
+    with pytest.raises((ValueError, TypeError)):
+        memory_from_payload(payload)
+
+
+# ------------------------------------------------------------------ the learner side
+@pytest.fixture(scope="module")
+def demos():
+    rng = np.random.default_rng(5)
+    return [_episode(rng, 30, True) for _ in range(3)]
+
+
+@pytest.fixture(scope="module")
+def learner(demos):
+    """An OnlineUniIntervene; test_learner_schedule_and_readiness takes it through pretraining
+    and a few learner steps, the later tests reuse it (and train it themselves if run alone)."""
+    return OnlineUniIntervene(_config(), SPEC, A, demos)
+
+
+def test_learner_schedule_and_readiness(learner):
+    ui = learner
+    rng = np.random.default_rng(6)
+    c = ui.c
+    assert (c.pretrain_steps, c.train_period, c.refresh_episodes, c.min_episodes, c.min_updates) == (3, 2, 2, 2, 3)
+    assert ui.version == 0 and not ui.ready and ui.memory_items is None
+    ui.pretrain()
+    # 3 value + 3 recovery updates on the demos, datasets built before and after.
+    assert dict(ui.counters) == {"value_updates": 3, "recovery_updates": 3, "refreshes": 2}
+    assert ui.version == 1
+    assert ui.memory_items is not None and len(ui.memory_items) > 0  # mined from the demos
+    assert not ui.ready  # no online episode yet
+
+    def counts():
+        return (ui.counters["value_updates"], ui.counters["intervention_updates"],
+                ui.counters["recovery_updates"], ui.counters["refreshes"], ui.episodes_seen, ui.version)
+
+    ui.step(1)  # odd step: no update
+    assert counts() == (3, 0, 3, 2, 0, 1)
+    ui.step(2)  # train_period 2: one update of each model
+    assert counts() == (4, 1, 4, 2, 0, 1)
+    for tr in _transitions(_episode(rng, 20, True, sources=[POLICY] * 5 + [RECOVERY] * 8 + [POLICY] * 7)):
+        ui.insert(tr)
+    ui.step(3)  # one finished episode: below refresh_episodes, no refresh yet
+    assert counts() == (4, 1, 4, 2, 1, 1)
+    assert not ui.ready
+    for tr in _transitions(_episode(rng, 20, False, sources=[POLICY] * 10 + [HUMAN] * 10)):
+        ui.insert(tr)
+    ui.step(4)  # second episode: refresh (relabel + rebuild, version bump), then updates
+    assert counts() == (5, 2, 5, 3, 2, 2)
+    assert ui.counters["online_successes"] == 1 and len(ui.online) == 2
+    assert not ui.ready  # 2 episodes but only 2 < min_updates intervention updates
+    ui.step(5)
+    assert not ui.ready
+    ui.step(6)
+    assert ui.counters["intervention_updates"] == 3 and ui.ready  # flips exactly at min_updates
+    payload = ui.payload()
+    assert payload["version"] == 2 and payload["ready"] is True and payload["tau"] == 0.5
+    assert payload["memory"] is not None and len(payload["memory"]["tasks"]) == len(ui.memory_items)
+
+    # min_episodes is a condition on its own.
+    c.min_episodes = 3
+    assert not ui.ready
+    for tr in _transitions(_episode(rng, 10, False)):
+        ui.insert(tr)
+    ui.step(7)
+    assert ui.episodes_seen == 3 and ui.ready and ui.version == 2  # no refresh (1 < 2 new episodes)
+    for tr in _transitions(_episode(rng, 10, True)):
+        ui.insert(tr)
+    ui.step(8)
+    assert ui.version == 3 and ui.counters["refreshes"] == 4
+    c.min_episodes = 2
+
+    # The memory is a condition too, unless the recovery goal is not retrieved from it.
+    items, ui.memory_items = ui.memory_items, None
+    try:
+        assert not ui.ready
+        c.use_memory_goal = False
+        assert ui.ready
+    finally:
+        ui.memory_items = items
+        c.use_memory_goal = True
+    assert ui.ready
+    stats = ui.stats()
+    assert stats["uniintervene/ready"] == 1.0 and stats["uniintervene/version"] == 3.0
+    assert stats["uniintervene/intervention_updates"] == 4.0
+    assert np.isfinite(stats["uniintervene/intervention_loss"])
+
+
+def test_learner_save_and_restore(learner, tmp_path):
+    ui = learner
+    if not ui.counters["intervention_updates"]:  # run alone: bring it to a trained state first
+        ui.pretrain()
+        rng = np.random.default_rng(9)
+        for ep in (_episode(rng, 20, True, sources=[POLICY] * 5 + [HUMAN] * 15), _episode(rng, 20, False)):
+            for tr in _transitions(ep):
+                ui.insert(tr)
+        for step in range(1, 7):
+            ui.step(step)
+    assert ui.counters["intervention_updates"] > 0 and ui.memory_items is not None
+    ui.save(str(tmp_path / "uniintervene"))
+    state = json.loads((tmp_path / "uniintervene" / "state.json").read_text())
+    assert state["version"] == ui.version and state["episodes_seen"] == ui.episodes_seen
+
+    fresh = OnlineUniIntervene(_config(), SPEC, A)
+    assert fresh.restore(str(tmp_path / "nothing_here")) is False
+    assert fresh.restore(str(tmp_path / "uniintervene")) is True
+    assert fresh.version == ui.version + 1  # a restored model is announced as new
+    assert dict(fresh.counters) == dict(ui.counters)
+    assert fresh.episodes_seen == ui.episodes_seen and fresh.tau == ui.tau
+    assert len(fresh.memory_items) == len(ui.memory_items)
+    np.testing.assert_array_equal(fresh.memory_items.key_embedding, ui.memory_items.key_embedding)
+    assert fresh.ready == ui.ready is True
+    obs = {"state": np.random.default_rng(7).normal(size=(5, 39)).astype(np.float32)}
+    np.testing.assert_array_equal(fresh.value.values(obs, fresh.instr), ui.value.values(obs, ui.instr))
+    hist = np.tile(np.linspace(0.1, 0.9, 9, dtype=np.float32), (5, 1))
+    actions = np.zeros((5, A), np.float32)
+    np.testing.assert_array_equal(fresh.intervention.predict(obs, fresh.instr, actions, hist)["trigger_prob"],
+                                  ui.intervention.predict(obs, ui.instr, actions, hist)["trigger_prob"])
+    one = {"state": obs["state"][0]}
+    np.testing.assert_array_equal(fresh.recovery.predict_chunk(one, one, fresh.instr),
+                                  ui.recovery.predict_chunk(one, one, ui.instr))
+
+
+def test_no_demos_no_pretraining_and_first_episode_builds_datasets():
+    config = _config()
+    config.uniintervene.refresh_episodes = 5
+    config.uniintervene.train_period = 1
+    ui = OnlineUniIntervene(config, SPEC, A)
+    assert ui.pretrain() == {} and ui.version == 0
+    ui.step(1)  # nothing to train on yet
+    assert ui.counters["value_updates"] == ui.counters["intervention_updates"] == 0
+    for tr in _transitions(_episode(np.random.default_rng(8), 12, False)):
+        ui.insert(tr)
+    ui.step(2)  # the first episode builds the datasets at once (not after refresh_episodes)
+    assert ui.version == 1 and ui.counters["refreshes"] == 1
+    assert ui.counters["value_updates"] == ui.counters["intervention_updates"] == 1
+    assert ui.memory_items is None  # no successful episode to mine
+    assert not ui.ready
+
+
+# ------------------------------------------------------------------ learner -> actor push
+class PushingClient:
+    """A TrainerClient stand-in: drains the actor's stores and, at its n-th ``update()`` call,
+    delivers ``messages[n]`` on the parameter broadcast."""
+
+    def __init__(self, stores, messages):
+        self.stores = stores
+        self.messages = messages
+        self.calls = 0
+        self.received = {name: [] for name in stores}
+        self.requests = []
+
+    def recv_network_callback(self, fn):
+        self.callback = fn
+
+    def update(self):
+        self.calls += 1
+        if self.calls in self.messages:
+            self.callback(self.messages[self.calls])
+        for name, store in self.stores.items():
+            items = store.pending_items()
+            self.received[name].extend(item for _, item in items)
+            if items:
+                store.acknowledge(items[-1][0])
+        return True
+
+    def request(self, request_type, payload):
+        self.requests.append((request_type, payload))
+        return {"ok": True}
+
+    def stop(self):
+        pass
+
+
+def _nan_first_leaf(tree):
+    node = tree
+    while True:
+        key = sorted(node)[0]
+        if isinstance(node[key], dict):
+            node = node[key]
+            continue
+        leaf = np.array(node[key])
+        leaf.flat[0] = np.nan
+        node[key] = leaf
+        return
+
+
+def test_actor_loads_versioned_uniintervene_payload_and_rejects_a_corrupted_one(learner, tmp_path):
+    from serl_ext.loop import common
+    from serl_ext.loop.actor import DATA_STORE, INTERVENTION_STORE, run_actor
+
+    config = _config()
+    config.run_root = str(tmp_path)
+    config.agent.hidden_dims = (16, 16)
+    config.actor.max_env_steps = 150
+    config.actor.eval_period = 0
+    config.actor.eval_episodes = 1
+    config.actor.steps_per_update = 0.0
+    config.actor.send_period = 10
+    config.logging.progress_bar = False
+    config.logging.tensorboard = False
+    # Make the gate fire whenever it evaluates (tau 0) and condition the recovery policy on the
+    # current observation, so recovery steps happen with untrained networks; recovery
+    # transitions also go to the intervention store.
+    config.uniintervene.use_memory_goal = False
+    config.uniintervene.recovery_buffer = "both"
+    config.uniintervene.timeline_every = 1
+
+    agent = common.create_agent(config, SPEC, A)
+    params = common.to_numpy_tree(agent.policy_params())
+    good = learner.payload()
+    good.update(version=5, ready=True, tau=0.0)
+    bad = copy.deepcopy(good)
+    bad["version"] = 6
+    _nan_first_leaf(bad["value"])
+    messages = {
+        1: {"version": 1, "learner_step": 0, "params": params, "uniintervene": good},  # at env step 10
+        2: {"version": 2, "learner_step": 0, "params": params, "uniintervene": bad},  # at env step 20
+    }
+    clients = []
+
+    def make_client(stores):
+        clients.append(PushingClient(stores, messages))
+        return clients[0]
+
+    summary = run_actor(config, make_client=make_client)
+    run_dir = common.run_dir_for(config)
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics", "actor.jsonl"))]
+    episode_rows = [r for r in rows if "rollout/param_errors" in r]
+    assert episode_rows and episode_rows[-1]["step"] > 20
+    last = episode_rows[-1]
+    assert last["rollout/param_errors"] == 1.0  # the NaN payload was rejected ...
+    assert last["rollout/param_version"] == 1.0  # ... with its whole message
+    assert last["gate/version"] == 5.0 and last["gate/ready"] == 1.0 and last["gate/tau"] == 0.0
+
+    # The gate was live from step 11 on: it scored, triggered and ran recovery chunks.
+    for key in ("gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",
+                "gate_latency_ms_p50", "gate_latency_ms_p99"):
+        assert key in summary, key
+    assert summary["gate_decisions"] > 0 and summary["gate_triggers"] > 0
+    assert summary["recovery_steps"] > 0
+    online = clients[0].received[DATA_STORE]
+    intervention = clients[0].received[INTERVENTION_STORE]
+    sources = [int(t["action_source"]) for t in online]
+    assert len(online) == 150
+    assert RECOVERY not in sources[:10]  # not ready before the first payload
+    assert sources.count(RECOVERY) == summary["recovery_steps"]
+    # recovery_buffer "both": human and recovery transitions (and only those) also go to the
+    # intervention store.
+    assert len(intervention) == sources.count(RECOVERY) + sources.count(HUMAN)
+    assert all(int(t["action_source"]) in (RECOVERY, HUMAN) for t in intervention)
+
+    timeline = [json.loads(line) for line in open(os.path.join(run_dir, "gate_timeline.jsonl"))]
+    assert len(timeline) >= 1
+    first = timeline[0]
+    assert first["episode"] == 0 and len(first["value"]) == len(first["risk"]) == len(first["source"])
+    assert first["source"] == sources[:len(first["source"])]
+    assert first["value"][:10] == [None] * 10 and all(v is not None for v in first["value"][10:])
+    assert sum(first["trigger"]) >= 1
+
+
+class _AlwaysTrigger:
+    """GateModels that trigger at every evaluation and return a constant 3-step chunk."""
+
+    ready, tau, version = True, 0.5, 1
+
+    def value(self, observation):
+        return 0.5
+
+    def score(self, observation, policy_action, value_history):
+        return 0.9, True
+
+    def goal(self, observation, value):
+        return observation
+
+    def chunk(self, observation, goal):
+        return np.full((3, A), 0.25, np.float32)
+
+
+def test_actor_summary_gate_counts_cover_the_whole_run(tmp_path):
+    # No human (operator off), 15-step episodes, 40 env steps: the run ends 10 steps into the
+    # third episode. summary.json's gate_* totals should count every step of the run, like its
+    # recovery_steps does.
+    from serl_ext.loop.actor import DATA_STORE, run_actor
+    from uniintervene_jax.gate import UniInterveneGate
+
+    config = _config("hil_serl")
+    config.run_root = str(tmp_path)
+    config.operator.enabled = False
+    config.env.max_episode_steps = 15
+    config.agent.hidden_dims = (16, 16)
+    config.actor.max_env_steps = 40
+    config.actor.eval_period = 0
+    config.actor.eval_episodes = 1
+    config.actor.steps_per_update = 0.0
+    config.actor.send_period = 10
+    config.logging.progress_bar = False
+    config.logging.tensorboard = False
+    gate = UniInterveneGate(_AlwaysTrigger(), history_len=2, cooldown_steps=1, max_chunks=1,
+                            timeline_path=str(tmp_path / "tl.jsonl"), timeline_every=1)
+    clients = []
+
+    def make_client(stores):
+        clients.append(PushingClient(stores, {}))
+        return clients[0]
+
+    summary = run_actor(config, gate=gate, make_client=make_client)
+    sources = [int(t["action_source"]) for t in clients[0].received[DATA_STORE]]
+    assert len(sources) == 40 and summary["episodes"] == 2
+    # Per episode (fresh gate state): chunk at steps 0-2, forced stop at 3, cooldown 4, chunk at
+    # 5-7, ... -> recovery at t % 5 < 3.
+    expected = [RECOVERY if t % 5 < 3 else POLICY for t in range(15)]
+    assert sources == expected + expected + expected[:10]
+    timeline = [json.loads(line) for line in open(tmp_path / "tl.jsonl")]
+    assert [len(r["source"]) for r in timeline] == [15, 15, 10]  # the open episode is flushed at close
+    assert summary["recovery_steps"] == sources.count(RECOVERY) == 9 + 9 + 6
+    assert summary["gate_recovery_steps"] == summary["recovery_steps"]
+    assert summary["gate_triggers"] == 3 + 3 + 2
+
+
+# ------------------------------------------------------------------ configs
+def test_uniintervene_algorithms_compose():
+    names = sorted(n for n in ALGORITHMS if "uniintervene" in n)
+    assert names == ["hil_serl+uniintervene", "hil_serl+uniintervene-no_future", "hil_serl+uniintervene-no_memory",
+                     "hil_serl+uniintervene-no_tvr", "hil_serl+uniintervene-no_value"]
+    expected = {  # (use_future, use_value, use_tvr, use_memory_goal)
+        "hil_serl+uniintervene": (True, True, True, True),
+        "hil_serl+uniintervene-no_future": (False, True, True, True),
+        "hil_serl+uniintervene-no_value": (True, False, True, True),
+        "hil_serl+uniintervene-no_tvr": (True, True, False, True),
+        "hil_serl+uniintervene-no_memory": (True, True, True, False),
+    }
+    for name in names:
+        config = get_config(f"pick-place,{name}")
+        u = config.uniintervene
+        assert config.algorithm == name and u.enabled is True
+        assert config.operator.enabled is True and config.agent.num_qs == 2  # on top of hil_serl
+        check_online_config(u)
+        i = u.intervention
+        assert (i.use_future, i.use_value, i.use_tvr, u.use_memory_goal) == expected[name], name
+    assert get_config("pick-place,hil_serl").uniintervene.enabled is False
+
+
+def test_ablations_reach_the_gate():
+    from uniintervene_jax.gate import make_gate
+
+    for name, use_tvr, use_memory_goal in (("hil_serl+uniintervene-no_tvr", False, True),
+                                           ("hil_serl+uniintervene-no_memory", True, False)):
+        config = get_config(f"pick-place,{name}")
+        shrink_uniintervene(config.uniintervene)
+        gate = make_gate(config, SPEC, A)
+        assert gate.models.use_tvr is use_tvr and gate.use_memory_goal is use_memory_goal, name
+        assert gate.timeline_path is None
+
+
+@pytest.mark.parametrize("field,value", [
+    ("recovery_buffer", "human"), ("history_len", 0), ("horizon", 0), ("train_period", 0), ("max_chunks", 0),
+    ("publish_period", 0), ("cooldown_steps", -1), ("min_updates", -1), ("timeline_every", -1),
+    ("tau_quantile", 1.0), ("tau_quantile", -0.1),
+])
+def test_check_online_config_rejects_bad_values(field, value):
+    c = get_online_config()
+    check_online_config(c)
+    c[field] = value
+    with pytest.raises(ValueError, match=field):
+        check_online_config(c)
+
+
+def test_check_online_config_rejects_inconsistent_model_configs():
+    c = get_online_config()
+    c.history_len = 4  # the intervention model still reads K = 8
+    with pytest.raises(ValueError, match="history_len"):
+        check_online_config(c)
+    c = get_online_config()
+    c.recovery.horizon = 4
+    with pytest.raises(ValueError, match="horizon"):
+        check_online_config(c)
+    c = get_online_config()
+    c.recovery.head = "token"
+    with pytest.raises(ValueError, match="continuous"):
+        check_online_config(c)
+    # An OnlineUniIntervene refuses the same.
+    config = _config()
+    config.uniintervene.recovery_buffer = "all"
+    with pytest.raises(ValueError):
+        OnlineUniIntervene(config, SPEC, A)
