@@ -53,6 +53,7 @@ def _config(algorithm="hil_serl+uniintervene"):
     u.pretrain_steps = 3
     u.refresh_episodes = 2
     u.train_period = 2
+    u.recovery_updates = 3
     u.min_episodes = 2
     u.min_updates = 3
     return config
@@ -254,17 +255,17 @@ def test_learner_schedule_and_readiness(learner):
 
     ui.step(1)  # odd step: no update
     assert counts() == (3, 0, 3, 2, 0, 1)
-    ui.step(2)  # train_period 2: one update of each model
-    assert counts() == (4, 1, 4, 2, 0, 1)
+    ui.step(2)  # train_period 2: one update of the value and intervention models, 3 recovery updates
+    assert counts() == (4, 1, 6, 2, 0, 1)
     for tr in _transitions(_episode(rng, 20, True, sources=[POLICY] * 5 + [RECOVERY] * 8 + [POLICY] * 7)):
         ui.insert(tr)
     ui.step(3)  # one finished episode: below refresh_episodes, no refresh yet
-    assert counts() == (4, 1, 4, 2, 1, 1)
+    assert counts() == (4, 1, 6, 2, 1, 1)
     assert not ui.ready
     for tr in _transitions(_episode(rng, 20, False, sources=[POLICY] * 10 + [HUMAN] * 10)):
         ui.insert(tr)
     ui.step(4)  # second episode: refresh (relabel + rebuild, version bump), then updates
-    assert counts() == (5, 2, 5, 3, 2, 2)
+    assert counts() == (5, 2, 9, 3, 2, 2)
     assert ui.counters["online_successes"] == 1 and len(ui.online) == 2
     assert not ui.ready  # 2 episodes but only 2 < min_updates intervention updates
     ui.step(5)

@@ -17,7 +17,7 @@ Per actor step (DESIGN section 4 "Online", the guide's "Inference in a HiL-RL lo
     # hand-back it waits cooldown_steps policy steps before it may fire again.
 
 The gate fires only when the learner's payload says ``ready`` (see ``uniintervene_jax/online.py``);
-until then it passes the policy's action through (and records nothing but the value).
+until then it passes the policy's action through without calling any model.
 The model calls sit behind :class:`GateModels` so the gate logic is tested with scripted
 outputs; :class:`NetworkGateModels` is the real implementation (jitted networks + faiss memory).
 """
@@ -158,7 +158,6 @@ class UniInterveneGate:
         return policy_action, POLICY
 
     def _next_chunk_action(self) -> np.ndarray:
-        self._ep["recovery_steps"] += 1
         return self.chunk.popleft()
 
     def _evaluate(self, observation, policy_action, v) -> Optional[Tuple[np.ndarray, int]]:
@@ -210,6 +209,7 @@ class UniInterveneGate:
             self._timeline["source"].append(int(source))
             self._timeline["success"] = self._timeline["success"] or bool(info.get("success", False))
         self._pending = None
+        self._ep["recovery_steps"] += int(source == RECOVERY)  # executed, not overridden
         self._ep["steps"] += 1
         self.total["steps"] += 1
 
@@ -273,6 +273,10 @@ class UniInterveneGate:
             f.write(json.dumps(row) + "\n")
 
     def close(self) -> None:
+        """Ends the run: the unfinished episode's counts join the totals, its timeline is written."""
+        if self._ep["steps"]:
+            self.stats()
+            self._ep = collections.Counter()
         self._flush_timeline()
 
 
@@ -292,6 +296,7 @@ class NetworkGateModels:
         self.task = config.task
         self.instr = tokenize_instruction(instruction_for(self.task))
         self.use_tvr = bool(config.uniintervene.intervention.use_tvr)
+        self.embedding_dim = int(config.uniintervene.value.latent_dim)
         self._value, self._intervention, self._recovery = build_models(config, obs_spec, action_dim)
         self._memory = None
         self.ready = False
@@ -314,7 +319,12 @@ class NetworkGateModels:
         missing = [k for k in ("version", "ready", "tau", "value", "intervention", "recovery", "memory") if k not in payload]
         if missing:
             raise ValueError(f"uniintervene payload misses {missing}")
-        tau = float(payload["tau"])
+        try:
+            tau = float(payload["tau"])
+            version = int(payload["version"])
+            ready = bool(payload["ready"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad tau / version / ready in the uniintervene payload: {e}") from None
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"tau must be in [0, 1], got {tau}")
         for name in ("value", "intervention", "recovery"):
@@ -326,14 +336,16 @@ class NetworkGateModels:
         i_params = replace_in_params(payload["intervention"], self._intervention.state.params, "intervention params")
         r_params = replace_in_params(payload["recovery"], self._recovery.state.params, "recovery params")
         memory = memory_from_payload(payload["memory"])
+        if memory is not None and memory.embedding_dim != self.embedding_dim:
+            raise ValueError(f"memory keys have dim {memory.embedding_dim}, the proxy value's embedding {self.embedding_dim}")
         with self._lock:
             self._value = self._value.replace(state=self._value.state.replace(params=v_params))
             self._intervention = self._intervention.replace(state=self._intervention.state.replace(params=i_params))
             self._recovery.state = self._recovery.state.replace(params=r_params)
             self._memory = memory
             self.tau = tau
-            self.ready = bool(payload["ready"])
-            self.version = int(payload["version"])
+            self.ready = ready
+            self.version = version
 
     def value(self, observation) -> float:
         return float(self._value.values(observation, self.instr))

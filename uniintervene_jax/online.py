@@ -288,6 +288,8 @@ def memory_from_payload(payload: Optional[Dict[str, Any]]):
         )
     except KeyError as e:
         raise ValueError(f"memory payload misses {e}") from None
+    except (AttributeError, IndexError) as e:
+        raise ValueError(f"malformed memory payload: {e}") from None
     return RecoveryMemory(items=items)
 
 

@@ -5,7 +5,10 @@ learner.
 Data flow (HiL-SERL, DESIGN.md section 3): every transition goes to the ``actor_env`` store;
 human-controlled transitions also go to ``actor_env_intvn`` (the demo + intervention buffer).
 Parameters arrive on the broadcast socket at any time and are swapped in atomically between two
-env steps. If the learner goes away the actor keeps acting with its last parameters and keeps
+env steps; a message may also carry a ``"uniintervene"`` payload (the UniIntervene models and
+memory, ``uniintervene_jax/online.py``) that goes to the gate's ``load_params``; a message whose
+agent or gate part fails validation is rejected whole and counted in ``rollout/param_errors``.
+With ``config.uniintervene.enabled`` the gate is ``uniintervene_jax.gate.make_gate``. If the learner goes away the actor keeps acting with its last parameters and keeps
 its transitions (``actor.queue_capacity`` unsent transitions; past that the oldest are dropped
 and counted in ``rollout/dropped_transitions``) and delivers them once the learner is back.
 
