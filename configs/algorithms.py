@@ -9,7 +9,8 @@ proprioception with the SmallCNN encoder. ``sac``: plain online SAC, no demos, n
 UniIntervene models on the learner (``config.uniintervene``). Its ablations (paper table):
 ``-no_future`` (no latent-future head), ``-no_value`` (no value prediction), ``-no_tvr`` (no
 temporal value-risk: a plain value-threshold trigger) and ``-no_memory`` (the recovery goal is
-the current observation, no memory retrieval).
+the current observation, no memory retrieval). ``hil_serl+uniintervene-replan1`` (a variant,
+not a paper ablation): recovery chunks re-predicted every step from the current observation.
 """
 
 from typing import Callable, Dict
@@ -78,12 +79,20 @@ UNIINTERVENE_ABLATIONS = {
     "hil_serl+uniintervene-no_memory": dict(use_memory_goal=False),
 }
 
+def _hil_serl_uniintervene_replan1(config):
+    """``hil_serl+uniintervene`` with receding-horizon recovery chunks (re-predicted every step)."""
+    _hil_serl_uniintervene(config)
+    config.uniintervene.replan_every = 1
+    return config
+
+
 ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
     "hil_serl": _hil_serl,
     "hil_serl_pixels": _hil_serl_pixels,
     "rlpd": _rlpd,
     "sac": _sac,
     "hil_serl+uniintervene": _hil_serl_uniintervene,
+    "hil_serl+uniintervene-replan1": _hil_serl_uniintervene_replan1,
     **{name: _ablation(**fields) for name, fields in UNIINTERVENE_ABLATIONS.items()},
 }
 

@@ -676,3 +676,45 @@ def test_make_gate_follows_config(tmp_path):
     config.uniintervene.cooldown_steps = -1
     with pytest.raises(ValueError):
         make_gate(config, SPEC, A, str(tmp_path))
+
+
+def test_replan_every_repredicts_the_running_chunk_toward_the_same_goal():
+    """replan_every=2: the chunk's rest is re-predicted from the current observation at the
+    chunk's steps 2, 4, 6 with the goal retrieved at the trigger; open loop otherwise."""
+
+    class Models:
+        ready, tau, version = True, 0.5, 1
+
+        def __init__(self):
+            self.chunk_calls = []
+
+        def value(self, observation):
+            return 0.1
+
+        def score(self, observation, policy_action, value_history):
+            return 0.9, True
+
+        def goal(self, observation, value):
+            return {"state": np.full(3, 7.0, np.float32)}
+
+        def chunk(self, observation, goal):
+            call = len(self.chunk_calls)
+            self.chunk_calls.append((float(observation["state"][0]), float(goal["state"][0])))
+            # Row j of the call-th chunk is (call / 2 + j / 20) in every dimension (inside [-1, 1]).
+            return np.stack([np.full(2, call / 2 + j / 20, np.float32) for j in range(4)])
+
+    models = Models()
+    gate = UniInterveneGate(models, history_len=2, cooldown_steps=0, max_chunks=1, replan_every=2)
+    gate.reset({"state": np.zeros(3, np.float32)})
+    executed = []
+    for t in range(4):
+        obs = {"state": np.full(3, float(t), np.float32)}
+        action, source = gate.select_action(obs, np.zeros(2, np.float32))
+        gate.observe(obs, action, source, 0.0, obs, {})
+        executed.append((round(float(action[0]), 3), source))
+    # t=0: trigger, chunk 0 row 0; t=1: row 1 (open loop); t=2: re-predicted (call 1) -> its
+    # first of the 2 remaining rows = 0.5; t=3: the next row 0.55 of that re-predicted chunk.
+    assert executed == [(0.0, RECOVERY), (0.05, RECOVERY), (0.5, RECOVERY), (0.55, RECOVERY)]
+    assert models.chunk_calls == [(0.0, 7.0), (2.0, 7.0)]
+    with pytest.raises(ValueError):
+        UniInterveneGate(models, replan_every=-1)

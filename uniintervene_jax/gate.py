@@ -67,6 +67,8 @@ class UniInterveneGate:
         (goal from the memory) instead of the base policy's; the human's action is executed
         either way, but the hand-back (the human lets go once the robot's proposals agree with
         what they would do) then judges the recovery policy.
+      replan_every: 0 (default) executes each chunk open loop; n > 0 re-predicts the rest of
+        the running chunk every n steps from the current observation toward the same goal.
       timeline_path: append the per-step value/risk/trigger/source of every ``timeline_every``-th
         episode to this JSONL file (None: off).
     Raises:
@@ -75,8 +77,8 @@ class UniInterveneGate:
 
     def __init__(self, models: GateModels, history_len: int = 8, cooldown_steps: int = 4, max_chunks: int = 4,
                  use_memory_goal: bool = True, timeline_path: Optional[str] = None, timeline_every: int = 5,
-                 propose_under_human: bool = True):
-        if int(history_len) < 1 or int(max_chunks) < 1 or int(cooldown_steps) < 0:
+                 propose_under_human: bool = True, replan_every: int = 0):
+        if int(history_len) < 1 or int(max_chunks) < 1 or int(cooldown_steps) < 0 or int(replan_every) < 0:
             raise ValueError(f"need history_len >= 1, max_chunks >= 1, cooldown_steps >= 0; got "
                              f"{history_len}, {max_chunks}, {cooldown_steps}")
         self.models = models
@@ -85,6 +87,8 @@ class UniInterveneGate:
         self.max_chunks = int(max_chunks)
         self.use_memory_goal = bool(use_memory_goal)
         self.propose_under_human = bool(propose_under_human)
+        self.replan_every = int(replan_every)
+        self._goal, self._chunk_t = None, 0
         self.timeline_path = timeline_path
         self.timeline_every = int(timeline_every)
         self.history: collections.deque = collections.deque(maxlen=self.K + 1)
@@ -140,6 +144,14 @@ class UniInterveneGate:
             self.latencies_ms.append(1e3 * (time.perf_counter() - t0))
             return chunk[0], RECOVERY
         if self.chunk:
+            self._chunk_t += 1
+            if self.replan_every and self._chunk_t % self.replan_every == 0:
+                # Receding horizon: re-predict the rest of the chunk from the new observation
+                # toward the same goal (the trigger is still re-evaluated at the chunk's end).
+                fresh = self._check_chunk(self.models.chunk(observation, self._goal), policy_action)
+                remaining = len(self.chunk)
+                self.chunk.clear()
+                self.chunk.extend(fresh[:remaining])
             return self._next_chunk_action(), RECOVERY
         if self.chunks_in_row:  # a chunk just ended: re-evaluate
             if self.chunks_in_row >= self.max_chunks:
@@ -175,6 +187,7 @@ class UniInterveneGate:
             else:
                 chunk = self._check_chunk(self.models.chunk(observation, goal), policy_action)
                 self.chunk.extend(chunk)
+                self._goal, self._chunk_t = goal, 0
                 self.chunks_in_row += 1
                 self._ep["triggers"] += 1
                 self._pending = (v, float(prob), 1)
@@ -392,4 +405,5 @@ def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) 
         cooldown_steps=int(c.cooldown_steps), max_chunks=int(c.max_chunks),
         use_memory_goal=bool(c.use_memory_goal),
         timeline_path=os.path.join(run_dir, "gate_timeline.jsonl") if run_dir else None,
-        timeline_every=int(c.timeline_every), propose_under_human=bool(c.propose_under_human))
+        timeline_every=int(c.timeline_every), propose_under_human=bool(c.propose_under_human),
+        replan_every=int(c.replan_every))

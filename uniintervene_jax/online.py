@@ -69,6 +69,10 @@ def get_online_config() -> ml_collections.ConfigDict:
     # tau_int.
     c.tau_int = 0.5
     c.tau_quantile = 0.0
+    # 0: execute each recovery chunk open loop (the paper). n > 0: receding horizon, the rest of
+    # the running chunk is re-predicted every n steps from the current observation toward the
+    # same goal (benchmarks/recovery_bound.py measures why this matters at 20 Hz).
+    c.replan_every = 0
     # Policy steps after a recovery ends (or the human hands back) before the gate may fire again.
     c.cooldown_steps = 4
     # Consecutive recovery chunks before a forced cooldown (keeps the trigger from turning the
@@ -142,7 +146,7 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
                  "recovery_batch_size", "publish_period", "max_chunks", "recovery_updates"):
         if int(c[name]) < 1:
             raise ValueError(f"uniintervene.{name} must be >= 1, got {c[name]}")
-    for name in ("cooldown_steps", "pretrain_steps", "min_episodes", "min_updates", "timeline_every"):
+    for name in ("cooldown_steps", "pretrain_steps", "min_episodes", "min_updates", "timeline_every", "replan_every"):
         if int(c[name]) < 0:
             raise ValueError(f"uniintervene.{name} must be >= 0, got {c[name]}")
     if not 0.0 <= float(c.tau_quantile) < 1.0:
