@@ -217,8 +217,10 @@ def plot_timeline(path: str, episodes: Sequence[Mapping], method: str = "") -> s
                 ax.axvspan(start - 0.5, end - 0.5, color=colour, alpha=alpha, lw=0)
         ax.plot(steps, value, color="#1f77b4", lw=1.5, label="proxy value")
         if risk.size:
-            ax.plot(np.arange(len(risk)), risk, color="#ff7f0e", lw=1.2,
-                    label="risk (sigmoid of logit)" if squashed else "risk (sigmoid)")
+            # The gate scores only at decision steps (not inside a chunk or under the human):
+            # draw the scored steps as markers so isolated ones show.
+            ax.plot(np.arange(len(risk)), risk, color="#ff7f0e", lw=1.2, marker="o", ms=4,
+                    label="risk (sigmoid of logit)" if squashed else "risk (sigmoid, at decisions)")
         tau = ep.get("tau")
         if tau is not None and math.isfinite(float(tau)):
             ax.axhline(float(tau), color="#ff7f0e", ls="--", lw=0.9, label=f"tau = {float(tau):.2f}")
