@@ -317,9 +317,31 @@ def load_run(rdir: str) -> Optional[dict]:
         "gate": {k: v for k, v in sorted(s.items()) if k.startswith("gate")},
         "eval_curve": [(h["env_steps"], h["success_rate"]) for h in s.get("eval_history", [])],
         "ir_curve": [(r["step"], r["intervention/rate"]) for r in actor if r.get("intervention/rate") is not None],
+        **episode_metrics(actor, s.get("env_steps")),
         "fairness": fairness,
         "run_dir": rdir,
     }
+
+
+def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dict:
+    """Secondary metrics from the per-episode rows of ``metrics/actor.jsonl``.
+
+    ``auto_sr``: fraction of training episodes that succeeded with no human step (policy and
+    recovery alone); ``ir_last`` / ``auto_sr_last``: IR (human steps / steps) and ``auto_sr``
+    over the episodes that ended in the last quarter of the run's env steps (after the gate
+    had time to become active). None when no episode row exists.
+    """
+    eps = [r for r in actor_rows if r.get("intervention/steps") is not None and r.get("rollout/length")]
+    if not eps:
+        return {"auto_sr": None, "ir_last": None, "auto_sr_last": None}
+
+    def auto(rows):
+        return float(np.mean([float(r.get("rollout/success", 0.0)) > 0 and r["intervention/steps"] == 0 for r in rows]))
+
+    cut = 0.75 * float(env_steps or max(r["step"] for r in eps))
+    last = [r for r in eps if r["step"] > cut] or eps[-1:]
+    ir_last = sum(r["intervention/steps"] for r in last) / max(sum(r["rollout/length"] for r in last), 1)
+    return {"auto_sr": auto(eps), "ir_last": float(ir_last), "auto_sr_last": auto(last)}
 
 
 def load_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence) -> List[dict]:
@@ -651,6 +673,24 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
     else:
         lines += ["Checked from every run's `actor_config.json`: operator, demos, budget, eval schedule and "
                   "action repeat are identical within each task.", ""]
+    lines += ["Secondary metrics (from `metrics/actor.jsonl`; mean over finished seeds): IR over the "
+              "last quarter of the run (`IR last 25%`), and the fraction of training episodes that "
+              "succeeded with no human step (`autonomous SR`, whole run / last 25%).", "",
+              "| task | method | seeds | IR last 25% | autonomous SR | autonomous SR last 25% | train SR (with operator) |",
+              "|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        for m in methods:
+            rs = [r for r in runs if r["task"] == task and r["method"] == m]
+            if not rs:
+                continue
+
+            def mean_of(key):
+                vals = [r[key] for r in rs if r.get(key) is not None]
+                return float(np.mean(vals)) if vals else None
+
+            lines.append(f"| {task} | {m} | {len(rs)} | {_fmt(mean_of('ir_last'), 3)} | {_fmt(mean_of('auto_sr'))} | "
+                         f"{_fmt(mean_of('auto_sr_last'))} | {_fmt(mean_of('train_sr'))} |")
+    lines.append("")
     lines += ["Per run:", "",
               "| task | method | seed | final SR | best SR | IR | recovery steps | env steps | wall min | gate |",
               "|---|---|---|---|---|---|---|---|---|---|"]
