@@ -389,6 +389,7 @@ def run_learner() -> dict:
         "pretrain_steps": int(FLAGS.pretrain_steps),
         "pretrain_s": round(pretrain_s, 2),
         "train_period": int(config.uniintervene.train_period),
+        "recovery_updates": int(config.uniintervene.recovery_updates),
         "uniintervene_batch_size": int(config.uniintervene.batch_size),
         "updates": results,
         "slowdown": round(plain["updates_per_s"] / extra["updates_per_s"], 3),
@@ -451,7 +452,8 @@ def markdown(report: dict) -> str:
             f"`XLA_FLAGS={mc['XLA_FLAGS'] or '(unset)'}`, load average at start {mc.get('loadavg_1m', 'n/a')}.  ",
             f"Agent `{learner['agent_name']}`, batch {learner['batch_size']} x UTD {learner['utd_ratio']}, "
             f"demo fraction {learner['demo_fraction']}, two buffers of {learner['buffer_fill']} random "
-            f"transitions; UniIntervene trains each model once every {learner['train_period']} agent updates "
+            f"transitions; every {learner['train_period']} agent updates UniIntervene runs one update of the proxy "
+            f"value and of the intervention model and {learner.get('recovery_updates', 1)} of the recovery policy "
             f"(batch {learner['uniintervene_batch_size']}). Step = sample + update (+ `ui.step`), "
             f"{u['agent_update']['n']} timed steps.", "",
             "| learner step | updates/s | p50 ms | p99 ms | mean ms |", "|---|---:|---:|---:|---:|"]
