@@ -15,6 +15,7 @@ import pytest
 
 from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
 from uniintervene_jax.gate import UniInterveneGate
+from test_online import shrink_uniintervene  # noqa: E402  (shared tiny-network settings)
 
 A = 4
 POLICY_ACTION = np.full((A,), -0.5, np.float32)
@@ -447,26 +448,6 @@ def _tiny_config(seed=0):
     config.seed = seed
     shrink_uniintervene(config.uniintervene)
     return config
-
-
-def shrink_uniintervene(u):
-    """Tiny UniIntervene networks (test speed)."""
-    u.value.hidden_dims = (16, 16)
-    u.value.latent_dim = 8
-    u.value.head_hidden_dims = (16,)
-    u.value.encoder.latent_dim = 16
-    u.value.instruction_dim = 8
-    u.intervention.model.hidden_dims = (16, 16)
-    u.intervention.model.head_hidden_dims = (16,)
-    u.intervention.model.history_hidden_dims = (8,)
-    u.intervention.model.history_dim = 8
-    u.intervention.model.instr_dim = 8
-    u.recovery.cond_hidden_dims = (16,)
-    u.recovery.chunk_hidden_dims = (16,)
-    u.recovery.instruction_dim = 8
-    u.recovery.encoder.latent_dim = 16
-    u.batch_size = 16
-    u.recovery_batch_size = 8
 
 
 SPEC = {"state": ((39,), np.dtype(np.float32))}
