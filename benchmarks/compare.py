@@ -318,9 +318,14 @@ def load_run(rdir: str) -> Optional[dict]:
         "eval_curve": [(h["env_steps"], h["success_rate"]) for h in s.get("eval_history", [])],
         "ir_curve": [(r["step"], r["intervention/rate"]) for r in actor if r.get("intervention/rate") is not None],
         **episode_metrics(actor, s.get("env_steps")),
+        "learner_ups": (_read_json(os.path.join(rdir, "learner_summary.json")) or {}).get("updates_per_s"),
         "fairness": fairness,
         "run_dir": rdir,
     }
+
+
+def _median(values):
+    return float(np.median(values)) if values else None
 
 
 def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dict:
@@ -676,8 +681,9 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
     lines += ["Secondary metrics (from `metrics/actor.jsonl`; mean over finished seeds): IR over the "
               "last quarter of the run (`IR last 25%`), and the fraction of training episodes that "
               "succeeded with no human step (`autonomous SR`, whole run / last 25%).", "",
-              "| task | method | seeds | IR last 25% | autonomous SR | autonomous SR last 25% | train SR (with operator) |",
-              "|---|---|---|---|---|---|---|"]
+              "| task | method | seeds | IR last 25% | autonomous SR | autonomous SR last 25% | train SR (with operator) "
+              "| learner updates/s (median, next to the actor) |",
+              "|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         for m in methods:
             rs = [r for r in runs if r["task"] == task and r["method"] == m]
@@ -689,7 +695,17 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
                 return float(np.mean(vals)) if vals else None
 
             lines.append(f"| {task} | {m} | {len(rs)} | {_fmt(mean_of('ir_last'), 3)} | {_fmt(mean_of('auto_sr'))} | "
-                         f"{_fmt(mean_of('auto_sr_last'))} | {_fmt(mean_of('train_sr'))} |")
+                         f"{_fmt(mean_of('auto_sr_last'))} | {_fmt(mean_of('train_sr'))} | "
+                         f"{_fmt(_median([r['learner_ups'] for r in rs if r.get('learner_ups') is not None]), 0)} |")
+    for m in methods:
+        ups = [r["learner_ups"] for r in runs if r["method"] == m and r.get("learner_ups") is not None]
+        p50 = [r["gate"]["gate_latency_ms_p50"] for r in runs if r["method"] == m and r["gate"].get("gate_latency_ms_p50")]
+        p99 = [r["gate"]["gate_latency_ms_p99"] for r in runs if r["method"] == m and r["gate"].get("gate_latency_ms_p99")]
+        line = f"- {m}: learner updates/s median over all runs {_fmt(_median(ups), 0)}"
+        if p50:
+            line += (f"; gate decision latency per run p50 {min(p50):.2f}-{max(p50):.2f} ms, "
+                     f"p99 {min(p99):.1f}-{max(p99):.1f} ms")
+        lines.append(line)
     lines.append("")
     lines += ["Per run:", "",
               "| task | method | seed | final SR | best SR | IR | recovery steps | env steps | wall min | gate |",

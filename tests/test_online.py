@@ -13,6 +13,7 @@ import pytest
 from configs.algorithms import ALGORITHMS
 from configs.train import get_config
 from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
+from test_loop import FakeClient  # the actor tests' TrainerClient stand-in
 from uniintervene_jax.online import (
     EpisodeAssembler,
     OnlineUniIntervene,
@@ -358,37 +359,34 @@ def test_no_demos_no_pretraining_and_first_episode_builds_datasets():
 
 
 # ------------------------------------------------------------------ learner -> actor push
-class PushingClient:
-    """A TrainerClient stand-in: drains the actor's stores and, at its n-th ``update()`` call,
-    delivers ``messages[n]`` on the parameter broadcast."""
+class PushingClient(FakeClient):
+    """test_loop's FakeClient (drains the actor's stores) that also, at its n-th ``update()``
+    call, delivers ``messages[n]`` on the parameter broadcast."""
 
     def __init__(self, stores, messages):
-        self.stores = stores
+        super().__init__(stores)
         self.messages = messages
         self.calls = 0
-        self.received = {name: [] for name in stores}
-        self.requests = []
-
-    def recv_network_callback(self, fn):
-        self.callback = fn
 
     def update(self):
         self.calls += 1
         if self.calls in self.messages:
             self.callback(self.messages[self.calls])
-        for name, store in self.stores.items():
-            items = store.pending_items()
-            self.received[name].extend(item for _, item in items)
-            if items:
-                store.acknowledge(items[-1][0])
-        return True
+        return super().update()
 
-    def request(self, request_type, payload):
-        self.requests.append((request_type, payload))
-        return {"ok": True}
 
-    def stop(self):
-        pass
+def _small_actor(config, tmp_path, max_env_steps):
+    """Tiny in-process actor settings shared by the actor tests here."""
+    config.run_root = str(tmp_path)
+    config.agent.hidden_dims = (16, 16)
+    config.actor.max_env_steps = max_env_steps
+    config.actor.eval_period = 0
+    config.actor.eval_episodes = 1
+    config.actor.steps_per_update = 0.0
+    config.actor.send_period = 10
+    config.logging.progress_bar = False
+    config.logging.tensorboard = False
+    return config
 
 
 def _nan_first_leaf(tree):
@@ -408,16 +406,7 @@ def test_actor_loads_versioned_uniintervene_payload_and_rejects_a_corrupted_one(
     from serl_ext.loop import common
     from serl_ext.loop.actor import DATA_STORE, INTERVENTION_STORE, run_actor
 
-    config = _config()
-    config.run_root = str(tmp_path)
-    config.agent.hidden_dims = (16, 16)
-    config.actor.max_env_steps = 150
-    config.actor.eval_period = 0
-    config.actor.eval_episodes = 1
-    config.actor.steps_per_update = 0.0
-    config.actor.send_period = 10
-    config.logging.progress_bar = False
-    config.logging.tensorboard = False
+    config = _small_actor(_config(), tmp_path, 150)
     # Make the gate fire whenever it evaluates (tau 0) and condition the recovery policy on the
     # current observation, so recovery steps happen with untrained networks; recovery
     # transitions also go to the intervention store.
@@ -503,18 +492,9 @@ def test_actor_summary_gate_counts_cover_the_whole_run(tmp_path):
     from serl_ext.loop.actor import DATA_STORE, run_actor
     from uniintervene_jax.gate import UniInterveneGate
 
-    config = _config("hil_serl")
-    config.run_root = str(tmp_path)
+    config = _small_actor(_config("hil_serl"), tmp_path, 40)
     config.operator.enabled = False
     config.env.max_episode_steps = 15
-    config.agent.hidden_dims = (16, 16)
-    config.actor.max_env_steps = 40
-    config.actor.eval_period = 0
-    config.actor.eval_episodes = 1
-    config.actor.steps_per_update = 0.0
-    config.actor.send_period = 10
-    config.logging.progress_bar = False
-    config.logging.tensorboard = False
     gate = UniInterveneGate(_AlwaysTrigger(), history_len=2, cooldown_steps=1, max_chunks=1,
                             timeline_path=str(tmp_path / "tl.jsonl"), timeline_every=1)
     clients = []
