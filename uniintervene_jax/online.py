@@ -47,6 +47,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 RECOVERY_BUFFERS = ("online", "both")
+RECOVERY_GOALS = ("retrieved", "future")
 
 
 def get_online_config() -> ml_collections.ConfigDict:
@@ -110,6 +111,17 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.takeover_label_steps = 8
     # Goal offset k of the recovery training pairs (goal = o_{t+k}).
     c.goal_offset = 8
+    # Goals the recovery policy is trained on: "retrieved" (default; each anchor's goal is what
+    # the gate would retrieve for it: the memory's best item of another episode with a higher
+    # value than V(o_t), falling back to o_{t+k} when none is found), or "future" (o_{t+k}, the
+    # hindsight goal of the offline pipeline). At run time goals come from the memory, i.e.
+    # from other episodes whose object and target positions differ; training on such goals
+    # keeps the policy from chasing them (benchmarks/recovery_goals.py measures the effect).
+    c.recovery_goals = "retrieved"
+    # Online anchors (operator segments) are kept only when the proxy value rises by more than
+    # this over the goal offset (demo anchors: > 0). Drops the operator's retract moves and the
+    # policy actions that follow a hand-back, which do not lead toward a higher value.
+    c.recovery_min_gain = 0.25
     # Recovery-policy anchors in online episodes: "interventions" (the operator's segments,
     # default: behaviour cloning of recoveries, as the guide trains it) or "all" (also every
     # step of successful online episodes, whatever acted). Demos always anchor every step.
@@ -157,6 +169,10 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
     if int(c.recovery.horizon) != int(c.horizon):
         raise ValueError(f"uniintervene.recovery.horizon ({c.recovery.horizon}) must equal "
                          f"uniintervene.horizon ({c.horizon})")
+    if c.recovery_goals not in RECOVERY_GOALS:
+        raise ValueError(f"uniintervene.recovery_goals must be one of {RECOVERY_GOALS}, got {c.recovery_goals!r}")
+    if not 0.0 <= float(c.recovery_min_gain) < 1.0:
+        raise ValueError(f"uniintervene.recovery_min_gain must be in [0, 1), got {c.recovery_min_gain}")
     if c.recovery.head != "continuous":
         raise ValueError("online recovery needs uniintervene.recovery.head='continuous' (the FAST token head is "
                          "trained offline, see uniintervene_jax/pipeline.py)")
@@ -421,8 +437,6 @@ class OnlineUniIntervene:
         self._intervention_data = build_dataset(
             episodes, curves, labels, tvr, ProxyValueTargetEncoder(self.value), instr_ids=self.instr,
             history_len=int(c.history_len), keep_next_observations=False)
-        pairs = _recovery_pairs(episodes, curves, c)
-        self._recovery_pairs = pairs if pairs is not None and len(pairs["actions"]) else None
         # Memory: demos + successful online episodes that contain a recovery (human or autonomous).
         chosen = [i for i, e in enumerate(episodes)
                   if e["metadata"].get("source") == "demo" or (e["metadata"].get("success") and e["metadata"].get("recovered"))]
@@ -435,6 +449,11 @@ class OnlineUniIntervene:
                 [episodes[i] for i in chosen], [_minmax(curves[i]) for i in chosen], embed,
                 mining_preset(c.memory_preset), episode_ids=chosen, tasks=[self.task] * len(chosen))
         self.memory_items = items
+        pairs = _recovery_pairs(episodes, curves, c)
+        if pairs is not None and len(pairs["actions"]) and c.recovery_goals == "retrieved":
+            pairs, found = retrieved_goals(pairs, self.value, self.instr, self.task, items)
+            self.last_info["uniintervene/recovery_goal_retrieved"] = found
+        self._recovery_pairs = pairs if pairs is not None and len(pairs["actions"]) else None
         if float(c.tau_quantile) > 0:
             self._calibrate_tau(episodes, curves)
         self.counters["refreshes"] += 1
@@ -592,17 +611,59 @@ def _recovery_pairs(episodes, curves, c):
     parts = []
     demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]
     online_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") != "demo"]
-    for idx, successes in ((demo_idx, True), (online_idx, c.recovery_anchors == "all")):
+    for idx, successes, gain in ((demo_idx, True, 0.0),
+                                 (online_idx, c.recovery_anchors == "all", float(c.recovery_min_gain))):
         if idx:
-            parts.append(recovery_training_pairs([episodes[i] for i in idx], [curves[i] for i in idx],
-                                                 horizon=int(c.horizon), goal_offset=int(c.goal_offset),
-                                                 use_successes=successes, use_interventions=True))
+            part = recovery_training_pairs([episodes[i] for i in idx], [curves[i] for i in idx],
+                                           horizon=int(c.horizon), goal_offset=int(c.goal_offset),
+                                           use_successes=successes, use_interventions=True, min_value_gain=gain)
+            # episode_index relative to `episodes` (the memory's episode ids), not to the subset
+            part["episode_index"] = np.asarray(idx, np.int32)[part["episode_index"]]
+            parts.append(part)
     parts = [p for p in parts if len(p["actions"])]
     if not parts:
         return None
     if len(parts) == 1:
         return parts[0]
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+def retrieved_goals(pairs: Dict[str, Any], value, instr: np.ndarray, task: str, items) -> tuple:
+    """Replaces each pair's goal by the goal the gate would retrieve at its anchor.
+
+    For anchor ``o_t`` (episode ``e``): the memory's top-5 cosine neighbours of the proxy-value
+    embedding of ``o_t`` among items of other episodes than ``e``, first one whose goal value is
+    above ``V(o_t)`` (:meth:`RecoveryMemory.retrieve_batch`, the rule the gate uses). Anchors
+    without such an item keep their hindsight goal ``o_{t+k}``.
+
+    Args:
+      pairs: :func:`recovery_training_pairs` output with ``episode_index`` into the memory's
+        episode ids.
+      value: the :class:`ProxyValue` whose encoder embedded the memory keys.
+      instr: int32 ``(16,)`` instruction ids.
+      task: the task name of the memory items.
+      items: :class:`RecoveryItems` or None (then nothing changes).
+    Returns:
+      ``(pairs with new goal_observations, fraction of anchors that got a retrieved goal)``.
+    """
+    from uniintervene_jax.memory.memory import RecoveryMemory
+
+    if items is None or len(items) == 0:
+        return pairs, 0.0
+    memory = RecoveryMemory(items=items)
+    obs = pairs["observations"]
+    emb = np.asarray(value.encode(obs, instr), np.float32)
+    values = np.asarray(value.values(obs, instr), np.float64).reshape(-1)
+    found = memory.retrieve_batch(emb, task, values, exclude_episodes=[int(i) for i in pairs["episode_index"]])
+    goals = {k: np.array(v, copy=True) for k, v in pairs["goal_observations"].items()}
+    hit = 0
+    for row, item in enumerate(found):
+        if item is None:
+            continue
+        hit += 1
+        for k in goals:
+            goals[k][row] = item.goal_observations[k]
+    return dict(pairs, goal_observations=goals), hit / max(len(found), 1)
 
 
 def build_models(config, obs_spec, action_dim: int):
