@@ -24,13 +24,13 @@ actions differ from the expert's by more than 0.5 on average over 10 steps; ``st
 progress for W steps).
 """
 
-import collections
 import json
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
+
+from drivers import ExpertDriver, RecoveryDriver, drive
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -38,81 +38,6 @@ sys.path.insert(0, REPO)
 _RUN_DIRS = flags.DEFINE_list("run_dirs", [], "Finished hil_serl+uniintervene run folders.")
 _EPISODES = flags.DEFINE_integer("episodes", 10, "Episodes per driver.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/compare/recovery_bound", "Output prefix (.md, .json).")
-
-
-def _drive(config, driver, episodes: int):
-    """Runs ``episodes`` episodes; ``driver(obs, env, t_in_chunk) -> action``. Returns metrics."""
-    from serl_ext.loop import common
-
-    reasons, irs, successes = collections.Counter(), [], []
-    for i in range(episodes):
-        seed = 50_000 + i
-        env = common.make_env(config, seed, with_operator=True)
-        try:
-            obs, _ = env.reset(seed=seed)
-            driver.reset()
-            human = steps = 0
-            success = False
-            while True:
-                action = driver.act(obs, env)
-                obs, _, terminated, truncated, info = env.step(action)
-                steps += 1
-                if "intervene_action" in info:
-                    human += 1
-                    driver.interrupted()
-                    if info.get("operator/trigger"):
-                        reasons[str(info["operator/trigger"])] += 1
-                success = success or bool(info.get("success", False))
-                if terminated or truncated:
-                    break
-            irs.append(human / steps)
-            successes.append(success)
-        finally:
-            env.close()
-    return {"ir": float(np.mean(irs)), "ir_per_episode": [round(x, 3) for x in irs],
-            "success_rate": float(np.mean(successes)), "takeover_step_reasons": dict(reasons)}
-
-
-class RecoveryDriver:
-    def __init__(self, models, replan_every: int):
-        self.models, self.replan_every = models, replan_every
-
-    def reset(self):
-        self.chunk, self.goal, self.k = [], None, 0
-
-    def interrupted(self):
-        self.chunk = []
-
-    def act(self, obs, env):
-        del env
-        if not self.chunk:
-            v = self.models.value(obs)
-            self.goal = self.models.goal(obs, v) or obs
-            self.k = 0
-            self.chunk = list(self.models.chunk(obs, self.goal))
-        elif self.k % self.replan_every == 0:
-            self.chunk = list(self.models.chunk(obs, self.goal))[: len(self.chunk)]
-        self.k += 1
-        return np.asarray(self.chunk.pop(0), np.float32)
-
-
-class ExpertDriver:
-    def __init__(self, task, hold: int):
-        from serl_ext.loop.rollouts import expert_policy
-
-        self.policy, self.hold = expert_policy(task), hold
-
-    def reset(self):
-        self.action, self.left = None, 0
-
-    def interrupted(self):
-        self.left = 0
-
-    def act(self, obs, env):
-        if self.left == 0:
-            self.action, self.left = self.policy(obs, env), self.hold
-        self.left -= 1
-        return self.action
 
 
 def main(argv):
@@ -138,13 +63,13 @@ def main(argv):
         models = NetworkGateModels(config, spec, action_dim)
         models.load(ui.payload())
         for name, replan in (("recovery, open-loop chunks (H=8)", 8), ("recovery, re-predicted every step", 1)):
-            r = _drive(config, RecoveryDriver(models, replan), _EPISODES.value)
+            r = drive(config, RecoveryDriver(models, replan), _EPISODES.value)
             results.append({"task": task, "run": os.path.relpath(run_dir, REPO), "driver": name, **r})
             print(results[-1], flush=True)
         if task not in tasks_done:
             tasks_done.add(task)
             for hold in (8, 4, 1):
-                r = _drive(config, ExpertDriver(task, hold), _EPISODES.value)
+                r = drive(config, ExpertDriver(task, hold), _EPISODES.value)
                 results.append({"task": task, "run": "-", "driver": f"expert, actions held {hold} steps", **r})
                 print(results[-1], flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

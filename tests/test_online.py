@@ -21,6 +21,8 @@ from uniintervene_jax.online import (
     get_online_config,
     memory_from_payload,
     memory_to_payload,
+    recovery_batch_indices,
+    retrieved_goals,
 )
 
 A = 4
@@ -274,7 +276,7 @@ def test_learner_schedule_and_readiness(learner):
     ui.step(6)
     assert ui.counters["intervention_updates"] == 3 and ui.ready  # flips exactly at min_updates
     payload = ui.payload()
-    assert payload["version"] == 2 and payload["ready"] is True and payload["tau"] == 0.5
+    assert payload["version"] == 2 and payload["ready"] is True and payload["tau"] == c.intervention.tau_int == 0.4
     assert payload["memory"] is not None and len(payload["memory"]["tasks"]) == len(ui.memory_items)
 
     # min_episodes is a condition on its own.
@@ -557,7 +559,8 @@ def test_ablations_reach_the_gate():
 @pytest.mark.parametrize("field,value", [
     ("recovery_buffer", "human"), ("history_len", 0), ("horizon", 0), ("train_period", 0), ("max_chunks", 0),
     ("publish_period", 0), ("cooldown_steps", -1), ("min_updates", -1), ("timeline_every", -1),
-    ("tau_quantile", 1.0), ("tau_quantile", -0.1),
+    ("tau_quantile", 1.0), ("tau_quantile", -0.1), ("recovery_goals", "nearest"),
+    ("recovery_min_gain", -0.1), ("recovery_min_gain", 1.0), ("recovery_demo_fraction", 1.5),
 ])
 def test_check_online_config_rejects_bad_values(field, value):
     c = get_online_config()
@@ -585,3 +588,94 @@ def test_check_online_config_rejects_inconsistent_model_configs():
     config.uniintervene.recovery_buffer = "all"
     with pytest.raises(ValueError):
         OnlineUniIntervene(config, SPEC, A)
+
+
+# ------------------------------------------------------------------ recovery training goals
+class _LinearValue:
+    """Stands in for ProxyValue: embedding = the first 3 state dims, value = state[0]."""
+
+    def encode(self, obs, instr):
+        return np.asarray(obs["state"][:, :3], np.float32)
+
+    def values(self, obs, instr):
+        return np.asarray(obs["state"][:, 0], np.float32)
+
+
+def _memory_items(keys, goal_values, episode_ids):
+    from uniintervene_jax.memory.mining import RecoveryItems
+
+    n = len(keys)
+    keys = np.asarray(keys, np.float32)
+    goals = np.stack([np.full(39, 10.0 + i, np.float32) for i in range(n)])  # item i's goal: all 10 + i
+    return RecoveryItems(
+        tasks=["pick-place"] * n, episode_id=np.asarray(episode_ids, np.int64),
+        start=np.zeros(n, np.int64), end=np.full(n, 8, np.int64), start_progress=np.zeros(n, np.float32),
+        bin=np.zeros(n, np.int32), key_observations={"state": np.zeros((n, 39), np.float32)},
+        goal_observations={"state": goals}, key_embedding=keys, goal_embedding=keys,
+        goal_state=goals, start_value=np.zeros(n, np.float32), goal_value=np.asarray(goal_values, np.float32),
+        actions=np.zeros((n, 8, A), np.float32))
+
+
+def test_retrieved_goals_follow_the_gate_rule():
+    """Each anchor gets the goal of the most similar item of another episode whose goal value is
+    above V(anchor); anchors with no such item keep their hindsight goal."""
+    # items: 0 (episode 0, key along x), 1 (episode 1, key along x, value 0.9),
+    #        2 (episode 1, key along y, value 0.9), 3 (episode 2, key along x, value 0.2)
+    items = _memory_items([[1, 0, 0], [1, 0.1, 0], [0, 1, 0], [1, 0, 0.05]], [0.9, 0.9, 0.9, 0.2], [0, 1, 1, 2])
+    state = np.zeros((4, 39), np.float32)
+    state[:, :3] = [[0.5, 0, 0],     # ep 0, V 0.5: item 0 is its own episode -> item 3 (0.2) too low -> item 1
+                    [0.5, 0, 0],     # ep 1, V 0.5: item 0 (episode 0) is the nearest of another episode
+                    [0.1, 1.0, 0],   # ep 0, V 0.1: along y -> item 2
+                    [0.95, 0, 0]]    # ep 2, V 0.95: no goal value above -> keeps its hindsight goal
+    hindsight = np.full((4, 39), -1.0, np.float32)
+    pairs = {"observations": {"state": state}, "goal_observations": {"state": hindsight.copy()},
+             "episode_index": np.array([0, 1, 0, 2], np.int32), "actions": np.zeros((4, 8, A), np.float32)}
+    out, frac = retrieved_goals(pairs, _LinearValue(), np.zeros(16, np.int32), "pick-place", items)
+    np.testing.assert_array_equal(out["goal_observations"]["state"][:, 0], [11.0, 10.0, 12.0, -1.0])
+    assert frac == pytest.approx(0.75)
+    np.testing.assert_array_equal(pairs["goal_observations"]["state"], hindsight)  # input untouched
+    same, frac = retrieved_goals(pairs, _LinearValue(), np.zeros(16, np.int32), "pick-place", None)
+    assert same is pairs and frac == 0.0
+
+
+def test_recovery_pairs_keep_demo_anchors_and_filter_operator_anchors_by_gain():
+    from uniintervene_jax.online import _recovery_pairs
+
+    rng = np.random.default_rng(0)
+    c = _config().uniintervene
+    c.recovery_min_gain = 0.25
+    demo = dict(_episode(rng, 12, True), metadata={"task": "pick-place", "success": True, "source": "demo"})
+    sources = np.array([0] * 4 + [HUMAN] * 8, np.int8)
+    online = dict(_episode(rng, 12, False, sources=sources), metadata={"task": "pick-place", "success": False,
+                                                                        "source": "online"})
+    flat = np.full(13, 0.5, np.float32)
+    demo_curve = np.linspace(0.0, 1.0, 13).astype(np.float32)  # +1/12 per step: every demo anchor gains
+    online_curve = flat.copy()
+    online_curve[8:] = 0.9                                   # steps 4..7 reach the jump 8 steps ahead (+0.4)
+    pairs = _recovery_pairs([demo, online], [demo_curve, online_curve], c)
+    demo_rows = pairs["episode_index"] == 0
+    online_rows = pairs["episode_index"] == 1
+    assert demo_rows.sum() == 12  # every demo step (gain > 0)
+    # operator anchors 4..11; with goal offset 8 only 4..7 jump from 0.5 to 0.9 (gain 0.4 > 0.25)
+    np.testing.assert_array_equal(np.sort(pairs["t"][online_rows]), [4, 5, 6, 7])
+    c.recovery_min_gain = 0.5
+    pairs = _recovery_pairs([demo, online], [demo_curve, online_curve], c)
+    assert (pairs["episode_index"] == 1).sum() == 0 and (pairs["episode_index"] == 0).sum() == 12
+
+
+def test_recovery_batches_keep_the_demo_share():
+    rng = np.random.default_rng(0)
+    is_demo = np.array([True] * 3 + [False] * 97)
+    idx = recovery_batch_indices(is_demo, 64, 0.5, rng)
+    assert idx.shape == (64,) and is_demo[idx].sum() == 32
+    idx = recovery_batch_indices(is_demo, 64, 0.25, rng)
+    assert is_demo[idx].sum() == 16
+    # one side empty: everything from the other
+    assert recovery_batch_indices(np.ones(5, bool), 16, 0.5, rng).max() < 5
+    assert is_demo[recovery_batch_indices(is_demo, 16, 1.0, rng)].all()
+    assert not np.zeros(7, bool)[recovery_batch_indices(np.zeros(7, bool), 16, 0.5, rng)].any()
+    # None: uniform over all rows (the demo share follows the data: 3 %)
+    idx = recovery_batch_indices(is_demo, 20000, None, rng)
+    assert abs(is_demo[idx].mean() - 0.03) < 0.01
+    with pytest.raises(ValueError, match="no recovery pairs"):
+        recovery_batch_indices(np.zeros(0, bool), 8, 0.5, rng)

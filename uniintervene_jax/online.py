@@ -64,11 +64,10 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.history_len = 8
     # H: recovery chunk length (paper: 8 actions); the gate re-evaluates at a chunk's end.
     c.horizon = 8
-    # Trigger when sigmoid(risk) >= tau_int (paper 0.5). With tau_quantile > 0 the learner
-    # instead sets tau to that quantile of sigmoid(risk) over the policy steps of recent
-    # successful episodes (at most 1 - tau_quantile of good steps would fire), never below
-    # tau_int.
-    c.tau_int = 0.5
+    # The trigger threshold is intervention.tau_int (set below): fire when sigmoid(risk) >= it.
+    # With tau_quantile > 0 the learner instead sets tau to that quantile of sigmoid(risk) over
+    # the policy steps of recent successful episodes (at most 1 - tau_quantile of good steps
+    # would fire), never below intervention.tau_int.
     c.tau_quantile = 0.0
     # 0: execute each recovery chunk open loop (the paper). n > 0: receding horizon, the rest of
     # the running chunk is re-predicted every n steps from the current observation toward the
@@ -94,6 +93,12 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.value = value_config()
     c.value.hidden_dims = (256, 256)
     c.intervention = intervention_config()
+    # Online trigger threshold 0.4, not the paper's 0.5: the risk scalar is both the focal logit
+    # and regressed to the TVR target (near 0), so sigmoid(risk) sits at 0.45-0.55 and 0.5 fires
+    # on about half of the decisions whatever the state; at a recovery chunk's end, after the
+    # value rose, it then hands the robot back to a base policy that cannot do the task yet
+    # (benchmarks/results/compare/tau_probe.md: assembly IR 0.63 at 0.5, 0.28 at 0.4).
+    c.intervention.tau_int = 0.4
     c.recovery = recovery_config()
     # Online the recovery policy uses the continuous chunk head: the FAST token head needs a
     # tokenizer fitted on the chunks first (offline pipeline); see README.
@@ -122,6 +127,11 @@ def get_online_config() -> ml_collections.ConfigDict:
     # this over the goal offset (demo anchors: > 0). Drops the operator's retract moves and the
     # policy actions that follow a hand-back, which do not lead toward a higher value.
     c.recovery_min_gain = 0.25
+    # Share of each recovery-policy batch drawn from the demo pairs (the rest from the operator
+    # pairs; all from one side when the other is empty), like RLPD's symmetric sampling does
+    # for the agent. None (default): uniform over all pairs; 0.5 measured no better
+    # (benchmarks/results/recovery_goals.md).
+    c.recovery_demo_fraction = ml_collections.config_dict.placeholder(float)
     # Recovery-policy anchors in online episodes: "interventions" (the operator's segments,
     # default: behaviour cloning of recoveries, as the guide trains it) or "all" (also every
     # step of successful online episodes, whatever acted). Demos always anchor every step.
@@ -142,8 +152,8 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.max_episodes = 200
     # The gate may fire once this many online episodes were seen and the intervention model
     # had min_updates updates.
-    c.min_episodes = 10
-    c.min_updates = 300
+    c.min_episodes = 3
+    c.min_updates = 50
     # Push the UniIntervene payload at most every publish_period learner steps (it only goes
     # out when its version changed).
     c.publish_period = 200
@@ -171,6 +181,8 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
                          f"uniintervene.horizon ({c.horizon})")
     if c.recovery_goals not in RECOVERY_GOALS:
         raise ValueError(f"uniintervene.recovery_goals must be one of {RECOVERY_GOALS}, got {c.recovery_goals!r}")
+    if c.recovery_demo_fraction is not None and not 0.0 <= float(c.recovery_demo_fraction) <= 1.0:
+        raise ValueError(f"uniintervene.recovery_demo_fraction must be None or in [0, 1], got {c.recovery_demo_fraction}")
     if not 0.0 <= float(c.recovery_min_gain) < 1.0:
         raise ValueError(f"uniintervene.recovery_min_gain must be in [0, 1), got {c.recovery_min_gain}")
     if c.recovery.head != "continuous":
@@ -510,8 +522,8 @@ class OnlineUniIntervene:
 
         if self._recovery_pairs is None:
             return
-        n = len(self._recovery_pairs["actions"])
-        idx = self.rng.integers(0, n, size=int(self.c.recovery_batch_size))
+        idx = recovery_batch_indices(self._recovery_pairs["is_demo"], int(self.c.recovery_batch_size),
+                                     self.c.recovery_demo_fraction, self.rng)
         self.recovery, info = self.recovery.update(_take(self._recovery_pairs, idx))
         self.counters["recovery_updates"] += 1
         self.last_info["uniintervene/recovery_loss"] = float(info["train/loss"] if "train/loss" in info else info["loss"])
@@ -619,6 +631,7 @@ def _recovery_pairs(episodes, curves, c):
                                            use_successes=successes, use_interventions=True, min_value_gain=gain)
             # episode_index relative to `episodes` (the memory's episode ids), not to the subset
             part["episode_index"] = np.asarray(idx, np.int32)[part["episode_index"]]
+            part["is_demo"] = np.full(len(part["actions"]), idx is demo_idx)
             parts.append(part)
     parts = [p for p in parts if len(p["actions"])]
     if not parts:
@@ -626,6 +639,30 @@ def _recovery_pairs(episodes, curves, c):
     if len(parts) == 1:
         return parts[0]
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
+def recovery_batch_indices(is_demo: np.ndarray, batch_size: int, demo_fraction: Optional[float],
+                           rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one recovery-policy batch (with replacement).
+
+    ``round(demo_fraction * batch_size)`` rows from the demo pairs (``is_demo``, bool ``(N,)``)
+    and the rest from the others; when one side is empty the whole batch comes from the other.
+    ``demo_fraction=None``: uniform over all N rows. Returns int64 ``(batch_size,)``.
+    Raises ValueError for N = 0.
+    """
+    is_demo = np.asarray(is_demo, bool)
+    n = len(is_demo)
+    if n == 0:
+        raise ValueError("no recovery pairs to sample from")
+    if demo_fraction is None:
+        return rng.integers(0, n, size=batch_size)
+    demo, other = np.flatnonzero(is_demo), np.flatnonzero(~is_demo)
+    n_demo = int(round(float(demo_fraction) * batch_size))
+    if len(demo) == 0:
+        n_demo = 0
+    elif len(other) == 0:
+        n_demo = batch_size
+    return np.concatenate([rng.choice(demo, n_demo), rng.choice(other, batch_size - n_demo)]).astype(np.int64)
 
 
 def retrieved_goals(pairs: Dict[str, Any], value, instr: np.ndarray, task: str, items) -> tuple:
