@@ -15,9 +15,9 @@ driver of ``benchmarks/recovery_bound.py``):
 * ``retrieved``: goals retrieved for each anchor like the gate does (own episode excluded),
   ``recovery_min_gain = 0``;
 * ``retrieved, gain > 0.25``: also drop operator anchors whose value rises by 0.25 or less over
-  the goal offset;
+  the goal offset (the online default);
 * ``... half demos``: also draw half of every batch from the demo pairs
-  (``recovery_demo_fraction = 0.5``; the online default);
+  (``recovery_demo_fraction = 0.5``);
 * ``retrieved, demos only``: every batch from the demo pairs (the operator's segments unused).
 
 Batches are uniform over all pairs unless a demo fraction is given.
@@ -53,8 +53,8 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results/recovery_goals", "Output p
 # (name, recovery_goals, recovery_min_gain, recovery_demo_fraction)
 VARIANTS = (("future", "future", 0.0, None),
             ("retrieved", "retrieved", 0.0, None),
-            ("retrieved, gain > 0.25", "retrieved", 0.25, None),
-            ("retrieved, gain > 0.25, half demos (online default)", "retrieved", 0.25, 0.5),
+            ("retrieved, gain > 0.25 (online default)", "retrieved", 0.25, None),
+            ("retrieved, gain > 0.25, half demos", "retrieved", 0.25, 0.5),
             ("retrieved, demos only", "retrieved", 0.25, 1.0))
 
 
