@@ -86,6 +86,14 @@ def _hil_serl_uniintervene_replan1(config):
     return config
 
 
+def _hil_serl_uniintervene_tau05(config):
+    """``hil_serl+uniintervene`` with the paper's trigger threshold 0.5 instead of the online
+    default 0.4 (``uniintervene_jax.online.get_online_config`` says why)."""
+    _hil_serl_uniintervene(config)
+    config.uniintervene.intervention.tau_int = 0.5
+    return config
+
+
 ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
     "hil_serl": _hil_serl,
     "hil_serl_pixels": _hil_serl_pixels,
@@ -93,6 +101,7 @@ ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.Confi
     "sac": _sac,
     "hil_serl+uniintervene": _hil_serl_uniintervene,
     "hil_serl+uniintervene-replan1": _hil_serl_uniintervene_replan1,
+    "hil_serl+uniintervene-tau05": _hil_serl_uniintervene_tau05,
     **{name: _ablation(**fields) for name, fields in UNIINTERVENE_ABLATIONS.items()},
 }
 

@@ -523,7 +523,8 @@ def test_actor_summary_gate_counts_cover_the_whole_run(tmp_path):
 def test_uniintervene_algorithms_compose():
     names = sorted(n for n in ALGORITHMS if "uniintervene" in n)
     assert names == ["hil_serl+uniintervene", "hil_serl+uniintervene-no_future", "hil_serl+uniintervene-no_memory",
-                     "hil_serl+uniintervene-no_tvr", "hil_serl+uniintervene-no_value", "hil_serl+uniintervene-replan1"]
+                     "hil_serl+uniintervene-no_tvr", "hil_serl+uniintervene-no_value", "hil_serl+uniintervene-replan1",
+                     "hil_serl+uniintervene-tau05"]
     expected = {  # (use_future, use_value, use_tvr, use_memory_goal)
         "hil_serl+uniintervene": (True, True, True, True),
         "hil_serl+uniintervene-no_future": (False, True, True, True),
@@ -531,6 +532,7 @@ def test_uniintervene_algorithms_compose():
         "hil_serl+uniintervene-no_tvr": (True, True, False, True),
         "hil_serl+uniintervene-no_memory": (True, True, True, False),
         "hil_serl+uniintervene-replan1": (True, True, True, True),
+        "hil_serl+uniintervene-tau05": (True, True, True, True),
     }
     for name in names:
         config = get_config(f"pick-place,{name}")
@@ -541,6 +543,7 @@ def test_uniintervene_algorithms_compose():
         i = u.intervention
         assert (i.use_future, i.use_value, i.use_tvr, u.use_memory_goal) == expected[name], name
         assert u.replan_every == (1 if name.endswith("replan1") else 0)
+        assert i.tau_int == (0.5 if name.endswith("tau05") else 0.4)
     assert get_config("pick-place,hil_serl").uniintervene.enabled is False
 
 
