@@ -63,18 +63,23 @@ class EveryOtherStepRecovery:
         return {"recoveries": float(self.t)}
 
 
-def _small_config(tmp_path, algorithm="hil_serl"):
-    config = get_config(f"pick-place,{algorithm}")
+def small_actor_settings(config, tmp_path, max_env_steps=150):
+    """Tiny in-process actor settings (also used by test_online's actor tests)."""
     config.run_root = str(tmp_path)
     config.agent.hidden_dims = (16, 16)
-    config.actor.max_env_steps = 150
+    config.actor.max_env_steps = max_env_steps
     config.actor.eval_period = 0
     config.actor.eval_episodes = 1
     config.actor.steps_per_update = 0.0
     config.actor.send_period = 10
-    config.actor.save_episodes = True
     config.logging.progress_bar = False
     config.logging.tensorboard = False
+    return config
+
+
+def _small_config(tmp_path, algorithm="hil_serl"):
+    config = small_actor_settings(get_config(f"pick-place,{algorithm}"), tmp_path)
+    config.actor.save_episodes = True
     return config
 
 

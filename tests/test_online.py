@@ -13,7 +13,7 @@ import pytest
 from configs.algorithms import ALGORITHMS
 from configs.train import get_config
 from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
-from test_loop import FakeClient  # the actor tests' TrainerClient stand-in
+from test_loop import FakeClient, small_actor_settings  # the actor tests' TrainerClient stand-in, tiny actor
 from uniintervene_jax.online import (
     EpisodeAssembler,
     OnlineUniIntervene,
@@ -377,20 +377,6 @@ class PushingClient(FakeClient):
         return super().update()
 
 
-def _small_actor(config, tmp_path, max_env_steps):
-    """Tiny in-process actor settings shared by the actor tests here."""
-    config.run_root = str(tmp_path)
-    config.agent.hidden_dims = (16, 16)
-    config.actor.max_env_steps = max_env_steps
-    config.actor.eval_period = 0
-    config.actor.eval_episodes = 1
-    config.actor.steps_per_update = 0.0
-    config.actor.send_period = 10
-    config.logging.progress_bar = False
-    config.logging.tensorboard = False
-    return config
-
-
 def _nan_first_leaf(tree):
     node = tree
     while True:
@@ -408,7 +394,7 @@ def test_actor_loads_versioned_uniintervene_payload_and_rejects_a_corrupted_one(
     from serl_ext.loop import common
     from serl_ext.loop.actor import DATA_STORE, INTERVENTION_STORE, run_actor
 
-    config = _small_actor(_config(), tmp_path, 150)
+    config = small_actor_settings(_config(), tmp_path, 150)
     # Make the gate fire whenever it evaluates (tau 0) and condition the recovery policy on the
     # current observation, so recovery steps happen with untrained networks; recovery
     # transitions also go to the intervention store.
@@ -494,7 +480,7 @@ def test_actor_summary_gate_counts_cover_the_whole_run(tmp_path):
     from serl_ext.loop.actor import DATA_STORE, run_actor
     from uniintervene_jax.gate import UniInterveneGate
 
-    config = _small_actor(_config("hil_serl"), tmp_path, 40)
+    config = small_actor_settings(_config("hil_serl"), tmp_path, 40)
     config.operator.enabled = False
     config.env.max_episode_steps = 15
     gate = UniInterveneGate(_AlwaysTrigger(), history_len=2, cooldown_steps=1, max_chunks=1,
@@ -595,13 +581,11 @@ def test_check_online_config_rejects_inconsistent_model_configs():
 
 # ------------------------------------------------------------------ recovery training goals
 class _LinearValue:
-    """Stands in for ProxyValue: embedding = the first 3 state dims, value = state[0]."""
+    """Stands in for ProxyValue: embedding = the first 3 state dims (the anchors' values are
+    given separately: state[0])."""
 
     def encode(self, obs, instr):
         return np.asarray(obs["state"][:, :3], np.float32)
-
-    def values(self, obs, instr):
-        return np.asarray(obs["state"][:, 0], np.float32)
 
 
 def _memory_items(keys, goal_values, episode_ids):
@@ -633,11 +617,11 @@ def test_retrieved_goals_follow_the_gate_rule():
     hindsight = np.full((4, 39), -1.0, np.float32)
     pairs = {"observations": {"state": state}, "goal_observations": {"state": hindsight.copy()},
              "episode_index": np.array([0, 1, 0, 2], np.int32), "actions": np.zeros((4, 8, A), np.float32)}
-    out, frac = retrieved_goals(pairs, _LinearValue(), np.zeros(16, np.int32), "pick-place", items)
+    out, frac = retrieved_goals(pairs, state[:, 0], _LinearValue(), np.zeros(16, np.int32), "pick-place", items)
     np.testing.assert_array_equal(out["goal_observations"]["state"][:, 0], [11.0, 10.0, 12.0, -1.0])
     assert frac == pytest.approx(0.75)
     np.testing.assert_array_equal(pairs["goal_observations"]["state"], hindsight)  # input untouched
-    same, frac = retrieved_goals(pairs, _LinearValue(), np.zeros(16, np.int32), "pick-place", None)
+    same, frac = retrieved_goals(pairs, state[:, 0], _LinearValue(), np.zeros(16, np.int32), "pick-place", None)
     assert same is pairs and frac == 0.0
 
 

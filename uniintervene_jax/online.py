@@ -464,7 +464,8 @@ class OnlineUniIntervene:
         self.memory_items = items
         pairs = _recovery_pairs(episodes, curves, c)
         if pairs is not None and len(pairs["actions"]) and c.recovery_goals == "retrieved":
-            pairs, found = retrieved_goals(pairs, self.value, self.instr, self.task, items)
+            anchor_values = np.array([curves[e][t] for e, t in zip(pairs["episode_index"], pairs["t"])], np.float64)
+            pairs, found = retrieved_goals(pairs, anchor_values, self.value, self.instr, self.task, items)
             self.last_info["uniintervene/recovery_goal_retrieved"] = found
         self._recovery_pairs = pairs if pairs is not None and len(pairs["actions"]) else None
         if float(c.tau_quantile) > 0:
@@ -666,7 +667,7 @@ def recovery_batch_indices(is_demo: np.ndarray, batch_size: int, demo_fraction: 
     return np.concatenate([rng.choice(demo, n_demo), rng.choice(other, batch_size - n_demo)]).astype(np.int64)
 
 
-def retrieved_goals(pairs: Dict[str, Any], value, instr: np.ndarray, task: str, items) -> tuple:
+def retrieved_goals(pairs: Dict[str, Any], values: np.ndarray, value, instr: np.ndarray, task: str, items) -> tuple:
     """Replaces each pair's goal by the goal the gate would retrieve at its anchor.
 
     For anchor ``o_t`` (episode ``e``): the memory's top-5 cosine neighbours of the proxy-value
@@ -677,12 +678,15 @@ def retrieved_goals(pairs: Dict[str, Any], value, instr: np.ndarray, task: str, 
     Args:
       pairs: :func:`recovery_training_pairs` output with ``episode_index`` into the memory's
         episode ids.
+      values: float ``(N,)`` proxy value ``V(o_t)`` of each anchor (from the value curves).
       value: the :class:`ProxyValue` whose encoder embedded the memory keys.
       instr: int32 ``(16,)`` instruction ids.
       task: the task name of the memory items.
       items: :class:`RecoveryItems` or None (then nothing changes).
     Returns:
       ``(pairs with new goal_observations, fraction of anchors that got a retrieved goal)``.
+    Raises:
+      ValueError: ``values`` not ``(N,)`` or not finite (:meth:`RecoveryMemory.retrieve_batch`).
     """
     from uniintervene_jax.memory.memory import RecoveryMemory
 
@@ -691,8 +695,7 @@ def retrieved_goals(pairs: Dict[str, Any], value, instr: np.ndarray, task: str, 
     memory = RecoveryMemory(items=items)
     obs = pairs["observations"]
     emb = np.asarray(value.encode(obs, instr), np.float32)
-    values = np.asarray(value.values(obs, instr), np.float64).reshape(-1)
-    found = memory.retrieve_batch(emb, task, values, exclude_episodes=[int(i) for i in pairs["episode_index"]])
+    found = memory.retrieve_batch(emb, task, np.asarray(values, np.float64), exclude_episodes=[int(i) for i in pairs["episode_index"]])
     goals = {k: np.array(v, copy=True) for k, v in pairs["goal_observations"].items()}
     hit = 0
     for row, item in enumerate(found):
