@@ -8,10 +8,17 @@ import numpy as np
 
 
 def drive(config, driver, episodes: int):
-    """Runs ``episodes`` episodes; ``driver(obs, env, t_in_chunk) -> action``. Returns metrics."""
+    """Runs ``episodes`` episodes; ``driver(obs, env, t_in_chunk) -> action``. Returns metrics.
+
+    ``ir`` is operator steps / all steps pooled over the episodes (the definition the online runs
+    and ``compare.py`` use, so long operator-rescued episodes weigh more than short autonomous
+    ones); ``ir_episode_mean`` is the mean of the per-episode ratios, and ``autonomous_rate`` the
+    fraction of episodes with no operator step.
+    """
     from serl_ext.loop import common
 
     reasons, irs, successes = collections.Counter(), [], []
+    human_total = steps_total = 0
     for i in range(episodes):
         seed = 50_000 + i
         env = common.make_env(config, seed, with_operator=True)
@@ -33,10 +40,13 @@ def drive(config, driver, episodes: int):
                 if terminated or truncated:
                     break
             irs.append(human / steps)
+            human_total += human
+            steps_total += steps
             successes.append(success)
         finally:
             env.close()
-    return {"ir": float(np.mean(irs)), "ir_per_episode": [round(x, 3) for x in irs],
+    return {"ir": human_total / max(steps_total, 1), "ir_episode_mean": float(np.mean(irs)),
+            "autonomous_rate": float(np.mean([x == 0 for x in irs])), "ir_per_episode": [round(x, 3) for x in irs],
             "success_rate": float(np.mean(successes)), "takeover_step_reasons": dict(reasons)}
 
 

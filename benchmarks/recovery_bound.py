@@ -19,7 +19,8 @@ step the operator does not control:
 
 While the operator is in control the driver's action is the robot's proposal its hand-back rule
 judges (as with ``uniintervene.propose_under_human``). Reported per driver: IR (operator steps /
-all steps), success rate, and the operator's takeover reasons (``disagreement``: the robot's
+all steps, pooled over the episodes as in the online runs), the per-episode mean of the ratio,
+the fraction of episodes with no operator step, success rate, and the operator's takeover reasons (``disagreement``: the robot's
 actions differ from the expert's by more than 0.5 on average over 10 steps; ``stall``: no
 progress for W steps).
 """
@@ -79,11 +80,16 @@ def main(argv):
              f"Command: `python benchmarks/recovery_bound.py --run_dirs={','.join(_RUN_DIRS.value)} "
              f"--episodes={_EPISODES.value} --out={_OUT.value}`", "",
              "The driver acts on every step the simulated operator does not control (module docstring "
-             "of benchmarks/recovery_bound.py). IR = operator steps / all steps.", "",
-             "| task | run | driver | IR | success | operator steps by takeover reason |", "|---|---|---|---|---|---|"]
+             "of benchmarks/recovery_bound.py). IR = operator steps / all steps, pooled over the episodes "
+             "(as in the online runs); per-episode mean = the mean of each episode's ratio (short "
+             "autonomous episodes weigh as much as long rescued ones); autonomous = episodes with no "
+             "operator step.", "",
+             "| task | run | driver | IR | IR per-episode mean | autonomous | success | operator steps by takeover reason |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["takeover_step_reasons"].items())) or "-"
-        lines.append(f"| {r['task']} | {r['run']} | {r['driver']} | {r['ir']:.3f} | {r['success_rate']:.2f} | {reasons} |")
+        lines.append(f"| {r['task']} | {r['run']} | {r['driver']} | {r['ir']:.3f} | "
+                     f"{r['ir_episode_mean']:.3f} | {r['autonomous_rate']:.2f} | {r['success_rate']:.2f} | {reasons} |")
     with open(_OUT.value + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -133,13 +133,14 @@ def main(argv):
              "Each variant trains the online recovery policy on the same demos + operator-assisted episodes "
              "and drives every step the simulated operator does not control (open-loop H = 8 chunks toward "
              "the memory goal; module docstring of benchmarks/recovery_goals.py). IR = operator steps / all "
-             "steps, lower is better.", "",
-             "| task | training goals / data | pairs (demo) | goals retrieved | IR | success | operator steps by takeover reason |",
-             "|---|---|---|---|---|---|---|"]
+             "steps pooled over the episodes (as in the online runs), lower is better; per-episode mean = "
+             "mean of each episode's ratio; autonomous = episodes with no operator step.", "",
+             "| task | training goals / data | pairs (demo) | goals retrieved | IR | IR per-episode mean | autonomous | success | operator steps by takeover reason |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["takeover_step_reasons"].items())) or "-"
         lines.append(f"| {r['task']} | {r['variant']} | {r['pairs']} ({r['demo_pairs']}) | {r['retrieved_fraction']:.2f} | "
-                     f"{r['ir']:.3f} | {r['success_rate']:.2f} | {reasons} |")
+                     f"{r['ir']:.3f} | {r['ir_episode_mean']:.3f} | {r['autonomous_rate']:.2f} | {r['success_rate']:.2f} | {reasons} |")
     by = {}
     for r in rows:
         by.setdefault(r["variant"], []).append(r["ir"])

@@ -6,6 +6,7 @@ save/restore, the versioned learner -> actor push through ``run_actor``, and the
 import copy
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -360,6 +361,34 @@ def test_no_demos_no_pretraining_and_first_episode_builds_datasets():
     assert not ui.ready
 
 
+def test_warmup_step_trains_every_call_and_folds_in_episodes():
+    """While the agent waits for training_starts, warmup_step() trains all three models on every
+    call (step() only every train_period-th learner step) and folds in finished episodes, so
+    the gate can get ready on the first online episodes."""
+    config = _config()
+    assert config.uniintervene.train_during_warmup is True  # the default
+    config.uniintervene.train_period = 4
+    config.uniintervene.recovery_updates = 2
+    rng = np.random.default_rng(11)
+    ui = OnlineUniIntervene(config, SPEC, A, [_episode(rng, 30, True)])
+    ui.pretrain()
+    base = (ui.counters["value_updates"], ui.counters["recovery_updates"])
+    ui.step(1)  # not a multiple of train_period: nothing trains
+    assert (ui.counters["value_updates"], ui.counters["recovery_updates"]) == base
+    ui.warmup_step()  # no online episode yet: value and recovery train on the demos
+    assert ui.counters["value_updates"] == base[0] + 1 and ui.counters["recovery_updates"] == base[1] + 2
+    assert ui.counters["intervention_updates"] == 1  # its dataset holds the demo's windows
+    assert not ui.ready  # no online episode seen
+    for ep in (_episode(rng, 20, False, sources=[POLICY] * 8 + [HUMAN] * 12), _episode(rng, 20, True)):
+        for tr in _transitions(ep):
+            ui.insert(tr)
+    for _ in range(config.uniintervene.min_updates):
+        ui.warmup_step()
+    assert ui.episodes_seen == 2 and ui.counters["intervention_updates"] == 1 + config.uniintervene.min_updates
+    assert ui.counters["value_updates"] == base[0] + 1 + config.uniintervene.min_updates
+    assert ui.ready  # min_episodes 2, min_updates 3, memory mined from the demo
+
+
 # ------------------------------------------------------------------ learner -> actor push
 class PushingClient(FakeClient):
     """test_loop's FakeClient (drains the actor's stores) that also, at its n-th ``update()``
@@ -453,6 +482,48 @@ def test_actor_loads_versioned_uniintervene_payload_and_rejects_a_corrupted_one(
     assert first["source"] == sources[:len(first["source"])]
     assert first["value"][:10] == [None] * 10 and all(v is not None for v in first["value"][10:])
     assert sum(first["trigger"]) >= 1
+
+
+@pytest.mark.parametrize("ready_at_call", [6, None])
+def test_actor_waits_once_for_a_ready_gate(learner, tmp_path, ready_at_call):
+    """After min_episodes episodes the actor waits at the episode boundary for a ready payload
+    (ready_at_call: the client delivers it at its 6th update() call, i.e. during the wait) or,
+    if none comes, for wait_for_ready_s, then goes on without the gate; it never waits twice."""
+    from serl_ext.loop import common
+    from serl_ext.loop.actor import DATA_STORE, run_actor
+
+    config = small_actor_settings(_config(), tmp_path, 60)
+    config.operator.enabled = False
+    config.env.max_episode_steps = 15
+    config.uniintervene.min_episodes = 1
+    config.uniintervene.use_memory_goal = False
+    config.uniintervene.wait_for_ready_s = 30.0 if ready_at_call else 0.5
+    params = common.to_numpy_tree(common.create_agent(config, SPEC, A).policy_params())
+    not_ready = learner.payload()
+    not_ready.update(version=3, ready=False, tau=0.0)
+    ready = dict(not_ready, version=4, ready=True)
+    messages = {1: {"version": 1, "learner_step": 0, "params": params, "uniintervene": not_ready}}  # env step 10
+    if ready_at_call:
+        messages[ready_at_call] = {"version": 2, "learner_step": 0, "params": params, "uniintervene": ready}
+    clients = []
+
+    def make_client(stores):
+        clients.append(PushingClient(stores, messages))
+        return clients[0]
+
+    t0 = time.time()
+    summary = run_actor(config, make_client=make_client)
+    state = json.loads(open(os.path.join(common.run_dir_for(config), "actor_state.json")).read())
+    sources = [int(t["action_source"]) for t in clients[0].received[DATA_STORE]]
+    assert len(sources) == 60 and RECOVERY not in sources[:15]  # first episode: gate not ready
+    if ready_at_call:
+        # calls 2-5 during the wait, the 6th delivers the ready payload: the second episode
+        # starts with a live gate (tau 0 fires at its first step).
+        assert state["gate_ready_wait_s"] < 10.0
+        assert sources[15] == RECOVERY and summary["recovery_steps"] > 0
+    else:
+        assert 0.5 <= state["gate_ready_wait_s"] < 5.0 and summary["recovery_steps"] == 0
+        assert time.time() - t0 < 60.0  # waited once (0.5 s), not at every later episode
 
 
 class _AlwaysTrigger:
@@ -648,6 +719,41 @@ def test_recovery_pairs_keep_demo_anchors_and_filter_operator_anchors_by_gain():
     c.recovery_min_gain = 0.5
     pairs = _recovery_pairs([demo, online], [demo_curve, online_curve], c)
     assert (pairs["episode_index"] == 1).sum() == 0 and (pairs["episode_index"] == 0).sum() == 12
+
+
+def test_recovery_anchors_all_adds_every_step_of_successful_online_episodes():
+    """recovery_anchors "all" (default) anchors every step of a successful online episode,
+    whatever acted (value-gain filter still applied); "interventions" only the operator's steps;
+    a failed episode contributes only its operator steps either way."""
+    from uniintervene_jax.online import _recovery_pairs
+
+    rng = np.random.default_rng(1)
+    c = _config().uniintervene
+    assert c.recovery_anchors == "all"
+    c.recovery_min_gain = 0.25
+    meta = {"task": "pick-place", "source": "online"}
+    # Successful: policy 0-3, recovery 4-9, human 10-13, policy 14-19 (20 steps).
+    sources = np.array([POLICY] * 4 + [RECOVERY] * 6 + [HUMAN] * 4 + [POLICY] * 6, np.int8)
+    good = dict(_episode(rng, 20, True, sources=sources), metadata=dict(meta, success=True))
+    bad = dict(_episode(rng, 20, False, sources=sources), metadata=dict(meta, success=False))
+    rising = np.linspace(0.0, 1.0, 21).astype(np.float32)  # +0.05 per step: +0.4 over 8 steps
+    flat_then_jump = np.full(21, 0.2, np.float32)
+    flat_then_jump[14:] = 0.9  # only anchors 6..13 reach the jump 8 steps ahead
+
+    def anchors(curves):
+        pairs = _recovery_pairs([good, bad], curves, c)
+        return ([int(t) for t in np.sort(pairs["t"][pairs["episode_index"] == 0])],
+                [int(t) for t in np.sort(pairs["t"][pairs["episode_index"] == 1])])
+
+    # Goal index min(t + 8, 20); on the linear curve the gain (min(t + 8, 20) - t) / 20 > 0.25 for t <= 14.
+    good_all, bad_all = anchors([rising, rising])
+    assert good_all == list(range(15))  # every step of the success, policy, recovery and human
+    assert bad_all == [10, 11, 12, 13]  # failed episode: operator steps only
+    good_f, _ = anchors([flat_then_jump, flat_then_jump])
+    assert good_f == list(range(6, 14))  # the gain filter still applies
+    c.recovery_anchors = "interventions"
+    good_i, bad_i = anchors([rising, rising])
+    assert good_i == bad_i == bad_all  # operator steps only, success or not
 
 
 def test_recovery_batches_keep_the_demo_share():

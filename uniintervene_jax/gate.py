@@ -103,6 +103,11 @@ class UniInterveneGate:
         self._timeline: Optional[Dict[str, list]] = None
         self._pending: Optional[Tuple[float, float, int]] = None  # (value, prob, trigger) of this step
 
+    @property
+    def ready(self) -> bool:
+        """Whether the loaded models may fire (the learner's ``ready`` flag of the last payload)."""
+        return bool(self.models.ready)
+
     # ------------------------------------------------------------------ episode
     def reset(self, observation) -> None:
         self._flush_timeline()

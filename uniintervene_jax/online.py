@@ -18,7 +18,8 @@ The learner process of ``hil_serl+uniintervene`` (``serl_ext/loop/learner.py``) 
 4. **keeps training** the proxy value, the intervention model and the goal-conditioned
    recovery policy: one update of the first two and ``recovery_updates`` of the recovery
    policy every ``train_period`` agent updates, after a
-   ``pretrain_steps`` burst on the demos at start;
+   ``pretrain_steps`` burst on the demos at start, and one round per learner loop pass while
+   the agent still waits for ``learner.training_starts`` transitions (:meth:`warmup_step`);
 5. hands the learner a **payload** for the actor (``payload()``): parameters of the three
    models, the memory items, the trigger threshold, ``ready`` and a version number that
    increases whenever anything in it changed.
@@ -133,10 +134,13 @@ def get_online_config() -> ml_collections.ConfigDict:
     # for the agent. None (default): uniform over all pairs; 0.5 measured no better
     # (benchmarks/results/recovery_goals.md).
     c.recovery_demo_fraction = ml_collections.config_dict.placeholder(float)
-    # Recovery-policy anchors in online episodes: "interventions" (the operator's segments,
-    # default: behaviour cloning of recoveries, as the guide trains it) or "all" (also every
-    # step of successful online episodes, whatever acted). Demos always anchor every step.
-    c.recovery_anchors = "interventions"
+    # Recovery-policy anchors in online episodes: "all" (default: the operator's segments and
+    # every step of successful online episodes, whatever acted, so the policy also imitates its
+    # own and the base policy's successes) or "interventions" (the operator's segments only:
+    # behaviour cloning of recoveries, as the guide trains it). The value-gain filter above
+    # applies to both; demos always anchor every step. "all" measured better on pick-place,
+    # peg-insert-side and box-close (one seed each, replan1; README, Benchmarks).
+    c.recovery_anchors = "all"
     # --- learner schedule ---
     c.batch_size = 128
     c.recovery_batch_size = 128
@@ -155,6 +159,15 @@ def get_online_config() -> ml_collections.ConfigDict:
     # had min_updates updates.
     c.min_episodes = 3
     c.min_updates = 50
+    # Keep training the three models (one round per learner loop pass) while the agent waits
+    # for learner.training_starts online transitions. Off, the gate only got ready some 1,500-2,300
+    # env steps into a run (training_starts 1,000 + the actor's throttle slack + 50 updates).
+    c.train_during_warmup = True
+    # The actor, once per run after min_episodes episodes, waits at an episode boundary up to
+    # this long (s) for the first ready gate (0: never waits). In simulation the actor runs
+    # 50-150 env steps/s while the learner compiles and trains the models, so without the wait
+    # the first 1,000+ env steps of a run went by without a gate; on a robot the wait is short.
+    c.wait_for_ready_s = 60.0
     # Push the UniIntervene payload at most every publish_period learner steps (it only goes
     # out when its version changed).
     c.publish_period = 200
@@ -172,6 +185,8 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
     for name in ("cooldown_steps", "pretrain_steps", "min_episodes", "min_updates", "timeline_every", "replan_every"):
         if int(c[name]) < 0:
             raise ValueError(f"uniintervene.{name} must be >= 0, got {c[name]}")
+    if not float(c.wait_for_ready_s) >= 0.0:
+        raise ValueError(f"uniintervene.wait_for_ready_s must be >= 0, got {c.wait_for_ready_s}")
     if not 0.0 <= float(c.tau_quantile) < 1.0:
         raise ValueError(f"uniintervene.tau_quantile must be in [0, 1), got {c.tau_quantile}")
     if int(c.intervention.history_len) != int(c.history_len):
@@ -395,6 +410,16 @@ class OnlineUniIntervene:
     def step(self, learner_step: int) -> Dict[str, float]:
         """Called once per agent update: folds in finished episodes (relabel + rebuild every
         ``refresh_episodes``) and, every ``train_period`` steps, updates each model once."""
+        return self._step(learner_step % int(self.c.train_period) == 0)
+
+    def warmup_step(self) -> Dict[str, float]:
+        """Called by the learner while the agent waits for ``learner.training_starts`` online
+        transitions (``train_during_warmup``): folds in finished episodes and updates each model
+        once, so the gate can get ready on the first online episodes instead of after the
+        agent's warm-up (the UniIntervene models do not need the agent's replay warm-up)."""
+        return self._step(True)
+
+    def _step(self, train: bool) -> Dict[str, float]:
         new = self.assembler.pop_finished()
         if new:
             self.online.extend(new)
@@ -406,7 +431,7 @@ class OnlineUniIntervene:
             self._since_refresh = 0
             self._rebuild()
             self.version += 1
-        if learner_step % int(self.c.train_period) == 0:
+        if train:
             self._update_value()
             self._update_intervention()
             for _ in range(int(self.c.recovery_updates)):

@@ -119,6 +119,11 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         gate = make_gate(config, spec, action_dim, run_dir)
     gate = gate or PassThroughGate()
     recovery_to_intervention = uniintervene is not None and uniintervene.enabled and uniintervene.recovery_buffer == "both"
+    # Once per run, after min_episodes episodes, wait at an episode boundary (up to
+    # wait_for_ready_s) for the learner's first ready gate (uniintervene_jax/online.py).
+    gate_wait_s = float(uniintervene.wait_for_ready_s) if uniintervene is not None and uniintervene.enabled else 0.0
+    gate_wait_after = int(uniintervene.min_episodes) if gate_wait_s > 0 else 0
+    gate_waited = False
 
     stores = {
         DATA_STORE: QueuedDataStore(config.actor.queue_capacity),
@@ -316,6 +321,19 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                         "success": bool(ep["success"]), "source": "rollout", "algorithm": config.algorithm,
                         "env_steps": state["env_steps"], "param_version": param_version,
                     }))
+                if (gate_wait_s > 0 and not gate_waited and state["episodes"] >= gate_wait_after
+                        and not getattr(gate, "ready", True) and slot.last_receive_time > 0):
+                    gate_waited = True
+                    t0 = time.time()
+                    # Stops early when the learner goes away (no message for learner_timeout_s).
+                    while (time.time() - t0 < gate_wait_s and not gate.ready
+                           and time.time() - slot.last_receive_time <= float(config.actor.learner_timeout_s)):
+                        client.update()  # delivers this episode's transitions, receives the payload
+                        swap_params()
+                        time.sleep(0.05)
+                    state["gate_ready_wait_s"] = round(time.time() - t0, 2)
+                    tqdm.write(f"[actor] waited {time.time() - t0:.1f} s after {state['episodes']} episodes for the "
+                               f"gate ({'ready' if gate.ready else 'not ready, going on without it'})")
                 obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
                 gate.reset(obs)
                 if recorder is not None:

@@ -188,10 +188,14 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 tqdm.write("[learner] no data from the actor for a while; stopping")
                 break
             if len(replay) < training_starts:
+                warmup_ui = ui is not None and bool(config.uniintervene.train_during_warmup)
+                if warmup_ui:
+                    ui.warmup_step()  # the UniIntervene models need no agent warm-up
                 if time.time() - last_publish > 1.0:  # heartbeat so the actor knows we are up
                     publish(force_ui=True)
                     last_publish = time.time()
-                time.sleep(0.01)
+                if not warmup_ui:
+                    time.sleep(0.01)
                 continue
             if len(demo) == 0 or demo_fraction <= 0:
                 fractions = (1.0, 0.0)
