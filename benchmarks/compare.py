@@ -334,11 +334,14 @@ def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dic
     ``auto_sr``: fraction of training episodes that succeeded with no human step (policy and
     recovery alone); ``ir_last`` / ``auto_sr_last``: IR (human steps / steps) and ``auto_sr``
     over the episodes that ended in the last quarter of the run's env steps (after the gate
-    had time to become active). None when no episode row exists.
+    had time to become active); ``steps_per_takeover``: human steps / human segments (takeovers)
+    over the run (None without a takeover); ``auto_length``: mean length of the autonomous
+    successes (None without one). None when no episode row exists.
     """
     eps = [r for r in actor_rows if r.get("intervention/steps") is not None and r.get("rollout/length")]
     if not eps:
-        return {"auto_sr": None, "ir_last": None, "auto_sr_last": None}
+        return {"auto_sr": None, "ir_last": None, "auto_sr_last": None, "steps_per_takeover": None,
+                "auto_length": None}
 
     def auto(rows):
         return float(np.mean([float(r.get("rollout/success", 0.0)) > 0 and r["intervention/steps"] == 0 for r in rows]))
@@ -346,7 +349,13 @@ def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dic
     cut = 0.75 * float(env_steps or max(r["step"] for r in eps))
     last = [r for r in eps if r["step"] > cut] or eps[-1:]
     ir_last = sum(r["intervention/steps"] for r in last) / max(sum(r["rollout/length"] for r in last), 1)
-    return {"auto_sr": auto(eps), "ir_last": float(ir_last), "auto_sr_last": auto(last)}
+    segments = sum(float(r.get("intervention/segments", 0.0)) for r in eps)
+    per_takeover = sum(r["intervention/steps"] for r in eps) / segments if segments else None
+    auto_lengths = [r["rollout/length"] for r in eps
+                    if float(r.get("rollout/success", 0.0)) > 0 and r["intervention/steps"] == 0]
+    return {"auto_sr": auto(eps), "ir_last": float(ir_last), "auto_sr_last": auto(last),
+            "steps_per_takeover": per_takeover,
+            "auto_length": float(np.mean(auto_lengths)) if auto_lengths else None}
 
 
 def load_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence) -> List[dict]:
@@ -680,10 +689,13 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
                   "action repeat are identical within each task.", ""]
     lines += ["Secondary metrics (from `metrics/actor.jsonl`; mean over finished seeds): IR over the "
               "last quarter of the run (`IR last 25%`), and the fraction of training episodes that "
-              "succeeded with no human step (`autonomous SR`, whole run / last 25%).", "",
+              "succeeded with no human step (`autonomous SR`, whole run / last 25%), and the operator "
+              "steps per takeover (human steps / human segments: once in control the operator often "
+              "finishes the episode, so each takeover costs tens of steps) against the length of an "
+              "autonomous success.", "",
               "| task | method | seeds | IR last 25% | autonomous SR | autonomous SR last 25% | train SR (with operator) "
-              "| learner updates/s (median, next to the actor) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| operator steps per takeover | autonomous success length | learner updates/s (median, next to the actor) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         for m in methods:
             rs = [r for r in runs if r["task"] == task and r["method"] == m]
@@ -696,6 +708,7 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
 
             lines.append(f"| {task} | {m} | {len(rs)} | {_fmt(mean_of('ir_last'), 3)} | {_fmt(mean_of('auto_sr'))} | "
                          f"{_fmt(mean_of('auto_sr_last'))} | {_fmt(mean_of('train_sr'))} | "
+                         f"{_fmt(mean_of('steps_per_takeover'), 1)} | {_fmt(mean_of('auto_length'), 1)} | "
                          f"{_fmt(_median([r['learner_ups'] for r in rs if r.get('learner_ups') is not None]), 0)} |")
     for m in methods:
         ups = [r["learner_ups"] for r in runs if r["method"] == m and r.get("learner_ups") is not None]

@@ -6,7 +6,7 @@
 At run time the gate conditions the recovery policy on a goal retrieved from the recovery
 memory, i.e. on a state of *another* episode (other object and target positions). The offline
 pipeline trains on hindsight goals ``o_{t+k}`` of the same episode. This benchmark trains the
-same recovery policy (the online config's continuous head) on the same data three ways and lets
+same recovery policy (the online config's continuous head) on the same data several ways and lets
 each drive, with the simulated operator on top, every step the operator does not control
 (open-loop H = 8 chunks toward the goal retrieved at each chunk's start, as the gate does; the
 driver of ``benchmarks/recovery_bound.py``):
@@ -15,10 +15,15 @@ driver of ``benchmarks/recovery_bound.py``):
 * ``retrieved``: goals retrieved for each anchor like the gate does (own episode excluded),
   ``recovery_min_gain = 0``;
 * ``retrieved, gain > 0.25``: also drop operator anchors whose value rises by 0.25 or less over
-  the goal offset (the online default);
+  the goal offset;
 * ``... half demos``: also draw half of every batch from the demo pairs
   (``recovery_demo_fraction = 0.5``);
-* ``retrieved, demos only``: every batch from the demo pairs (the operator's segments unused).
+* ``retrieved, demos only``: every batch from the demo pairs (the operator's segments unused);
+* ``retrieved, gain > 0.25, all steps of successes``: also every step of the successful
+  assisted episodes, whatever acted (``recovery_anchors = "all"``, the online default).
+
+The first five anchor only the operator's segments in the assisted episodes
+(``recovery_anchors = "interventions"``).
 
 Batches are uniform over all pairs unless a demo fraction is given.
 
@@ -50,12 +55,13 @@ _EPISODES = flags.DEFINE_integer("episodes", 20, "Episodes per variant.")
 _SEED = flags.DEFINE_integer("seed", 0, "Training seed.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/recovery_goals", "Output prefix (.md, .json).")
 
-# (name, recovery_goals, recovery_min_gain, recovery_demo_fraction)
-VARIANTS = (("future", "future", 0.0, None),
-            ("retrieved", "retrieved", 0.0, None),
-            ("retrieved, gain > 0.25 (online default)", "retrieved", 0.25, None),
-            ("retrieved, gain > 0.25, half demos", "retrieved", 0.25, 0.5),
-            ("retrieved, demos only", "retrieved", 0.25, 1.0))
+# (name, recovery_goals, recovery_min_gain, recovery_demo_fraction, recovery_anchors)
+VARIANTS = (("future", "future", 0.0, None, "interventions"),
+            ("retrieved", "retrieved", 0.0, None, "interventions"),
+            ("retrieved, gain > 0.25", "retrieved", 0.25, None, "interventions"),
+            ("retrieved, gain > 0.25, half demos", "retrieved", 0.25, 0.5, "interventions"),
+            ("retrieved, demos only", "retrieved", 0.25, 1.0, "interventions"),
+            ("retrieved, gain > 0.25, all steps of successes (online default)", "retrieved", 0.25, None, "all"))
 
 
 def _load(folder, task, source):
@@ -93,8 +99,8 @@ def run_task(task):
     ui.online.extend(assisted)
     ui.pretrain(steps=_VALUE_STEPS.value)  # value (and a recovery policy we do not use) + memory
     rows = []
-    for name, goals, gain, demo_fraction in VARIANTS:
-        ui.c.recovery_goals, ui.c.recovery_min_gain = goals, gain
+    for name, goals, gain, demo_fraction, anchors in VARIANTS:
+        ui.c.recovery_goals, ui.c.recovery_min_gain, ui.c.recovery_anchors = goals, gain, anchors
         ui._rebuild()
         pairs = ui._recovery_pairs
         _, _, policy = build_models(config, spec, action_dim)

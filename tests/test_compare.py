@@ -264,14 +264,22 @@ def test_plots_on_plain_dicts(tmp_path):
 def test_episode_metrics_by_hand():
     # 4 episodes of a 100-step run; the last quarter is env steps > 75: episodes ending at 80, 100.
     rows = [
-        {"step": 30, "rollout/length": 30.0, "rollout/success": 1.0, "intervention/steps": 10.0},
-        {"step": 60, "rollout/length": 30.0, "rollout/success": 1.0, "intervention/steps": 0.0},
-        {"step": 80, "rollout/length": 20.0, "rollout/success": 0.0, "intervention/steps": 0.0},
-        {"step": 100, "rollout/length": 20.0, "rollout/success": 1.0, "intervention/steps": 5.0},
+        {"step": 30, "rollout/length": 30.0, "rollout/success": 1.0, "intervention/steps": 10.0,
+         "intervention/segments": 2.0},
+        {"step": 60, "rollout/length": 30.0, "rollout/success": 1.0, "intervention/steps": 0.0,
+         "intervention/segments": 0.0},
+        {"step": 80, "rollout/length": 20.0, "rollout/success": 0.0, "intervention/steps": 0.0,
+         "intervention/segments": 0.0},
+        {"step": 100, "rollout/length": 20.0, "rollout/success": 1.0, "intervention/steps": 5.0,
+         "intervention/segments": 1.0},
         {"step": 100, "eval/success_rate": 0.5},  # an eval row: ignored
     ]
     m = compare.episode_metrics(rows, 100)
     assert m["auto_sr"] == pytest.approx(1 / 4)  # only the 2nd: success with no human step
     assert m["ir_last"] == pytest.approx(5 / 40)
     assert m["auto_sr_last"] == pytest.approx(0.0)
-    assert compare.episode_metrics([], 100) == {"auto_sr": None, "ir_last": None, "auto_sr_last": None}
+    assert m["steps_per_takeover"] == pytest.approx(15 / 3)  # 15 human steps in 3 takeovers
+    assert m["auto_length"] == pytest.approx(30.0)  # the one autonomous success
+    assert compare.episode_metrics(rows[1:3], 100)["steps_per_takeover"] is None  # no takeover
+    assert compare.episode_metrics([], 100) == {"auto_sr": None, "ir_last": None, "auto_sr_last": None,
+                                                "steps_per_takeover": None, "auto_length": None}
