@@ -20,10 +20,10 @@ driver of ``benchmarks/recovery_bound.py``):
   (``recovery_demo_fraction = 0.5``);
 * ``retrieved, demos only``: every batch from the demo pairs (the operator's segments unused);
 * ``retrieved, gain > 0.25, all steps of successes``: also every step of the successful
-  assisted episodes, whatever acted (``recovery_anchors = "all"``, the online default).
+  assisted episodes, whatever acted (``recovery_anchors = "all"``).
 
 The first five anchor only the operator's segments in the assisted episodes
-(``recovery_anchors = "interventions"``).
+(``recovery_anchors = "interventions"``, the online default).
 
 Batches are uniform over all pairs unless a demo fraction is given.
 
@@ -61,7 +61,7 @@ VARIANTS = (("future", "future", 0.0, None, "interventions"),
             ("retrieved, gain > 0.25", "retrieved", 0.25, None, "interventions"),
             ("retrieved, gain > 0.25, half demos", "retrieved", 0.25, 0.5, "interventions"),
             ("retrieved, demos only", "retrieved", 0.25, 1.0, "interventions"),
-            ("retrieved, gain > 0.25, all steps of successes (online default)", "retrieved", 0.25, None, "all"))
+            ("retrieved, gain > 0.25, all steps of successes", "retrieved", 0.25, None, "all"))
 
 
 def _load(folder, task, source):

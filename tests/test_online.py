@@ -722,14 +722,15 @@ def test_recovery_pairs_keep_demo_anchors_and_filter_operator_anchors_by_gain():
 
 
 def test_recovery_anchors_all_adds_every_step_of_successful_online_episodes():
-    """recovery_anchors "all" (default) anchors every step of a successful online episode,
+    """recovery_anchors "all" anchors every step of a successful online episode,
     whatever acted (value-gain filter still applied); "interventions" only the operator's steps;
     a failed episode contributes only its operator steps either way."""
     from uniintervene_jax.online import _recovery_pairs
 
     rng = np.random.default_rng(1)
     c = _config().uniintervene
-    assert c.recovery_anchors == "all"
+    assert c.recovery_anchors == "interventions"  # the default
+    c.recovery_anchors = "all"
     c.recovery_min_gain = 0.25
     meta = {"task": "pick-place", "source": "online"}
     # Successful: policy 0-3, recovery 4-9, human 10-13, policy 14-19 (20 steps).

@@ -134,13 +134,13 @@ def get_online_config() -> ml_collections.ConfigDict:
     # for the agent. None (default): uniform over all pairs; 0.5 measured no better
     # (benchmarks/results/recovery_goals.md).
     c.recovery_demo_fraction = ml_collections.config_dict.placeholder(float)
-    # Recovery-policy anchors in online episodes: "all" (default: the operator's segments and
-    # every step of successful online episodes, whatever acted, so the policy also imitates its
-    # own and the base policy's successes) or "interventions" (the operator's segments only:
-    # behaviour cloning of recoveries, as the guide trains it). The value-gain filter above
-    # applies to both; demos always anchor every step. "all" measured better on pick-place,
-    # peg-insert-side and box-close (one seed each, replan1; README, Benchmarks).
-    c.recovery_anchors = "all"
+    # Recovery-policy anchors in online episodes: "interventions" (default: the operator's
+    # segments, behaviour cloning of recoveries as the guide trains it) or "all" (also every
+    # step of successful online episodes, whatever acted). The value-gain filter above applies
+    # to both; demos always anchor every step. "all" measured worse: assembly IR 0.479 against
+    # 0.325 (3 seeds each, benchmarks/results/compare and compare_anchors), and mean IR 0.490
+    # against 0.381 in benchmarks/results/recovery_goals.md.
+    c.recovery_anchors = "interventions"
     # --- learner schedule ---
     c.batch_size = 128
     c.recovery_batch_size = 128
