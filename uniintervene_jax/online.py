@@ -160,8 +160,9 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.min_episodes = 3
     c.min_updates = 50
     # Keep training the three models (one round per learner loop pass) while the agent waits
-    # for learner.training_starts online transitions. Off, the gate only got ready some 1,500-2,300
-    # env steps into a run (training_starts 1,000 + the actor's throttle slack + 50 updates).
+    # for learner.training_starts online transitions (off: they start with the agent). With the
+    # actor's wait below, the gate is ready after min_episodes episodes on tasks whose demos
+    # fill the memory; with neither, it got ready 1,200-2,300 env steps into a 10k run.
     c.train_during_warmup = True
     # The actor, once per run after min_episodes episodes, waits at an episode boundary up to
     # this long (s) for the first ready gate (0: never waits). In simulation the actor runs
