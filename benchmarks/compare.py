@@ -343,16 +343,18 @@ def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dic
         return {"auto_sr": None, "ir_last": None, "auto_sr_last": None, "steps_per_takeover": None,
                 "auto_length": None}
 
+    def autonomous_success(r):
+        return float(r.get("rollout/success", 0.0)) > 0 and r["intervention/steps"] == 0
+
     def auto(rows):
-        return float(np.mean([float(r.get("rollout/success", 0.0)) > 0 and r["intervention/steps"] == 0 for r in rows]))
+        return float(np.mean([autonomous_success(r) for r in rows]))
 
     cut = 0.75 * float(env_steps or max(r["step"] for r in eps))
     last = [r for r in eps if r["step"] > cut] or eps[-1:]
     ir_last = sum(r["intervention/steps"] for r in last) / max(sum(r["rollout/length"] for r in last), 1)
     segments = sum(float(r.get("intervention/segments", 0.0)) for r in eps)
     per_takeover = sum(r["intervention/steps"] for r in eps) / segments if segments else None
-    auto_lengths = [r["rollout/length"] for r in eps
-                    if float(r.get("rollout/success", 0.0)) > 0 and r["intervention/steps"] == 0]
+    auto_lengths = [r["rollout/length"] for r in eps if autonomous_success(r)]
     return {"auto_sr": auto(eps), "ir_last": float(ir_last), "auto_sr_last": auto(last),
             "steps_per_takeover": per_takeover,
             "auto_length": float(np.mean(auto_lengths)) if auto_lengths else None}

@@ -165,8 +165,8 @@ def get_online_config() -> ml_collections.ConfigDict:
     # fill the memory; with neither, it got ready 1,200-2,300 env steps into a 10k run.
     c.train_during_warmup = True
     # The actor, once per run after min_episodes episodes, waits at an episode boundary up to
-    # this long (s) for the first ready gate (0: never waits). In simulation the actor runs
-    # 50-150 env steps/s while the learner compiles and trains the models, so without the wait
+    # this long (s) for the first ready gate (0: never waits). In simulation the actor steps
+    # faster than a robot would while the learner compiles and trains the models, so without the wait
     # the first 1,000+ env steps of a run went by without a gate; on a robot the wait is short.
     c.wait_for_ready_s = 60.0
     # Push the UniIntervene payload at most every publish_period learner steps (it only goes
