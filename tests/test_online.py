@@ -621,6 +621,7 @@ def test_ablations_reach_the_gate():
     ("publish_period", 0), ("cooldown_steps", -1), ("min_updates", -1), ("timeline_every", -1),
     ("tau_quantile", 1.0), ("tau_quantile", -0.1), ("recovery_goals", "nearest"),
     ("recovery_min_gain", -0.1), ("recovery_min_gain", 1.0), ("recovery_demo_fraction", 1.5),
+    ("memory_demo_delta", -0.1), ("memory_demo_delta", 1.5),
 ])
 def test_check_online_config_rejects_bad_values(field, value):
     c = get_online_config()
@@ -755,6 +756,47 @@ def test_recovery_anchors_all_adds_every_step_of_successful_online_episodes():
     c.recovery_anchors = "interventions"
     good_i, bad_i = anchors([rising, rising])
     assert good_i == bad_i == bad_all  # operator steps only, success or not
+
+
+def test_online_memory_falls_back_to_demo_windows_only_while_the_preset_finds_none():
+    """Slow demos (8-step rise 8/30 < delta 0.5) give no item with the preset; the fallback mines
+    them with memory_demo_delta (0.2); a mined online recovery replaces the fallback items."""
+    from uniintervene_jax.online import mine_online_memory
+
+    rng = np.random.default_rng(5)
+    c = _config().uniintervene
+    assert c.memory_preset == "default" and c.memory_demo_delta == pytest.approx(0.2)
+    demos = [dict(_episode(rng, 30, True), metadata={"task": "pick-place", "success": True, "source": "demo"})
+             for _ in range(2)]
+    ramp = np.linspace(0.0, 1.0, 31).astype(np.float32)  # +1/30 per step: +0.267 over 8 steps
+
+    def embed(obs):
+        return np.asarray(obs["state"][:, :3], np.float32)
+
+    items, fallback = mine_online_memory(demos, [ramp, ramp], embed, c, "pick-place")
+    assert fallback and items is not None
+    # windows [s, s + 8] ending at value >= 0.75: s + 8 >= 22.5, i.e. s in 15..22; 2 per episode
+    assert len(items) == 4 and set(items.episode_id.tolist()) == {0, 1}
+    assert np.all((items.start >= 15) & (items.start <= 22)) and np.all(items.end == items.start + 8)
+    np.testing.assert_allclose(items.goal_value - items.start_value, 8 / 30, atol=1e-5)
+    for i in range(len(items)):  # keys and goals are the demo's own states
+        ep = demos[int(items.episode_id[i])]["observations"]["state"]
+        np.testing.assert_array_equal(items.key_observations["state"][i], ep[items.start[i]])
+        np.testing.assert_array_equal(items.goal_observations["state"][i], ep[items.end[i]])
+
+    # A successful online episode with a recovery and a steep rise: the preset mines it, and
+    # only it (the demos still have no window with a rise of 0.5), so no fallback.
+    online = dict(_episode(rng, 20, True, sources=[RECOVERY] * 20),
+                  metadata={"task": "pick-place", "success": True, "source": "online", "recovered": True})
+    steep = np.concatenate([np.zeros(10), np.linspace(0.0, 1.0, 11)]).astype(np.float32)
+    items, fallback = mine_online_memory(demos + [online], [ramp, ramp, steep], embed, c, "pick-place")
+    assert not fallback and set(items.episode_id.tolist()) == {2}
+    assert np.all(items.goal_value - items.start_value >= 0.5 - 1e-6)
+
+    c.memory_demo_delta = 0.0  # fallback off: the memory stays empty
+    assert mine_online_memory(demos, [ramp, ramp], embed, c, "pick-place") == (None, False)
+    c.memory_demo_delta = 0.3  # above every demo window's rise: nothing either
+    assert mine_online_memory(demos, [ramp, ramp], embed, c, "pick-place") == (None, False)
 
 
 def test_recovery_batches_keep_the_demo_share():

@@ -112,6 +112,10 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.tvr_clip_negative = False
     # Recovery-memory mining preset ("default": 120 items, 10 bins, span 8, delta 0.5).
     c.memory_preset = "default"
+    # Smaller value rise for demo windows, used only while the preset mines no item at all
+    # (mine_online_memory): assembly and box-close demos climb 0.2-0.4 in 8 steps, so without it
+    # their memory, and the gate, stayed empty for the first ~20 episodes. 0: no fallback.
+    c.memory_demo_delta = 0.2
     # Online extension (not in the paper): the takeover_label_steps policy/recovery steps
     # before each human takeover are also positive trigger labels (union with the mined
     # stagnation labels), so the model learns to fire before the operator would. 0: off.
@@ -200,6 +204,8 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"uniintervene.recovery_goals must be one of {RECOVERY_GOALS}, got {c.recovery_goals!r}")
     if c.recovery_demo_fraction is not None and not 0.0 <= float(c.recovery_demo_fraction) <= 1.0:
         raise ValueError(f"uniintervene.recovery_demo_fraction must be None or in [0, 1], got {c.recovery_demo_fraction}")
+    if not 0.0 <= float(c.memory_demo_delta) <= 1.0:
+        raise ValueError(f"uniintervene.memory_demo_delta must be in [0, 1], got {c.memory_demo_delta}")
     if not 0.0 <= float(c.recovery_min_gain) < 1.0:
         raise ValueError(f"uniintervene.recovery_min_gain must be in [0, 1), got {c.recovery_min_gain}")
     if c.recovery.head != "continuous":
@@ -452,9 +458,7 @@ class OnlineUniIntervene:
         from uniintervene_jax.intervention.mining import mine_stagnation
         from uniintervene_jax.intervention.target_encoders import ProxyValueTargetEncoder
         from uniintervene_jax.intervention.train import build_dataset
-        from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
         from uniintervene_jax.intervention.tvr import tvr_targets
-        from uniintervene_jax.pipeline import _minmax
         from uniintervene_jax.value.report import value_curves
         from uniintervene_jax.value.train import ValueDataset
 
@@ -476,18 +480,12 @@ class OnlineUniIntervene:
         self._intervention_data = build_dataset(
             episodes, curves, labels, tvr, ProxyValueTargetEncoder(self.value), instr_ids=self.instr,
             history_len=int(c.history_len), keep_next_observations=False)
-        # Memory: demos + successful online episodes that contain a recovery (human or autonomous).
-        chosen = [i for i, e in enumerate(episodes)
-                  if e["metadata"].get("source") == "demo" or (e["metadata"].get("success") and e["metadata"].get("recovered"))]
-        items = None
-        if chosen:
-            def embed(obs):
-                return np.asarray(self.value.encode(obs, self.instr), np.float32)
+        def embed(obs):
+            return np.asarray(self.value.encode(obs, self.instr), np.float32)
 
-            items = mine_recovery_items(
-                [episodes[i] for i in chosen], [_minmax(curves[i]) for i in chosen], embed,
-                mining_preset(c.memory_preset), episode_ids=chosen, tasks=[self.task] * len(chosen))
+        items, from_demo_fallback = mine_online_memory(episodes, curves, embed, c, self.task)
         self.memory_items = items
+        self.last_info["uniintervene/memory_demo_fallback"] = float(from_demo_fallback)
         pairs = _recovery_pairs(episodes, curves, c)
         if pairs is not None and len(pairs["actions"]) and c.recovery_goals == "retrieved":
             anchor_values = np.array([curves[e][t] for e, t in zip(pairs["episode_index"], pairs["t"])], np.float64)
@@ -618,6 +616,55 @@ class OnlineUniIntervene:
         self.episodes_seen = int(state["episodes_seen"])
         self.counters.update(state["counters"])
         return True
+
+
+def mine_online_memory(episodes, curves, embed, c, task: str):
+    """The online recovery memory: items mined (``c.memory_preset``) from the demos and the
+    successful online episodes that contain a recovery (human or autonomous).
+
+    Demos progress steadily, so on slower tasks no window of a demo rises by the preset's delta
+    (assembly and box-close demos climb 0.2-0.4 in 8 steps against delta 0.5) and the memory
+    would stay empty, and the gate not ready, until operator recoveries have been mined (about
+    20 episodes into a run). While the preset finds no item at all, the demos are mined again
+    with the smaller rise ``c.memory_demo_delta`` (0: no fallback); the first mined online
+    recovery replaces these items at the next rebuild.
+
+    Args:
+      episodes: episode dicts (demos first or not; ``metadata["source"]`` says which).
+      curves: one proxy-value curve float ``(T+1,)`` per episode (raw; min-max normalised here
+        per episode, as the offline pipeline does).
+      embed: ``observations -> float32 (B, D)`` key/goal embedding.
+      c: ``config.uniintervene``.
+      task: task name stored with the items.
+    Returns:
+      ``(RecoveryItems or None, whether the demo fallback produced them)``.
+    Raises:
+      KeyError: unknown ``c.memory_preset``; ValueError: bad curves (:func:`mine_recovery_items`).
+    """
+    import dataclasses
+
+    from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
+    from uniintervene_jax.pipeline import _minmax
+
+    preset = mining_preset(c.memory_preset)
+
+    def mine(idx, config):
+        if not idx:
+            return None
+        return mine_recovery_items([episodes[i] for i in idx], [_minmax(curves[i]) for i in idx], embed, config,
+                                   episode_ids=idx, tasks=[task] * len(idx))
+
+    demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]
+    chosen = [i for i, e in enumerate(episodes)
+              if e["metadata"].get("source") == "demo" or (e["metadata"].get("success") and e["metadata"].get("recovered"))]
+    items = mine(chosen, preset)
+    if items is not None and len(items):
+        return items, False
+    fallback = float(c.memory_demo_delta)
+    if fallback <= 0.0 or fallback >= preset.delta or not demo_idx:
+        return items, False
+    items = mine(demo_idx, dataclasses.replace(preset, delta=fallback))
+    return items, items is not None and len(items) > 0
 
 
 def takeover_labels(interventions: Any, steps: int) -> np.ndarray:
