@@ -283,3 +283,32 @@ def test_episode_metrics_by_hand():
     assert compare.episode_metrics(rows[1:3], 100)["steps_per_takeover"] is None  # no takeover
     assert compare.episode_metrics([], 100) == {"auto_sr": None, "ir_last": None, "auto_sr_last": None,
                                                 "steps_per_takeover": None, "auto_length": None}
+
+
+def test_system_sr_from_summaries_and_system_eval_file(tmp_path):
+    """system SR: summary.json's eval_system_success_rate, else benchmarks/system_eval.py's file;
+    a method without a gate reports its own SR."""
+    _make_sweep(tmp_path)
+    path = os.path.join(compare.run_dir(str(tmp_path), "pick-place", UI, 0), "summary.json")
+    summary = json.load(open(path))
+    json.dump(dict(summary, eval_system_success_rate=0.95), open(path, "w"))
+    rows = [{"task": "pick-place", "algorithm": UI, "seed": 0, "system_success_rate": 0.0},  # summary wins
+            {"task": "pick-place", "algorithm": UI, "seed": 1, "system_success_rate": 0.85},
+            {"task": "assembly", "algorithm": UI, "seed": 0, "system_success_rate": 1.0},
+            {"task": "assembly", "algorithm": UI, "seed": 1, "system_success_rate": 0.6}]
+    json.dump({"runs": rows}, open(tmp_path / "system_eval.json", "w"))
+    compare.report(str(tmp_path), TASKS, METHODS, SEEDS, baseline=BASE)
+    md = (tmp_path / "results.md").read_text().splitlines()
+    header = next(line for line in md if "system SR (policy + gate, no human)" in line)
+    col = [c.strip() for c in header.split("|")].index("system SR (policy + gate, no human)")
+    table = md[md.index(header) + 2:]
+    cell = {}
+    for line in table:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.split("|")]
+        cell[(cells[1], cells[2])] = cells[col]
+    assert cell[("pick-place", UI)] == "0.90"   # (0.95 + 0.85) / 2
+    assert cell[("assembly", UI)] == "0.80"     # (1.0 + 0.6) / 2
+    assert cell[("pick-place", BASE)] == "0.70"  # no gate: its SR (0.8, 0.6)
+    assert cell[("assembly", BASE)] == "1.00"

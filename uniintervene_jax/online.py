@@ -88,6 +88,10 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.propose_under_human = True
     # Ablation: False -> the recovery goal is the current observation (no memory retrieval).
     c.use_memory_goal = True
+    # Evaluations (actor.eval_period) also run the whole system, base policy + a copy of the
+    # gate with no human, on the same seeds: summary.json's eval_system_success_rate beside the
+    # policy-alone eval_success_rate.
+    c.eval_with_gate = True
     # Record the value/risk/trigger timeline of every n-th episode to gate_timeline.jsonl (0: off).
     c.timeline_every = 5
     # --- models ---
