@@ -182,6 +182,9 @@ def test_uniintervene_gate_end_to_end(tmp_path):
     assert summary["algorithm"] == "hil_serl+uniintervene" and summary["env_steps"] == 800
     assert summary["gate_decisions"] > 0, summary  # the pushed models were ready and the gate scored
     assert summary["gate_latency_ms_p50"] is not None
+    # The final evaluation also ran the policy + gate system (no human) with the ready models.
+    assert 0.0 <= summary["eval_system_success_rate"] <= 1.0
+    assert 0.0 <= summary["eval_history"][-1]["system_recovery_fraction"] <= 1.0
     state = json.loads((run_dir / "uniintervene" / "state.json").read_text())
     assert state["episodes_seen"] >= 2 and state["counters"]["intervention_updates"] >= 20
     learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
