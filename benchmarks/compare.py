@@ -763,7 +763,9 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
         eps = "; ".join(f"{e['task']} seed {e['seed']} episode {e.get('episode')}" for e in timeline_episodes)
         lines += ["![timeline](timeline.png)", "",
                   f"Gate timeline ({ui_method}; {eps}): proxy value and sigmoid risk per step with the threshold "
-                  "tau, triggers marked, background = who acted (white policy, green recovery, red human).", ""]
+                  "tau, triggers marked, background = who acted (white policy, green recovery, red human). "
+                  "Episodes chosen by `compare_plots.select_timeline_episodes`: base-policy steps, then a "
+                  "trigger, then recovery, successful ones first, one per task first.", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

@@ -312,3 +312,22 @@ def test_system_sr_from_summaries_and_system_eval_file(tmp_path):
     assert cell[("assembly", UI)] == "0.80"     # (1.0 + 0.6) / 2
     assert cell[("pick-place", BASE)] == "0.70"  # no gate: its SR (0.8, 0.6)
     assert cell[("assembly", BASE)] == "1.00"
+
+
+def test_timeline_prefers_stagnation_then_trigger_then_recovery_and_one_episode_per_task():
+    def rec(episode, env_steps, task, trigger_at, success):
+        r = _timeline_record(episode, env_steps, trigger_at, True)
+        r["source"][trigger_at] = 1  # the gate's own step: recovery from the trigger step on
+        return dict(r, task=task, success=success)
+
+    at_start = rec(1, 900, "pick-place", 0, True)      # fires at step 0: no policy step before it
+    after_policy = rec(2, 100, "pick-place", 5, True)  # policy 0..4, trigger at 5, recovery
+    failed = rec(3, 800, "pick-place", 5, False)
+    other_task = rec(4, 50, "assembly", 6, True)
+    assert compare_plots.episode_has_policy_then_trigger(after_policy)
+    assert not compare_plots.episode_has_policy_then_trigger(at_start)
+    assert compare_plots.episode_has_recovery_after_trigger(at_start)
+    got = compare_plots.select_timeline_episodes([at_start, after_policy, failed, other_task], k=2)
+    assert [r["episode"] for r in got] == [2, 4]  # the best of each task, not two of one task
+    got = compare_plots.select_timeline_episodes([at_start, after_policy, failed, other_task], k=4)
+    assert [r["episode"] for r in got] == [2, 4, 3, 1]
