@@ -647,15 +647,14 @@ def mine_online_memory(episodes, curves, embed, c, task: str):
     """
     import dataclasses
 
-    from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
-    from uniintervene_jax.pipeline import _minmax
+    from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset, normalize_value_curve
 
     preset = mining_preset(c.memory_preset)
 
     def mine(idx, config):
         if not idx:
             return None
-        return mine_recovery_items([episodes[i] for i in idx], [_minmax(curves[i]) for i in idx], embed, config,
+        return mine_recovery_items([episodes[i] for i in idx], [normalize_value_curve(curves[i]) for i in idx], embed, config,
                                    episode_ids=idx, tasks=[task] * len(idx))
 
     demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]
