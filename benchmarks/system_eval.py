@@ -36,11 +36,6 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-_RUNS = flags.DEFINE_string("runs", "benchmarks/results/compare/runs", "Folder with TASK/METHOD/seedS run folders.")
-_METHODS = flags.DEFINE_list("methods", ["hil_serl+uniintervene", "hil_serl+uniintervene-replan1"],
-                             "Methods (algorithm names) to evaluate; each needs the gate.")
-_EPISODES = flags.DEFINE_integer("episodes", 10, "Evaluation episodes per run (eval seeds 0..n-1).")
-_OUT = flags.DEFINE_string("out", "benchmarks/results/compare/system_eval", "Output prefix (.json, .md).")
 
 
 def config_from_run(run_dir: str):
@@ -196,5 +191,17 @@ def main(argv):
     print(write_report(rows, skipped, _OUT.value, command))
 
 
+def _define_flags():
+    """Flags are defined only when run as a script, so tests can import the helpers next to
+    the other benchmark modules (which define flags of the same names)."""
+    global _RUNS, _METHODS, _EPISODES, _OUT
+    _RUNS = flags.DEFINE_string("runs", "benchmarks/results/compare/runs", "Folder with TASK/METHOD/seedS run folders.")
+    _METHODS = flags.DEFINE_list("methods", ["hil_serl+uniintervene", "hil_serl+uniintervene-replan1"],
+                                 "Methods (algorithm names) to evaluate; each needs the gate.")
+    _EPISODES = flags.DEFINE_integer("episodes", 10, "Evaluation episodes per run (eval seeds 0..n-1).")
+    _OUT = flags.DEFINE_string("out", "benchmarks/results/compare/system_eval", "Output prefix (.json, .md).")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

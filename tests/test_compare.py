@@ -331,3 +331,21 @@ def test_timeline_prefers_stagnation_then_trigger_then_recovery_and_one_episode_
     assert [r["episode"] for r in got] == [2, 4]  # the best of each task, not two of one task
     got = compare_plots.select_timeline_episodes([at_start, after_policy, failed, other_task], k=4)
     assert [r["episode"] for r in got] == [2, 4, 3, 1]
+
+
+def test_takeover_origins_and_shares_by_hand():
+    import takeover_context as tc
+
+    P, R, H = 0, 1, 2
+    # human at 1 (at start); policy 3..9 then human 10..11 (after policy); recovery 12..19 then human 20.
+    source = [P, H, P] + [P] * 7 + [H, H] + [R] * 8 + [H]
+    assert tc.takeover_origins(source) == [(1, "at start"), (10, "policy"), (20, "recovery")]
+    # a tie between policy and recovery counts as policy (recovery must outnumber)
+    assert tc.takeover_origins([R] * 4 + [P] * 4 + [H]) == [(8, "policy")]
+    s = tc.summarize([{"source": source, "success": True}, {"source": [R] * 5, "success": False}])
+    n = len(source) + 5
+    assert s["episodes"] == 2 and s["steps"] == n
+    assert s["human_share"] == pytest.approx(4 / n) and s["recovery_share"] == pytest.approx(13 / n)
+    assert s["policy_share"] == pytest.approx(9 / n)
+    assert (s["after_recovery"], s["after_policy"], s["at_start"]) == (1, 1, 1)
+    assert s["takeovers_per_episode"] == 1.5 and s["median_takeover_step"] == 10.0 and s["success_rate"] == 0.5

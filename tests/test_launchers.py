@@ -198,3 +198,12 @@ def test_uniintervene_gate_end_to_end(tmp_path):
     # Once ready, every step records its value; the risk is recorded at scored steps.
     ready_rows = [r for r in rows if any(v is not None for v in r["value"])]
     assert ready_rows and any(p is not None for r in ready_rows for p in r["risk"])
+    # benchmarks/system_eval.py restores this run (the tiny networks come from its saved config)
+    # and evaluates the policy alone and with the gate.
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import system_eval
+
+    row = system_eval.evaluate_run(str(run_dir), 1)
+    assert (row["task"], row["algorithm"], row["seed"]) == ("pick-place", "hil_serl+uniintervene", 0)
+    assert 0.0 <= row["policy_success_rate"] <= 1.0 and 0.0 <= row["system_success_rate"] <= 1.0
+    assert row["memory_size"] > 0 and 0.0 <= row["system_recovery_fraction"] <= 1.0
