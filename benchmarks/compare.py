@@ -319,9 +319,25 @@ def load_run(rdir: str) -> Optional[dict]:
         "ir_curve": [(r["step"], r["intervention/rate"]) for r in actor if r.get("intervention/rate") is not None],
         **episode_metrics(actor, s.get("env_steps")),
         "learner_ups": (_read_json(os.path.join(rdir, "learner_summary.json")) or {}).get("updates_per_s"),
+        # policy + gate, no human (actor evaluations with uniintervene.eval_with_gate; runs
+        # without a gate: the policy alone is the whole system)
+        "system_sr": (s.get("eval_system_success_rate") if any(k.startswith("gate") for k in s)
+                      else float(s["eval_success_rate"])),
         "fairness": fairness,
         "run_dir": rdir,
     }
+
+
+def add_system_eval(runs: List[dict], path: str) -> None:
+    """Fills ``system_sr`` of runs that lack it from ``benchmarks/system_eval.py`` output at
+    ``path`` (matched by task, method and seed), when that file exists."""
+    data = _read_json(path)
+    if not data:
+        return
+    found = {(r["task"], r["algorithm"], int(r["seed"])): r["system_success_rate"] for r in data.get("runs", [])}
+    for r in runs:
+        if r.get("system_sr") is None:
+            r["system_sr"] = found.get((r["task"], r["method"], r["seed"]))
 
 
 def _median(values):
@@ -542,6 +558,7 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     runs = load_runs(out, tasks, methods, seeds)
+    add_system_eval(runs, os.path.join(out, "system_eval.json"))
     agg = aggregate(runs, tasks, methods, seeds, baseline)
     budgets, budget_notes = {}, []
     for t in tasks:  # The budget the runs were given (actor_config.json), else the one asked.
@@ -694,10 +711,13 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
               "succeeded with no human step (`autonomous SR`, whole run / last 25%), and the operator "
               "steps per takeover (human steps / human segments: once in control the operator often "
               "finishes the episode, so each takeover costs tens of steps) against the length of an "
-              "autonomous success.", "",
+              "autonomous success. `system SR`: the last evaluation with the run's gate on top of the "
+              "policy and no human (the whole system acting alone; for a method without a gate, its SR; "
+              "from `summary.json` or `system_eval.json` of `benchmarks/system_eval.py`).", "",
               "| task | method | seeds | IR last 25% | autonomous SR | autonomous SR last 25% | train SR (with operator) "
-              "| operator steps per takeover | autonomous success length | learner updates/s (median, next to the actor) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| operator steps per takeover | autonomous success length | system SR (policy + gate, no human) "
+              "| learner updates/s (median, next to the actor) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         for m in methods:
             rs = [r for r in runs if r["task"] == task and r["method"] == m]
@@ -711,6 +731,7 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
             lines.append(f"| {task} | {m} | {len(rs)} | {_fmt(mean_of('ir_last'), 3)} | {_fmt(mean_of('auto_sr'))} | "
                          f"{_fmt(mean_of('auto_sr_last'))} | {_fmt(mean_of('train_sr'))} | "
                          f"{_fmt(mean_of('steps_per_takeover'), 1)} | {_fmt(mean_of('auto_length'), 1)} | "
+                         f"{_fmt(mean_of('system_sr'))} | "
                          f"{_fmt(_median([r['learner_ups'] for r in rs if r.get('learner_ups') is not None]), 0)} |")
     for m in methods:
         ups = [r["learner_ups"] for r in runs if r["method"] == m and r.get("learner_ups") is not None]
@@ -742,7 +763,9 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
         eps = "; ".join(f"{e['task']} seed {e['seed']} episode {e.get('episode')}" for e in timeline_episodes)
         lines += ["![timeline](timeline.png)", "",
                   f"Gate timeline ({ui_method}; {eps}): proxy value and sigmoid risk per step with the threshold "
-                  "tau, triggers marked, background = who acted (white policy, green recovery, red human).", ""]
+                  "tau, triggers marked, background = who acted (white policy, green recovery, red human). "
+                  "Episodes chosen by `compare_plots.select_timeline_episodes`: base-policy steps, then a "
+                  "trigger, then recovery, successful ones first, one per task first.", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

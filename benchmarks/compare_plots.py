@@ -152,19 +152,50 @@ def episode_has_recovery_after_trigger(record: Mapping) -> bool:
     return first is not None and any(s == SOURCE_RECOVERY for s in source[first:])
 
 
+def episode_has_policy_then_trigger(record: Mapping) -> bool:
+    """True when a trigger fires after the base policy acted (``source[t-1] == 0`` at a trigger
+    step ``t >= 1``) and recovery steps follow: the paper's "stagnation -> trigger -> recovery"
+    picture, as opposed to the trigger that fires at an episode's first step."""
+    trigger = list(record.get("trigger") or [])
+    source = list(record.get("source") or [])
+    for t, v in enumerate(trigger):
+        if v and t >= 1 and t - 1 < len(source) and source[t - 1] == SOURCE_POLICY:
+            if any(s == SOURCE_RECOVERY for s in source[t:t + 3]):
+                return True
+    return False
+
+
 def select_timeline_episodes(records: Sequence[Mapping], k: int = 3) -> List[Mapping]:
     """Chooses up to ``k`` example episodes for the timeline figure.
 
-    Preference: episodes with a trigger followed by recovery steps, then episodes with any
-    trigger, then the rest; within each group the latest in the run first (highest
-    ``env_steps``, then ``episode``). Records need the ``gate_timeline.jsonl`` keys
-    (``episode``, ``env_steps``, ``value``, ``risk``, ``trigger``, ``source``).
+    Preference groups, best first: (0) policy steps, then a trigger, then recovery
+    (:func:`episode_has_policy_then_trigger`) in a successful episode; (1) the same in a failed
+    one; (2) a trigger followed by recovery steps (:func:`episode_has_recovery_after_trigger`),
+    successful; (3) the same, failed; (4) any trigger; (5) the rest. Within a group the latest
+    in the run comes first (highest ``env_steps``, then ``episode``). Episodes of tasks not yet
+    shown are taken before a second one of the same task (records may carry ``task``). Records
+    need the ``gate_timeline.jsonl`` keys (``episode``, ``env_steps``, ``value``, ``risk``,
+    ``trigger``, ``source``, ``success``).
     """
     def rank(r):
-        group = 0 if episode_has_recovery_after_trigger(r) else (1 if any(r.get("trigger") or []) else 2)
+        if episode_has_policy_then_trigger(r):
+            group = 0 if r.get("success") else 1
+        elif episode_has_recovery_after_trigger(r):
+            group = 2 if r.get("success") else 3
+        else:
+            group = 4 if any(r.get("trigger") or []) else 5
         return (group, -float(r.get("env_steps", 0) or 0), -float(r.get("episode", 0) or 0))
 
-    return sorted([r for r in records if r.get("value")], key=rank)[:k]
+    ranked = sorted([r for r in records if r.get("value")], key=rank)
+    chosen, tasks = [], set()
+    for r in ranked:  # one per task first
+        if len(chosen) < k and r.get("task") not in tasks:
+            chosen.append(r)
+            tasks.add(r.get("task"))
+    for r in ranked:  # then the best of the rest
+        if len(chosen) < k and not any(r is c for c in chosen):
+            chosen.append(r)
+    return sorted(chosen, key=rank)
 
 
 def risk_for_plot(risk) -> Tuple[np.ndarray, bool]:

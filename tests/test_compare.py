@@ -283,3 +283,69 @@ def test_episode_metrics_by_hand():
     assert compare.episode_metrics(rows[1:3], 100)["steps_per_takeover"] is None  # no takeover
     assert compare.episode_metrics([], 100) == {"auto_sr": None, "ir_last": None, "auto_sr_last": None,
                                                 "steps_per_takeover": None, "auto_length": None}
+
+
+def test_system_sr_from_summaries_and_system_eval_file(tmp_path):
+    """system SR: summary.json's eval_system_success_rate, else benchmarks/system_eval.py's file;
+    a method without a gate reports its own SR."""
+    _make_sweep(tmp_path)
+    path = os.path.join(compare.run_dir(str(tmp_path), "pick-place", UI, 0), "summary.json")
+    summary = json.load(open(path))
+    json.dump(dict(summary, eval_system_success_rate=0.95), open(path, "w"))
+    rows = [{"task": "pick-place", "algorithm": UI, "seed": 0, "system_success_rate": 0.0},  # summary wins
+            {"task": "pick-place", "algorithm": UI, "seed": 1, "system_success_rate": 0.85},
+            {"task": "assembly", "algorithm": UI, "seed": 0, "system_success_rate": 1.0},
+            {"task": "assembly", "algorithm": UI, "seed": 1, "system_success_rate": 0.6}]
+    json.dump({"runs": rows}, open(tmp_path / "system_eval.json", "w"))
+    compare.report(str(tmp_path), TASKS, METHODS, SEEDS, baseline=BASE)
+    md = (tmp_path / "results.md").read_text().splitlines()
+    header = next(line for line in md if "system SR (policy + gate, no human)" in line)
+    col = [c.strip() for c in header.split("|")].index("system SR (policy + gate, no human)")
+    table = md[md.index(header) + 2:]
+    cell = {}
+    for line in table:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.split("|")]
+        cell[(cells[1], cells[2])] = cells[col]
+    assert cell[("pick-place", UI)] == "0.90"   # (0.95 + 0.85) / 2
+    assert cell[("assembly", UI)] == "0.80"     # (1.0 + 0.6) / 2
+    assert cell[("pick-place", BASE)] == "0.70"  # no gate: its SR (0.8, 0.6)
+    assert cell[("assembly", BASE)] == "1.00"
+
+
+def test_timeline_prefers_stagnation_then_trigger_then_recovery_and_one_episode_per_task():
+    def rec(episode, env_steps, task, trigger_at, success):
+        r = _timeline_record(episode, env_steps, trigger_at, True)
+        r["source"][trigger_at] = 1  # the gate's own step: recovery from the trigger step on
+        return dict(r, task=task, success=success)
+
+    at_start = rec(1, 900, "pick-place", 0, True)      # fires at step 0: no policy step before it
+    after_policy = rec(2, 100, "pick-place", 5, True)  # policy 0..4, trigger at 5, recovery
+    failed = rec(3, 800, "pick-place", 5, False)
+    other_task = rec(4, 50, "assembly", 6, True)
+    assert compare_plots.episode_has_policy_then_trigger(after_policy)
+    assert not compare_plots.episode_has_policy_then_trigger(at_start)
+    assert compare_plots.episode_has_recovery_after_trigger(at_start)
+    got = compare_plots.select_timeline_episodes([at_start, after_policy, failed, other_task], k=2)
+    assert [r["episode"] for r in got] == [2, 4]  # the best of each task, not two of one task
+    got = compare_plots.select_timeline_episodes([at_start, after_policy, failed, other_task], k=4)
+    assert [r["episode"] for r in got] == [2, 4, 3, 1]
+
+
+def test_takeover_origins_and_shares_by_hand():
+    import takeover_context as tc
+
+    P, R, H = 0, 1, 2
+    # human at 1 (at start); policy 3..9 then human 10..11 (after policy); recovery 12..19 then human 20.
+    source = [P, H, P] + [P] * 7 + [H, H] + [R] * 8 + [H]
+    assert tc.takeover_origins(source) == [(1, "at start"), (10, "policy"), (20, "recovery")]
+    # a tie between policy and recovery counts as policy (recovery must outnumber)
+    assert tc.takeover_origins([R] * 4 + [P] * 4 + [H]) == [(8, "policy")]
+    s = tc.summarize([{"source": source, "success": True}, {"source": [R] * 5, "success": False}])
+    n = len(source) + 5
+    assert s["episodes"] == 2 and s["steps"] == n
+    assert s["human_share"] == pytest.approx(4 / n) and s["recovery_share"] == pytest.approx(13 / n)
+    assert s["policy_share"] == pytest.approx(9 / n)
+    assert (s["after_recovery"], s["after_policy"], s["at_start"]) == (1, 1, 1)
+    assert s["takeovers_per_episode"] == 1.5 and s["median_takeover_step"] == 10.0 and s["success_rate"] == 0.5

@@ -699,3 +699,29 @@ def test_replan_every_repredicts_the_running_chunk_toward_the_same_goal():
     assert models.chunk_calls == [(0.0, 7.0), (2.0, 7.0)]
     with pytest.raises(ValueError):
         UniInterveneGate(models, replan_every=-1)
+
+
+def test_for_evaluation_copies_settings_shares_models_and_keeps_state_apart(tmp_path):
+    models = ScriptedModels(triggers=[True], H=3)
+    path = tmp_path / "timeline.jsonl"
+    gate = _new_gate(models, cooldown_steps=3, max_chunks=5, replan_every=2, use_memory_goal=False,
+                     propose_under_human=False, timeline_path=str(path), timeline_every=1)
+    _drive(gate, 0, 2)  # trigger at 0: the training gate is inside chunk 0
+    assert len(gate.chunk) == 1
+    before = (dict(gate.total), gate.episode, list(gate.history))
+    ev = gate.for_evaluation()
+    assert ev.models is models and ev is not gate
+    assert (ev.K, ev.cooldown_steps, ev.max_chunks, ev.replan_every, ev.use_memory_goal, ev.propose_under_human) == (
+        2, 3, 5, 2, False, False)
+    assert ev.timeline_path is None and not ev.chunk and not ev.history
+    ev.reset(_obs(0))
+    models.triggers += [True]
+    out = _drive(ev, 0, 4)
+    assert [s for _, _, s, _ in out[:3]] == [RECOVERY] * 3  # its own chunk from its own trigger
+    ev.stats()
+    ev.close()
+    # The training gate is untouched: same chunk, totals, episode and history.
+    assert len(gate.chunk) == 1 and (dict(gate.total), gate.episode, list(gate.history)) == before
+    gate.close()
+    rows = [json.loads(line) for line in open(path)]
+    assert len(rows) == 1 and len(rows[0]["source"]) == 2  # only the training gate's steps

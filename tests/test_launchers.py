@@ -182,6 +182,9 @@ def test_uniintervene_gate_end_to_end(tmp_path):
     assert summary["algorithm"] == "hil_serl+uniintervene" and summary["env_steps"] == 800
     assert summary["gate_decisions"] > 0, summary  # the pushed models were ready and the gate scored
     assert summary["gate_latency_ms_p50"] is not None
+    # The final evaluation also ran the policy + gate system (no human) with the ready models.
+    assert 0.0 <= summary["eval_system_success_rate"] <= 1.0
+    assert 0.0 <= summary["eval_history"][-1]["system_recovery_fraction"] <= 1.0
     state = json.loads((run_dir / "uniintervene" / "state.json").read_text())
     assert state["episodes_seen"] >= 2 and state["counters"]["intervention_updates"] >= 20
     learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
@@ -195,3 +198,12 @@ def test_uniintervene_gate_end_to_end(tmp_path):
     # Once ready, every step records its value; the risk is recorded at scored steps.
     ready_rows = [r for r in rows if any(v is not None for v in r["value"])]
     assert ready_rows and any(p is not None for r in ready_rows for p in r["risk"])
+    # benchmarks/system_eval.py restores this run (the tiny networks come from its saved config)
+    # and evaluates the policy alone and with the gate.
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import system_eval
+
+    row = system_eval.evaluate_run(str(run_dir), 1)
+    assert (row["task"], row["algorithm"], row["seed"]) == ("pick-place", "hil_serl+uniintervene", 0)
+    assert 0.0 <= row["policy_success_rate"] <= 1.0 and 0.0 <= row["system_success_rate"] <= 1.0
+    assert row["memory_size"] > 0 and 0.0 <= row["system_recovery_fraction"] <= 1.0

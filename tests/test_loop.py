@@ -169,3 +169,90 @@ def test_state_agent_refuses_image_env(tmp_path):
     spec = {"state": ((4,), np.dtype(np.float32)), "pixels": ((32, 32, 3), np.dtype(np.uint8))}
     with pytest.raises(ValueError, match="image_keys"):
         common.create_agent(config, spec, 4)
+
+
+# ------------------------------------------------------------------ evaluation with a gate
+class _ZeroAgent:
+    def eval_actions(self, obs):
+        return np.zeros((4,), np.float32)
+
+
+class _ExpertRecoveryGate:
+    """Scripted gate for evaluation: every step it replaces the policy's action by the scripted
+    expert's action on the env being evaluated (captured via common.make_env) as RECOVERY."""
+
+    def __init__(self, envs, task):
+        from serl_ext.loop.rollouts import expert_policy
+
+        self.envs, self.expert = envs, expert_policy(task)
+        self.resets, self.observed = 0, []
+
+    def reset(self, observation):
+        self.resets += 1
+
+    def select_action(self, observation, policy_action):
+        return self.expert(observation, self.envs[-1]), RECOVERY
+
+    def observe(self, observation, action, source, reward, next_observation, info):
+        self.observed.append(source)
+
+
+def test_evaluate_with_a_gate_runs_the_whole_system(tmp_path, monkeypatch):
+    from serl_ext.loop.evaluation import evaluate
+
+    config = _small_config(tmp_path)
+    envs = []
+    make_env = common.make_env
+
+    def capture(*args, **kwargs):
+        envs.append(make_env(*args, **kwargs))
+        assert kwargs.get("with_operator") is False  # evaluation never has a human
+        return envs[-1]
+
+    monkeypatch.setattr(common, "make_env", capture)
+    alone = evaluate(_ZeroAgent(), config, 2)
+    assert alone["eval/success_rate"] == 0.0 and "eval/recovery_fraction" not in alone
+    gate = _ExpertRecoveryGate(envs, config.task)
+    system = evaluate(_ZeroAgent(), config, 2, gate=gate, prefix="eval_system")
+    # The expert (as the gate's recovery) solves pick-place; every step was the gate's.
+    assert system["eval_system/success_rate"] == 1.0
+    assert system["eval_system/recovery_fraction"] == 1.0
+    assert gate.resets == 2 and len(gate.observed) == round(2 * system["eval_system/length"])
+    assert system["eval_system/length"] < 60  # it succeeded and ended the episodes early
+
+
+class _ReadyEveryOtherStep(EveryOtherStepRecovery):
+    """EveryOtherStepRecovery with the UniIntervene gate's ``ready`` and ``for_evaluation``."""
+
+    ready = True
+
+    def __init__(self):
+        super().__init__()
+        self.copies = []
+
+    def for_evaluation(self):
+        self.copies.append(EveryOtherStepRecovery())
+        return self.copies[-1]
+
+
+def test_actor_evaluates_policy_alone_and_with_a_copy_of_the_gate(tmp_path):
+    config = small_actor_settings(get_config("pick-place,hil_serl+uniintervene"), tmp_path, max_env_steps=60)
+    config.actor.eval_period = 30
+    config.uniintervene.wait_for_ready_s = 0.0
+    gate = _ReadyEveryOtherStep()
+    summary = run_actor(config, gate=gate, make_client=lambda stores: FakeClient(stores))
+    assert len(gate.observed) == 60  # evaluation steps never reach the training gate
+    history = summary["eval_history"]
+    assert [h["env_steps"] for h in history] == [30, 60] and len(gate.copies) == 2
+    for h, copy_ in zip(history, gate.copies):
+        sources = np.array([s for _, s, _ in copy_.observed])
+        assert copy_.resets == config.actor.eval_episodes
+        assert h["system_recovery_fraction"] == pytest.approx(np.mean(sources == RECOVERY))
+        assert 0.0 <= h["system_success_rate"] <= 1.0
+    assert summary["eval_system_success_rate"] == history[-1]["system_success_rate"]
+    # Switched off (or plain HiL-SERL): the policy alone, no system keys.
+    config.uniintervene.eval_with_gate = False
+    config.run_root = str(tmp_path / "off")
+    off = run_actor(config, gate=_ReadyEveryOtherStep(), make_client=lambda stores: FakeClient(stores))
+    assert off["eval_system_success_rate"] is None
+    assert all("system_success_rate" not in h for h in off["eval_history"])

@@ -379,3 +379,12 @@ def test_memory_audit_hand_values(tmp_path):
     assert rep3["hit_rate"] == 0 and rep3["top1_similarity"]["mean"] is None
     with pytest.raises(ValueError):
         memory_audit(mem, np.zeros((0, 2)), np.zeros(0), "a")
+
+
+def test_normalize_value_curve_by_hand():
+    from uniintervene_jax.memory.mining import normalize_value_curve
+
+    out = normalize_value_curve([0.2, 0.4, 0.6, 0.3])  # (v - 0.2) / 0.4
+    np.testing.assert_allclose(out, [0.0, 0.5, 1.0, 0.25], atol=1e-6)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(normalize_value_curve([0.5, 0.5005, 0.5]), [0.0, 0.0, 0.0])  # flat: no window

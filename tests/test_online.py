@@ -342,6 +342,28 @@ def test_learner_save_and_restore(learner, tmp_path):
     one = {"state": obs["state"][0]}
     np.testing.assert_array_equal(fresh.recovery.predict_chunk(one, one, fresh.instr),
                                   ui.recovery.predict_chunk(one, one, ui.instr))
+    # The kept online episodes come back (in order) and the datasets are rebuilt from them.
+    assert len(ui.online) >= 2 and len(fresh.online) == len(ui.online)
+    for a, b in zip(fresh.online, ui.online):
+        np.testing.assert_array_equal(a["observations"]["state"], b["observations"]["state"])
+        np.testing.assert_array_equal(a["action_source"], b["action_source"])
+        assert a["metadata"]["online_index"] == b["metadata"]["online_index"]
+        assert a["metadata"]["success"] == b["metadata"]["success"]
+    assert fresh._intervention_data is None
+    refreshes = fresh.counters["refreshes"]
+    fresh.step(1)
+    assert fresh.counters["refreshes"] == refreshes + 1 and fresh._intervention_data is not None
+    # Saving again writes only what changed: an episode that left the kept window is removed.
+    ep_dir = tmp_path / "uniintervene" / "episodes"
+    names = sorted(os.listdir(ep_dir))
+    assert len(names) == len(ui.online)
+    dropped = ui.online.popleft()
+    try:
+        ui.save(str(tmp_path / "uniintervene"))
+        assert sorted(os.listdir(ep_dir)) == names[1:]
+        assert names[0] == f"online_{dropped['metadata']['online_index']:07d}.npz"
+    finally:
+        ui.online.appendleft(dropped)
 
 
 def test_no_demos_no_pretraining_and_first_episode_builds_datasets():

@@ -108,6 +108,15 @@ class UniInterveneGate:
         """Whether the loaded models may fire (the learner's ``ready`` flag of the last payload)."""
         return bool(self.models.ready)
 
+    def for_evaluation(self) -> "UniInterveneGate":
+        """A gate with these settings and these models (shared, only read) but its own episode
+        state, counters and no timeline: evaluation episodes run the whole system (base policy +
+        gate, no human) without touching the training gate's state or its run totals."""
+        return UniInterveneGate(
+            self.models, history_len=self.K, cooldown_steps=self.cooldown_steps, max_chunks=self.max_chunks,
+            use_memory_goal=self.use_memory_goal, timeline_path=None, timeline_every=0,
+            propose_under_human=self.propose_under_human, replan_every=self.replan_every)
+
     # ------------------------------------------------------------------ episode
     def reset(self, observation) -> None:
         self._flush_timeline()

@@ -88,6 +88,10 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.propose_under_human = True
     # Ablation: False -> the recovery goal is the current observation (no memory retrieval).
     c.use_memory_goal = True
+    # Evaluations (actor.eval_period) also run the whole system, base policy + a copy of the
+    # gate with no human, on the same seeds: summary.json's eval_system_success_rate beside the
+    # policy-alone eval_success_rate.
+    c.eval_with_gate = True
     # Record the value/risk/trigger timeline of every n-th episode to gate_timeline.jsonl (0: off).
     c.timeline_every = 5
     # --- models ---
@@ -429,6 +433,8 @@ class OnlineUniIntervene:
     def _step(self, train: bool) -> Dict[str, float]:
         new = self.assembler.pop_finished()
         if new:
+            for j, e in enumerate(new):  # run-wide index (names the saved file; survives a resume)
+                e["metadata"]["online_index"] = self.episodes_seen + j
             self.online.extend(new)
             self.episodes_seen += len(new)
             self._since_refresh += len(new)
@@ -578,7 +584,10 @@ class OnlineUniIntervene:
         return out
 
     def save(self, directory: str) -> None:
-        """Saves the three models (their own folders) and the memory under ``directory``."""
+        """Saves the three models (their own folders), the memory and the kept online episodes
+        (``episodes/online_NNNNNNN.npz``: only new ones are written, dropped ones removed)
+        under ``directory``."""
+        from serl_ext.data.episodes import list_episodes, save_episode
         from uniintervene_jax.memory.memory import RecoveryMemory
 
         os.makedirs(directory, exist_ok=True)
@@ -587,6 +596,16 @@ class OnlineUniIntervene:
         self.recovery.save(os.path.join(directory, "recovery"))
         if self.memory_items is not None:
             RecoveryMemory(items=self.memory_items).save(os.path.join(directory, "memory"))
+        ep_dir = os.path.join(directory, "episodes")
+        os.makedirs(ep_dir, exist_ok=True)
+        kept = {f"online_{int(e['metadata']['online_index']):07d}.npz": e for e in self.online}
+        on_disk = {os.path.basename(p): p for p in list_episodes(ep_dir)}
+        for name, episode in kept.items():
+            if name not in on_disk:
+                save_episode(os.path.join(ep_dir, name), episode)
+        for name, path in on_disk.items():
+            if name not in kept:
+                os.remove(path)
         from serl_ext.loop.common import atomic_write_json
 
         atomic_write_json(os.path.join(directory, "state.json"), {
@@ -594,8 +613,14 @@ class OnlineUniIntervene:
             "counters": dict(self.counters)})
 
     def restore(self, directory: str) -> bool:
-        """Reloads what :meth:`save` wrote (fresh optimiser states; the kept episodes are not
-        saved, so the datasets refill from new episodes). Returns False when nothing is there."""
+        """Reloads what :meth:`save` wrote (fresh optimiser states); the kept online episodes
+        come back too and the datasets are rebuilt from them at the next :meth:`step`. Returns
+        False when nothing is there.
+
+        Raises:
+          serl_ext.data.episodes.EpisodeFormatError: a saved episode file is corrupt (names it).
+        """
+        from serl_ext.data.episodes import list_episodes, load_episode
         from uniintervene_jax.intervention.train import InterventionModel
         from uniintervene_jax.memory.memory import RecoveryMemory
         from uniintervene_jax.recovery.model import RecoveryPolicy
@@ -615,6 +640,13 @@ class OnlineUniIntervene:
         self.tau = float(state["tau"])
         self.episodes_seen = int(state["episodes_seen"])
         self.counters.update(state["counters"])
+        ep_dir = os.path.join(directory, "episodes")
+        restored = [load_episode(p) for p in list_episodes(ep_dir)] if os.path.isdir(ep_dir) else []
+        restored.sort(key=lambda e: int(e["metadata"]["online_index"]))
+        self.online.clear()
+        self.online.extend(restored)
+        self._since_refresh = len(restored)  # rebuild labels, datasets and memory at the next step
+        self._intervention_data = None
         return True
 
 
@@ -643,15 +675,14 @@ def mine_online_memory(episodes, curves, embed, c, task: str):
     """
     import dataclasses
 
-    from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
-    from uniintervene_jax.pipeline import _minmax
+    from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset, normalize_value_curve
 
     preset = mining_preset(c.memory_preset)
 
     def mine(idx, config):
         if not idx:
             return None
-        return mine_recovery_items([episodes[i] for i in idx], [_minmax(curves[i]) for i in idx], embed, config,
+        return mine_recovery_items([episodes[i] for i in idx], [normalize_value_curve(curves[i]) for i in idx], embed, config,
                                    episode_ids=idx, tasks=[task] * len(idx))
 
     demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]

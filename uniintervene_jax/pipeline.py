@@ -92,17 +92,6 @@ def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     return c
 
 
-def _minmax(curve: np.ndarray) -> np.ndarray:
-    """Per-episode min-max normalisation of a value curve to [0, 1] (DESIGN section 4 uses V in
-    [0, 1] "after normalisation"; the stagnation mining normalises the same way). A curve whose
-    range is below 1e-3 maps to zeros, so no segment of it can qualify."""
-    curve = np.asarray(curve, np.float32)
-    lo, hi = float(curve.min()), float(curve.max())
-    if hi - lo < 1e-3:
-        return np.zeros_like(curve)
-    return np.clip((curve - lo) / (hi - lo), 0.0, 1.0)
-
-
 def _split(episodes: Sequence[Dict[str, Any]], every: int):
     train = [e for i, e in enumerate(episodes) if i % every != every - 1]
     held = [e for i, e in enumerate(episodes) if i % every == every - 1]
@@ -314,12 +303,12 @@ class Pipeline:
     def stage_memory(self):
         from uniintervene_jax.memory.audit import memory_audit
         from uniintervene_jax.memory.memory import MemoryConfig, RecoveryMemory
-        from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
+        from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset, normalize_value_curve
 
         data = self.data()
         table = self._labels()
         episodes = data["train"]
-        curves = [_minmax(table[e["metadata"]["episode_id"]][0]) for e in episodes]
+        curves = [normalize_value_curve(table[e["metadata"]["episode_id"]][0]) for e in episodes]
         items = mine_recovery_items(
             episodes, curves, self._embed_fn(), mining_preset(self.config.memory.preset),
             episode_ids=list(range(len(episodes))), tasks=[self.config.task] * len(episodes),

@@ -118,6 +118,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
         gate = make_gate(config, spec, action_dim, run_dir)
     gate = gate or PassThroughGate()
+    # Evaluations also run the policy + gate system (no human) when the gate can be copied.
+    eval_with_gate = (uniintervene is not None and uniintervene.enabled and bool(uniintervene.eval_with_gate)
+                      and hasattr(gate, "for_evaluation"))
     recovery_to_intervention = uniintervene is not None and uniintervene.enabled and uniintervene.recovery_buffer == "both"
     # Once per run, after min_episodes episodes, wait at an episode boundary (up to
     # wait_for_ready_s) for the learner's first ready gate (uniintervene_jax/online.py).
@@ -154,18 +157,27 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
     def run_eval():
         metrics = evaluate(agent, config, int(config.actor.eval_episodes))
-        state["eval_history"].append(
-            {
-                "env_steps": state["env_steps"],
-                "wall_clock_s": wall_clock(),
-                "learner_step": slot.learner_step,
-                "success_rate": metrics["eval/success_rate"],
-                "return": metrics["eval/return"],
-            }
-        )
+        entry = {
+            "env_steps": state["env_steps"],
+            "wall_clock_s": wall_clock(),
+            "learner_step": slot.learner_step,
+            "success_rate": metrics["eval/success_rate"],
+            "return": metrics["eval/return"],
+        }
+        system = ""
+        if eval_with_gate and gate.ready:
+            # The whole system on the same seeds: base policy + a fresh copy of the gate, no human.
+            sys_metrics = evaluate(agent, config, int(config.actor.eval_episodes), gate=gate.for_evaluation(),
+                                   prefix="eval_system")
+            metrics.update(sys_metrics)
+            entry["system_success_rate"] = sys_metrics["eval_system/success_rate"]
+            entry["system_recovery_fraction"] = sys_metrics["eval_system/recovery_fraction"]
+            system = (f", with the gate SR {entry['system_success_rate']:.2f} "
+                      f"(recovery {entry['system_recovery_fraction']:.2f} of steps)")
+        state["eval_history"].append(entry)
         logger.log(metrics, state["env_steps"])
         tqdm.write(
-            f"[actor] eval at {state['env_steps']} env steps: SR {metrics['eval/success_rate']:.2f} "
+            f"[actor] eval at {state['env_steps']} env steps: SR {metrics['eval/success_rate']:.2f}{system} "
             f"(learner step {slot.learner_step}, {wall_clock() / 60:.1f} min)"
         )
 
@@ -385,6 +397,8 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
         "episodes": int(state["episodes"]),
         "eval_success_rate": history[-1]["success_rate"] if history else None,
         "best_eval_success_rate": max(h["success_rate"] for h in history) if history else None,
+        # policy + UniIntervene gate, no human, same seeds (None: no gate, or not ready then)
+        "eval_system_success_rate": history[-1].get("system_success_rate") if history else None,
         "intervention_rate": state["human_steps"] / max(state["env_steps"], 1),
         "human_steps": int(state["human_steps"]),
         "recovery_steps": int(state["recovery_steps"]),

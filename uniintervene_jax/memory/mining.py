@@ -96,6 +96,23 @@ def normalize_task(task: str) -> str:
     return task[:-3] if task.endswith("-v3") else task
 
 
+def normalize_value_curve(curve: Any) -> np.ndarray:
+    """Per-episode min-max normalisation of a proxy-value curve to [0, 1] (DESIGN section 4 uses
+    V in [0, 1] "after normalisation"; stagnation mining normalises the same way).
+
+    Args:
+      curve: float ``(T+1,)`` raw proxy values of one episode.
+    Returns:
+      float32 ``(T+1,)`` in [0, 1]; a curve whose range is below 1e-3 maps to zeros, so no window
+      of it can qualify as a recovery.
+    """
+    curve = np.asarray(curve, np.float32)
+    lo, hi = float(curve.min()), float(curve.max())
+    if hi - lo < 1e-3:
+        return np.zeros_like(curve)
+    return np.clip((curve - lo) / (hi - lo), 0.0, 1.0)
+
+
 def check_value_curve(values: Any, length: Optional[int] = None, name: str = "values") -> np.ndarray:
     """Validate a proxy-value curve: float ``(T+1,)``, finite, in ``[0, 1]`` -> float64 copy.
 
