@@ -71,7 +71,16 @@ def config_from_run(run_dir: str):
 
 
 def evaluate_run(run_dir: str, episodes: int) -> Dict[str, Any]:
-    """Policy-alone and system evaluation of one finished run (module docstring)."""
+    """Policy-alone and system evaluation of one finished run (module docstring).
+
+    Returns a dict with ``task``, ``algorithm``, ``seed``, ``learner_step`` of the checkpoint,
+    ``policy_success_rate`` and ``system_success_rate`` (in [0, 1]), ``system_recovery_fraction``
+    (recovery steps / all steps), ``system_length`` (mean agent steps per episode), ``memory_size``
+    and ``eval_s`` (seconds).
+
+    Raises:
+      FileNotFoundError: no ``actor_config.json``, no checkpoint, or no saved UniIntervene models.
+    """
     from serl_ext.loop import common
     from serl_ext.loop.checkpoint import Checkpointer
     from serl_ext.loop.evaluation import evaluate
@@ -161,15 +170,10 @@ def main(argv):
     del argv
     from tqdm import tqdm
 
+    from run_folders import seed_run_dirs
+
     root = _RUNS.value
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"--runs={root} is not a folder")
-    run_dirs = []
-    for task in sorted(os.listdir(root)):
-        for method in _METHODS.value:
-            mdir = os.path.join(root, task, method)
-            if os.path.isdir(mdir):
-                run_dirs += [os.path.join(mdir, s) for s in sorted(os.listdir(mdir)) if s.startswith("seed")]
+    run_dirs = [d for dirs in seed_run_dirs(root, _METHODS.value).values() for d in dirs]
     rows, skipped = [], []
     for rdir in tqdm(run_dirs, desc="runs"):
         name = os.path.relpath(rdir, root)

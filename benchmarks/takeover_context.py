@@ -81,29 +81,27 @@ def summarize(records: Sequence[Mapping]) -> Dict[str, float]:
 
 def main(argv):
     del argv
-    root = os.path.join(_OUT.value, "runs")
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root} is not a folder (run benchmarks/compare.py first)")
+    from run_folders import seed_run_dirs
+
     rows = []
-    for task in sorted(os.listdir(root)):
-        for method in _METHODS.value:
-            mdir = os.path.join(root, task, method)
-            if not os.path.isdir(mdir):
+    for (task, method), seed_dirs in seed_run_dirs(os.path.join(_OUT.value, "runs"), _METHODS.value).items():
+        records, seeds = [], []
+        for seed_dir in seed_dirs:
+            path = os.path.join(seed_dir, "gate_timeline.jsonl")
+            if not os.path.isfile(path):
                 continue
-            records, seeds = [], []
-            for seed in sorted(os.listdir(mdir)):
-                path = os.path.join(mdir, seed, "gate_timeline.jsonl")
-                if not os.path.isfile(path):
-                    continue
-                with open(path) as f:
+            with open(path) as f:
+                try:
                     recs = [json.loads(line) for line in f if line.strip()]
-                if not recs:
-                    continue
-                last = max(int(r["env_steps"]) for r in recs)
-                records += [r for r in recs if int(r["env_steps"]) >= _FROM.value * last]
-                seeds.append(seed)
-            if records:
-                rows.append(dict(task=task, method=method, seeds=len(seeds), **summarize(records)))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: not a JSON-lines gate timeline ({e})") from e
+            if not recs:
+                continue
+            last = max(int(r["env_steps"]) for r in recs)
+            records += [r for r in recs if int(r["env_steps"]) >= _FROM.value * last]
+            seeds.append(seed_dir)
+        if records:
+            rows.append(dict(task=task, method=method, seeds=len(seeds), **summarize(records)))
     lines = [
         "# Who acts in UniIntervene runs, and what the operator takes over from",
         "",

@@ -682,8 +682,8 @@ def mine_online_memory(episodes, curves, embed, c, task: str):
     def mine(idx, config):
         if not idx:
             return None
-        return mine_recovery_items([episodes[i] for i in idx], [normalize_value_curve(curves[i]) for i in idx], embed, config,
-                                   episode_ids=idx, tasks=[task] * len(idx))
+        return mine_recovery_items([episodes[i] for i in idx], [normalize_value_curve(curves[i]) for i in idx],
+                                   embed, config, episode_ids=idx, tasks=[task] * len(idx))
 
     demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]
     chosen = [i for i, e in enumerate(episodes)
