@@ -183,6 +183,7 @@ class MetaWorldEnv(gym.Env):
 
         self._mw = self._build_inner()
         self._raw_obs: Optional[np.ndarray] = None
+        self._task_info: dict = {}
         self._sim_steps = 0
 
         state_dim = RAW_OBS_DIM if state_obs == "full" else PROPRIO_DIM
@@ -223,6 +224,17 @@ class MetaWorldEnv(gym.Env):
         return self._raw_obs.copy()
 
     @property
+    def task_info(self) -> dict:
+        """Meta-World's own evaluation of the current state (privileged).
+
+        The info dict of its ``evaluate_state`` after the last step (on reset:
+        for the initial state with a zero action): ``near_object``,
+        ``grasp_success``, ``obj_to_target`` (m), ``in_place_reward``, ... as
+        floats. For the simulated operator only; never part of an observation.
+        """
+        return dict(self._task_info)
+
+    @property
     def sim_steps(self) -> int:
         """Meta-World env steps since the last reset."""
         return self._sim_steps
@@ -251,6 +263,7 @@ class MetaWorldEnv(gym.Env):
         self._raw_obs = np.asarray(raw, dtype=np.float64)
         self._sim_steps = 0
         dense, mw_info = self._mw.evaluate_state(self._raw_obs, np.zeros(ACTION_DIM))
+        self._task_info = {k: float(v) for k, v in mw_info.items()}
         info = {"success": bool(mw_info.get("success", 0.0)), "dense_reward": float(dense),
                 "sim_steps": 0, "episode_seed": self.episode_seed}
         return self._make_obs(), info
@@ -273,6 +286,7 @@ class MetaWorldEnv(gym.Env):
                 success = True
                 break
         self._raw_obs = np.asarray(raw, dtype=np.float64)
+        self._task_info = {k: float(v) for k, v in mw_info.items()}
         info = {"success": success, "dense_reward": float(reward),
                 "sim_steps": self._sim_steps, "episode_seed": self.episode_seed}
         return self._make_obs(), float(reward), False, False, info
