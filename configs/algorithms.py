@@ -3,7 +3,11 @@
 ``hil_serl``: SAC, critic ensemble 2 (min over both), UTD 2, demos + simulated operator
 (HiL-SERL defaults, DESIGN.md section 3). ``rlpd``: ensemble 10 with the min over a random
 subset of 2, no operator. ``hil_serl_pixels``: ``hil_serl`` from a 64 px camera image plus
-proprioception with the SmallCNN encoder. ``sac``: plain online SAC, no demos, no operator (a sanity baseline).
+proprioception with the SmallCNN encoder. ``hil_serl_hybrid``: ``hil_serl`` with HiL-SERL's hybrid
+agent (``agent_name="sac_hybrid"``, serl_ext/agents/sac_hybrid.py): the SAC actor drives the arm
+(xyz), a DQN gripper critic picks the gripper command in {-1, 0, +1}, trained on reward plus the
+grasp penalty (``agent.grasp_num_qs``, ``agent.grasp_target_clip`` are its fields). ``sac``:
+plain online SAC, no demos, no operator (a sanity baseline).
 
 ``hil_serl+uniintervene``: ``hil_serl`` with the UniIntervene gate in the actor and the online
 UniIntervene models on the learner (``config.uniintervene``). Its ablations (paper table):
@@ -43,6 +47,19 @@ def _hil_serl_pixels(config):
     config.agent.encoder.image_keys = ("pixels",)
     config.learner.replay_capacity = 100_000
     config.learner.demo_capacity = 50_000
+    return config
+
+
+def _hil_serl_hybrid(config):
+    """``hil_serl`` with the hybrid agent: SAC for the arm, DQN for the gripper."""
+    from serl_ext.agents.sac_hybrid import get_default_config as get_hybrid_config
+
+    _hil_serl(config)
+    config.agent_name = "sac_hybrid"
+    hybrid = get_hybrid_config()
+    # The gripper fields, so that --config.agent.grasp_num_qs=... works (defaults from the agent).
+    for name in ("grasp_num_qs", "grasp_target_clip"):
+        config.agent[name] = hybrid.get_ref(name) if hybrid[name] is None else hybrid[name]
     return config
 
 
@@ -97,6 +114,7 @@ def _hil_serl_uniintervene_tau05(config):
 ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
     "hil_serl": _hil_serl,
     "hil_serl_pixels": _hil_serl_pixels,
+    "hil_serl_hybrid": _hil_serl_hybrid,
     "rlpd": _rlpd,
     "sac": _sac,
     "hil_serl+uniintervene": _hil_serl_uniintervene,

@@ -5,7 +5,9 @@
 Runs the task's scripted Meta-World expert (privileged state, no operator) through the same env
 the training run uses (``--config``: action repeat, episode length, reward, observations), keeps
 only successful episodes and writes them with ``serl_ext.data.episodes.save_episode`` as
-``episode_000000.npz`` ... in ``--out``. Existing episodes count: a folder that already holds
+``episode_000000.npz`` ... in ``--out``. Each step carries the ``success``, ``dense_reward`` and
+``grasp_penalty`` extras (``serl_ext/loop/rollouts.py``; the learner reads ``grasp_penalty`` as 0
+from demo files written before it existed). Existing episodes count: a folder that already holds
 ``num_demos`` episodes is left as it is, so the command is cheap to rerun.
 """
 

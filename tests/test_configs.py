@@ -72,3 +72,52 @@ def test_command_line_overrides_including_none_defaults():
     assert config["agent"]["num_min_qs"] == 1
     assert config["env"]["state_obs"] == "proprio"
     assert list(config["agent"]["hidden_dims"]) == [32, 32]
+
+
+def test_hil_serl_hybrid_preset_builds_the_hybrid_agent():
+    import numpy as np
+
+    from serl_ext.agents.sac_hybrid import SACHybridAgent
+    from serl_ext.loop import common
+
+    config = get_config("pick-place,hil_serl_hybrid")
+    plain = get_config("pick-place,hil_serl")
+    assert config.algorithm == "hil_serl_hybrid" and config.agent_name == "sac_hybrid"
+    assert plain.agent_name == "sac" and "grasp_num_qs" not in plain.agent
+    # Otherwise hil_serl: same ensemble, UTD, demos and operator.
+    for a, b in ((config.agent.num_qs, plain.agent.num_qs), (config.learner.utd_ratio, plain.learner.utd_ratio),
+                 (config.demos.num_demos, plain.demos.num_demos), (config.operator.enabled, plain.operator.enabled)):
+        assert a == b
+    config.agent.hidden_dims = (8, 8)
+    config.agent.grasp_num_qs = 1
+    agent, spec, action_dim = common.agent_for_task(config)
+    assert isinstance(agent, SACHybridAgent) and action_dim == 4
+    assert agent.config.grasp_num_qs == 1 and agent.config.target_entropy == -(action_dim - 1) / 2
+    assert set(agent.policy_params()) == {"actor", "encoder", "grasp_critic"}
+    obs = common.example_observation(spec)
+    action = np.asarray(agent.eval_actions(obs))
+    assert action.shape == (4,) and action[-1] in (-1.0, 0.0, 1.0)
+
+
+def test_hil_serl_hybrid_resolves_from_the_command_line():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "serl_ext.loop.main", "--print_config",
+            "--config=configs/train.py:pick-place,hil_serl_hybrid",
+            "--config.agent.grasp_num_qs=1",
+            "--config.agent.grasp_target_clip=(-1.0, 1.0)",
+        ],
+        cwd=repo, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    config = json.loads(out.stdout[out.stdout.index("{"):])
+    assert config["algorithm"] == "hil_serl_hybrid" and config["agent_name"] == "sac_hybrid"
+    assert config["agent"]["grasp_num_qs"] == 1
+    assert list(config["agent"]["grasp_target_clip"]) == [-1.0, 1.0]
+    assert config["agent"]["num_qs"] == 2 and config["operator"]["enabled"]

@@ -346,9 +346,31 @@ def test_load_episodes_into_buffer_boundaries_and_filters(tmp_path):
         np.testing.assert_array_equal(batch["next_observations"]["state"][i], obs_at(ep, t + 1)["state"])
         np.testing.assert_allclose(batch["dense_rewards"][i], np.linspace(0, 1, lengths[ep])[t], rtol=1e-6)
 
+    # An extra the files lack and the buffer has no default for is an error.
     needs = ReplayBuffer(spec, action_dim=2, capacity=10, extra_keys={"grasp_penalty": ((), np.float32)})
     with pytest.raises(ValueError, match="grasp_penalty"):
         load_episodes_into_buffer(tmp_path, needs)
+
+
+def test_grasp_penalty_loaded_from_new_files_and_defaulted_for_old_ones(tmp_path):
+    spec = {"state": ((3,), np.float32), "pixels": (IMG, np.uint8)}
+    extra = {"grasp_penalty": ((), np.float32)}
+    penalties = np.array([0.0, -0.02, 0.0, -0.02], np.float32)
+    old = save_episode(str(tmp_path / "old.npz"), make_episode(ep=0, T=4))  # written before the key
+    new = save_episode(str(tmp_path / "new.npz"), make_episode(ep=1, T=4) | {"grasp_penalty": penalties})
+    bad = save_episode(str(tmp_path / "bad.npz"),
+                       make_episode(ep=2, T=4) | {"grasp_penalty": np.zeros((4, 2), np.float32)})
+
+    buf = ReplayBuffer(spec, action_dim=2, capacity=20, extra_keys=extra, extra_defaults={"grasp_penalty": 0.0})
+    assert load_episodes_into_buffer([old, new], buf) == 8
+    live = buf.live_transitions()
+    assert live["grasp_penalty"].dtype == np.float32
+    np.testing.assert_array_equal(live["actions"][:, 0], [0] * 4 + [1] * 4)
+    np.testing.assert_array_equal(live["grasp_penalty"], np.concatenate([np.zeros(4, np.float32), penalties]))
+    # A stored value of the wrong shape is refused (naming the file), not defaulted.
+    with pytest.raises(ValueError, match="bad.npz.*grasp_penalty"):
+        load_episodes_into_buffer(bad, buf)
+    assert len(buf) == 8
 
 
 def test_every_single_byte_flip_is_refused_or_harmless(tmp_path):

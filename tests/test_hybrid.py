@@ -166,3 +166,45 @@ def test_hybrid_accepts_plain_sac_config():
     agent = SACHybridAgent.create(jax.random.PRNGKey(0), {"state": np.zeros(OBS_DIM, np.float32)}, np.zeros(ACT_DIM, np.float32), c)
     assert agent.config.grasp_num_qs == get_default_config().grasp_num_qs
     assert agent.config.critic_target_clip == (0.0, 1.0) and agent.config.hidden_dims == (8, 8)
+
+
+def _constant_grasp_heads(params, biases):
+    """Gripper-critic params whose heads output ``biases[g]`` (3,) whatever the input."""
+    out = jax.tree_util.tree_map(lambda x: x, params)  # copy of the nested dicts
+    head = dict(out["VmapDiscreteCritic_0"]["Dense_0"])
+    head["kernel"] = jnp.zeros_like(head["kernel"])
+    head["bias"] = jnp.asarray(biases, jnp.float32)
+    out["VmapDiscreteCritic_0"] = dict(out["VmapDiscreteCritic_0"], Dense_0=head)
+    return out
+
+
+def test_grasp_critic_target_is_reward_plus_penalty_hand_computed():
+    """Double-DQN gripper target and loss of a real update on a 2-row batch, by hand:
+    y = r + grasp_penalty + gamma * mask * min_g Q'_g(s', argmax_k mean_g Q_g(s', k))."""
+    agent = make_agent(grasp_num_qs=2, discount=0.97)
+    online = [[0.1, 0.5, 0.2], [0.3, 0.1, 0.2]]  # mean [0.2, 0.3, 0.2]: k* = 1 (stay)
+    target = [[9.0, 0.4, 9.0], [9.0, 0.6, 9.0]]  # min over heads at k*: 0.4 (9 if k* were wrong)
+    critic_params = dict(agent.critic.params,
+                         grasp_critic=_constant_grasp_heads(agent.critic.params["grasp_critic"], online))
+    target_params = dict(agent.target_critic_params,
+                         grasp_critic=_constant_grasp_heads(agent.target_critic_params["grasp_critic"], target))
+    agent = agent.replace(critic=agent.critic.replace(params=critic_params), target_critic_params=target_params)
+    r = np.random.default_rng(0)
+    batch = {
+        "observations": {"state": r.normal(size=(2, OBS_DIM)).astype(np.float32)},
+        "next_observations": {"state": r.normal(size=(2, OBS_DIM)).astype(np.float32)},
+        "actions": np.array([[0.1, 0.2, 0.3, 1.0], [0.0, 0.0, 0.0, -1.0]], np.float32),  # k = 2, 0
+        "rewards": np.array([1.0, 0.0], np.float32),
+        "masks": np.array([1.0, 0.0], np.float32),
+        "grasp_penalty": np.array([-0.02, -0.02], np.float32),
+    }
+    y = np.array([1.0 - 0.02 + 0.97 * 0.4, 0.0 - 0.02])  # [1.368, -0.02]
+    taken = np.array([[online[0][2], online[0][0]], [online[1][2], online[1][0]]])  # (G, B)
+    _, info = agent.update_critic(batch)
+    assert float(info["grasp_target_mean"]) == pytest.approx(y.mean(), abs=1e-6)
+    assert float(info["grasp_q_mean"]) == pytest.approx(taken.mean(), abs=1e-6)
+    assert float(info["grasp_critic_loss"]) == pytest.approx(np.mean((taken - y[None]) ** 2), abs=1e-6)
+    # Without the key the penalty is 0: the same target minus the penalty.
+    _, info0 = agent.update_critic({k: v for k, v in batch.items() if k != "grasp_penalty"})
+    assert float(info0["grasp_target_mean"]) == pytest.approx((y + 0.02).mean(), abs=1e-6)
+    assert float(info0["grasp_critic_loss"]) == pytest.approx(np.mean((taken - (y + 0.02)[None]) ** 2), abs=1e-6)

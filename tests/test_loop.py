@@ -256,3 +256,120 @@ def test_actor_evaluates_policy_alone_and_with_a_copy_of_the_gate(tmp_path):
     off = run_actor(config, gate=_ReadyEveryOtherStep(), make_client=lambda stores: FakeClient(stores))
     assert off["eval_system_success_rate"] is None
     assert all("system_success_rate" not in h for h in off["eval_history"])
+
+
+# ------------------------------------------------------------------ grasp penalty end to end
+class _GripperScheduleGate:
+    """A scripted gate that keeps the policy's arm action and sets the gripper command from a
+    fixed schedule (close, close, stay, open, open, stay, ...), so the gripper state changes."""
+
+    SCHEDULE = (1.0, 1.0, 0.0, -1.0, -1.0, 0.0)
+
+    def __init__(self):
+        self.t = 0
+
+    def reset(self, observation):
+        pass
+
+    def select_action(self, observation, policy_action):
+        action = np.array(policy_action, np.float32)
+        action[-1] = self.SCHEDULE[self.t % len(self.SCHEDULE)]
+        self.t += 1
+        return action, POLICY
+
+    def observe(self, observation, action, source, reward, next_observation, info):
+        pass
+
+    def stats(self):
+        return {}
+
+
+def _expected_grasp_penalties(transitions, penalty=-0.02, threshold=0.5):
+    """GripperPenalty recomputed from the stored (executed) actions: the gripper starts open at
+    every episode start; a command above +threshold closes it, below -threshold opens it."""
+    out, closed = [], False
+    for t in transitions:
+        grip = float(t["actions"][-1])
+        new = True if grip > threshold else False if grip < -threshold else closed
+        out.append(penalty if new != closed else 0.0)
+        closed = False if t["dones"] else new
+    return np.array(out, np.float32)
+
+
+def test_grasp_penalty_survives_actor_transport_buffer_and_reaches_the_hybrid_target(tmp_path):
+    from serl_ext.data.episodes import list_episodes, load_episode
+    from serl_ext.transport import codec
+
+    config = _small_config(tmp_path, "hil_serl_hybrid")
+    clients = []
+
+    def make_client(stores):
+        clients.append(FakeClient(stores))
+        return clients[-1]
+
+    summary = run_actor(config, gate=_GripperScheduleGate(), make_client=make_client)
+    online = clients[0].received[DATA_STORE]
+    assert len(online) == 150 == summary["env_steps"] and summary["episodes"] >= 1
+    # The actor's transitions carry the wrapper's penalty of the executed gripper command.
+    penalties = np.array([t["grasp_penalty"] for t in online])
+    assert all(isinstance(t["grasp_penalty"], np.float32) for t in online)
+    np.testing.assert_array_equal(penalties, _expected_grasp_penalties(online))
+    assert np.sum(penalties != 0) >= 10 and np.sum(penalties == 0) >= 10
+    # Saved rollouts record it per step.
+    run_dir = common.run_dir_for(config)
+    episodes = [load_episode(p) for p in list_episodes(f"{run_dir}/episodes")]
+    stored = np.concatenate([e["grasp_penalty"] for e in episodes])
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(stored, penalties[: len(stored)])
+
+    # Over the wire (the transport's codec) into the learner's buffer, then sampled.
+    env = common.make_env(config, 0, with_operator=False)
+    spec = common.observation_spec(env)
+    env.close()
+    buffer = common.make_buffer(spec, 4, 1000, seed=0, with_extras=True)
+    for t in online:
+        buffer.insert(codec.decode(codec.encode(t)))
+    np.testing.assert_array_equal(buffer.live_transitions()["grasp_penalty"], penalties)
+    batch = buffer.sample(64)
+    assert batch["grasp_penalty"].shape == (64,) and batch["grasp_penalty"].dtype == np.float32
+    assert set(np.unique(batch["grasp_penalty"])) <= {np.float32(0.0), np.float32(-0.02)}
+    assert np.any(batch["grasp_penalty"] != 0)
+
+    # The hybrid agent's gripper target moves by exactly the sampled penalties.
+    agent = common.create_agent(config, spec, 4)
+    _, with_penalty = agent.update_critic(batch)
+    _, without = agent.update_critic(dict(batch, grasp_penalty=np.zeros(64, np.float32)))
+    shift = float(with_penalty["grasp_target_mean"]) - float(without["grasp_target_mean"])
+    assert shift == pytest.approx(float(batch["grasp_penalty"].mean()), abs=1e-6)
+    assert float(with_penalty["target_q_mean"]) == pytest.approx(float(without["target_q_mean"]), abs=1e-6)
+
+
+def test_learner_demo_loading_defaults_grasp_penalty_for_old_files(tmp_path):
+    from serl_ext.data.episodes import save_episode
+    from serl_ext.loop.learner import load_demos
+
+    T = 5
+    spec = {"state": ((3,), np.dtype(np.float32))}
+    states = np.arange((T + 1) * 3, dtype=np.float32).reshape(T + 1, 3)
+    episode = {
+        "observations": {"state": states},
+        "actions": np.zeros((T, 4), np.float32),
+        "rewards": np.zeros(T, np.float32),
+        "terminals": np.eye(T, dtype=bool)[-1],
+        "truncations": np.zeros(T, bool),
+        "interventions": np.ones(T, bool),
+        "action_source": np.full(T, HUMAN, np.int8),
+        "success": np.zeros(T, bool),
+    }
+    (tmp_path / "demos").mkdir()
+    save_episode(str(tmp_path / "demos" / "episode_000000.npz"), episode)  # no grasp_penalty (old file)
+    penalties = np.array([0.0, -0.02, 0.0, 0.0, -0.02], np.float32)
+    save_episode(str(tmp_path / "demos" / "episode_000001.npz"), dict(episode, grasp_penalty=penalties))
+    config = _small_config(tmp_path, "hil_serl_hybrid")
+    config.demos.path = str(tmp_path / "demos")
+    config.demos.num_demos = 2
+    buffer = common.make_buffer(spec, 4, 100, seed=0, with_extras=True)
+    assert load_demos(config, buffer) == 2 * T
+    live = buffer.live_transitions()
+    np.testing.assert_array_equal(live["grasp_penalty"], np.concatenate([np.zeros(T, np.float32), penalties]))
+    assert "success" not in live  # extras the buffer does not store are dropped

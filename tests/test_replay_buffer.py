@@ -282,6 +282,42 @@ def test_sample_empty_and_extras():
         ReplayBuffer(SPEC, action_dim=2, capacity=4, extra_keys={"rewards": ((), np.float32)})
 
 
+def test_grasp_penalty_extra_validation_and_default_for_old_state_dicts():
+    extra, default = {"grasp_penalty": ((), np.float32)}, {"grasp_penalty": 0.0}
+    buf = ReplayBuffer(SPEC, action_dim=2, capacity=4, extra_keys=extra, extra_defaults=default)
+    # The default is for old data only: a live transition must still carry the key.
+    with pytest.raises(ValueError, match=r"missing \['grasp_penalty'\]"):
+        buf.insert(make_tr(0, 0))
+    for bad, exc in ((np.zeros(2, np.float32), ValueError), (np.nan, ValueError), (-np.inf, ValueError),
+                     (np.float64(1e300), ValueError), ("x", TypeError)):
+        with pytest.raises(exc, match="grasp_penalty"):
+            buf.insert(make_tr(0, 0) | {"grasp_penalty": bad})
+    assert len(buf) == 0 and buf.frames_written == 0
+
+    # A checkpoint written before the key existed: every slot gets the default, the rest is exact.
+    old = ReplayBuffer(SPEC, action_dim=2, capacity=4, seed=3)
+    for t in range(6):
+        old.insert(make_tr(1, t))
+    sd = old.state_dict()
+    assert "extras" not in sd
+    buf.load_state_dict(sd)
+    assert live_ids(buf) == live_ids(old) == [(1, t) for t in range(2, 6)]
+    live = buf.live_transitions()
+    assert live["grasp_penalty"].dtype == np.float32 and live["grasp_penalty"].shape == (4,)
+    np.testing.assert_array_equal(live["grasp_penalty"], 0.0)
+    check_rows(live)
+    buf.insert(make_tr(1, 6) | {"grasp_penalty": np.float32(-0.02)})
+    np.testing.assert_allclose(buf.live_transitions()["grasp_penalty"], [0.0, 0.0, 0.0, -0.02])
+    # Without a default the same state dict is refused; unknown or ill-fitting defaults too.
+    with pytest.raises(ValueError, match="extras"):
+        ReplayBuffer(SPEC, action_dim=2, capacity=4, extra_keys=extra).load_state_dict(sd)
+    with pytest.raises(ValueError, match="not in extra_keys"):
+        ReplayBuffer(SPEC, action_dim=2, capacity=4, extra_defaults=default)
+    for bad in (np.nan, np.zeros(2)):
+        with pytest.raises(ValueError, match="grasp_penalty"):
+            ReplayBuffer(SPEC, action_dim=2, capacity=4, extra_keys=extra, extra_defaults={"grasp_penalty": bad})
+
+
 def _filled(seed, marker_ep, n, **kw):
     buf = ReplayBuffer(SPEC, action_dim=2, capacity=64, seed=seed)
     for t in range(n):

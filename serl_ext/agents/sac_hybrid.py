@@ -18,7 +18,8 @@ gradients from both). Double-DQN target (van Hasselt et al. 2016):
     y  = r + grasp_penalty + discount * mask * min_g Q'_g(s', k*)   (target grasp critic)
 
 ``grasp_penalty`` is ``batch["grasp_penalty"]`` when present (the env wrapper gives -0.02
-when the gripper command changes state) else 0. With ``grasp_num_qs = 1`` this is
+when the gripper command changes state; the actor's transitions and the learner's buffers
+carry it, ``serl_ext.loop.common.TRANSITION_EXTRAS``) else 0. With ``grasp_num_qs = 1`` this is
 exactly HiL-SERL's single grasp critic. Loss: mean over heads and batch of
 ``(Q_g(s, k_taken) - y)^2``. Acting: ``k = argmax_k mean_g Q_g(s, k)`` (greedy).
 """

@@ -14,7 +14,8 @@ key                    shape               dtype / meaning
 ``interventions``      (T,)                bool, the human acted at step t
 ``action_source``      (T,)                int8, 0 policy, 1 recovery, 2 human
 any other key          (T, ...)            bool/int/float extra per-step array
-                                           (e.g. ``success``, ``dense_rewards``)
+                                           (e.g. ``success``, ``dense_rewards``,
+                                           ``grasp_penalty`` float32 (T,))
 ``metadata``           dict                JSON-serialisable (task, seed, success,
                                            episode_id, source "demo"/"rollout", ...)
 =====================  ==================  =========================================
@@ -656,6 +657,9 @@ def load_episodes_into_buffer(
         file, or an iterable of files (kept in the given order).
       buffer: a `serl_ext.data.replay_buffer.ReplayBuffer`. Episode extras
         named in `buffer.extra_spec` are inserted; other extras are dropped.
+        An extra the buffer needs but the episode lacks (a file written
+        before the extra existed, e.g. `grasp_penalty`) gets the buffer's
+        `extra_defaults` value at every step, if it has one.
       filter: keep only episodes with `filter(episode)` true, e.g.
         `lambda ep: ep["metadata"].get("success", False)`.
       transition_filter: keep only transitions with
@@ -667,16 +671,19 @@ def load_episodes_into_buffer(
 
     Raises:
       FileNotFoundError, EpisodeFormatError: from `load_episode`.
-      ValueError: an episode lacks an extra key the buffer requires, or a
-        transition does not fit the buffer's specs (message names the file).
+      ValueError: an episode lacks an extra key the buffer requires and has
+        no default for, or a transition does not fit the buffer's specs
+        (wrong shape, NaN/inf; the message names the file).
     """
     wanted = set(getattr(buffer, "extra_spec", {}))
+    defaults = dict(getattr(buffer, "extra_defaults", {}))
     inserted = 0
     for path in _resolve_paths(paths_or_dir):
         episode = load_episode(path)
         if filter is not None and not filter(episode):
             continue
-        missing = wanted - set(_extra_keys(episode))
+        absent = wanted - set(_extra_keys(episode))
+        missing = absent - set(defaults)
         if missing:
             raise ValueError(f"{path}: episode lacks extra keys {sorted(missing)} required by the buffer")
         for tr in episode_to_transitions(episode):
@@ -684,6 +691,8 @@ def load_episodes_into_buffer(
                 continue
             for k in [k for k in tr if k not in _HOUSE_TRANSITION_KEYS and k not in wanted]:
                 del tr[k]
+            for k in absent:
+                tr[k] = defaults[k].copy()
             try:
                 buffer.insert(tr)
             except (ValueError, TypeError) as e:

@@ -118,6 +118,13 @@ class ReplayBuffer:
       frame_capacity: frames in the store; default `2 * capacity + 2`, which
         never evicts (see module docstring). Smaller values (>= 2) save
         memory; the oldest transitions are then evicted early when needed.
+      extra_defaults: optional dict name -> value for some `extra_keys`
+        (e.g. `{"grasp_penalty": 0.0}`): the value of that field in data
+        recorded before the field existed. `load_state_dict` fills it in
+        for a state dict without that extra, and
+        `episodes.load_episodes_into_buffer` for episode files without it.
+        `insert` still requires every extra key (a live transition without
+        it is a bug, not old data).
 
     Thread safety: insert, sample, len, state_dict and load_state_dict take
     one `threading.Lock` (the learner samples while the transport thread
@@ -125,7 +132,9 @@ class ReplayBuffer:
 
     Raises:
       ValueError / TypeError: bad specs, capacity < 1, action_dim < 1,
-        extra key names that collide with the house keys.
+        extra key names that collide with the house keys, extra_defaults
+        for names not in extra_keys or values that do not fit their spec
+        (wrong shape, NaN/inf).
     """
 
     def __init__(
@@ -136,6 +145,7 @@ class ReplayBuffer:
         extra_keys: Mapping[str, Any] | None = None,
         seed: int = 0,
         frame_capacity: int | None = None,
+        extra_defaults: Mapping[str, Any] | None = None,
     ):
         self._obs_spec = normalize_spec(observation_spec, "observation_spec")
         if not self._obs_spec:
@@ -144,6 +154,15 @@ class ReplayBuffer:
         clash = set(self._extra_spec) & set(TRANSITION_KEYS)
         if clash:
             raise ValueError(f"extra_keys collide with house transition keys: {sorted(clash)}")
+        extra_defaults = dict(extra_defaults or {})
+        unknown = sorted(set(extra_defaults) - set(self._extra_spec))
+        if unknown:
+            raise ValueError(f"extra_defaults for names not in extra_keys: {unknown}")
+        self._extra_defaults = {}
+        for k, value in extra_defaults.items():
+            shape, dtype = self._extra_spec[k]
+            value = np.broadcast_to(value, shape) if np.ndim(value) == 0 else value  # a scalar fills the shape
+            self._extra_defaults[k] = np.array(coerce_array(value, shape, dtype, f"extra_defaults[{k!r}]"))
         if not isinstance(action_dim, (int, np.integer)) or action_dim < 1:
             raise ValueError(f"action_dim must be a positive int, got {action_dim!r}")
         if not isinstance(capacity, (int, np.integer)) or capacity < 1:
@@ -203,6 +222,11 @@ class ReplayBuffer:
     def extra_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """dict name -> (shape, dtype) of extra per-transition fields."""
         return dict(self._extra_spec)
+
+    @property
+    def extra_defaults(self) -> dict[str, np.ndarray]:
+        """dict name -> value (array of the extra's shape and dtype) for old data without it."""
+        return {k: v.copy() for k, v in self._extra_defaults.items()}
 
     @property
     def frame_store(self) -> dict[str, np.ndarray]:
@@ -423,7 +447,9 @@ class ReplayBuffer:
 
         The buffer must have been built with the same specs, capacity,
         frame_capacity and action_dim. Arrays may come back from a
-        checkpointer as numpy or jax arrays; ints as 0-d arrays.
+        checkpointer as numpy or jax arrays; ints as 0-d arrays. An extra
+        key with an `extra_defaults` entry may be absent from the state dict
+        (saved before the key existed): every slot then holds the default.
 
         Raises:
           ValueError: missing keys, version/spec/shape mismatch, or
@@ -477,10 +503,21 @@ class ReplayBuffer:
             for k, (shape, dtype) in self._obs_spec.items()
         }
         extras_in = d.get("extras", {})
-        if not isinstance(extras_in, Mapping) or set(extras_in) != set(self._extra_spec):
-            raise ValueError(f"state dict extras keys do not match extra_keys {sorted(self._extra_spec)}")
+        if not isinstance(extras_in, Mapping):
+            raise ValueError(f"state dict extras must be a dict, got {type(extras_in).__name__}")
+        # An extra with a default may be absent (state dict saved before it existed).
+        absent = set(self._extra_spec) - set(extras_in)
+        if set(extras_in) - set(self._extra_spec) or absent - set(self._extra_defaults):
+            raise ValueError(
+                f"state dict extras keys {sorted(extras_in)} do not match extra_keys {sorted(self._extra_spec)} "
+                f"(only {sorted(self._extra_defaults)} have a default for older state dicts)"
+            )
         extras = {
-            k: array(extras_in[k], (cap, *shape), dtype, f"extras/{k}")
+            k: (
+                np.broadcast_to(self._extra_defaults[k], (cap, *shape)).astype(dtype)
+                if k in absent
+                else array(extras_in[k], (cap, *shape), dtype, f"extras/{k}")
+            )
             for k, (shape, dtype) in self._extra_spec.items()
         }
         fields = {}

@@ -4,6 +4,8 @@ learner.
 
 Data flow (HiL-SERL, DESIGN.md section 3): every transition goes to the ``actor_env`` store;
 human-controlled transitions also go to ``actor_env_intvn`` (the demo + intervention buffer).
+A transition has the house keys plus ``grasp_penalty`` (float32 scalar, ``info["grasp_penalty"]``,
+0 when the env has none; ``serl_ext.loop.common.TRANSITION_EXTRAS``).
 Parameters arrive on the broadcast socket at any time and are swapped in atomically between two
 env steps; a message may also carry a ``"uniintervene"`` payload (the UniIntervene models and
 memory, ``uniintervene_jax/online.py``) that goes to the gate's ``load_params``; a message whose
@@ -270,13 +272,15 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                 "dones": bool(terminated or truncated),
                 "interventions": bool(source == HUMAN),
                 "action_source": np.int8(source),
+                # GripperPenalty's cost of the executed gripper command (hybrid agent's critic).
+                "grasp_penalty": common.grasp_penalty(info),
             }
             stores[DATA_STORE].insert(transition)
             if recorder is not None:
                 recorder.step(
                     transition["actions"], reward, next_obs, terminated, truncated,
                     intervention=transition["interventions"], action_source=source,
-                    success=bool(info.get("success", False)),
+                    success=bool(info.get("success", False)), grasp_penalty=transition["grasp_penalty"],
                 )
             if source == HUMAN or (source == RECOVERY and recovery_to_intervention):
                 stores[INTERVENTION_STORE].insert(transition)

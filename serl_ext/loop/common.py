@@ -152,10 +152,41 @@ def agent_for_task(config: ml_collections.ConfigDict):
     return create_agent(config, spec, action_dim), spec, action_dim
 
 
-def make_buffer(spec, action_dim: int, capacity: int, seed: int):
+# Per-transition fields the actor sends besides the house keys, name -> (shape, dtype):
+# ``grasp_penalty`` is ``info["grasp_penalty"]`` of ``serl_ext.envs.wrappers.GripperPenalty``
+# (-0.02 on a step whose executed gripper command changes state, else 0; HiL-SERL), read by
+# the hybrid agent's gripper critic and ignored by the others.
+TRANSITION_EXTRAS = {"grasp_penalty": ((), np.float32)}
+# Value of each extra in data recorded before it existed (demo files, checkpoints).
+TRANSITION_EXTRA_DEFAULTS = {"grasp_penalty": 0.0}
+
+
+def grasp_penalty(info: Dict[str, Any]) -> np.float32:
+    """``info["grasp_penalty"]`` as a float32 scalar (0 when the env does not set it).
+
+    Raises:
+      ValueError: the value is not a finite scalar.
+    """
+    value = np.asarray(info.get("grasp_penalty", 0.0), dtype=np.float32)
+    if value.shape != () or not np.isfinite(value):
+        raise ValueError(f"info['grasp_penalty'] must be a finite scalar, got {info.get('grasp_penalty')!r}")
+    return np.float32(value)
+
+
+def make_buffer(spec, action_dim: int, capacity: int, seed: int, with_extras: bool = False):
+    """A :class:`serl_ext.data.replay_buffer.ReplayBuffer` for the observation ``spec``.
+
+    Args:
+      with_extras: also store :data:`TRANSITION_EXTRAS` (every insert must then carry them, as
+        the actor's transitions do), with :data:`TRANSITION_EXTRA_DEFAULTS` for old demo files
+        and checkpoints. The learner's buffers use True; False gives house keys only.
+    """
     from serl_ext.data.replay_buffer import ReplayBuffer
 
-    return ReplayBuffer(spec, action_dim, capacity, seed=seed)
+    if not with_extras:
+        return ReplayBuffer(spec, action_dim, capacity, seed=seed)
+    return ReplayBuffer(spec, action_dim, capacity, extra_keys=TRANSITION_EXTRAS, seed=seed,
+                        extra_defaults=TRANSITION_EXTRA_DEFAULTS)
 
 
 def to_numpy_tree(tree):

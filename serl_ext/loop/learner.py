@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 def load_demos(config, buffer) -> int:
     """Loads the demo episodes of ``config.demos`` into ``buffer``; returns transitions loaded.
 
+    Per-step extras the buffer does not store (e.g. ``success``) are dropped; an extra it
+    stores but an older demo file lacks (``grasp_penalty``) gets the buffer's default (0).
+
     Raises:
       FileNotFoundError: demos are required (``num_demos > 0``) but the folder has none; the
         message says how to collect them.
+      ValueError: a demo step does not fit the buffer (message names the file).
     """
-    from serl_ext.data.episodes import episode_to_transitions, list_episodes, load_episode
-    from serl_ext.data.replay_buffer import TRANSITION_KEYS
+    from serl_ext.data.episodes import list_episodes, load_episodes_into_buffer
 
     if int(config.demos.num_demos) <= 0:
         return 0
@@ -51,14 +54,7 @@ def load_demos(config, buffer) -> int:
             f"`python launchers/collect_demos.py --task {config.task} --num_demos {config.demos.num_demos}` "
             "(launchers/run_task.sh does this automatically) or set --config.demos.num_demos=0"
         )
-    keep = set(TRANSITION_KEYS) | set(buffer.extra_spec)
-    count = 0
-    for path in paths[: int(config.demos.num_demos)]:
-        for transition in episode_to_transitions(load_episode(path)):
-            # Per-step extras the buffer does not store (e.g. `success`) are dropped.
-            buffer.insert({k: v for k, v in transition.items() if k in keep})
-            count += 1
-    return count
+    return load_episodes_into_buffer(paths[: int(config.demos.num_demos)], buffer)
 
 
 def _online_uniintervene(config, spec, action_dim: int, run_dir: str, resumed: bool):
@@ -111,8 +107,10 @@ def run_learner(config, server=None) -> Dict[str, Any]:
     common.write_config(run_dir, config, "learner")
 
     agent, spec, action_dim = common.agent_for_task(config)
-    replay = common.make_buffer(spec, action_dim, int(config.learner.replay_capacity), seed=config.seed)
-    demo = common.make_buffer(spec, action_dim, int(config.learner.demo_capacity), seed=config.seed + 1)
+    replay = common.make_buffer(spec, action_dim, int(config.learner.replay_capacity), seed=config.seed,
+                                with_extras=True)
+    demo = common.make_buffer(spec, action_dim, int(config.learner.demo_capacity), seed=config.seed + 1,
+                              with_extras=True)
 
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
     step, version = 0, 0

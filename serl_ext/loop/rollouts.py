@@ -10,6 +10,7 @@ import numpy as np
 
 from serl_ext.data.episodes import EpisodeRecorder
 from serl_ext.data.replay_buffer import ACTION_SOURCE_HUMAN, ACTION_SOURCE_POLICY
+from serl_ext.loop.common import grasp_penalty
 
 PolicyFn = Callable[[Dict[str, np.ndarray], Any], np.ndarray]
 
@@ -35,7 +36,8 @@ def run_episode(
       metadata: merged into the episode's metadata.
 
     Returns:
-      ``(episode, stats)``: the episode dict (per-step ``success`` and ``dense_reward`` extras;
+      ``(episode, stats)``: the episode dict (per-step ``success``, ``dense_reward`` and
+      ``grasp_penalty`` (float32, ``info["grasp_penalty"]`` or 0) extras;
       metadata with ``seed``, ``success``, ``first_intervention_step`` (or None)) and a stats
       dict (``return``, ``length``, ``success``, ``intervention_steps``,
       ``intervention_segments``).
@@ -59,6 +61,7 @@ def run_episode(
             action_source=ACTION_SOURCE_HUMAN if human else policy_source,
             success=bool(info.get("success", False)),
             dense_reward=np.float32(info.get("dense_reward", 0.0)),
+            grasp_penalty=grasp_penalty(info),
         )
         success = success or bool(info.get("success", False))
         ret += float(reward)
