@@ -1,14 +1,24 @@
-"""HiL-SERL benchmark on the simulated tasks: tasks x seeds through the real launchers.
+"""HiL-SERL row of the paper's table: tasks x seeds through the real launchers, resumable.
 
   python benchmarks/hil_serl.py --tasks=pick-place,assembly --seeds=0,1,2 \
-      --out=benchmarks/results/hil_serl [--max_env_steps=40000] [-- extra --config flags]
+      --out=benchmarks/results/hil_serl_row [--budgets=pick-place:60000,...] [--commit] \
+      [-- extra --config flags]
 
 Each run is ``launchers/run_task.sh TASK,hil_serl --config.seed=S ...`` (learner and actor as
-two processes on this machine, 20 scripted demos, the simulated operator). Runs already holding
-a ``summary.json`` are skipped, so the command resumes. Afterwards (or with ``--report_only``)
-it aggregates every run's ``summary.json``, ``metrics/actor.jsonl`` and
-``metrics/learner.jsonl`` into ``results.json``, ``results.md`` and ``curves.png`` (evaluation
-SR and cumulative IR against env steps and wall-clock minutes) in ``--out``.
+two processes on this machine, 20 scripted demos, the simulated operator), with
+``--eval_episodes`` deterministic evaluation episodes on fixed seeds every ``--eval_period`` env
+steps. Runs already holding a ``summary.json`` are skipped, so the command resumes (an
+interrupted run restarts from scratch). After each run the final policy is exported to the run
+folder (``policy.msgpack``, the actor's parameters; ``benchmarks/operator_ladder.py`` loads
+it), and with ``--commit`` the run's folder and the report are committed to git at once.
+Afterwards (or with ``--report_only``) every run's ``summary.json`` and ``metrics/*.jsonl`` are
+aggregated into ``results.json``, ``results.md`` and ``curves.png`` in ``--out``.
+
+Budget selection (``--select_sr``, 0.8): the per-task budget is the first evaluation point from
+which the median evaluation SR over the seeds stays >= 0.8 up to the end of the runs; the
+table reports the runs *truncated at that budget* (eval SR at the budget, IR over the run up
+to it and over its last quarter), which is what a run with that ``max_env_steps`` would have
+logged.
 """
 
 import json
@@ -19,104 +29,127 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-_TASKS = flags.DEFINE_list("tasks", ["pick-place", "assembly"], "Tasks to run.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run.")
-_ALGO = flags.DEFINE_string("algorithm", "hil_serl", "Algorithm config name.")
-_OUT = flags.DEFINE_string("out", "benchmarks/results/hil_serl", "Output folder.")
-_MAX_STEPS = flags.DEFINE_integer("max_env_steps", 0, "Env steps per run (0: task config).")
-_EVAL_PERIOD = flags.DEFINE_integer("eval_period", 2500, "Env steps between evaluations.")
-_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluation.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only aggregate existing runs.")
-_TARGET_SR = flags.DEFINE_float("target_sr", 0.9, "SR threshold for time-to-target columns.")
+from benchmarks.run_metrics import (  # noqa: E402
+    episode_rows, ir_between, select_budget, steps_to, truncate_history)
 
 
-def _run_dir(out, task, seed):
-    return os.path.join(out, "runs", task, _ALGO.value, f"seed{seed}")
+def _run_dir(out, task, algorithm, seed):
+    return os.path.join(out, "runs", task, algorithm, f"seed{seed}")
 
 
-def run_one(out, task, seed, extra):
-    run_dir = _run_dir(out, task, seed)
+def parse_budgets(text: str) -> dict:
+    """``"pick-place:60000,assembly:80000"`` -> ``{"pick-place": 60000, ...}``.
+
+    Raises ValueError on a malformed entry or a budget < 1.
+    """
+    budgets = {}
+    for item in [x for x in text.split(",") if x]:
+        task, sep, steps = item.partition(":")
+        if not sep or not steps.isdigit() or int(steps) < 1:
+            raise ValueError(f"budget entry {item!r} is not TASK:ENV_STEPS")
+        budgets[task] = int(steps)
+    return budgets
+
+
+def export_policy(run_dir: str) -> str:
+    """Writes the final checkpoint's policy parameters to ``run_dir/policy.msgpack``.
+
+    The file holds ``agent.policy_params()`` (numpy arrays) as msgpack
+    (``flax.serialization``), loadable with ``load_policy`` and the run's config; no pickle.
+    Raises FileNotFoundError when the run has no checkpoint.
+    """
+    from flax import serialization
+
+    from benchmarks.system_eval import config_from_run
+    from serl_ext.loop import common
+    from serl_ext.loop.checkpoint import Checkpointer
+
+    config = config_from_run(run_dir)
+    agent, _, _ = common.agent_for_task(config)
+    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    try:
+        if checkpointer.latest_step() is None:
+            raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints")
+        agent, _, _ = checkpointer.restore(agent)
+    finally:
+        checkpointer.close()
+    path = os.path.join(run_dir, "policy.msgpack")
+    with open(path + ".tmp", "wb") as f:
+        f.write(serialization.msgpack_serialize(agent.policy_params()))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load_policy(run_dir: str):
+    """The agent of a finished run with the parameters of its ``policy.msgpack``.
+
+    Raises FileNotFoundError when the file is missing.
+    """
+    from flax import serialization
+
+    from benchmarks.system_eval import config_from_run
+    from serl_ext.loop import common
+
+    path = os.path.join(run_dir, "policy.msgpack")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} missing; export it with benchmarks/hil_serl.py")
+    config = config_from_run(run_dir)
+    agent, _, _ = common.agent_for_task(config)
+    with open(path, "rb") as f:
+        params = serialization.msgpack_restore(f.read())
+    return agent.load_policy_params(params), config
+
+
+def git_commit(paths, message: str) -> None:
+    """``git add`` + ``git commit -- paths`` (only these paths), retried on a busy index."""
+    for attempt in range(10):
+        add = subprocess.run(["git", "add", "--", *paths], cwd=REPO, capture_output=True, text=True)
+        if add.returncode == 0:
+            commit = subprocess.run(["git", "commit", "-q", "-m", message, "--", *paths], cwd=REPO,
+                                    capture_output=True, text=True)
+            if commit.returncode == 0 or "nothing to commit" in commit.stdout + commit.stderr:
+                return
+            err = commit.stderr
+        else:
+            err = add.stderr
+        if "index.lock" not in err:
+            print(f"[bench] git commit failed: {err.strip()}", flush=True)
+            return
+        time.sleep(3 + attempt)
+
+
+def run_one(args, out, task, seed, extra):
+    run_dir = _run_dir(out, task, args.algorithm, seed)
     if os.path.exists(os.path.join(run_dir, "summary.json")):
-        print(f"[bench] {task} seed {seed}: done already, skipping")
-        return
+        print(f"[bench] {task} seed {seed}: done already, skipping", flush=True)
+        return False
     if os.path.isdir(run_dir):  # An interrupted run restarts from scratch for clean timings.
         shutil.rmtree(run_dir)
     flags_ = [
         f"--config.seed={seed}",
         f"--config.run_root={os.path.join(out, 'runs')}",
-        f"--config.actor.eval_period={_EVAL_PERIOD.value}",
-        f"--config.actor.eval_episodes={_EVAL_EPISODES.value}",
+        f"--config.actor.eval_period={args.eval_period}",
+        f"--config.actor.eval_episodes={args.eval_episodes}",
         "--config.logging.progress_bar=False",
     ]
-    if _MAX_STEPS.value:
-        flags_.append(f"--config.actor.max_env_steps={_MAX_STEPS.value}")
-    cmd = ["bash", "launchers/run_task.sh", f"{task},{_ALGO.value}", *flags_, *extra]
+    budget = args.budgets.get(task) or args.max_env_steps
+    if budget:
+        flags_.append(f"--config.actor.max_env_steps={budget}")
+    cmd = ["bash", "launchers/run_task.sh", f"{task},{args.algorithm}", *flags_, *extra]
     print("[bench]", " ".join(cmd), flush=True)
     t0 = time.time()
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(out, f"log_{task}_seed{seed}.txt"), "w") as logf:
         proc = subprocess.run(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT)
-    print(f"[bench] {task} seed {seed}: exit {proc.returncode} after {(time.time() - t0) / 60:.1f} min", flush=True)
-
-
-def _read_jsonl(path):
-    from serl_ext.loop.logging import read_jsonl
-
-    return read_jsonl(path) if os.path.exists(path) else []
-
-
-def _time_to(history, key, target):
-    for h in history:
-        if h["success_rate"] >= target:
-            return h[key]
-    return None
-
-
-def aggregate(out):
-    rows = []
-    for task in _TASKS.value:
-        for seed in _SEEDS.value:
-            run_dir = _run_dir(out, task, seed)
-            path = os.path.join(run_dir, "summary.json")
-            if not os.path.exists(path):
-                continue
-            with open(path) as f:
-                summary = json.load(f)
-            learner = {}
-            if os.path.exists(os.path.join(run_dir, "learner_summary.json")):
-                with open(os.path.join(run_dir, "learner_summary.json")) as f:
-                    learner = json.load(f)
-            train = _read_jsonl(os.path.join(run_dir, "metrics", "learner.jsonl"))
-            rates = [r["train/updates_per_s"] for r in train if r.get("train/updates_per_s")]
-            actor = _read_jsonl(os.path.join(run_dir, "metrics", "actor.jsonl"))
-            lat = [r["rollout/policy_latency_ms"] for r in actor if r.get("rollout/policy_latency_ms")]
-            step_lat = [r["rollout/step_latency_ms"] for r in actor if r.get("rollout/step_latency_ms")]
-            ir_curve = [(r["step"], r["wall_s"], r["intervention/rate"]) for r in actor if "intervention/rate" in r]
-            hist = summary["eval_history"]
-            rows.append({
-                "task": task,
-                "seed": int(seed),
-                "final_eval_sr": summary["eval_success_rate"],
-                "best_eval_sr": summary["best_eval_success_rate"],
-                "intervention_rate": summary["intervention_rate"],
-                "env_steps": summary["env_steps"],
-                "wall_clock_min": summary["wall_clock_s"] / 60,
-                "learner_steps": learner.get("learner_steps"),
-                "learner_updates_per_s_median": float(np.median(rates)) if rates else None,
-                "actor_policy_latency_ms_median": float(np.median(lat)) if lat else None,
-                "actor_step_latency_ms_median": float(np.median(step_lat)) if step_lat else None,
-                "env_steps_to_target": _time_to(hist, "env_steps", _TARGET_SR.value),
-                "minutes_to_target": (lambda v: v / 60 if v is not None else None)(
-                    _time_to(hist, "wall_clock_s", _TARGET_SR.value)),
-                "eval_history": hist,
-                "ir_curve": ir_curve,
-            })
-    return rows
+    print(f"[bench] {task} seed {seed}: exit {proc.returncode} after "
+          f"{(time.time() - t0) / 60:.1f} min", flush=True)
+    if proc.returncode == 0:
+        export_policy(run_dir)
+    return proc.returncode == 0
 
 
 def _median(values):
@@ -124,103 +157,219 @@ def _median(values):
     return float(np.median(values)) if values else None
 
 
-def report(out, rows):
+def aggregate(args, out):
+    """Per run: the summary plus per-episode rows and eval history (all steps are env steps)."""
+    from serl_ext.loop.logging import read_jsonl
+
+    rows = []
+    for task in args.tasks:
+        for seed in args.seeds:
+            run_dir = _run_dir(out, task, args.algorithm, seed)
+            path = os.path.join(run_dir, "summary.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                summary = json.load(f)
+            actor_path = os.path.join(run_dir, "metrics", "actor.jsonl")
+            actor = read_jsonl(actor_path) if os.path.exists(actor_path) else []
+            learner_path = os.path.join(run_dir, "metrics", "learner.jsonl")
+            learner = read_jsonl(learner_path) if os.path.exists(learner_path) else []
+            rates = [r["train/updates_per_s"] for r in learner if r.get("train/updates_per_s")]
+            rows.append({
+                "task": task, "seed": int(seed), "summary": summary,
+                "episodes": episode_rows(actor),
+                "eval_history": summary["eval_history"],
+                "learner_updates_per_s_median": float(np.median(rates)) if rates else None,
+            })
+    return rows
+
+
+def row_at_budget(row, budget):
+    """One run truncated at ``budget`` env steps (module docstring)."""
+    hist = truncate_history(row["eval_history"], budget)
+    eps = [e for e in row["episodes"] if e["step"] <= budget]
+    at = hist[-1] if hist else None
+    return {
+        "task": row["task"], "seed": row["seed"], "budget": budget,
+        "eval_sr": at["success_rate"] if at else None,
+        "eval_step": at["env_steps"] if at else None,
+        "minutes": at["wall_clock_s"] / 60 if at else None,
+        "ir": ir_between(eps, 0, budget),
+        "ir_last_quarter": ir_between(eps, 0.75 * budget, budget),
+        "takeovers_per_episode": float(np.mean([e["segments"] for e in eps])) if eps else None,
+        "takeovers_per_episode_last_quarter": float(np.mean(
+            [e["segments"] for e in eps if e["step"] > 0.75 * budget] or [np.nan])),
+        "train_sr": float(np.mean([e["success"] for e in eps])) if eps else None,
+        "autonomous_sr_last_quarter": float(np.mean(
+            [e["success"] and e["human"] == 0 for e in eps if e["step"] > 0.75 * budget]
+            or [np.nan])),
+        "env_steps_to_target": steps_to(hist, "env_steps", args_target(row)),
+        "minutes_to_target": (lambda v: None if v is None else v / 60)(
+            steps_to(hist, "wall_clock_s", args_target(row))),
+    }
+
+
+_TARGET = {"sr": 0.8}
+
+
+def args_target(_row):
+    return _TARGET["sr"]
+
+
+def report(args, out, rows):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in _TASKS.value if any(r["task"] == t for r in rows)]
-    per_task = {}
+    tasks = [t for t in args.tasks if any(r["task"] == t for r in rows)]
+    per_task, per_run = {}, []
     for task in tasks:
         rs = [r for r in rows if r["task"] == task]
-        per_task[task] = {
-            "seeds": [r["seed"] for r in rs],
-            "final_eval_sr_median": _median([r["final_eval_sr"] for r in rs]),
-            "best_eval_sr_median": _median([r["best_eval_sr"] for r in rs]),
-            "intervention_rate_median": _median([r["intervention_rate"] for r in rs]),
-            "wall_clock_min_median": _median([r["wall_clock_min"] for r in rs]),
-            "minutes_to_target_median": _median([r["minutes_to_target"] for r in rs])
-            if all(r["minutes_to_target"] is not None for r in rs) else None,
-            "env_steps_to_target_median": _median([r["env_steps_to_target"] for r in rs])
-            if all(r["env_steps_to_target"] is not None for r in rs) else None,
-            "learner_updates_per_s_median": _median([r["learner_updates_per_s_median"] for r in rs]),
-            "actor_policy_latency_ms_median": _median([r["actor_policy_latency_ms_median"] for r in rs]),
-            "actor_step_latency_ms_median": _median([r["actor_step_latency_ms_median"] for r in rs]),
-        }
-    result = {
-        "algorithm": _ALGO.value,
-        "target_sr": _TARGET_SR.value,
-        "machine": f"{os.cpu_count()} CPU cores, no GPU; learner and actor as separate processes",
-        "per_task": per_task,
-        "runs": [{k: v for k, v in r.items() if k not in ("eval_history", "ir_curve")} for r in rows],
-    }
+        cap = min(r["summary"]["env_steps"] for r in rs)
+        budget = select_budget([r["eval_history"] for r in rs], args.select_sr, cap)
+        used = budget or cap
+        truncated = [row_at_budget(r, used) for r in rs]
+        per_run += truncated
+        keys = ("eval_sr", "ir", "ir_last_quarter", "takeovers_per_episode",
+                "takeovers_per_episode_last_quarter", "train_sr", "autonomous_sr_last_quarter",
+                "env_steps_to_target", "minutes_to_target")
+        per_task[task] = {"seeds": [r["seed"] for r in rs], "run_env_steps": cap,
+                          "budget": budget, "budget_met": budget is not None,
+                          **{f"{k}_median": _median([t[k] for t in truncated]) for k in keys},
+                          "eval_sr_mean": float(np.mean([t["eval_sr"] for t in truncated])),
+                          "ir_mean": float(np.mean([t["ir"] for t in truncated])),
+                          "ir_std": float(np.std([t["ir"] for t in truncated])),
+                          "learner_updates_per_s_median": _median(
+                              [r["learner_updates_per_s_median"] for r in rs])}
+    result = {"algorithm": args.algorithm, "select_sr": args.select_sr,
+              "eval_episodes": args.eval_episodes, "eval_period": args.eval_period,
+              "machine": f"{os.cpu_count()} CPU cores, no GPU; learner and actor as two processes",
+              "per_task": per_task, "runs": per_run}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
 
     def fmt(v, p=2):
-        return "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "-"
+        return f"{v:.{p}f}" if isinstance(v, float) else str(v)
 
     lines = [
-        f"# {_ALGO.value} benchmark", "",
-        f"Command: `python benchmarks/hil_serl.py --tasks={','.join(_TASKS.value)} --seeds={','.join(_SEEDS.value)}"
-        + (f" --max_env_steps={_MAX_STEPS.value}" if _MAX_STEPS.value else "") + "`", "",
-        f"Machine: {result['machine']}. Eval: {_EVAL_EPISODES.value} deterministic episodes every "
-        f"{_EVAL_PERIOD.value} env steps (agent steps at action repeat 4). Medians over seeds.", "",
-        "| task | seeds | final eval SR | best eval SR | IR | min to SR>=%.0f%% | env steps to SR>=%.0f%% | wall min | learner upd/s | actor policy ms | actor step ms |"
-        % (100 * _TARGET_SR.value, 100 * _TARGET_SR.value),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"# {args.algorithm}: the HiL-SERL row", "",
+        f"Command: `{args.command}`", "",
+        f"Machine: {result['machine']}. Evaluation: {args.eval_episodes} deterministic episodes "
+        f"on fixed seeds, no human, every {args.eval_period} env steps (agent steps at action "
+        f"repeat 4). Budget: the first evaluation point from which the median eval SR over the "
+        f"seeds stays >= {args.select_sr} to the end of the runs; the runs are reported "
+        f"truncated there. IR = operator steps / all steps of the training episodes. Medians "
+        f"over seeds.", "",
+        "| task | seeds | run length | budget | eval SR at budget (median / mean) | IR whole run | "
+        "IR last quarter | takeovers / episode (whole / last quarter) | train SR | "
+        "autonomous SR, last quarter | env steps to SR >= 0.8 | minutes to SR >= 0.8 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, t in per_task.items():
         lines.append(
-            f"| {task} | {len(t['seeds'])} | {fmt(t['final_eval_sr_median'])} | {fmt(t['best_eval_sr_median'])} | "
-            f"{fmt(t['intervention_rate_median'], 3)} | {fmt(t['minutes_to_target_median'], 1)} | "
-            f"{fmt(t['env_steps_to_target_median'], 0)} | {fmt(t['wall_clock_min_median'], 1)} | "
-            f"{fmt(t['learner_updates_per_s_median'], 0)} | {fmt(t['actor_policy_latency_ms_median'], 2)} | "
-            f"{fmt(t['actor_step_latency_ms_median'], 2)} |"
-        )
-    lines += ["", "Per run:", "", "| task | seed | final SR | best SR | IR | env steps | wall min | min to target |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+            f"| {task} | {len(t['seeds'])} | {t['run_env_steps']} | "
+            f"{t['budget'] if t['budget'] else 'not met (' + str(t['run_env_steps']) + ')'} | "
+            f"{fmt(t['eval_sr_median'])} / {fmt(t['eval_sr_mean'])} | "
+            f"{fmt(t['ir_median'], 3)} (mean {fmt(t['ir_mean'], 3)} ± {fmt(t['ir_std'], 3)}) | "
+            f"{fmt(t['ir_last_quarter_median'], 3)} | {fmt(t['takeovers_per_episode_median'])} / "
+            f"{fmt(t['takeovers_per_episode_last_quarter_median'])} | {fmt(t['train_sr_median'])} | "
+            f"{fmt(t['autonomous_sr_last_quarter_median'])} | "
+            f"{fmt(t['env_steps_to_target_median'], 0)} | {fmt(t['minutes_to_target_median'], 1)} |")
+    lines += ["", "Per run (truncated at the task's budget):", "",
+              "| task | seed | eval SR | IR | IR last quarter | takeovers / ep | "
+              "env steps to 0.8 | minutes to 0.8 |", "|---|---|---|---|---|---|---|---|"]
+    for r in per_run:
         lines.append(
-            f"| {r['task']} | {r['seed']} | {fmt(r['final_eval_sr'])} | {fmt(r['best_eval_sr'])} | "
-            f"{fmt(r['intervention_rate'], 3)} | {r['env_steps']} | {fmt(r['wall_clock_min'], 1)} | "
-            f"{fmt(r['minutes_to_target'], 1)} |"
-        )
+            f"| {r['task']} | {r['seed']} | {fmt(r['eval_sr'])} | {fmt(r['ir'], 3)} | "
+            f"{fmt(r['ir_last_quarter'], 3)} | {fmt(r['takeovers_per_episode'])} | "
+            f"{fmt(r['env_steps_to_target'], 0)} | {fmt(r['minutes_to_target'], 1)} |")
     lines += ["", "![curves](curves.png)", ""]
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines))
 
-    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.6 * max(len(tasks), 1)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.4 * max(len(tasks), 1)), squeeze=False)
     for i, task in enumerate(tasks):
+        budget = per_task[task]["budget"]
         for r in [r for r in rows if r["task"] == task]:
             h = r["eval_history"]
-            axes[i, 0].plot([x["env_steps"] for x in h], [x["success_rate"] for x in h], marker=".", label=f"seed {r['seed']}")
-            axes[i, 1].plot([x["wall_clock_s"] / 60 for x in h], [x["success_rate"] for x in h], marker=".", label=f"seed {r['seed']}")
-            c = r["ir_curve"]
-            axes[i, 2].plot([x[0] for x in c], [x[2] for x in c], label=f"seed {r['seed']}")
-        axes[i, 0].set(title=f"{task}: eval SR", xlabel="env steps", ylabel="success rate", ylim=(-0.05, 1.05))
-        axes[i, 1].set(title=f"{task}: eval SR", xlabel="wall clock (min)", ylim=(-0.05, 1.05))
-        axes[i, 1].axvline(15, color="gray", ls="--", lw=0.8)
-        axes[i, 2].set(title=f"{task}: cumulative IR", xlabel="env steps", ylabel="operator steps / all steps")
+            axes[i, 0].plot([x["env_steps"] for x in h], [x["success_rate"] for x in h],
+                            marker=".", label=f"seed {r['seed']}")
+            eps = r["episodes"]
+            window = 5000
+            xs = list(range(window, int(r["summary"]["env_steps"]) + 1, 1000))
+            axes[i, 1].plot(xs, [ir_between(eps, x - window, x) for x in xs],
+                            label=f"seed {r['seed']}")
+            axes[i, 2].plot([x["wall_clock_s"] / 60 for x in h], [x["success_rate"] for x in h],
+                            marker=".", label=f"seed {r['seed']}")
+        axes[i, 0].set(title=f"{task}: eval SR (no human)", xlabel="env steps", ylim=(-0.05, 1.05))
+        axes[i, 1].set(title=f"{task}: IR over the last 5k env steps", xlabel="env steps",
+                       ylim=(-0.02, 1.0))
+        axes[i, 2].set(title=f"{task}: eval SR", xlabel="wall clock (min)", ylim=(-0.05, 1.05))
+        for ax in axes[i, :2]:
+            if budget:
+                ax.axvline(budget, color="gray", ls="--", lw=0.8)
         for ax in axes[i]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "curves.png"), dpi=110)
-    print("\n".join(lines))
+    fig.savefig(os.path.join(out, "curves.png"), dpi=100)
+    plt.close(fig)
+    print("\n".join(lines), flush=True)
 
 
-def main(argv):
-    extra = argv[1:]
-    out = os.path.abspath(_OUT.value)
+def parse_args(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="pick-place,assembly")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--algorithm", default="hil_serl")
+    parser.add_argument("--out", default="benchmarks/results/hil_serl_row")
+    parser.add_argument("--max_env_steps", type=int, default=0, help="0: task config")
+    parser.add_argument("--budgets", default="", help="TASK:ENV_STEPS,... (over --max_env_steps)")
+    parser.add_argument("--eval_period", type=int, default=5000)
+    parser.add_argument("--eval_episodes", type=int, default=20)
+    parser.add_argument("--select_sr", type=float, default=0.8)
+    parser.add_argument("--order", choices=("seed", "task"), default="seed",
+                        help="seed: all tasks of seed 0 first, then seed 1, ...")
+    parser.add_argument("--report_only", action="store_true")
+    parser.add_argument("--commit", action="store_true", help="git-commit each finished run")
+    own, extra = [], []
+    rest = list(argv)
+    if "--" in rest:
+        i = rest.index("--")
+        own, extra = rest[:i], rest[i + 1:]
+    else:
+        own = rest
+    args = parser.parse_args(own)
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.seeds = [s for s in args.seeds.split(",") if s]
+    args.budgets = parse_budgets(args.budgets)
+    args.command = "python benchmarks/hil_serl.py " + " ".join(argv)
+    return args, extra
+
+
+def main(argv=None):
+    args, extra = parse_args(sys.argv[1:] if argv is None else argv)
+    _TARGET["sr"] = args.select_sr
+    out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    if not _REPORT_ONLY.value:
-        for task in _TASKS.value:
-            for seed in _SEEDS.value:
-                run_one(out, task, seed, extra)
-    report(out, aggregate(out))
+    rel = os.path.relpath(out, REPO)
+    pairs = ([(t, s) for s in args.seeds for t in args.tasks] if args.order == "seed"
+             else [(t, s) for t in args.tasks for s in args.seeds])
+    if not args.report_only:
+        for task, seed in pairs:
+            if run_one(args, out, task, seed, extra):
+                report(args, out, aggregate(args, out))
+                if args.commit:
+                    git_commit([rel], f"HiL-SERL row: {task} seed {seed} ({args.algorithm})")
+    report(args, out, aggregate(args, out))
+    if args.commit and not args.report_only:
+        git_commit([rel], f"HiL-SERL row: report ({args.algorithm})")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()

@@ -80,6 +80,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.actor.throttle_slack = 200
     # Write every training episode to {run_dir}/episodes/rollout_NNNNNN.npz (episodes.py format).
     config.actor.save_episodes = False
+    # True: an episode cut by the time limit bootstraps (mask 1; Pardo et al. 2018). False:
+    # the time limit is terminal (mask 0), as in HiL-SERL's robot envs, which set done=True at
+    # the episode-length limit (README, "HiL-SERL fidelity").
+    config.actor.bootstrap_at_time_limit = True
     config.actor.learner_timeout_s = 10.0  # No params for this long => learner considered away.
     # With the throttle on, wait up to this long at start for the learner's first parameters
     # (0: act at once). Keeps methods whose learner starts slower (pretraining) comparable.

@@ -24,8 +24,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from serl_ext.data.episodes import EpisodeWriter, episode_to_transitions, list_episodes, load_episode
-from serl_ext.data.replay_buffer import ACTION_SOURCE_HUMAN, TRANSITION_KEYS, ReplayBuffer
+from serl_ext.data.episodes import EpisodeWriter, list_episodes, load_episode
+from serl_ext.data.replay_buffer import ACTION_SOURCE_HUMAN
 from serl_ext.loop import common
 from serl_ext.loop.rollouts import expert_policy, run_episode
 
@@ -33,26 +33,12 @@ from serl_ext.loop.rollouts import expert_policy, run_episode
 def train_weak_bc(config, demo_episodes, steps: int, seed: int, batch_size: int = 128):
     """Behaviour cloning on the demos for ``steps`` updates (few steps => a weak policy).
 
-    Returns the :class:`serl_ext.agents.bc.BCAgent`.
-    Raises ValueError when there are no demo episodes.
+    ``serl_ext.loop.bc_train.train_bc`` with ``config.agent``. Returns the
+    :class:`serl_ext.agents.bc.BCAgent`. Raises ValueError when there are no demo episodes.
     """
-    from serl_ext.agents.bc import BCAgent
+    from serl_ext.loop.bc_train import train_bc
 
-    if not demo_episodes:
-        raise ValueError("train_weak_bc needs at least one demo episode")
-    first = demo_episodes[0]
-    spec = {k: (v.shape[1:], v.dtype) for k, v in first["observations"].items()}
-    action_dim = first["actions"].shape[1]
-    total = sum(len(e["actions"]) for e in demo_episodes)
-    buffer = ReplayBuffer(spec, action_dim, max(total, 1), seed=seed)
-    for episode in demo_episodes:
-        for transition in episode_to_transitions(episode):
-            buffer.insert({k: v for k, v in transition.items() if k in TRANSITION_KEYS})
-    example = {k: v[0] for k, v in first["observations"].items()}
-    agent = BCAgent.create(jax.random.PRNGKey(seed), example, first["actions"][0], config.agent)
-    for _ in range(int(steps)):
-        agent, _ = agent.update(buffer.sample(batch_size))
-    return agent
+    return train_bc(config.agent, demo_episodes, steps, seed, batch_size)
 
 
 def collect_offline_data(

@@ -34,6 +34,7 @@ from serl_ext.networks.heads import (
     tanh_gaussian_mode,
     tanh_gaussian_sample,
 )
+from serl_ext.networks.mlp import get_activation
 from serl_ext.networks.params import to_numpy_tree
 
 BC_LOSSES = ("nll", "mse")
@@ -48,6 +49,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.hidden_dims = (256, 256)
     # LayerNorm after every hidden Dense.
     c.use_layer_norm = True
+    # Hidden activation name (serl_ext.networks.mlp.ACTIVATIONS).
+    c.activation = "relu"
     # "nll" (tanh-Gaussian negative log-likelihood) or "mse" (on tanh(mean)).
     c.loss = "nll"
     # Clip margin for demo actions before atanh in the NLL.
@@ -121,8 +124,10 @@ class BCAgent(struct.PyTreeNode):
         encoder_def = common.make_encoder_def(config.encoder)
         enc_params = common.init_encoder(k_enc, encoder_def, config.encoder, obs_b)
         feats = encoder_def.apply({"params": enc_params}, obs_b)
+        get_activation(frozen.activation)  # unknown names fail here, with the known ones listed
         actor_def = TanhGaussianPolicy(
-            frozen.hidden_dims, action_dim, frozen.use_layer_norm, float(frozen.std_min), float(frozen.std_max)
+            frozen.hidden_dims, action_dim, frozen.use_layer_norm, float(frozen.std_min), float(frozen.std_max),
+            activation=frozen.activation,
         )
         params = {"encoder": enc_params, "actor": actor_def.init(k_actor, feats)["params"]}
         return cls(

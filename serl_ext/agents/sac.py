@@ -47,6 +47,7 @@ from serl_ext.networks.heads import (
     tanh_gaussian_mode,
     tanh_gaussian_sample,
 )
+from serl_ext.networks.mlp import get_activation
 from serl_ext.networks.params import to_numpy_tree
 
 Batch = Dict[str, Any]
@@ -63,6 +64,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.hidden_dims = (256, 256)
     # LayerNorm after every hidden Dense (RLPD / HiL-SERL critics and actor).
     c.use_layer_norm = True
+    # Hidden activation of actor and critic MLPs: "relu" (jaxrl / RLPD), "tanh" (HiL-SERL's
+    # launchers), "gelu" or "swish" (serl_ext.networks.mlp.ACTIVATIONS).
+    c.activation = "relu"
     # Critic ensemble size (HiL-SERL 2, RLPD 10).
     c.num_qs = 2
     # Target min over a random subset of this many target critics (REDQ); None = all
@@ -263,10 +267,13 @@ class SACAgent(struct.PyTreeNode):
         feats = encoder_def.apply({"params": enc_params}, obs_b)
 
         hidden = frozen.hidden_dims
+        get_activation(frozen.activation)  # unknown names fail here, with the known ones listed
         actor_def = TanhGaussianPolicy(
-            hidden, cont_dim, frozen.use_layer_norm, float(frozen.std_min), float(frozen.std_max)
+            hidden, cont_dim, frozen.use_layer_norm, float(frozen.std_min), float(frozen.std_max),
+            activation=frozen.activation,
         )
-        critic_cls = functools.partial(Critic, hidden_dims=hidden, use_layer_norm=frozen.use_layer_norm)
+        critic_cls = functools.partial(Critic, hidden_dims=hidden, use_layer_norm=frozen.use_layer_norm,
+                                       activation=frozen.activation)
         num_min = frozen.num_qs if frozen.num_min_qs is None else frozen.num_min_qs
         critic_def = Ensemble(critic_cls, num=int(frozen.num_qs))
         target_def = Ensemble(critic_cls, num=int(num_min))

@@ -147,6 +147,7 @@ class SACHybridAgent(sac.SACAgent):
             hidden_dims=frozen.hidden_dims,
             num_actions=NUM_GRIPPER_ACTIONS,
             use_layer_norm=frozen.use_layer_norm,
+            activation=frozen.activation,
         )
         grasp_def = Ensemble(grasp_cls, num=int(frozen.grasp_num_qs))
         critic_params = dict(parts["critic_params"])

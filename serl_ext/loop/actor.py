@@ -100,6 +100,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         :class:`serl_ext.transport.TrainerClient` connecting to ``config.transport.ip``. Tests
         pass an in-process fake.
     """
+    bootstrap_at_limit = bool(config.actor.get("bootstrap_at_time_limit", True))
     from serl_ext.transport import QueuedDataStore, TrainerClient
 
     run_dir = common.run_dir_for(config)
@@ -268,7 +269,8 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                 "actions": np.asarray(action, dtype=np.float32),
                 "next_observations": next_obs,
                 "rewards": np.float32(reward),
-                "masks": np.float32(0.0 if terminated else 1.0),
+                "masks": np.float32(0.0 if terminated or (truncated and not bootstrap_at_limit)
+                                    else 1.0),
                 "dones": bool(terminated or truncated),
                 "interventions": bool(source == HUMAN),
                 "action_source": np.int8(source),

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from serl_ext.networks.mlp import MLP, default_init
+from serl_ext.networks.mlp import MLP, default_init, get_activation
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -32,11 +32,13 @@ class Critic(nn.Module):
 
     hidden_dims: Sequence[int]
     use_layer_norm: bool = True
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, features: jax.Array, actions: jax.Array) -> jax.Array:
         x = jnp.concatenate([features, actions], axis=-1)
-        x = MLP(self.hidden_dims, use_layer_norm=self.use_layer_norm, activate_final=True)(x)
+        x = MLP(self.hidden_dims, activations=get_activation(self.activation),
+                use_layer_norm=self.use_layer_norm, activate_final=True)(x)
         return nn.Dense(1, kernel_init=default_init())(x)[..., 0]
 
 
@@ -45,12 +47,12 @@ class StateCritic(nn.Module):
 
     hidden_dims: Sequence[int]
     use_layer_norm: bool = True
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
-        x = MLP(self.hidden_dims, use_layer_norm=self.use_layer_norm, activate_final=True)(
-            features
-        )
+        x = MLP(self.hidden_dims, activations=get_activation(self.activation),
+                use_layer_norm=self.use_layer_norm, activate_final=True)(features)
         return nn.Dense(1, kernel_init=default_init())(x)[..., 0]
 
 
@@ -64,12 +66,12 @@ class DiscreteCritic(nn.Module):
     hidden_dims: Sequence[int]
     num_actions: int = 3
     use_layer_norm: bool = True
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
-        x = MLP(self.hidden_dims, use_layer_norm=self.use_layer_norm, activate_final=True)(
-            features
-        )
+        x = MLP(self.hidden_dims, activations=get_activation(self.activation),
+                use_layer_norm=self.use_layer_norm, activate_final=True)(features)
         return nn.Dense(self.num_actions, kernel_init=default_init())(x)
 
 
@@ -80,6 +82,7 @@ class TanhGaussianPolicy(nn.Module):
       hidden_dims: MLP widths.
       action_dim: A.
       use_layer_norm: LayerNorm in the trunk (HiL-SERL default True).
+      activation: hidden activation name (``serl_ext.networks.mlp.ACTIVATIONS``).
       std_min, std_max: bounds on the standard deviation; ``log_std`` is clipped to
         ``[log std_min, log std_max]`` (HiL-SERL ``std_parameterization="exp"`` clips std to
         [1e-5, 5]).
@@ -94,6 +97,7 @@ class TanhGaussianPolicy(nn.Module):
     use_layer_norm: bool = True
     std_min: float = 1e-5
     std_max: float = 5.0
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, features: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -101,9 +105,8 @@ class TanhGaussianPolicy(nn.Module):
             raise ValueError(
                 f"need 0 < std_min < std_max, got std_min={self.std_min}, std_max={self.std_max}"
             )
-        x = MLP(self.hidden_dims, use_layer_norm=self.use_layer_norm, activate_final=True)(
-            features
-        )
+        x = MLP(self.hidden_dims, activations=get_activation(self.activation),
+                use_layer_norm=self.use_layer_norm, activate_final=True)(features)
         mean = nn.Dense(self.action_dim, kernel_init=default_init())(x)
         log_std = nn.Dense(self.action_dim, kernel_init=default_init())(x)
         log_std = jnp.clip(log_std, math.log(self.std_min), math.log(self.std_max))

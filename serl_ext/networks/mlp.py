@@ -14,6 +14,21 @@ import jax.numpy as jnp
 
 default_init = nn.initializers.xavier_uniform
 
+#: Hidden activations by config name (``agent.activation``). HiL-SERL's launchers use tanh
+#: (``serl_launcher/utils/launcher.py``), jaxrl / RLPD use relu.
+ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu, "swish": nn.swish}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation function called ``name`` (a key of ``ACTIVATIONS``).
+
+    Raises:
+      ValueError: unknown name (the message lists the known ones).
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
 
 class MLP(nn.Module):
     """Fully connected network.
