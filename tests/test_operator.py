@@ -288,6 +288,20 @@ def test_max_control_cooldown_and_takeover_cap():
     assert infos[-1]["episode"]["intervention_steps"] == 10
 
 
+def test_gives_up_after_a_takeover_that_makes_no_progress():
+    # Control capped at 3 steps, all of them retract (lift + open): no progress is possible.
+    cfg = {"max_control_steps": 3, "retract_min_steps": 3, "retract_max_steps": 3,
+           "noise_std": 0.0}
+    env = make_env("pick-place", 0, operator=cfg)
+    infos = run(env, 0, lambda e: ZERO)
+    segs = segments(controlled(infos))
+    assert len(segs) == 1 and segs[0][1] - segs[0][0] + 1 == 3
+    assert infos[segs[0][1] - 1]["operator/handback"] == "gave_up"
+    assert len(infos) == 125  # the idle robot is left alone for the rest of the episode
+    env = make_env("pick-place", 0, operator={**cfg, "give_up_after_failed_takeover": False})
+    assert len(segments(controlled(run(env, 0, lambda e: ZERO)))) == 5  # the cap of takeovers
+
+
 def test_danger_reason_on_hand_built_states():
     start = np.zeros(39)
     start[0:3] = [0.0, 0.6, 0.2]     # hand

@@ -52,6 +52,9 @@ agent steps; every number is a field of ``get_default_operator_config``):
 * **Retry**: if the operator itself makes no progress for ``W`` steps while
   in control (its noisy expert missed a grasp, say), it retracts and retries
   (``retry_on_stall``).
+* **Give up**: a takeover that hits the cap without ever getting past the best
+  from before its trigger ends the operator's help for the rest of the episode
+  (``give_up_after_failed_takeover``): its own expert cannot rescue that state.
 * **Cooldown**: no new stall trigger during ``cooldown_steps`` steps after
   hand-back; the stall timer restarts at hand-back, from the state handed
   back.
@@ -137,6 +140,11 @@ def get_default_operator_config() -> ConfigDict:
         max_control_steps: hand back after this many steps at most (35).
         cooldown_steps: steps after hand-back without a new stall trigger (10).
         max_takeovers: takeovers per episode at most (5).
+        give_up_after_failed_takeover: a takeover that reaches ``max_control_steps``
+            without ever beating the best from before its trigger (and without a new
+            subgoal) ends the operator's help for the episode: its own expert cannot get
+            the robot unstuck from there, as in the ~5-12% of layouts where the scripted
+            expert fails (True).
         retry_on_stall: while in control and stalled for W steps, retract
             (regardless of holding) and retry (True).
         seed_salt: mixed with the episode seed for the operator's generator.
@@ -173,6 +181,7 @@ def get_default_operator_config() -> ConfigDict:
         "max_control_steps": 35,
         "cooldown_steps": 10,
         "max_takeovers": 5,
+        "give_up_after_failed_takeover": True,
         "retry_on_stall": True,
         "seed_salt": 7919,
     })
@@ -189,7 +198,7 @@ def legacy_operator_overrides() -> dict:
     """
     return {"use_disagreement": True, "use_danger": False, "retract_min_steps": 8,
             "retract_max_steps": 15, "handback": "agreement", "min_control_steps": 10,
-            "max_control_steps": 150, "max_takeovers": 3}
+            "max_control_steps": 150, "max_takeovers": 3, "give_up_after_failed_takeover": False}
 
 
 def _resolve_config(config: Any) -> ConfigDict:
@@ -303,8 +312,8 @@ class SimulatedOperator(gym.Wrapper):
     ``operator/trigger`` (str, reason of the latest trigger: ``""``,
     ``"stall"``, ``"workspace"``, ``"knocked_away"``, ``"fallen"`` or
     ``"disagreement"``), ``operator/handback`` (str, reason of the latest
-    hand-back: ``""``, ``"progress"``, ``"subgoal"``, ``"agreement"`` or
-    ``"cap"``), ``operator/retries`` (int, retries this episode),
+    hand-back: ``""``, ``"progress"``, ``"subgoal"``, ``"agreement"``, ``"cap"`` or
+    ``"gave_up"``: the cap without progress, no more takeovers this episode), ``operator/retries`` (int, retries this episode),
     ``operator/steps_since_progress`` (int).
 
     Raises:
@@ -340,6 +349,8 @@ class SimulatedOperator(gym.Wrapper):
         self._best_at_takeover = self._best
         self._best_before_trigger = self._best
         self._subgoal_at_trigger = False
+        self._takeover_progressed = False
+        self._gave_up = False
         self._cooldown = 0
         self._takeovers = 0
         self._trigger = ""
@@ -446,6 +457,9 @@ class SimulatedOperator(gym.Wrapper):
 
     def _handback_due(self, dense: float) -> str:
         cfg = self.config
+        if (dense > self._best_before_trigger + cfg.progress_threshold
+                or (self._subgoal() and not self._subgoal_at_trigger)):
+            self._takeover_progressed = True
         if self._control_steps >= cfg.max_control_steps:
             return "cap"
         if self._control_steps < cfg.min_control_steps:
@@ -518,13 +532,14 @@ class SimulatedOperator(gym.Wrapper):
                 in_cooldown = self._cooldown > 0
                 if in_cooldown:
                     self._cooldown -= 1
-                if self._takeovers < cfg.max_takeovers:
+                if self._takeovers < cfg.max_takeovers and not self._gave_up:
                     reason = self._trigger_reason(get_privileged_state(self.env),
                                                   steps_since_progress, in_cooldown)
                     if reason:
                         self._trigger = reason
                         self._best_before_trigger = self._best
                         self._subgoal_at_trigger = self._subgoal()
+                        self._takeover_progressed = False
                         self._phase = PHASE_REACTING
                         self._react_left = int(cfg.reaction_delay)
 
@@ -533,6 +548,10 @@ class SimulatedOperator(gym.Wrapper):
 
     def _hand_back(self, dense_reward: float, reason: str) -> None:
         self._phase = PHASE_ROBOT
+        if (reason == "cap" and not self._takeover_progressed
+                and self.config.give_up_after_failed_takeover):
+            reason = "gave_up"
+            self._gave_up = True
         self._handback_reason = reason
         self._cooldown = int(self.config.cooldown_steps)
         self._retract_left = 0
