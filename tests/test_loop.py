@@ -373,3 +373,35 @@ def test_learner_demo_loading_defaults_grasp_penalty_for_old_files(tmp_path):
     live = buffer.live_transitions()
     np.testing.assert_array_equal(live["grasp_penalty"], np.concatenate([np.zeros(T, np.float32), penalties]))
     assert "success" not in live  # extras the buffer does not store are dropped
+
+
+def test_time_limit_masks_follow_bootstrap_at_time_limit(tmp_path):
+    """Truncated last steps keep mask 1 by default and get mask 0 (HiL-SERL's robot envs)
+    with ``actor.bootstrap_at_time_limit=False``; every other step keeps mask 1 here (the
+    operator is off and an idle robot never succeeds)."""
+    for bootstrap, last_mask in ((True, 1.0), (False, 0.0)):
+        config = small_actor_settings(get_config("pick-place,hil_serl"), tmp_path / str(bootstrap),
+                                      max_env_steps=60)
+        config.env.max_episode_steps = 20
+        config.operator.enabled = False
+        config.actor.bootstrap_at_time_limit = bootstrap
+        clients = []
+
+        def make_client(stores):
+            clients.append(FakeClient(stores))
+            return clients[0]
+
+        run_actor(config, gate=_ZeroGate(), make_client=make_client)
+        online = clients[0].received[DATA_STORE]
+        assert len(online) == 60
+        for i, transition in enumerate(online):
+            end = (i + 1) % 20 == 0
+            assert bool(transition["dones"]) == end
+            assert float(transition["masks"]) == (last_mask if end else 1.0)
+
+
+class _ZeroGate(EveryOtherStepRecovery):
+    """Executes the zero action on every step (source: recovery, so no policy noise)."""
+
+    def select_action(self, observation, policy_action):
+        return np.zeros(4, np.float32), RECOVERY

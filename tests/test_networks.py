@@ -238,3 +238,50 @@ def test_params_io_errors(tmp_path):
         check_params_match({"a": np.zeros(2, np.float32)}, {"a": np.zeros(2, np.float64)})
     with pytest.raises(ValueError, match="missing"):
         check_params_match({"a": np.zeros(2), "b": np.zeros(1)}, {"a": np.zeros(2)})
+
+
+def test_critic_activation_option_matches_a_hand_forward_pass():
+    """Critic(activation=...) = Dense -> LayerNorm -> act per hidden layer -> Dense(1),
+    recomputed in numpy from the initialised parameters; unknown names are refused."""
+    import jax
+    import jax.numpy as jnp
+
+    from serl_ext.networks.heads import Critic
+
+    feats = jnp.asarray(np.linspace(-1.0, 1.0, 6, dtype=np.float32).reshape(2, 3))
+    acts = jnp.asarray(np.array([[0.5, -0.25], [0.1, 0.9]], np.float32))
+    acts_fn = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
+    outputs = {}
+    for name, fn in acts_fn.items():
+        critic = Critic((5, 4), use_layer_norm=True, activation=name)
+        params = critic.init(jax.random.PRNGKey(0), feats, acts)["params"]
+        got = np.asarray(critic.apply({"params": params}, feats, acts))
+        x = np.concatenate([np.asarray(feats), np.asarray(acts)], axis=-1).astype(np.float64)
+        mlp = params["MLP_0"]
+        for i in range(2):
+            dense, ln = mlp[f"Dense_{i}"], mlp[f"LayerNorm_{i}"]
+            x = x @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+            x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+            x = fn(x * np.asarray(ln["scale"]) + np.asarray(ln["bias"]))
+        want = (x @ np.asarray(params["Dense_0"]["kernel"]) + np.asarray(params["Dense_0"]["bias"]))[:, 0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        outputs[name] = got
+    assert not np.allclose(outputs["tanh"], outputs["relu"])
+    with pytest.raises(ValueError, match="unknown activation 'sigmoid'"):
+        Critic((4,), activation="sigmoid").init(jax.random.PRNGKey(0), feats, acts)
+
+
+def test_sac_agent_builds_with_tanh_and_rejects_an_unknown_activation():
+    import jax
+
+    from serl_ext.agents.sac import SACAgent, get_default_config
+
+    obs = {"state": np.zeros(3, np.float32)}
+    config = get_default_config()
+    config.hidden_dims = (8, 8)
+    config.activation = "tanh"
+    agent = SACAgent.create(jax.random.PRNGKey(0), obs, np.zeros(2, np.float32), config)
+    assert agent.config.activation == "tanh"
+    config.activation = "sigmoid"
+    with pytest.raises(ValueError, match="unknown activation"):
+        SACAgent.create(jax.random.PRNGKey(0), obs, np.zeros(2, np.float32), config)
