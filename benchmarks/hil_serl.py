@@ -105,11 +105,13 @@ def load_policy(run_dir: str):
 
 
 def git_commit(paths, message: str) -> None:
-    """``git add`` + ``git commit -- paths`` (only these paths), retried on a busy index."""
+    """``git add`` + ``git commit -- paths`` (only these absolute paths, in the repository that
+    holds them, which may be another checkout than the code's), retried on a busy index."""
+    cwd = os.path.dirname(os.path.abspath(paths[0]))
     for attempt in range(10):
-        add = subprocess.run(["git", "add", "--", *paths], cwd=REPO, capture_output=True, text=True)
+        add = subprocess.run(["git", "add", "--", *paths], cwd=cwd, capture_output=True, text=True)
         if add.returncode == 0:
-            commit = subprocess.run(["git", "commit", "-q", "-m", message, "--", *paths], cwd=REPO,
+            commit = subprocess.run(["git", "commit", "-q", "-m", message, "--", *paths], cwd=cwd,
                                     capture_output=True, text=True)
             if commit.returncode == 0 or "nothing to commit" in commit.stdout + commit.stderr:
                 return
@@ -357,7 +359,6 @@ def main(argv=None):
     _TARGET["sr"] = args.select_sr
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    rel = os.path.relpath(out, REPO)
     pairs = ([(t, s) for s in args.seeds for t in args.tasks] if args.order == "seed"
              else [(t, s) for t in args.tasks for s in args.seeds])
     if not args.report_only:
@@ -365,10 +366,10 @@ def main(argv=None):
             if run_one(args, out, task, seed, extra):
                 report(args, out, aggregate(args, out))
                 if args.commit:
-                    git_commit([rel], f"HiL-SERL row: {task} seed {seed} ({args.algorithm})")
+                    git_commit([out], f"HiL-SERL row: {task} seed {seed} ({args.algorithm})")
     report(args, out, aggregate(args, out))
     if args.commit and not args.report_only:
-        git_commit([rel], f"HiL-SERL row: report ({args.algorithm})")
+        git_commit([out], f"HiL-SERL row: report ({args.algorithm})")
 
 
 if __name__ == "__main__":
