@@ -14,11 +14,12 @@ it), and with ``--commit`` the run's folder and the report are committed to git 
 Afterwards (or with ``--report_only``) every run's ``summary.json`` and ``metrics/*.jsonl`` are
 aggregated into ``results.json``, ``results.md`` and ``curves.png`` in ``--out``.
 
-Budget selection (``--select_sr``, 0.8): the per-task budget is the first evaluation point from
-which the median evaluation SR over the seeds stays >= 0.8 up to the end of the runs; the
-table reports the runs *truncated at that budget* (eval SR at the budget, IR over the run up
-to it and over its last quarter), which is what a run with that ``max_env_steps`` would have
-logged.
+Budget selection: the *converged step* is the first evaluation point from which the median
+evaluation SR over the seeds stays >= ``--select_sr`` (0.8) up to the end of the runs; the
+per-task budget is ``--budget_factor`` (1.5) x that, rounded up to 10k env steps and capped at
+the runs' length (``benchmarks.run_metrics.select_budget``). The table reports the runs
+*truncated at that budget* (eval SR at the budget, IR over the run up to it and over its last
+quarter), which is what a run with that ``max_env_steps`` would have logged.
 """
 
 import json
@@ -34,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.run_metrics import (  # noqa: E402
-    episode_rows, ir_between, select_budget, steps_to, truncate_history)
+    converged_step, episode_rows, ir_between, select_budget, steps_to, truncate_history)
 
 
 def _run_dir(out, task, algorithm, seed):
@@ -229,7 +230,9 @@ def report(args, out, rows):
     for task in tasks:
         rs = [r for r in rows if r["task"] == task]
         cap = min(r["summary"]["env_steps"] for r in rs)
-        budget = select_budget([r["eval_history"] for r in rs], args.select_sr, cap)
+        histories = [r["eval_history"] for r in rs]
+        converged = converged_step(histories, args.select_sr, cap)
+        budget = select_budget(histories, args.select_sr, cap, args.budget_factor)
         used = budget or cap
         truncated = [row_at_budget(r, used) for r in rs]
         per_run += truncated
@@ -237,14 +240,15 @@ def report(args, out, rows):
                 "takeovers_per_episode_last_quarter", "train_sr", "autonomous_sr_last_quarter",
                 "env_steps_to_target", "minutes_to_target")
         per_task[task] = {"seeds": [r["seed"] for r in rs], "run_env_steps": cap,
-                          "budget": budget, "budget_met": budget is not None,
+                          "converged_step": converged, "budget": budget,
+                          "budget_met": budget is not None,
                           **{f"{k}_median": _median([t[k] for t in truncated]) for k in keys},
                           "eval_sr_mean": float(np.mean([t["eval_sr"] for t in truncated])),
                           "ir_mean": float(np.mean([t["ir"] for t in truncated])),
                           "ir_std": float(np.std([t["ir"] for t in truncated])),
                           "learner_updates_per_s_median": _median(
                               [r["learner_updates_per_s_median"] for r in rs])}
-    result = {"algorithm": args.algorithm, "select_sr": args.select_sr,
+    result = {"algorithm": args.algorithm, "command": args.command, "select_sr": args.select_sr,
               "eval_episodes": args.eval_episodes, "eval_period": args.eval_period,
               "machine": f"{os.cpu_count()} CPU cores, no GPU; learner and actor as two processes",
               "per_task": per_task, "runs": per_run}
@@ -261,18 +265,19 @@ def report(args, out, rows):
         f"Command: `{args.command}`", "",
         f"Machine: {result['machine']}. Evaluation: {args.eval_episodes} deterministic episodes "
         f"on fixed seeds, no human, every {args.eval_period} env steps (agent steps at action "
-        f"repeat 4). Budget: the first evaluation point from which the median eval SR over the "
-        f"seeds stays >= {args.select_sr} to the end of the runs; the runs are reported "
-        f"truncated there. IR = operator steps / all steps of the training episodes. Medians "
+        f"repeat 4). Converged: the first evaluation point from which the median eval SR over "
+        f"the seeds stays >= {args.select_sr} to the end of the runs; budget = "
+        f"{args.budget_factor} x that, rounded up to 10k, capped at the run length; the runs "
+        f"are reported truncated at the budget. IR = operator steps / all steps of the training episodes. Medians "
         f"over seeds.", "",
-        "| task | seeds | run length | budget | eval SR at budget (median / mean) | IR whole run | "
+        "| task | seeds | run length | converged | budget | eval SR at budget (median / mean) | IR whole run | "
         "IR last quarter | takeovers / episode (whole / last quarter) | train SR | "
         "autonomous SR, last quarter | env steps to SR >= 0.8 | minutes to SR >= 0.8 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, t in per_task.items():
         lines.append(
-            f"| {task} | {len(t['seeds'])} | {t['run_env_steps']} | "
+            f"| {task} | {len(t['seeds'])} | {t['run_env_steps']} | {fmt(t['converged_step'])} | "
             f"{t['budget'] if t['budget'] else 'not met (' + str(t['run_env_steps']) + ')'} | "
             f"{fmt(t['eval_sr_median'])} / {fmt(t['eval_sr_mean'])} | "
             f"{fmt(t['ir_median'], 3)} (mean {fmt(t['ir_mean'], 3)} ± {fmt(t['ir_std'], 3)}) | "
@@ -335,6 +340,8 @@ def parse_args(argv):
     parser.add_argument("--eval_period", type=int, default=5000)
     parser.add_argument("--eval_episodes", type=int, default=20)
     parser.add_argument("--select_sr", type=float, default=0.8)
+    parser.add_argument("--budget_factor", type=float, default=1.5,
+                        help="budget = this x the converged step, rounded up to 10k")
     parser.add_argument("--order", choices=("seed", "task"), default="seed",
                         help="seed: all tasks of seed 0 first, then seed 1, ...")
     parser.add_argument("--report_only", action="store_true")
@@ -359,6 +366,10 @@ def main(argv=None):
     _TARGET["sr"] = args.select_sr
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
+    previous = os.path.join(out, "results.json")
+    if args.report_only and os.path.isfile(previous):  # keep the command that made the runs
+        with open(previous) as f:
+            args.command = json.load(f).get("command", args.command)
     pairs = ([(t, s) for s in args.seeds for t in args.tasks] if args.order == "seed"
              else [(t, s) for t in args.tasks for s in args.seeds])
     if not args.report_only:
