@@ -17,15 +17,28 @@ TASK_OVERRIDES = {
 }
 
 
+# Any other Meta-World v3 task (by its name, e.g. "drawer-open"): these training choices.
+DEFAULT_OVERRIDES = dict(max_env_steps=100_000, discount=0.97)
+
+
 def apply_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
     """Sets ``config.task`` and the task's overrides.
 
+    ``task`` is a stand-in (``TASK_OVERRIDES``) or any Meta-World v3 task by its name
+    (``serl_ext.envs.tasks.get_task_spec``), which gets ``DEFAULT_OVERRIDES``.
+
     Raises:
-      KeyError: ``task`` is not a known stand-in task (the message lists them).
+      KeyError: ``task`` is neither (the message lists the known names).
     """
     if task not in TASK_OVERRIDES:
-        raise KeyError(f"Unknown task {task!r}; known tasks: {sorted(TASK_OVERRIDES)}")
-    overrides = TASK_OVERRIDES[task]
+        from serl_ext.envs.tasks import get_task_spec
+
+        try:
+            spec = get_task_spec(task)
+        except ValueError as error:
+            raise KeyError(f"Unknown task {task!r}: {error}") from None
+        task = spec.name
+    overrides = TASK_OVERRIDES.get(task, DEFAULT_OVERRIDES)
     config.task = task
     config.actor.max_env_steps = overrides["max_env_steps"]
     config.agent.discount = overrides["discount"]

@@ -290,3 +290,44 @@ def test_image_observations():
     again, _ = env.reset(seed=1)
     np.testing.assert_array_equal(again["pixels"], obs["pixels"])
     env.close()
+
+
+def test_any_metaworld_task_by_name_with_a_measured_stall_window(tmp_path, monkeypatch):
+    import json
+
+    from configs.train import get_config
+    from serl_ext.envs import tasks as registry
+    from serl_ext.envs.operator import get_default_operator_config
+
+    spec = registry.get_task_spec("drawer-open")
+    assert spec == registry.get_task_spec("drawer-open-v3")
+    with open(registry.METAWORLD_TABLE) as f:
+        row = json.load(f)["tasks"]["drawer-open-v3"]
+    assert spec.env_name == "drawer-open-v3" and spec.max_episode_steps == 125
+    assert spec.stall_window == registry.stall_window_from_flat(row["max_flat"]) >= 10
+    assert registry.stall_window_from_flat(25) == 38 and registry.stall_window_from_flat(3) == 10
+    # The scripted expert solves it through the project's env stack, and the operator takes
+    # an idle robot over after W + the reaction delay.
+    env = make_env("drawer-open", 0, operator={"noise_std": 0.0})
+    expert = get_expert("drawer-open")
+    env.reset(seed=0)
+    for _ in range(125):
+        _, _, terminated, truncated, info = env.step(expert(get_privileged_state(env)))
+        if terminated or truncated:
+            break
+    assert info["success"] and info["operator/takeovers"] == 0
+    env.reset(seed=0)
+    for t in range(1, 40):
+        _, _, _, _, info = env.step(np.zeros(4, np.float32))
+        if info["operator/in_control"]:
+            break
+    assert t == spec.stall_window + get_default_operator_config().reaction_delay + 1
+    # Training configs resolve for it with the default budget.
+    config = get_config("drawer-open,hil_serl")
+    assert config.task == "drawer-open" and config.actor.max_env_steps == 100_000
+    # Unknown names and tasks missing from the table fail with a useful message.
+    with pytest.raises(ValueError, match="drawer-open"):
+        registry.get_task_spec("drawer-opne")
+    monkeypatch.setattr(registry, "METAWORLD_TABLE", str(tmp_path / "none.json"))
+    with pytest.raises(ValueError, match="benchmarks/metaworld_tasks.py"):
+        registry.get_task_spec("window-close")

@@ -35,6 +35,13 @@ repeat 4, 0.92 at repeat 1): in about 1 layout in 10 the hand lands on the
 puck and drags it away from the goal; that is the Meta-World policy, not
 the time limit.
 
+Every other Meta-World v3 task is available by its name too (``drawer-open`` or
+``drawer-open-v3``): its episode length is Meta-World's own 500-step cap (125 agent steps at
+action repeat 4) and its stall window W is derived the same way from its expert's runs, read
+from ``metaworld_tasks.json`` beside this file (written by ``python
+benchmarks/metaworld_tasks.py``, 20 seeds per task; the expert's measured success is in
+``benchmarks/results/metaworld_tasks.md``).
+
 Paper task -> stand-in (DESIGN.md section 6): Pick Eggplant -> pick-place
 (no distractor objects yet), Tube Insertion -> peg-insert-side, RAM Insertion
 -> assembly, Wipe Whiteboard -> sweep-into, Fold Towel -> box-close.
@@ -43,8 +50,12 @@ Paper task -> stand-in (DESIGN.md section 6): Pick Eggplant -> pick-place
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
+import os
 import warnings
-from typing import Callable
+from typing import Callable, Dict
 
 import numpy as np
 
@@ -100,9 +111,63 @@ TASKS: dict[str, TaskSpec] = {
 
 _BY_ENV_NAME = {spec.env_name: spec for spec in TASKS.values()}
 
+#: Measured per-task table of every Meta-World v3 task (``benchmarks/metaworld_tasks.py``).
+METAWORLD_TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metaworld_tasks.json")
+#: Episode length of a task outside the stand-ins: Meta-World's 500-step cap at action repeat 4.
+DEFAULT_EPISODE_STEPS = 125
+#: Floor of the stall window (a person does not react to a 0.5 s pause).
+MIN_STALL_WINDOW = 10
+
+
+def stall_window_from_flat(max_flat: int) -> int:
+    """The operator's stall window from the expert's longest flat stretch (agent steps):
+    ``max(10, ceil(1.5 * max_flat))`` (DESIGN.md section 6)."""
+    return max(MIN_STALL_WINDOW, int(math.ceil(1.5 * int(max_flat))))
+
+
+@functools.lru_cache(maxsize=1)
+def _metaworld_names() -> Dict[str, str]:
+    """Meta-World v3 env name -> expert class name, from ``metaworld.policies``."""
+    from metaworld import policies
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    return {name: policies.ENV_POLICY_MAP[name].__name__ for name in ALL_V3_ENVIRONMENTS
+            if name in policies.ENV_POLICY_MAP}
+
+
+def _measured_table() -> Dict[str, dict]:
+    if not os.path.isfile(METAWORLD_TABLE):
+        return {}
+    with open(METAWORLD_TABLE) as f:
+        return json.load(f).get("tasks", {})
+
+
+def metaworld_task_spec(env_name: str) -> TaskSpec:
+    """TaskSpec of any Meta-World v3 task from the measured table.
+
+    Args:
+        env_name: ``"drawer-open-v3"``.
+    Raises:
+        ValueError: not a Meta-World v3 task with a scripted expert, or the task is missing
+            from ``metaworld_tasks.json`` (the message says how to measure it).
+    """
+    names = _metaworld_names()
+    if env_name not in names:
+        raise ValueError(f"{env_name!r} is not a Meta-World v3 task with a scripted expert")
+    row = _measured_table().get(env_name)
+    if row is None:
+        raise ValueError(f"{env_name} has no measured stall window in {METAWORLD_TABLE}; run "
+                         f"`python benchmarks/metaworld_tasks.py --tasks={env_name}`")
+    short = env_name[: -len("-v3")]
+    return TaskSpec(short, env_name, int(row["max_episode_steps"]), int(row["stall_window"]),
+                    names[env_name], "", short.replace("-", " "))
+
 
 def get_task_spec(task: str) -> TaskSpec:
-    """Look up a task by short name (``"pick-place"``) or v3 name (``"pick-place-v3"``).
+    """Look up a task by short name (``"pick-place"``, ``"drawer-open"``) or v3 name.
+
+    The five stand-ins come from ``TASKS``; every other Meta-World v3 task from
+    ``metaworld_task_spec``.
 
     Raises:
         TypeError: if ``task`` is not a string.
@@ -114,8 +179,15 @@ def get_task_spec(task: str) -> TaskSpec:
         return TASKS[task]
     if task in _BY_ENV_NAME:
         return _BY_ENV_NAME[task]
-    known = sorted(TASKS) + sorted(_BY_ENV_NAME)
-    raise ValueError(f"unknown task {task!r}; expected one of {known}")
+    env_name = task if task.endswith("-v3") else f"{task}-v3"
+    try:
+        names = _metaworld_names()
+    except ImportError:  # pragma: no cover - metaworld is a core dependency
+        names = {}
+    if env_name in names:
+        return metaworld_task_spec(env_name)
+    known = sorted(TASKS) + sorted(n[:-3] for n in names if n[:-3] not in TASKS)
+    raise ValueError(f"unknown task {task!r}; expected a stand-in or Meta-World v3 task: {known}")
 
 
 def scale_steps(steps_at_reference: int, action_repeat: int) -> int:
