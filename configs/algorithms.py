@@ -10,7 +10,9 @@ grasp penalty (``agent.grasp_num_qs``, ``agent.grasp_target_clip`` are its field
 plain online SAC, no demos, no operator (a sanity baseline).
 
 ``hil_serl+uniintervene``: ``hil_serl`` with the UniIntervene gate in the actor and the online
-UniIntervene models on the learner (``config.uniintervene``). Its ablations (paper table):
+UniIntervene models on the learner: it adds the ``config.uniintervene`` section
+(``uniintervene_jax.online_config.get_online_config``) and names the method's factories in
+``config.components`` (:data:`UNIINTERVENE_COMPONENTS`); plain algorithms have neither. Its ablations (paper table):
 ``-no_future`` (no latent-future head), ``-no_value`` (no value prediction), ``-no_tvr`` (no
 temporal value-risk: a plain value-threshold trigger) and ``-no_memory`` (the recovery goal is
 the current observation, no memory retrieval). ``hil_serl+uniintervene-replan1`` (a variant,
@@ -71,9 +73,22 @@ def _sac(config):
     return config
 
 
+# The method's pieces, as import strings (serl_ext/loop/components.py builds them; the
+# infrastructure never imports the method).
+UNIINTERVENE_COMPONENTS = {
+    "gate": "uniintervene_jax.gate:make_gate",
+    "learner_extension": "uniintervene_jax.online:make_learner_extension",
+}
+
+
 def _hil_serl_uniintervene(config):
+    from uniintervene_jax.online_config import get_online_config
+
     _hil_serl(config)
+    config.uniintervene = get_online_config()
     config.uniintervene.enabled = True
+    for name, spec in UNIINTERVENE_COMPONENTS.items():
+        config.components[name] = spec
     return config
 
 
@@ -134,3 +149,17 @@ def apply_algorithm(config: ml_collections.ConfigDict, algorithm: str) -> ml_col
         raise KeyError(f"Unknown algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}")
     config.algorithm = algorithm
     return ALGORITHMS[algorithm](config)
+
+
+def algorithm_components(algorithm: str) -> Dict[str, str]:
+    """What the algorithm plugs into the loop: ``{"agent": config.agent_name, "gate": import
+    string or "", "learner_extension": import string or ""}`` (serl_ext/loop/components.py).
+
+    Raises:
+      KeyError: unknown algorithm.
+    """
+    from configs.base import get_base_config
+
+    config = apply_algorithm(get_base_config(), algorithm)
+    return {"agent": str(config.agent_name), "gate": str(config.components.gate),
+            "learner_extension": str(config.components.learner_extension)}

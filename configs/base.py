@@ -96,11 +96,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.transport.port = 5588
     config.transport.broadcast_port = 5589
 
-    # UniIntervene online (uniintervene_jax/online.py, uniintervene_jax/gate.py): off unless an
-    # hil_serl+uniintervene algorithm switches it on; every field is documented in get_online_config.
-    from uniintervene_jax.online import get_online_config
-
-    config.uniintervene = get_online_config()
+    # What the algorithm adds to the loop (serl_ext/loop/components.py), as import strings
+    # "package.module:factory", "" for none; set by configs/algorithms.py. A method's own
+    # settings live in its own section, which its algorithm config adds.
+    config.components = ml_collections.ConfigDict()
+    config.components.gate = ""  # Actor gate factory; "": pass-through (plain HiL-SERL).
+    config.components.learner_extension = ""  # Learner extension factory; "": none.
 
     # Logging.
     config.logging = ml_collections.ConfigDict()

@@ -654,6 +654,19 @@ def test_make_gate_follows_config(tmp_path):
     assert gate.use_memory_goal is True
     assert gate.timeline_path == str(tmp_path / "gate_timeline.jsonl")
     assert gate.models.ready is False and gate.models.tau == config.uniintervene.intervention.tau_int
+    # The loop options the actor reads from the gate (serl_ext.loop.gate.Gate), from config.uniintervene.
+    assert gate.part_name == "uniintervene" and gate.eval_with_gate is True
+    assert gate.intervention_sources == frozenset()  # recovery_buffer "online"
+    assert gate.ready_wait_s == 60.0 and gate.ready_wait_after_episodes == config.uniintervene.min_episodes
+    config.uniintervene.recovery_buffer = "both"
+    config.uniintervene.eval_with_gate = False
+    config.uniintervene.wait_for_ready_s = 0.0
+    gate = make_gate(config, SPEC, A, None)
+    assert gate.intervention_sources == frozenset({RECOVERY}) and gate.eval_with_gate is False
+    assert gate.ready_wait_s == 0.0 and gate.ready_wait_after_episodes == 0 and gate.timeline_path is None
+    config.uniintervene.enabled = False
+    assert make_gate(config, SPEC, A, None) is None  # the loop then uses the pass-through gate
+    config.uniintervene.enabled = True
     config.uniintervene.cooldown_steps = -1
     with pytest.raises(ValueError):
         make_gate(config, SPEC, A, str(tmp_path))

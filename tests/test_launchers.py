@@ -12,6 +12,19 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# summary.json keys of every run (serl_ext/loop/actor.py:write_summary), and those a gate with
+# run totals adds (uniintervene_jax/gate.py:UniInterveneGate.summary).
+SUMMARY_KEYS = {
+    "task", "algorithm", "seed", "env_steps", "episodes", "eval_success_rate", "best_eval_success_rate",
+    "eval_system_success_rate", "intervention_rate", "human_steps", "recovery_steps", "train_success_rate",
+    "wall_clock_s", "learner_steps", "action_repeat", "eval_episodes", "eval_history",
+}
+GATE_SUMMARY_KEYS = {
+    "gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",
+    "gate_proposals_under_human", "gate_latency_ms_p50", "gate_latency_ms_p99",
+}
+
+
 def _free_ports(n):
     socks, ports = [], []
     for _ in range(n):
@@ -80,6 +93,7 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
     assert len(list((tmp_path / "demos").glob("*.npz"))) == 2
 
     run_dir, summary, learner_summary = _run_pair(tmp_path, 300)
+    assert set(summary) == SUMMARY_KEYS
     for key in ("task", "algorithm", "seed", "env_steps", "episodes", "eval_success_rate",
                 "intervention_rate", "wall_clock_s"):
         assert key in summary, key
@@ -180,6 +194,7 @@ def test_uniintervene_gate_end_to_end(tmp_path):
     run_dir = tmp_path / "runs" / "pick-place" / "hil_serl+uniintervene" / "seed0"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["algorithm"] == "hil_serl+uniintervene" and summary["env_steps"] == 800
+    assert set(summary) == SUMMARY_KEYS | GATE_SUMMARY_KEYS
     assert summary["gate_decisions"] > 0, summary  # the pushed models were ready and the gate scored
     assert summary["gate_latency_ms_p50"] is not None
     # The final evaluation also ran the policy + gate system (no human) with the ready models.

@@ -222,9 +222,11 @@ def test_evaluate_with_a_gate_runs_the_whole_system(tmp_path, monkeypatch):
 
 
 class _ReadyEveryOtherStep(EveryOtherStepRecovery):
-    """EveryOtherStepRecovery with the UniIntervene gate's ``ready`` and ``for_evaluation``."""
+    """EveryOtherStepRecovery with the gate options ``ready``, ``eval_with_gate`` and
+    ``for_evaluation`` (serl_ext.loop.gate.Gate)."""
 
     ready = True
+    eval_with_gate = True
 
     def __init__(self):
         super().__init__()
@@ -236,9 +238,8 @@ class _ReadyEveryOtherStep(EveryOtherStepRecovery):
 
 
 def test_actor_evaluates_policy_alone_and_with_a_copy_of_the_gate(tmp_path):
-    config = small_actor_settings(get_config("pick-place,hil_serl+uniintervene"), tmp_path, max_env_steps=60)
+    config = small_actor_settings(get_config("pick-place,hil_serl"), tmp_path, max_env_steps=60)
     config.actor.eval_period = 30
-    config.uniintervene.wait_for_ready_s = 0.0
     gate = _ReadyEveryOtherStep()
     summary = run_actor(config, gate=gate, make_client=lambda stores: FakeClient(stores))
     assert len(gate.observed) == 60  # evaluation steps never reach the training gate
@@ -250,10 +251,12 @@ def test_actor_evaluates_policy_alone_and_with_a_copy_of_the_gate(tmp_path):
         assert h["system_recovery_fraction"] == pytest.approx(np.mean(sources == RECOVERY))
         assert 0.0 <= h["system_success_rate"] <= 1.0
     assert summary["eval_system_success_rate"] == history[-1]["system_success_rate"]
-    # Switched off (or plain HiL-SERL): the policy alone, no system keys.
-    config.uniintervene.eval_with_gate = False
+    # Switched off (the gate's eval_with_gate; plain HiL-SERL's gate has it off): the policy
+    # alone, no system keys.
     config.run_root = str(tmp_path / "off")
-    off = run_actor(config, gate=_ReadyEveryOtherStep(), make_client=lambda stores: FakeClient(stores))
+    off_gate = _ReadyEveryOtherStep()
+    off_gate.eval_with_gate = False
+    off = run_actor(config, gate=off_gate, make_client=lambda stores: FakeClient(stores))
     assert off["eval_system_success_rate"] is None
     assert all("system_success_rate" not in h for h in off["eval_history"])
 

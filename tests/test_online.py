@@ -14,6 +14,7 @@ import pytest
 from configs.algorithms import ALGORITHMS
 from configs.train import get_config
 from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
+from serl_ext.loop.param_message import build_message
 from test_loop import FakeClient, small_actor_settings  # the actor tests' TrainerClient stand-in, tiny actor
 from uniintervene_jax.online import (
     EpisodeAssembler,
@@ -52,6 +53,8 @@ def shrink_uniintervene(u):
 
 def _config(algorithm="hil_serl+uniintervene"):
     config = get_config(f"pick-place,{algorithm}")
+    if "uniintervene" not in config:  # plain algorithms carry no method section
+        return config
     shrink_uniintervene(config.uniintervene)
     u = config.uniintervene
     u.pretrain_steps = 3
@@ -461,8 +464,8 @@ def test_actor_loads_versioned_uniintervene_payload_and_rejects_a_corrupted_one(
     bad["version"] = 6
     _nan_first_leaf(bad["value"])
     messages = {
-        1: {"version": 1, "learner_step": 0, "params": params, "uniintervene": good},  # at env step 10
-        2: {"version": 2, "learner_step": 0, "params": params, "uniintervene": bad},  # at env step 20
+        1: build_message(1, 0, params, {"uniintervene": good}),  # at env step 10
+        2: build_message(2, 0, params, {"uniintervene": bad}),  # at env step 20
     }
     clients = []
 
@@ -524,9 +527,9 @@ def test_actor_waits_once_for_a_ready_gate(learner, tmp_path, ready_at_call):
     not_ready = learner.payload()
     not_ready.update(version=3, ready=False, tau=0.0)
     ready = dict(not_ready, version=4, ready=True)
-    messages = {1: {"version": 1, "learner_step": 0, "params": params, "uniintervene": not_ready}}  # env step 10
+    messages = {1: build_message(1, 0, params, {"uniintervene": not_ready})}  # env step 10
     if ready_at_call:
-        messages[ready_at_call] = {"version": 2, "learner_step": 0, "params": params, "uniintervene": ready}
+        messages[ready_at_call] = build_message(2, 0, params, {"uniintervene": ready})
     clients = []
 
     def make_client(stores):
@@ -623,7 +626,12 @@ def test_uniintervene_algorithms_compose():
         assert (i.use_future, i.use_value, i.use_tvr, u.use_memory_goal) == expected[name], name
         assert u.replan_every == (1 if name.endswith("replan1") else 0)
         assert i.tau_int == (0.5 if name.endswith("tau05") else 0.4)
-    assert get_config("pick-place,hil_serl").uniintervene.enabled is False
+        assert config.components.gate == "uniintervene_jax.gate:make_gate", name
+        assert config.components.learner_extension == "uniintervene_jax.online:make_learner_extension", name
+    # Plain HiL-SERL carries no method section and no method components.
+    plain = get_config("pick-place,hil_serl")
+    assert "uniintervene" not in plain
+    assert plain.components.gate == "" and plain.components.learner_extension == ""
 
 
 def test_ablations_reach_the_gate():

@@ -31,7 +31,10 @@ from typing import Any, Dict, Optional, Protocol, Tuple
 
 import numpy as np
 
-from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
+from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY, BaseGate
+
+# Name of the UniIntervene part of the parameter message (serl_ext/loop/param_message.py).
+PART_NAME = "uniintervene"
 
 
 class GateModels(Protocol):
@@ -54,7 +57,7 @@ class GateModels(Protocol):
         """Recovery chunk float32 ``(H, A)`` in [-1, 1]."""
 
 
-class UniInterveneGate:
+class UniInterveneGate(BaseGate):
     """Gate-slot implementation (module docstring).
 
     Args:
@@ -71,9 +74,17 @@ class UniInterveneGate:
         the running chunk every n steps from the current observation toward the same goal.
       timeline_path: append the per-step value/risk/trigger/source of every ``timeline_every``-th
         episode to this JSONL file (None: off).
+    Loop options (``serl_ext.loop.gate.BaseGate`` attributes, set by :func:`make_gate` from
+    ``config.uniintervene``): ``eval_with_gate``, ``intervention_sources`` ({RECOVERY} with
+    ``recovery_buffer="both"``), ``ready_wait_s`` / ``ready_wait_after_episodes``
+    (``wait_for_ready_s`` / ``min_episodes``); it takes the ``"uniintervene"`` message part.
     Raises:
       ValueError: ``history_len < 1``, ``max_chunks < 1`` or ``cooldown_steps < 0``.
     """
+
+    part_name = PART_NAME
+    summary_counters = ("gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal",
+                        "gate_decisions", "gate_proposals_under_human")
 
     def __init__(self, models: GateModels, history_len: int = 8, cooldown_steps: int = 4, max_chunks: int = 4,
                  use_memory_goal: bool = True, timeline_path: Optional[str] = None, timeline_every: int = 5,
@@ -318,7 +329,7 @@ class NetworkGateModels:
 
     def __init__(self, config, obs_spec, action_dim: int):
         from uniintervene_jax.instructions import instruction_for, tokenize_instruction
-        from uniintervene_jax.online import build_models
+        from uniintervene_jax.online_config import build_models
 
         self.task = config.task
         self.instr = tokenize_instruction(instruction_for(self.task))
@@ -339,7 +350,7 @@ class NetworkGateModels:
             networks, NaN/inf parameters, a bad memory or tau; nothing is changed then.
         """
         from serl_ext.agents.common import replace_in_params
-        from uniintervene_jax.online import memory_from_payload
+        from uniintervene_jax.online_config import memory_from_payload
 
         if not isinstance(payload, dict):
             raise TypeError(f"uniintervene payload must be a dict, got {type(payload).__name__}")
@@ -407,17 +418,29 @@ def _leaves(tree):
         yield tree
 
 
-def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) -> UniInterveneGate:
+def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) -> Optional[UniInterveneGate]:
     """The actor's gate for ``config.uniintervene`` (``NetworkGateModels``; the timeline goes to
-    ``{run_dir}/gate_timeline.jsonl``)."""
-    from uniintervene_jax.online import check_online_config
+    ``{run_dir}/gate_timeline.jsonl``), or None when ``config.uniintervene.enabled`` is off.
+
+    The gate factory of the ``hil_serl+uniintervene`` algorithms (``config.components.gate``).
+    Raises:
+      ValueError: bad ``config.uniintervene`` (``check_online_config``).
+    """
+    from uniintervene_jax.online_config import check_online_config
 
     c = config.uniintervene
+    if not bool(c.enabled):
+        return None
     check_online_config(c)
-    return UniInterveneGate(
+    gate = UniInterveneGate(
         NetworkGateModels(config, obs_spec, action_dim), history_len=int(c.history_len),
         cooldown_steps=int(c.cooldown_steps), max_chunks=int(c.max_chunks),
         use_memory_goal=bool(c.use_memory_goal),
         timeline_path=os.path.join(run_dir, "gate_timeline.jsonl") if run_dir else None,
         timeline_every=int(c.timeline_every), propose_under_human=bool(c.propose_under_human),
         replan_every=int(c.replan_every))
+    gate.eval_with_gate = bool(c.eval_with_gate)
+    gate.intervention_sources = frozenset({RECOVERY}) if c.recovery_buffer == "both" else frozenset()
+    gate.ready_wait_s = float(c.wait_for_ready_s)
+    gate.ready_wait_after_episodes = int(c.min_episodes) if gate.ready_wait_s > 0 else 0
+    return gate

@@ -50,7 +50,7 @@ import os
 import re
 import tempfile
 import threading
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -699,3 +699,103 @@ def load_episodes_into_buffer(
                 raise type(e)(f"{path}: {e}") from e
             inserted += 1
     return inserted
+
+
+class EpisodeAssembler:
+    """Cuts a stream of transitions (one actor, in order) into episode dicts (this module's
+    format plus ``metadata``: task, success, source "online", episode_id,
+    first_intervention_step, recovered).
+
+    A transition whose observation does not continue the open episode (an actor restarted
+    mid-episode) drops the partial episode (counted in ``num_dropped_partial``); an episode
+    counts as successful when its last transition is terminal or has a positive reward.
+
+    Args:
+      task: stored in each episode's ``metadata["task"]``.
+    Thread safety: :meth:`insert` (transport thread) and :meth:`pop_finished` (learner thread)
+    take a lock.
+    """
+
+    def __init__(self, task: str):
+        self.task = task
+        self._lock = threading.Lock()
+        self._open: Optional[Dict[str, list]] = None
+        self._finished: List[Dict[str, Any]] = []
+        self.num_finished = 0
+        self.num_dropped_partial = 0
+
+    def insert(self, transition: Dict[str, Any]) -> None:
+        """Adds one transition (the replay buffer's keys plus ``action_source``)."""
+        with self._lock:
+            obs = transition["observations"]
+            if self._open is not None:
+                last = self._open["next_obs"][-1]
+                if not all(np.array_equal(np.asarray(obs[k]), np.asarray(last[k])) for k in obs):
+                    self._open = None  # Not a continuation (actor restarted mid-episode).
+                    self.num_dropped_partial += 1
+            if self._open is None:
+                self._open = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "terminals": [],
+                              "truncations": [], "interventions": [], "action_source": []}
+            ep = self._open
+            ep["obs"].append({k: np.asarray(v) for k, v in obs.items()})
+            ep["next_obs"].append({k: np.asarray(v) for k, v in transition["next_observations"].items()})
+            ep["actions"].append(np.asarray(transition["actions"], np.float32))
+            ep["rewards"].append(float(transition["rewards"]))
+            terminal = float(transition["masks"]) == 0.0
+            done = bool(transition["dones"])
+            ep["terminals"].append(terminal)
+            ep["truncations"].append(done and not terminal)
+            ep["interventions"].append(bool(transition.get("interventions", False)))
+            ep["action_source"].append(int(transition.get("action_source", 0)))
+            if done:
+                self._finished.append(self._close(ep))
+                self._open = None
+
+    def _close(self, ep: Dict[str, list]) -> Dict[str, Any]:
+        keys = ep["obs"][0].keys()
+        observations = {k: np.stack([o[k] for o in ep["obs"]] + [ep["next_obs"][-1][k]]) for k in keys}
+        rewards = np.asarray(ep["rewards"], np.float32)
+        terminals = np.asarray(ep["terminals"], bool)
+        success = bool(terminals[-1] or rewards[-1] > 0)
+        interventions = np.asarray(ep["interventions"], bool)
+        source = np.asarray(ep["action_source"], np.int8)
+        human = np.flatnonzero(interventions)
+        self.num_finished += 1
+        return {
+            "observations": observations,
+            "actions": np.stack(ep["actions"]),
+            "rewards": rewards,
+            "terminals": terminals,
+            "truncations": np.asarray(ep["truncations"], bool),
+            "interventions": interventions,
+            "action_source": source,
+            "metadata": {
+                "task": self.task, "success": success, "source": "online", "episode_id": self.num_finished,
+                "first_intervention_step": int(human[0]) if human.size else None,
+                "recovered": bool(np.any(source != 0)),
+            },
+        }
+
+    def pop_finished(self) -> List[Dict[str, Any]]:
+        with self._lock:
+            out, self._finished = self._finished, []
+            return out
+
+
+class TeeStore:
+    """A data store for the transport server that inserts into ``store`` and also calls
+    ``on_insert(transition)`` (the episode assembler). ``len()`` is the store's."""
+
+    def __init__(self, store, on_insert):
+        self.store = store
+        self.on_insert = on_insert
+
+    def insert(self, transition):
+        self.store.insert(transition)
+        try:
+            self.on_insert(transition)
+        except Exception as e:  # never lose the transition because the side path failed
+            log.warning("episode assembly failed on a transition: %s", e)
+
+    def __len__(self):
+        return len(self.store)

@@ -6,11 +6,13 @@ Data flow (HiL-SERL, DESIGN.md section 3): every transition goes to the ``actor_
 human-controlled transitions also go to ``actor_env_intvn`` (the demo + intervention buffer).
 A transition has the house keys plus ``grasp_penalty`` (float32 scalar, ``info["grasp_penalty"]``,
 0 when the env has none; ``serl_ext.loop.common.TRANSITION_EXTRAS``).
-Parameters arrive on the broadcast socket at any time and are swapped in atomically between two
-env steps; a message may also carry a ``"uniintervene"`` payload (the UniIntervene models and
-memory, ``uniintervene_jax/online.py``) that goes to the gate's ``load_params``; a message whose
-agent or gate part fails validation is rejected whole and counted in ``rollout/param_errors``.
-With ``config.uniintervene.enabled`` the gate is ``uniintervene_jax.gate.make_gate``. If the learner goes away the actor keeps acting with its last parameters and keeps
+Parameters arrive on the broadcast socket at any time (``serl_ext/loop/param_message.py``) and
+are swapped in atomically between two env steps; a message may also carry a method's part (e.g.
+the models and memory of an intervention method) that goes to the gate whose ``part_name`` it is, through the
+gate's ``load_params``; a message that fails validation (schema, shapes, NaN) or whose part the
+gate refuses is rejected whole and counted in ``rollout/param_errors``. The gate is the one the
+algorithm names in ``config.components.gate`` (``serl_ext/loop/components.py``; none: the
+pass-through gate of plain HiL-SERL). If the learner goes away the actor keeps acting with its last parameters and keeps
 its transitions (``actor.queue_capacity`` unsent transitions; past that the oldest are dropped
 and counted in ``rollout/dropped_transitions``) and delivers them once the learner is back.
 
@@ -30,15 +32,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from serl_ext.loop import common
+from serl_ext.loop import common, components
+from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config  # noqa: F401
 from serl_ext.loop.evaluation import evaluate
-from serl_ext.loop.gate import HUMAN, RECOVERY, PassThroughGate
+from serl_ext.loop.gate import HUMAN, RECOVERY
 from serl_ext.loop.logging import MetricLogger
+from serl_ext.loop.param_message import MessageError, check_message
 
 log = logging.getLogger(__name__)
-
-DATA_STORE = "actor_env"
-INTERVENTION_STORE = "actor_env_intvn"
 
 
 class ParameterSlot:
@@ -65,17 +66,6 @@ class ParameterSlot:
             return message
 
 
-def transport_config(config):
-    from serl_ext.transport import TrainerConfig
-
-    return TrainerConfig(
-        port_number=config.transport.port,
-        broadcast_port=config.transport.broadcast_port,
-        request_types=("actor_done", "actor_stats"),
-        bind_address=config.transport.bind_address,
-    )
-
-
 def _initial_state() -> Dict[str, Any]:
     return {
         "env_steps": 0,
@@ -93,8 +83,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
     Args:
       config: the composed training config (configs/train.py).
-      gate: an object with the :class:`serl_ext.loop.gate.Gate` interface (default:
-        :class:`PassThroughGate`, plain HiL-SERL).
+      gate: an object with the :class:`serl_ext.loop.gate.Gate` interface (default: built by
+        :func:`serl_ext.loop.components.make_gate` from ``config.components.gate``; a
+        :class:`~serl_ext.loop.gate.PassThroughGate` for plain HiL-SERL).
       make_client: ``make_client(data_stores) -> client`` with the TrainerClient interface
         (``update``, ``request``, ``recv_network_callback``, ``stop``); default: a
         :class:`serl_ext.transport.TrainerClient` connecting to ``config.transport.ip``. Tests
@@ -115,20 +106,19 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     spec = common.observation_spec(env)
     action_dim = int(env.action_space.shape[0])
     agent = common.create_agent(config, spec, action_dim)
-    uniintervene = config.get("uniintervene")
-    if gate is None and uniintervene is not None and uniintervene.enabled:
-        from uniintervene_jax.gate import make_gate
-
-        gate = make_gate(config, spec, action_dim, run_dir)
-    gate = gate or PassThroughGate()
+    if gate is None:
+        gate = components.make_gate(config, spec, action_dim, run_dir)
+    # The gate's loop options (serl_ext.loop.gate.Gate; duck-typed gates get BaseGate's defaults).
     # Evaluations also run the policy + gate system (no human) when the gate can be copied.
-    eval_with_gate = (uniintervene is not None and uniintervene.enabled and bool(uniintervene.eval_with_gate)
-                      and hasattr(gate, "for_evaluation"))
-    recovery_to_intervention = uniintervene is not None and uniintervene.enabled and uniintervene.recovery_buffer == "both"
-    # Once per run, after min_episodes episodes, wait at an episode boundary (up to
-    # wait_for_ready_s) for the learner's first ready gate (uniintervene_jax/online.py).
-    gate_wait_s = float(uniintervene.wait_for_ready_s) if uniintervene is not None and uniintervene.enabled else 0.0
-    gate_wait_after = int(uniintervene.min_episodes) if gate_wait_s > 0 else 0
+    eval_with_gate = bool(getattr(gate, "eval_with_gate", False)) and hasattr(gate, "for_evaluation")
+    # Sources besides HUMAN whose transitions also go to the demo + intervention store.
+    to_intervention_store = {HUMAN} | set(getattr(gate, "intervention_sources", ()))
+    gate_part = str(getattr(gate, "part_name", "") or "")
+    gate_counters = tuple(getattr(gate, "summary_counters", ()))
+    # Once per run, after ready_wait_after_episodes episodes, wait at an episode boundary (up to
+    # ready_wait_s) for the learner's first ready gate.
+    gate_wait_s = float(getattr(gate, "ready_wait_s", 0.0))
+    gate_wait_after = int(getattr(gate, "ready_wait_after_episodes", 0)) if gate_wait_s > 0 else 0
     gate_waited = False
 
     stores = {
@@ -168,7 +158,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             "return": metrics["eval/return"],
         }
         system = ""
-        if eval_with_gate and gate.ready:
+        if eval_with_gate and getattr(gate, "ready", True):
             # The whole system on the same seeds: base policy + a fresh copy of the gate, no human.
             sys_metrics = evaluate(agent, config, int(config.actor.eval_episodes), gate=gate.for_evaluation(),
                                    prefix="eval_system")
@@ -190,19 +180,15 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         if message is None:
             return
         try:
-            if not isinstance(message, dict) or "params" not in message:
-                raise ValueError("parameter message without 'params'")
-            leaves = jax.tree.leaves(message["params"])
-            if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves if np.asarray(x).dtype.kind == "f"):
-                raise ValueError("parameters contain NaN or inf")
-            new_agent = agent.load_policy_params(message["params"])
-            if "uniintervene" in message:
-                if not hasattr(gate, "load_params"):
-                    raise TypeError(f"{type(gate).__name__} takes no UniIntervene parameters")
-                gate.load_params(message["uniintervene"])  # validated first; raises leaving it unchanged
+            # Schema, agent tree/shapes/dtypes, finiteness of everything, known parts only.
+            checked = check_message(message, params_template=agent.policy_params(),
+                                    accepted_parts=(gate_part,) if gate_part else ())
+            new_agent = agent.load_policy_params(checked.params)
+            if gate_part in checked.parts:
+                gate.load_params(checked.parts[gate_part])  # validated first; raises leaving it unchanged
             agent = new_agent
-            param_version = int(message.get("version", param_version + 1))
-        except (ValueError, TypeError, KeyError) as e:
+            param_version = checked.version
+        except (MessageError, ValueError, TypeError, KeyError) as e:
             param_errors += 1
             log.warning("rejected parameter message: %s", e)
 
@@ -284,7 +270,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                     intervention=transition["interventions"], action_source=source,
                     success=bool(info.get("success", False)), grasp_penalty=transition["grasp_penalty"],
                 )
-            if source == HUMAN or (source == RECOVERY and recovery_to_intervention):
+            if source in to_intervention_store:
                 stores[INTERVENTION_STORE].insert(transition)
 
             human = source == HUMAN
@@ -379,17 +365,13 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         gate_totals = gate.summary() if hasattr(gate, "summary") else {}
         state.setdefault("gate", {})
         for k, v in gate_totals.items():  # counters accumulate over actor restarts
-            state["gate"][k] = (state["gate"].get(k) or 0) + v if k in _GATE_COUNTERS else v
+            state["gate"][k] = (state["gate"].get(k) or 0) + v if k in gate_counters else v
         common.atomic_write_json(state_path, state)
         summary = write_summary(config, run_dir, state, slot.learner_step)
         logger.close()
         client.stop()
         env.close()
     return summary
-
-
-_GATE_COUNTERS = ("gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",
-                  "gate_proposals_under_human")
 
 
 def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int) -> Dict[str, Any]:
@@ -403,7 +385,7 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
         "episodes": int(state["episodes"]),
         "eval_success_rate": history[-1]["success_rate"] if history else None,
         "best_eval_success_rate": max(h["success_rate"] for h in history) if history else None,
-        # policy + UniIntervene gate, no human, same seeds (None: no gate, or not ready then)
+        # policy + the method's gate, no human, same seeds (None: no gate, or not ready then)
         "eval_system_success_rate": history[-1].get("system_success_rate") if history else None,
         "intervention_rate": state["human_steps"] / max(state["env_steps"], 1),
         "human_steps": int(state["human_steps"]),

@@ -3,7 +3,7 @@
 ``train_bc`` fits a :class:`serl_ext.agents.bc.BCAgent` (tanh-Gaussian NLL by default) to the
 actions of a list of episodes (the ``serl_ext.data.episodes`` format). The paper's SFT row
 (pi0.5 fine-tuned on the demos) is stood in for by BC on the 20 scripted demos
-(DESIGN.md section 6b); a few updates give the weak policies of the offline UniIntervene data.
+(DESIGN.md section 6b); a few updates give the weak policies of the offline data of the method.
 """
 
 from __future__ import annotations

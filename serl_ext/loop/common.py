@@ -64,6 +64,25 @@ def write_config(run_dir: str, config: ml_collections.ConfigDict, name: str) -> 
     atomic_write_json(os.path.join(run_dir, f"{name}_config.json"), json.loads(config.to_json_best_effort()))
 
 
+# Names of the actor -> learner data stores (HiL-SERL): every transition goes to DATA_STORE
+# (the online buffer); human steps, and the sources a gate adds, also to INTERVENTION_STORE
+# (the demo + intervention buffer).
+DATA_STORE = "actor_env"
+INTERVENTION_STORE = "actor_env_intvn"
+
+
+def transport_config(config: ml_collections.ConfigDict):
+    """The :class:`serl_ext.transport.TrainerConfig` of ``config.transport`` (both processes)."""
+    from serl_ext.transport import TrainerConfig
+
+    return TrainerConfig(
+        port_number=config.transport.port,
+        broadcast_port=config.transport.broadcast_port,
+        request_types=("actor_done", "actor_stats"),
+        bind_address=config.transport.bind_address,
+    )
+
+
 HUMAN_INPUTS = ("simulated", "keyboard", "spacemouse", "none")
 
 

@@ -19,7 +19,7 @@ def evaluate(agent, config, num_episodes: int, gate=None, prefix: str = "eval") 
       config: the training config (env, eval seeds).
       num_episodes: episodes, each on a freshly built env with ``common.eval_seed(config, i)``.
       gate: optional :class:`serl_ext.loop.gate.Gate` between the policy and the env (for
-        UniIntervene, ``UniInterveneGate.for_evaluation()``: the whole system, policy + gate);
+        a method's gate, ``gate.for_evaluation()``: the whole system, policy + gate);
         reset at each episode start. None: the policy alone.
       prefix: key prefix of the returned metrics.
     Returns:

@@ -9,13 +9,13 @@ Every actor step runs, in this order (serl_ext/loop/actor.py)::
         action, source = info["intervene_action"], HUMAN      # took over: always on top
     gate.observe(obs, action, source, reward, next_obs, info)  # a human step aborts any chunk
 
-A gate may replace the policy's action with its own (for example a UniIntervene recovery
+A gate may replace the policy's action with its own (for example a method's recovery
 chunk, ``source = RECOVERY``) but it never overrides the human: the env wrapper that carries the
 operator sits below the gate and its ``intervene_action`` wins. The default
 :class:`PassThroughGate` executes the policy's action unchanged (plain HiL-SERL).
 """
 
-from typing import Any, Dict, Protocol, Tuple
+from typing import Any, Dict, FrozenSet, Protocol, Tuple
 
 import numpy as np
 
@@ -28,7 +28,24 @@ ACTION_SOURCE_NAMES = {POLICY: "policy", RECOVERY: "recovery", HUMAN: "human"}
 
 
 class Gate(Protocol):
-    """Interface of an intervention gate plugged in between the policy and the env."""
+    """Interface of an intervention gate plugged in between the policy and the env.
+
+    Required: :meth:`reset`, :meth:`select_action`, :meth:`observe`, :meth:`stats`. The rest is
+    optional (the actor reads it with a default, :class:`BaseGate` has them all): a gate built
+    by an algorithm's gate factory (``config.components.gate``, see
+    ``serl_ext/loop/components.py``) usually subclasses :class:`BaseGate`.
+
+    Attributes read by the actor loop (defaults in :class:`BaseGate`):
+      part_name: name of the parameter-message part (``serl_ext/loop/param_message.py``) the
+        gate's :meth:`load_params` takes; "" takes none.
+      ready: False while the gate cannot act yet (the actor then skips the system evaluation).
+      eval_with_gate: evaluations also run the policy + :meth:`for_evaluation` copy, no human.
+      intervention_sources: action sources, besides HUMAN, whose transitions also go to the
+        demo + intervention store.
+      ready_wait_s, ready_wait_after_episodes: once per run, after that many episodes, wait at
+        an episode boundary up to ``ready_wait_s`` seconds for ``ready`` (0: never).
+      summary_counters: keys of :meth:`summary` that add up over actor restarts.
+    """
 
     def reset(self, observation: Dict[str, np.ndarray]) -> None:
         """Called at the start of every episode with the first observation."""
@@ -55,9 +72,33 @@ class Gate(Protocol):
     def stats(self) -> Dict[str, float]:
         """Per-episode scalars logged under ``gate/`` at the end of each episode."""
 
+    def load_params(self, part: Dict[str, Any]) -> None:
+        """Swaps in the gate's part of a parameter message (a dict with an int ``version``).
 
-class PassThroughGate:
-    """The HiL-SERL default: always executes the policy's action."""
+        Raises ValueError / TypeError for a part it cannot take, leaving itself unchanged (the
+        actor then rejects the whole message, the agent's parameters included).
+        """
+
+    def for_evaluation(self) -> "Gate":
+        """A fresh copy sharing the current models, for the no-human system evaluation."""
+
+    def summary(self) -> Dict[str, Any]:
+        """Run totals merged into ``summary.json`` at the end."""
+
+    def close(self) -> None:
+        """End of the run (flush files)."""
+
+
+class BaseGate:
+    """Defaults of every optional part of :class:`Gate`; its action is the policy's."""
+
+    part_name = ""
+    ready = True
+    eval_with_gate = False
+    intervention_sources: FrozenSet[int] = frozenset()
+    ready_wait_s = 0.0
+    ready_wait_after_episodes = 0
+    summary_counters: Tuple[str, ...] = ()
 
     def reset(self, observation):
         del observation
@@ -71,3 +112,19 @@ class PassThroughGate:
 
     def stats(self):
         return {}
+
+    def load_params(self, part):
+        raise TypeError(f"{type(self).__name__} takes no parameter-message part (got one with keys {sorted(part)})")
+
+    def for_evaluation(self):
+        return type(self)()
+
+    def summary(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+class PassThroughGate(BaseGate):
+    """The HiL-SERL default: always executes the policy's action."""

@@ -5,7 +5,11 @@ Per learner step (HiL-SERL/RLPD, DESIGN.md section 3): sample ``utd_ratio`` mini
 ``batch_size`` rows, each half online / half demo+intervention (``demo_fraction``); the agent
 runs ``utd_ratio - 1`` critic-only updates and one full update inside one jitted ``lax.scan``.
 Parameters are published every ``publish_period`` steps with a version number and the learner
-step (the actor uses the latter to keep the data/update ratio). Checkpoints (agent, optimizer
+step (the actor uses the latter to keep the data/update ratio), as a
+``serl_ext/loop/param_message.py`` message. What the algorithm adds on the learner side (its
+``config.components.learner_extension``, ``serl_ext/loop/extension.py``) sees every online
+transition, trains after each update, contributes its part of the message and is saved with
+each checkpoint in ``{run_dir}/{extension.name}``. Checkpoints (agent, optimizer
 states, both buffers, counters) every ``checkpoint_period`` steps and at the end; a restarted
 learner resumes from the newest one.
 
@@ -23,10 +27,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from serl_ext.loop import common
-from serl_ext.loop.actor import DATA_STORE, INTERVENTION_STORE, transport_config
+from serl_ext.loop import common, components
 from serl_ext.loop.checkpoint import Checkpointer
+from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config
+from serl_ext.loop.extension import TeeStore
 from serl_ext.loop.logging import MetricLogger
+from serl_ext.loop.param_message import build_message
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +61,6 @@ def load_demos(config, buffer) -> int:
             "(launchers/run_task.sh does this automatically) or set --config.demos.num_demos=0"
         )
     return load_episodes_into_buffer(paths[: int(config.demos.num_demos)], buffer)
-
-
-def _online_uniintervene(config, spec, action_dim: int, run_dir: str, resumed: bool):
-    """The learner's :class:`uniintervene_jax.online.OnlineUniIntervene`: restored from
-    ``{run_dir}/uniintervene`` on resume, else pretrained on the demos."""
-    from serl_ext.data.episodes import list_episodes, load_episode
-    from uniintervene_jax.online import OnlineUniIntervene
-
-    directory = common.demo_dir_for(config)
-    paths = list_episodes(directory) if os.path.isdir(directory) else []
-    demos = [load_episode(p) for p in paths[: int(config.demos.num_demos)]]
-    ui = OnlineUniIntervene(config, spec, action_dim, demos)
-    if resumed and ui.restore(os.path.join(run_dir, "uniintervene")):
-        tqdm.write(f"[learner] UniIntervene models restored (version {ui.version})")
-    else:
-        t0 = time.time()
-        ui.pretrain(progress_bar=config.logging.progress_bar)
-        tqdm.write(f"[learner] UniIntervene pretrained on {len(demos)} demos in {time.time() - t0:.1f} s")
-    return ui
 
 
 class _Control:
@@ -125,35 +112,28 @@ def run_learner(config, server=None) -> Dict[str, Any]:
         n = load_demos(config, demo)
         tqdm.write(f"[learner] loaded {n} demo transitions from {common.demo_dir_for(config)}")
 
-    ui = None
-    if config.get("uniintervene") is not None and config.uniintervene.enabled:
-        ui = _online_uniintervene(config, spec, action_dim, run_dir, resumed=step > 0)
+    ext = components.make_learner_extension(config, spec, action_dim, run_dir, resumed=step > 0)
 
     control = _Control()
     if server is None:
         server = TrainerServer(transport_config(config), request_callback=control)
-    if ui is None:
+    if ext is None:
         server.register_data_store(DATA_STORE, replay)
-    else:  # every transition also feeds the UniIntervene episode assembler
-        from uniintervene_jax.online import TeeStore
-
-        server.register_data_store(DATA_STORE, TeeStore(replay, ui.insert))
+    else:  # every transition also goes to the learner extension
+        server.register_data_store(DATA_STORE, TeeStore(replay, ext.on_transition))
     server.register_data_store(INTERVENTION_STORE, demo)
     server.start(threaded=True)
     logger = MetricLogger(run_dir, "learner", tensorboard=config.logging.tensorboard)
 
-    ui_published = {"step": -(10**9)}
-
-    def publish(force_ui: bool = False):
+    def publish(force_parts: bool = False):
         nonlocal version
         version += 1
-        message = {"version": version, "learner_step": step, "params": common.to_numpy_tree(agent.policy_params())}
-        # The UniIntervene payload (a few MB) rides along every uniintervene.publish_period steps
-        # (re-sent even when unchanged, so an actor that connects late still gets it).
-        if ui is not None and (force_ui or step - ui_published["step"] >= int(config.uniintervene.publish_period)):
-            message["uniintervene"] = ui.payload()
-            ui_published["step"] = step
-        server.publish_network(message)
+        parts = {}
+        # The extension's part rides along on its own schedule (or when forced: heartbeats, end).
+        part = ext.message_part(step, force_parts) if ext is not None else None
+        if part is not None:
+            parts[ext.name] = part
+        server.publish_network(build_message(version, step, common.to_numpy_tree(agent.policy_params()), parts))
 
     def save():
         checkpointer.save(
@@ -162,8 +142,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             {"replay": replay.state_dict(), "demo": demo.state_dict()},
             {"learner_step": step, "version": version},
         )
-        if ui is not None:
-            ui.save(os.path.join(run_dir, "uniintervene"))
+        if ext is not None:
+            ext.save(os.path.join(run_dir, ext.name))
 
     batch_size = int(config.learner.batch_size)
     utd = int(config.learner.utd_ratio)
@@ -186,13 +166,11 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 tqdm.write("[learner] no data from the actor for a while; stopping")
                 break
             if len(replay) < training_starts:
-                warmup_ui = ui is not None and bool(config.uniintervene.train_during_warmup)
-                if warmup_ui:
-                    ui.warmup_step()  # the UniIntervene models need no agent warm-up
+                worked = ext is not None and bool(ext.warmup_step())  # its models need no agent warm-up
                 if time.time() - last_publish > 1.0:  # heartbeat so the actor knows we are up
-                    publish(force_ui=True)
+                    publish(force_parts=True)
                     last_publish = time.time()
-                if not warmup_ui:
+                if not worked:
                     time.sleep(0.01)
                 continue
             if len(demo) == 0 or demo_fraction <= 0:
@@ -202,8 +180,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             batch = sample_mixed_many([replay, demo], batch_size, utd, fractions=fractions)
             agent, info = agent.update(batch, utd)
             step += 1
-            if ui is not None:
-                ui.step(step)
+            if ext is not None:
+                ext.train_step(step)
             pbar.update(1)
             if step % int(config.learner.publish_period) == 0:
                 publish()
@@ -221,14 +199,14 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 scalars["train/replay_size"] = len(replay)
                 scalars["train/demo_size"] = len(demo)
                 scalars["train/rejected_messages"] = getattr(server, "num_rejected", 0)
-                if ui is not None:
-                    scalars.update(ui.stats())
+                if ext is not None:
+                    scalars.update(ext.stats())
                 window_t, window_steps = now, step
                 logger.log(scalars, step)
                 pbar.set_postfix(critic=f"{scalars.get('train/critic_loss', float('nan')):.3g}", replay=len(replay))
             if int(config.learner.checkpoint_period) and step % int(config.learner.checkpoint_period) == 0:
                 save()
-        publish(force_ui=True)
+        publish(force_parts=True)
         save()
     finally:
         pbar.close()
@@ -244,8 +222,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "rejected_messages": int(getattr(server, "num_rejected", 0)),
             "wall_clock_s": elapsed,
         }
-        if ui is not None:
-            summary.update({k.replace("/", "_"): v for k, v in ui.stats().items()})
+        if ext is not None:
+            summary.update({k.replace("/", "_"): v for k, v in ext.stats().items()})
         common.atomic_write_json(os.path.join(run_dir, "learner_summary.json"), summary)
         logger.close()
         server.stop()
