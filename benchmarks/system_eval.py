@@ -82,20 +82,28 @@ def evaluate_run(run_dir: str, episodes: int) -> Dict[str, Any]:
       FileNotFoundError: no ``actor_config.json``, no checkpoint, or no saved UniIntervene models.
     """
     from serl_ext.loop import common
-    from serl_ext.loop.checkpoint import Checkpointer
+    from serl_ext.loop.checkpoint import Checkpointer, load_agent
     from serl_ext.loop.evaluation import evaluate
     from uniintervene_jax.gate import make_gate
     from uniintervene_jax.online import OnlineUniIntervene
 
-    config = config_from_run(run_dir)
-    env = common.make_env(config, 0, with_operator=False)
-    spec, action_dim = common.observation_spec(env), int(env.action_space.shape[0])
-    env.close()
-    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
-    try:
-        agent, _, counters = checkpointer.restore(common.create_agent(config, spec, action_dim))
-    finally:
-        checkpointer.close()
+    try:  # a self-describing checkpoint: config, spaces and agent from the run folder alone
+        agent, info = load_agent(run_dir)
+        config, spec, action_dim = info["config"], info["observation_spec"], info["action_dim"]
+        counters = {"learner_step": info["learner_step"]}
+    except FileNotFoundError as e:
+        if "no policy_spec" not in str(e):
+            raise
+        # Runs from before checkpoints carried their config: rebuild it from actor_config.json.
+        config = config_from_run(run_dir)
+        env = common.make_env(config, 0, with_operator=False)
+        spec, action_dim = common.observation_spec(env), int(env.action_space.shape[0])
+        env.close()
+        checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+        try:
+            agent, _, counters = checkpointer.restore(common.create_agent(config, spec, action_dim))
+        finally:
+            checkpointer.close()
     ui = OnlineUniIntervene(config, spec, action_dim, [])
     if not ui.restore(os.path.join(run_dir, "uniintervene")):
         raise FileNotFoundError(f"no UniIntervene models in {run_dir}/uniintervene")

@@ -254,3 +254,9 @@ def test_learner_runs_a_registered_extension_in_process(tmp_path):
     run_dir = tmp_path / "pick-place" / "hil_serl" / "seed0"
     assert ext.saved == [str(run_dir / "counting")]
     assert json.loads((run_dir / "learner_summary.json").read_text())["counting_steps"] == 6.0
+    # The learner's checkpoint describes itself: the policy comes back from the folder alone.
+    from serl_ext.loop.checkpoint import load_agent
+
+    agent, info = load_agent(str(run_dir))
+    assert info["learner_step"] == 6 and info["config"].components.learner_extension == "test_counting_extension"
+    assert np.asarray(agent.eval_actions({"state": np.zeros(39, np.float32)})).shape == (4,)

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from serl_ext.loop import common, components
-from serl_ext.loop.checkpoint import Checkpointer
+from serl_ext.loop.checkpoint import Checkpointer, make_policy_spec
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config
 from serl_ext.loop.extension import TeeStore
 from serl_ext.loop.logging import MetricLogger
@@ -100,6 +100,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                               with_extras=True)
 
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    policy_spec = make_policy_spec(config, spec, action_dim)  # load_agent(run_dir) rebuilds the policy from it
     step, version = 0, 0
     if checkpointer.latest_step() is not None:
         agent, buffers, counters = checkpointer.restore(agent)
@@ -141,6 +142,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             agent,
             {"replay": replay.state_dict(), "demo": demo.state_dict()},
             {"learner_step": step, "version": version},
+            policy_spec=policy_spec,
         )
         if ext is not None:
             ext.save(os.path.join(run_dir, ext.name))
