@@ -7,29 +7,15 @@ pickle). Writes are atomic per file (temp file + ``os.replace``).
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import numpy as np
 from flax import serialization
 
+from serl_ext.files import atomic_write
+
 FORMAT_VERSION = 1
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_model(directory: str, kind: str, config: Dict[str, Any], params: Any,
@@ -44,9 +30,9 @@ def save_model(directory: str, kind: str, config: Dict[str, Any], params: Any,
     """
     os.makedirs(directory, exist_ok=True)
     params_np = jax.tree.map(np.asarray, params)
-    _atomic_write(os.path.join(directory, "params.msgpack"), serialization.msgpack_serialize(params_np))
+    atomic_write(os.path.join(directory, "params.msgpack"), serialization.msgpack_serialize(params_np))
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}}
-    _atomic_write(os.path.join(directory, "model.json"), json.dumps(meta, indent=2, sort_keys=True).encode())
+    atomic_write(os.path.join(directory, "model.json"), json.dumps(meta, indent=2, sort_keys=True).encode())
     return directory
 
 

@@ -66,16 +66,11 @@ def merge_config(defaults: ml_collections.ConfigDict, config: Any, drop_unknown:
     if not isinstance(config, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
         raise TypeError(f"config must be an ml_collections ConfigDict, got {type(config).__name__}")
 
-    def merge(d: Dict[str, Any], c: Mapping[str, Any]) -> Dict[str, Any]:
-        out = dict(d)
-        for k, v in c.items():
-            if k in d and isinstance(d[k], dict) and isinstance(v, Mapping):
-                out[k] = merge(d[k], v)
-            elif k in d or not drop_unknown:
-                out[k] = v
-        return out
+    from serl_ext.config_merge import merge_nested
 
-    return ml_collections.ConfigDict(merge(defaults.to_dict(), config.to_dict()))
+    merged = merge_nested(defaults.to_dict(), config.to_dict(), unknown="drop" if drop_unknown else "keep",
+                          name="agent config")
+    return ml_collections.ConfigDict(merged)
 
 
 def validate_encoder_config(enc: Any, observations: Mapping[str, Any]) -> None:

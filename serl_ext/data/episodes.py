@@ -48,7 +48,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
@@ -56,6 +55,7 @@ import numpy as np
 
 from serl_ext.data._validation import check_action_source, coerce_array
 from serl_ext.data.replay_buffer import TRANSITION_KEYS
+from serl_ext.files import atomic_write
 
 FORMAT_VERSION = 1
 STEP_KEYS = ("actions", "rewards", "terminals", "truncations", "interventions", "action_source")
@@ -221,17 +221,7 @@ def save_episode(path: str | os.PathLike, episode: Mapping[str, Any]) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory {directory!r} for episode {path!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     _fsync_dir(directory)
     return path
 

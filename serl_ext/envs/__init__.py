@@ -17,7 +17,12 @@ from serl_ext.envs.metaworld_env import (  # noqa: E402
     get_base_env,
     get_privileged_state,
     make_env,
+    register_operator_wrapper,
 )
+from serl_ext.envs.operator import SimulatedOperator  # noqa: E402
+
+# The operator imports metaworld_env, never the reverse: make_env finds the operator here.
+register_operator_wrapper(SimulatedOperator)
 
 __all__ = [
     "TASKS",
@@ -29,4 +34,5 @@ __all__ = [
     "get_base_env",
     "get_privileged_state",
     "make_env",
+    "register_operator_wrapper",
 ]

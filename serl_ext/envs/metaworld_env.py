@@ -32,7 +32,7 @@ import os
 import subprocess
 import sys
 import weakref
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -340,11 +340,25 @@ def get_privileged_state(env: gym.Env) -> np.ndarray:
     return get_base_env(env).raw_obs
 
 
+# The wrapper class that carries the simulated operator: ``cls(env, operator_config)`` with a
+# ``.config.enabled``. Registered by ``serl_ext/envs/__init__.py`` (serl_ext.envs.operator's
+# SimulatedOperator), so that this module never imports the operator (the operator imports
+# this module for the base env and its privileged state).
+_OPERATOR_WRAPPER: Optional[Callable[[gym.Env, Any], gym.Env]] = None
+
+
+def register_operator_wrapper(wrapper: Callable[[gym.Env, Any], gym.Env]) -> None:
+    """Sets the default ``operator_wrapper`` of :func:`make_env`."""
+    global _OPERATOR_WRAPPER
+    _OPERATOR_WRAPPER = wrapper
+
+
 def make_env(task: str, seed: int = 0, *, action_repeat: int = 4,
              max_episode_steps: Optional[int] = None, reward_type: str = "sparse",
              terminate_on_success: bool = True, image_obs: bool = False,
              image_size: int = 64, camera: str = "corner", state_obs: Optional[str] = None,
-             operator: Any = None, grasp_penalty: float = -0.02) -> gym.Env:
+             operator: Any = None, grasp_penalty: float = -0.02,
+             operator_wrapper: Optional[Callable[[gym.Env, Any], gym.Env]] = None) -> gym.Env:
     """Build a simulated task with the project's wrapper stack.
 
     Args:
@@ -365,18 +379,26 @@ def make_env(task: str, seed: int = 0, *, action_repeat: int = 4,
             (not added when its ``enabled`` is False).
         grasp_penalty: value put in ``info["grasp_penalty"]`` when the
             executed gripper command changes state (HiL-SERL: -0.02).
+        operator_wrapper: ``cls(env, operator)`` that adds the operator; default:
+            the registered one (:func:`register_operator_wrapper`;
+            ``serl_ext.envs.operator.SimulatedOperator``).
 
     Returns:
         A gymnasium env with dict observations. Episode stats are in
         ``info["episode"]`` at the last step (see ``EpisodeStatistics``).
 
     Raises:
-        ValueError/TypeError: on bad arguments.
+        ValueError/TypeError: on bad arguments, or an operator config with no
+            operator wrapper given or registered.
     """
     from serl_ext.envs import wrappers
 
     if reward_type not in ("sparse", "dense"):
         raise ValueError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
+    wrapper = operator_wrapper or _OPERATOR_WRAPPER
+    if operator is not None and wrapper is None:
+        raise ValueError("make_env got an operator config but no operator wrapper is registered "
+                         "(import serl_ext.envs, or pass operator_wrapper=)")
     base = MetaWorldEnv(task, seed, action_repeat=action_repeat, image_obs=image_obs,
                         image_size=image_size, camera=camera, state_obs=state_obs)
     if max_episode_steps is None:
@@ -390,9 +412,7 @@ def make_env(task: str, seed: int = 0, *, action_repeat: int = 4,
         env = wrappers.SuccessTermination(base, terminate_on_success=terminate_on_success)
     env = wrappers.TimeLimit(env, int(max_episode_steps))
     if operator is not None:
-        from serl_ext.envs.operator import SimulatedOperator
-
-        op_env = SimulatedOperator(env, operator)
+        op_env = wrapper(env, operator)
         if op_env.config.enabled:
             env = op_env
     env = wrappers.GripperPenalty(env, penalty=grasp_penalty)

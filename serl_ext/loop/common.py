@@ -3,12 +3,13 @@ buffers and ``summary.json``."""
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Optional
 
 import jax
 import ml_collections
 import numpy as np
+
+from serl_ext.files import atomic_write_json  # noqa: F401  (the loop's JSON files)
 
 
 def agent_class(name: str):
@@ -40,23 +41,6 @@ def run_dir_for(config: ml_collections.ConfigDict) -> str:
 
 def demo_dir_for(config: ml_collections.ConfigDict) -> str:
     return os.path.abspath(config.demos.path or os.path.join("demos", config.task))
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    """Writes JSON to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_config(run_dir: str, config: ml_collections.ConfigDict, name: str) -> None:

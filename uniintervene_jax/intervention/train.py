@@ -127,15 +127,10 @@ def resolve_config(config: Any = None) -> ml_collections.ConfigDict:
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a ConfigDict or dict, got {type(config).__name__}")
 
-    def merge(d, c, path):
-        out = dict(d)
-        for k, v in c.items():
-            if k not in d:
-                raise ValueError(f"unknown intervention config field {path + k!r}")
-            out[k] = merge(d[k], v, path + k + ".") if isinstance(d[k], dict) else v
-        return out
+    from serl_ext.config_merge import merge_nested
 
-    cfg = ml_collections.ConfigDict(_to_tuples(merge(base, _to_tuples(dict(config)), "")))
+    cfg = ml_collections.ConfigDict(_to_tuples(merge_nested(base, _to_tuples(dict(config)), unknown="error",
+                                                            name="intervention config")))
     if cfg.model.backbone not in BACKBONES:
         raise ValueError(f"model.backbone must be one of {BACKBONES}, got {cfg.model.backbone!r}")
     if cfg.model.backbone == "cnn" and not cfg.model.image_keys:

@@ -29,12 +29,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from serl_ext.data.episodes import array_checksum
+from serl_ext.files import atomic_write
 from uniintervene_jax.memory.mining import RecoveryItems, normalize_task
 
 FORMAT_VERSION = 1
@@ -105,21 +105,6 @@ def l2_normalize(x: np.ndarray, name: str = "embedding") -> np.ndarray:
     if np.any(norms < 1e-12):
         raise ValueError(f"{name} has a zero-norm row; cosine similarity is undefined")
     return (x / norms).astype(np.float32)
-
-
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class RecoveryMemory:
@@ -333,8 +318,8 @@ class RecoveryMemory:
             "embedding_dim": self.embedding_dim,
             "sha256": array_checksum(arrays),
         }
-        _atomic_write(os.path.join(directory, ARRAYS_FILE), lambda f: np.savez(f, **arrays))
-        _atomic_write(os.path.join(directory, HEADER_FILE),
+        atomic_write(os.path.join(directory, ARRAYS_FILE), lambda f: np.savez(f, **arrays))
+        atomic_write(os.path.join(directory, HEADER_FILE),
                       lambda f: f.write(json.dumps(header, indent=2, sort_keys=True).encode()))
         return directory
 

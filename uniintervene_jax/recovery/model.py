@@ -97,15 +97,9 @@ def _merge(config: Any) -> ml_collections.ConfigDict:
     defaults = get_default_config().to_dict()
     given = {} if config is None else (config.to_dict() if hasattr(config, "to_dict") else dict(config))
 
-    def merge(d, c, path):
-        out = dict(d)
-        for k, v in c.items():
-            if k not in d:
-                raise ValueError(f"unknown recovery-policy config field {path + k!r}")
-            out[k] = merge(d[k], v, path + k + ".") if isinstance(d[k], dict) and isinstance(v, Mapping) else v
-        return out
+    from serl_ext.config_merge import merge_nested
 
-    return ml_collections.ConfigDict(merge(defaults, given, ""))
+    return ml_collections.ConfigDict(merge_nested(defaults, given, unknown="error", name="recovery-policy config"))
 
 
 def _validate_config(c: ml_collections.ConfigDict) -> None:
