@@ -1,7 +1,11 @@
 """Package set-up for uniintervene_jax (HiL-SERL in JAX + UniIntervene).
 
 `pip install -e .` installs the CPU working set; extras:
-  robot : UR arms (ur_rtde) and SpaceMouse (pyspacemouse)
+  robot : UR arms (ur_rtde), SpaceMouse (pyspacemouse), cameras (opencv; RealSense needs
+          `pip install pyrealsense2` on top)
+  robosuite : the simulated UR5e (robosuite's run-time dependencies; robosuite itself goes in
+          with `pip install --no-deps robosuite==1.5.2`, because its pin mink==0.0.5 wants
+          numpy<2, which jax cannot use; mink serves only robosuite's humanoid IK)
   vlm   : transformers + a CPU torch build for frozen vision encoders
   rlds  : tensorflow-datasets export/import
   dev   : pytest and friends
@@ -34,7 +38,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "robot": ["ur-rtde", "pyspacemouse"],
+    "robot": ["ur-rtde", "pyspacemouse", "opencv-python-headless"],
+    # robosuite 1.5.2 itself: `pip install --no-deps robosuite==1.5.2` (see the docstring).
+    "robosuite": ["numba>=0.49.1", "termcolor", "opencv-python-headless", "Pillow"],
     # torch pinned: this version has a local CPU build; an unpinned torch pulls CUDA wheels.
     "vlm": ["transformers>=4.40", "torch==2.13.0"],
     "rlds": ["tensorflow-datasets"],

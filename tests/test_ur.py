@@ -348,3 +348,11 @@ def test_robotiq_socket_gripper_protocol():
         assert "SET POS 255" in sock.sent and gripper.position() == 1.0
     finally:
         gripper.close()
+
+
+def test_missing_robosuite_gives_install_hint(monkeypatch):
+    from serl_ext.envs.robosuite_env import make_robosuite_ur_env
+
+    monkeypatch.setitem(sys.modules, "robosuite", None)
+    with pytest.raises(ImportError, match=r"pip install --no-deps robosuite==1\.5\.2"):
+        make_robosuite_ur_env("Lift")
