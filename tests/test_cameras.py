@@ -188,5 +188,8 @@ def test_urenv_returns_images_with_timestamps_and_checks_their_age():
         offsets["wrist"] = 0.5  # the wrist camera lags by 0.5 s
         with pytest.raises(StaleFrameError, match="'wrist'"):
             env.step(np.zeros(7, np.float32))
+        assert env.control.arm.commands_named("servoStop"), "a stale frame stops the arm"
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(np.zeros(7, np.float32))
     finally:
         env.close()

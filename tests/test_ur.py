@@ -297,6 +297,22 @@ def test_reset_randomisation_is_seeded_and_bounded():
         env.close()
 
 
+def test_policy_side_control_calls_run_on_the_servo_thread(env_arm):
+    import threading
+
+    env, _, _ = env_arm
+    threads = []
+    original = env.control.zeroFtSensor
+
+    def zero():
+        threads.append(threading.current_thread().name)
+        return original()
+
+    env.control.zeroFtSensor = zero
+    env.reset(seed=0)
+    assert threads == ["ur-servo"]
+
+
 def test_missing_ur_rtde_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "rtde_control", None)
     with pytest.raises(ImportError, match=r"pip install -e \.\[robot\]"):

@@ -157,6 +157,7 @@ class ServoThread:
         self._command_latencies: deque = deque(maxlen=256)
         self._rejected = 0
         self._error: Optional[BaseException] = None
+        self._calls: deque = deque()
         self._stop = threading.Event()
         self._first_state = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ur-servo", daemon=True)
@@ -219,7 +220,17 @@ class ServoThread:
         if stop_arm:
             self._stop_arm()
 
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn, done, box = self._calls.popleft()
+            try:
+                box["result"] = fn()
+            except BaseException as err:  # handed to the caller
+                box["error"] = err
+            done.set()
+
     def _tick(self, now: float) -> None:
+        self._run_calls()
         state = self._read(now)
         with self._lock:
             if self._last_tick_t is not None:
@@ -272,6 +283,36 @@ class ServoThread:
             self.raise_if_dead()
             raise TimeoutError("the servo thread has not read the robot state")
         return self.state()
+
+    def call(self, fn: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+        """Runs ``fn()`` on the servo thread (before its next tick) and returns its result.
+
+        ur_rtde's control interface is not meant to be driven from two threads at once, so
+        the policy side sends its few control calls (``zeroFtSensor``, ``reuploadScript``)
+        through here. Raises what ``fn`` raised, or TimeoutError.
+        """
+        if not self._thread.is_alive():
+            return fn()
+        done, box = threading.Event(), {}
+        self._calls.append((fn, done, box))
+        deadline = self.clock.now() + timeout_s
+        while not done.is_set():
+            self.raise_if_dead()
+            if self.clock.now() > deadline:
+                raise TimeoutError("the servo thread did not run the request")
+            self.clock.wait_policy(self.clock.now() + self.dt)
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    def halt(self, now: float) -> None:
+        """Stops the arm and goes idle (on errors of the policy loop)."""
+        with self._lock:
+            was_moving = self._mode != "idle"
+            self._mode = "idle"
+            self._velocity = np.zeros(6)
+        if was_moving:
+            self.call(self._stop_arm)
 
     def raise_if_dead(self) -> None:
         if self._error is not None:
@@ -532,8 +573,8 @@ class UREnv(gym.Env):
             self.servo.clear_fault(state)
         elif state.emergency_stopped or state.protective_stopped:
             self.servo.clear_fault(state)  # raises with the instructions
-        if hasattr(self.control, "isProgramRunning") and not self.control.isProgramRunning():
-            self.control.reuploadScript()  # after a protective stop was unlocked
+        if hasattr(self.control, "isProgramRunning") and not self.servo.call(self.control.isProgramRunning):
+            self.servo.call(self.control.reuploadScript)  # after a protective stop was unlocked
         home = self.home_pose.copy()
         if float(cfg.random_xyz) > 0:
             home[:3] += self.np_random.uniform(-cfg.random_xyz, cfg.random_xyz, 3)
@@ -560,7 +601,7 @@ class UREnv(gym.Env):
                     and safety.rotation_angle(pose[3:], home[3:]) <= cfg.tolerance_rad):
                 break
             if now > deadline:
-                self.servo.set_mode("idle", now)
+                self.servo.halt(now)
                 raise TimeoutError(f"reset did not reach {np.round(home, 4)} within {cfg.timeout_s} s "
                                    f"(at {np.round(pose, 4)})")
             self.clock.wait_policy(now + self.policy_dt)
@@ -568,7 +609,7 @@ class UREnv(gym.Env):
         for _ in range(int(cfg.settle_steps)):
             self.clock.wait_policy(self.clock.now() + self.policy_dt)
         if cfg.zero_ft_sensor:
-            self.control.zeroFtSensor()
+            self.servo.call(self.control.zeroFtSensor)
         now = self.clock.now()
         self._reset_pose = self.servo.state().pose.copy()
         self.servo.set_mode("policy", now)
@@ -608,12 +649,17 @@ class UREnv(gym.Env):
             info["grasp_penalty"] = self._command_gripper(float(action[6]))
         else:
             info["grasp_penalty"] = 0.0
-        self.clock.wait_policy(self._next_step_t)
-        now = self.clock.now()
-        info["latency/step_overrun_ms"] = max(0.0, now - self._next_step_t) * 1e3
-        self._next_step_t = max(self._next_step_t + self.policy_dt, now)
-        self._steps += 1
-        obs, obs_info = self._observe(now)
+        try:
+            self.clock.wait_policy(self._next_step_t)
+            now = self.clock.now()
+            info["latency/step_overrun_ms"] = max(0.0, now - self._next_step_t) * 1e3
+            self._next_step_t = max(self._next_step_t + self.policy_dt, now)
+            self._steps += 1
+            obs, obs_info = self._observe(now)
+        except BaseException:  # e.g. StaleFrameError: stop the arm, end the episode, re-raise
+            self._episode_over = True
+            self.servo.halt(self.clock.now())
+            raise
         self._obs_t = now
         info.update(obs_info)
         info.update(self.servo.pop_stats())
