@@ -8,7 +8,8 @@ its next tick) and ``wait_policy(t)`` (the policy loop's wait for the end of its
   a time, calling ``on_tick(dt)`` (the physics step of a simulated arm), and only as far as
   the policy loop has asked in ``wait_policy``. The servo thread and the policy loop then
   interleave exactly as they would in real time on an unloaded machine, deterministically,
-  whatever the CPU load: tests and the simulated UR5e use it. ``advance(dt)`` lets time pass
+  whatever the CPU load (``wait_policy`` returns only once the servo thread has finished its
+  tick at the new time): tests and the simulated UR5e use it. ``advance(dt)`` lets time pass
   with no policy step (a stalled policy, to test the watchdog).
 """
 
@@ -57,6 +58,7 @@ class LockstepClock:
         self._t = 0.0
         self._allowed = 0.0
         self._closed = False
+        self._servo_waiting = False
         self._cond = threading.Condition()
 
     def now(self) -> float:
@@ -67,7 +69,10 @@ class LockstepClock:
         """Blocks until the policy loop allows time to pass, then advances to ``t``."""
         with self._cond:
             while self._t >= self._allowed - 1e-12 and not self._closed:
+                self._servo_waiting = True  # the tick at self._t is complete
+                self._cond.notify_all()
                 self._cond.wait(0.05)
+            self._servo_waiting = False
             if self._closed:
                 return
             dt = t - self._t
@@ -87,7 +92,9 @@ class LockstepClock:
         with self._cond:
             self._allowed = max(self._allowed, t)
             self._cond.notify_all()
-            while self._t < t - 1e-12:
+            # Wake only once the servo thread has finished its tick at the new time and waits
+            # again: the policy then always sees that tick's state, deterministically.
+            while self._t < t - 1e-12 or not self._servo_waiting:
                 if self._closed:
                     return
                 if time.monotonic() > deadline:
