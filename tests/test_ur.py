@@ -390,3 +390,32 @@ def test_lockstep_runs_are_deterministic():
             env.close()
 
     np.testing.assert_array_equal(rollout(), rollout())
+
+
+def test_robot_pc_check_reports_without_moving():
+    from serl_ext.robots.ur_check import check, teleop
+
+    cfg = robot_config()
+    arm = KinematicArm(cfg.reset.home_pose)
+    report = check(cfg, rtde_factory=fake_rtde_factory(arm))
+    assert report["ok"] and report["inside_envelope"] and report["distance_to_home_m"] == 0.0
+    assert not [c for _, c, _ in arm.commands if c in ("servoL", "speedL", "moveL")]
+    arm = KinematicArm([0.9, 0.0, 0.25, math.pi, 0, 0])  # outside the box
+    arm.protective_stopped = True
+    report = check(cfg, rtde_factory=fake_rtde_factory(arm))
+    assert not report["ok"] and not report["inside_envelope"] and report["protective_stopped"]
+
+    class Mouse:
+        def get_action(self):
+            return np.array([0.0, 1.0, 0, 0, 0, 0]), [0, 0]  # base +y, past the box edge
+
+    clock = LockstepClock(wall_timeout_s=30.0)
+    arm = KinematicArm(cfg.reset.home_pose, clock=clock)
+    clock.on_tick = arm.advance
+    counts = teleop(cfg, seconds=5.0, speed_scale=0.5, rtde_factory=fake_rtde_factory(arm), device=Mouse(),
+                    clock=clock)
+    assert counts == {"steps": 50, "takeover_steps": 50, "clipped": counts["clipped"], "status": safety.OK}
+    assert counts["clipped"] > 0 and arm.tcp_pose()[1] == pytest.approx(cfg.safety.xyz_max[1], abs=1e-4)
+    speeds = np.linalg.norm(np.diff([a[0][:3] for _, a in arm.commands_named("servoL")], axis=0), axis=1) * SERVO_HZ
+    assert speeds.max() <= 0.5 * cfg.safety.max_linear_speed + 1e-6
+    assert speeds.max() > 0.4 * cfg.safety.max_linear_speed
