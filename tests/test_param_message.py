@@ -119,3 +119,14 @@ def test_actor_applies_nothing_of_a_refused_message(tmp_path):
     last = [r for r in rows if "rollout/param_errors" in r][-1]
     assert last["rollout/param_errors"] == 3.0 and last["rollout/param_version"] == 1.0
     assert summary["env_steps"] == 60
+
+
+def test_parameter_slot_survives_garbage_on_the_transport_thread():
+    from serl_ext.loop.actor import ParameterSlot
+
+    slot = ParameterSlot()
+    slot.put(build_message(1, 40, _params()))
+    assert slot.learner_step == 40
+    for garbage in ({"learner_step": "lots"}, {"learner_step": True}, [1, 2], None):
+        slot.put(garbage)  # never raises; the actor refuses it when it takes it
+        assert slot.learner_step == 40 and slot.take() is garbage

@@ -57,8 +57,9 @@ class ParameterSlot:
         with self._lock:
             self._pending = message
             self.last_receive_time = time.time()
-            if isinstance(message, dict):
-                self.learner_step = int(message.get("learner_step", self.learner_step))
+            step = message.get("learner_step") if isinstance(message, dict) else None
+            if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
+                self.learner_step = int(step)  # the message itself is checked when it is taken
 
     def take(self) -> Optional[Dict[str, Any]]:
         with self._lock:
