@@ -13,7 +13,7 @@ from serl_ext.robots.cameras import (Camera, CameraRig, OpenCVCapture, StaleFram
                                      crop_and_resize)
 from serl_ext.robots.clock import LockstepClock
 from serl_ext.robots.fake_rtde import KinematicArm, fake_rtde_factory
-from serl_ext.robots.ur import UREnv
+from serl_ext.robots.ur import UREnv, spaces_for
 
 
 class ManualClock:
@@ -177,6 +177,8 @@ def test_urenv_returns_images_with_timestamps_and_checks_their_age():
     env = _camera_env(offsets)
     try:
         assert env.observation_space["front"].shape == (16, 16, 3)
+        obs_space, act_space = spaces_for(env.config)  # what the learner box builds, no robot
+        assert obs_space == env.observation_space and act_space == env.action_space
         assert env.observation_space["wrist"].shape == (8, 12, 3)
         obs, info = env.reset(seed=0)
         assert obs["front"].dtype == np.uint8 and obs["wrist"].shape == (8, 12, 3)

@@ -397,6 +397,20 @@ class ServoThread:
         }
 
 
+def spaces_for(config, extra_state_dim: int = 0) -> tuple:
+    """``(observation_space, action_space)`` of a ``UREnv`` with ``config``, without a robot.
+
+    For the learner box, which needs the spaces but has no arm: ``"state"`` float32
+    (19 + extra,), one uint8 ``(h, w, 3)`` Box per entry of ``config.cameras`` (``size``),
+    actions Box(-1, 1, (7,)).
+    """
+    spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM + int(extra_state_dim),), np.float32)}
+    for name in sorted(config.get("cameras", {}).keys()):
+        h, w = (int(v) for v in config.cameras[name].size)
+        spaces[name] = gym.spaces.Box(0, 255, (h, w, 3), np.uint8)
+    return gym.spaces.Dict(spaces), gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+
+
 class UREnv(gym.Env):
     """UR arm env (see the module docstring for actions, observations and ``info``).
 
