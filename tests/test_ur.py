@@ -419,3 +419,32 @@ def test_robot_pc_check_reports_without_moving():
     speeds = np.linalg.norm(np.diff([a[0][:3] for _, a in arm.commands_named("servoL")], axis=0), axis=1) * SERVO_HZ
     assert speeds.max() <= 0.5 * cfg.safety.max_linear_speed + 1e-6
     assert speeds.max() > 0.4 * cfg.safety.max_linear_speed
+
+
+def test_time_limit_holds_the_arm_without_a_watchdog_stop():
+    cfg = robot_config()
+    cfg.max_episode_steps = 3
+    env, arm, clock = make(cfg)
+    try:
+        env.reset(seed=0)
+        truncated = False
+        for _ in range(3):
+            truncated = env.step(action(x=1.0))[3]
+        assert truncated
+        clock.advance(10 * env.policy_dt)  # the actor is busy between episodes
+        assert env.servo.fault is None and not arm.commands_named("servoStop")
+        settled = arm.tcp_pose()
+        clock.advance(2 * env.policy_dt)
+        np.testing.assert_allclose(arm.tcp_pose(), settled, atol=1e-9)  # braked and holding
+        assert env.reset(seed=0)[1]["safety_status"] == safety.OK
+    finally:
+        env.close()
+
+
+def test_robot_side_watchdog_is_armed_and_kicked_every_tick(env_arm):
+    env, arm, clock = env_arm
+    assert arm.commands_named("setWatchdog")[0][1] == (env.config.control.rtde_watchdog_hz,)
+    env.reset(seed=0)
+    kicks = len(arm.commands_named("kickWatchdog"))
+    clock.advance(env.policy_dt)
+    assert len(arm.commands_named("kickWatchdog")) - kicks in (12, 13)  # 125 Hz ticks in 0.1 s

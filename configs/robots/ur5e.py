@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.control.stop_deceleration = 2.0  # servoStop (rad/s^2) / speedStop (m/s^2) on a fault.
     # The servo thread stops the arm when no new target came for this many policy periods.
     config.control.watchdog_periods = 2.0
+    # ur_rtde's robot-side watchdog (setWatchdog / kickWatchdog every servo tick): the controller
+    # stops the arm when updates from this process arrive slower than this (Hz). 0 = off.
+    config.control.rtde_watchdog_hz = 50.0
 
     # Safety envelope, enforced by the servo thread (serl_ext/robots/safety.py).
     config.safety = ml_collections.ConfigDict()

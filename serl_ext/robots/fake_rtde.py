@@ -25,6 +25,7 @@ import threading
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 class KinematicArm:
@@ -96,8 +97,6 @@ class KinematicArm:
 
     def advance(self, dt: float) -> None:
         """Integrates the ``speedL`` velocity over ``dt`` seconds."""
-        from scipy.spatial.transform import Rotation
-
         with self._lock:
             if self.stopped:
                 self._velocity_cmd = np.zeros(6)
@@ -156,6 +155,14 @@ class FakeRTDEControl:
         self.arm.record("zeroFtSensor")
         if hasattr(self.arm, "ft_offset"):
             self.arm.ft_offset = self.arm.ft_offset + self.arm.tcp_force()
+        return True
+
+    def setWatchdog(self, min_frequency: float = 10.0) -> bool:
+        self.arm.record("setWatchdog", min_frequency)
+        return True
+
+    def kickWatchdog(self) -> bool:
+        self.arm.record("kickWatchdog")
         return True
 
     def triggerProtectiveStop(self) -> bool:

@@ -123,11 +123,15 @@ class ServoThread:
         stop_deceleration: deceleration passed to ``servoStop`` / ``speedStop``.
         watchdog_s: in policy mode, the arm stops when no target came for this long.
         clock: ``RealClock`` or ``LockstepClock``.
+        rtde_watchdog_hz: > 0 arms ur_rtde's robot-side watchdog (``setWatchdog``), kicked
+            every tick (``kickWatchdog``): the controller stops the arm when this process
+            stops ticking (frozen, killed), whatever state Python is in. 0 = off.
     """
 
     def __init__(self, control, receive, envelope: safety.Envelope, reset_envelope: safety.Envelope,
                  servo_hz: float, mode: str, lookahead_s: float, gain: float, servo_speed: float,
-                 servo_accel: float, stop_deceleration: float, watchdog_s: float, clock):
+                 servo_accel: float, stop_deceleration: float, watchdog_s: float, clock,
+                 rtde_watchdog_hz: float = 0.0):
         if mode not in ("servoL", "speedL"):
             raise ValueError(f"control.mode must be 'servoL' or 'speedL', got {mode!r}")
         if not 1.0 <= servo_hz <= 1000.0:
@@ -140,6 +144,7 @@ class ServoThread:
         self.servo_speed, self.servo_accel = float(servo_speed), float(servo_accel)
         self.stop_deceleration = float(stop_deceleration)
         self.watchdog_s = float(watchdog_s)
+        self.rtde_watchdog_hz = float(rtde_watchdog_hz)
         self.clock = clock
         self._lock = threading.Lock()
         self._mode = "idle"
@@ -164,6 +169,8 @@ class ServoThread:
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
+        if self.rtde_watchdog_hz > 0:
+            self.control.setWatchdog(self.rtde_watchdog_hz)
         self._thread.start()
 
     def _run(self) -> None:
@@ -231,6 +238,8 @@ class ServoThread:
 
     def _tick(self, now: float) -> None:
         self._run_calls()
+        if self.rtde_watchdog_hz > 0:
+            self.control.kickWatchdog()
         state = self._read(now)
         with self._lock:
             if self._last_tick_t is not None:
@@ -304,6 +313,15 @@ class ServoThread:
         if "error" in box:
             raise box["error"]
         return box.get("result")
+
+    def hold(self, now: float) -> None:
+        """Between episodes: brake to a stop and hold there, no watchdog (the actor may be
+        busy with the learner); the force limit and the stops stay active. No-op after a fault."""
+        with self._lock:
+            if self._fault is not None or self._mode == "idle":
+                return
+            self._mode = "reset"
+            self._target = self._setpoint.copy() if self._setpoint is not None else self._state.pose.copy()
 
     def halt(self, now: float) -> None:
         """Stops the arm and goes idle (on errors of the policy loop)."""
@@ -468,7 +486,8 @@ class UREnv(gym.Env):
             lookahead_s=float(control_cfg.servo_lookahead_s), gain=float(control_cfg.servo_gain),
             servo_speed=float(control_cfg.servo_speed), servo_accel=float(control_cfg.servo_accel),
             stop_deceleration=float(control_cfg.stop_deceleration),
-            watchdog_s=float(control_cfg.watchdog_periods) * self.policy_dt, clock=self.clock)
+            watchdog_s=float(control_cfg.watchdog_periods) * self.policy_dt, clock=self.clock,
+            rtde_watchdog_hz=float(control_cfg.get("rtde_watchdog_hz", 0.0)))
         extra = int(getattr(task, "extra_state_dim", 0)) if task is not None else 0
         spaces = {"state": gym.spaces.Box(-np.inf, np.inf, (STATE_DIM + extra,), np.float32)}
         if self.cameras is not None:
@@ -687,6 +706,7 @@ class UREnv(gym.Env):
         truncated = self._steps >= self.max_episode_steps or info["safety_status"] != safety.OK
         if terminated or truncated:
             self._episode_over = True
+            self.servo.hold(now)
         return obs, float(reward), terminated, truncated, info
 
     def _check_open(self) -> None:
