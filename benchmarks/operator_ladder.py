@@ -231,7 +231,7 @@ def main(argv=None):
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--policies", default=",".join(LADDER))
     parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--bc_steps", type=int, default=5000)
+    parser.add_argument("--bc_steps", type=int, default=20000)
     parser.add_argument("--hil_serl_runs", default="benchmarks/results/hil_serl_row/runs")
     parser.add_argument("--out", default="benchmarks/results/operator_ladder")
     parser.add_argument("--force", action="store_true", help="recompute entries already saved")
@@ -242,7 +242,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "results.json")
     results = {"per_task": {}}
-    if os.path.isfile(path) and not args.force:
+    if os.path.isfile(path):  # --force recomputes the listed entries; the others stay
         with open(path) as f:
             results = json.load(f)
     results["command"] = "python benchmarks/operator_ladder.py " + " ".join(argv)

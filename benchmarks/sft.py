@@ -71,7 +71,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--num_demos", type=int, default=20)
-    parser.add_argument("--bc_steps", type=int, default=5000)
+    parser.add_argument("--bc_steps", type=int, default=20000)
     parser.add_argument("--out", default="benchmarks/results/sft")
     parser.add_argument("--force", action="store_true")
     argv = sys.argv[1:] if argv is None else argv
@@ -80,7 +80,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "results.json")
     results = {"per_task": {}}
-    if os.path.isfile(path) and not args.force:
+    if os.path.isfile(path):  # --force recomputes the listed entries; the others stay
         with open(path) as f:
             results = json.load(f)
     results["command"] = "python benchmarks/sft.py " + " ".join(argv)
