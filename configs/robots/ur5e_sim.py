@@ -25,7 +25,10 @@ def get_config(task: str = "Lift") -> ml_collections.ConfigDict:
     config.control.servo_hz = 125.0  # = robosuite's control frequency (one OSC update per tick).
     config.control.policy_hz = 10.0
     config.gripper.type = "io"  # Standard digital output 0 drives robosuite's gripper.
-    config.cameras = ml_collections.ConfigDict()  # State observations only.
+    # State observations only; for images add robosuite cameras, e.g.
+    # config.cameras.front = ur5e.camera("robosuite", device="frontview", width=64, height=64,
+    #                                    size=(64, 64))   # also "robot0_eye_in_hand"
+    config.cameras = ml_collections.ConfigDict()
     config.reset.zero_ft_sensor = True
     config.reset.random_xyz = 0.02
     config.reset.random_rot = 0.0

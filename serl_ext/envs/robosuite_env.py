@@ -170,6 +170,27 @@ class RobosuiteArm(KinematicArm):
             self.digital_out.clear()
 
 
+class RobosuiteCamera:
+    """Capture backend rendering a robosuite camera (offscreen, EGL/OSMesa), RGB uint8.
+
+    Used synchronously (``Camera(..., threaded=False)``): the frame is rendered at the control
+    step, stamped with the simulated time.
+    """
+
+    def __init__(self, arm: RobosuiteArm, camera_name: str, width: int, height: int):
+        if camera_name not in arm.env.sim.model.camera_names:
+            raise ValueError(f"unknown robosuite camera {camera_name!r}; known: {list(arm.env.sim.model.camera_names)}")
+        self.arm, self.camera_name, self.width, self.height = arm, camera_name, int(width), int(height)
+
+    def read(self):
+        with self.arm.sim_lock:
+            image = self.arm.env.sim.render(camera_name=self.camera_name, width=self.width, height=self.height)
+        return np.ascontiguousarray(image[::-1]), self.arm.time()  # OpenGL rows run bottom-up
+
+    def close(self) -> None:
+        pass
+
+
 class LiftTask:
     """Lift hooks for ``UREnv``: extra state = cube position (base frame) and cube - TCP (6,)."""
 
@@ -234,11 +255,15 @@ def make_robosuite_ur_env(task: str = "Lift", seed: int = 0, config=None):
         task: ``"Lift"`` or ``"Wipe"``.
         seed: robosuite's initial seed (each ``reset(seed=s)`` then reseeds the scene from
             ``s``: the same ``s`` gives the same layout).
-        config: a robot config; None = ``configs/robots/ur5e_sim.py:get_config(task)``.
+        config: a robot config; None = ``configs/robots/ur5e_sim.py:get_config(task)``. Its
+            ``cameras`` may hold ``backend="robosuite"`` entries (``device`` = a robosuite camera
+            such as ``"frontview"`` or ``"robot0_eye_in_hand"``), rendered offscreen at every
+            step (``MUJOCO_GL=egl`` on a headless machine; slow on a CPU).
     Returns:
         ``UREnv`` (``env.unwrapped.arm`` is the ``RobosuiteArm``, ``env.unwrapped.task`` the hooks).
     Raises:
         ImportError: robosuite missing (message says how to install).
+        ValueError: a camera with another backend, or an unknown robosuite camera.
     """
     from configs.robots import ur5e_sim
     from serl_ext.robots.clock import LockstepClock
@@ -246,10 +271,22 @@ def make_robosuite_ur_env(task: str = "Lift", seed: int = 0, config=None):
 
     config = config if config is not None else ur5e_sim.get_config(task)
     clock = LockstepClock(wall_timeout_s=120.0)
-    arm = RobosuiteArm(task, servo_hz=float(config.control.servo_hz), seed=seed, clock=clock)
+    cam_cfgs = config.get("cameras", {})
+    for name in cam_cfgs.keys():
+        if cam_cfgs[name].backend != "robosuite":
+            raise ValueError(f"camera {name!r}: the simulated arm only has backend 'robosuite' cameras")
+    arm = RobosuiteArm(task, servo_hz=float(config.control.servo_hz), seed=seed, clock=clock,
+                       has_offscreen_renderer=len(cam_cfgs) > 0)
     clock.on_tick = arm.advance
     hooks = LiftTask(arm) if task == "Lift" else WipeTask(arm)
-    env = UREnv(config, rtde_factory=fake_rtde_factory(arm), clock=clock, task=hooks)
+    rig = None
+    if len(cam_cfgs) > 0:
+        from serl_ext.robots.cameras import Camera, CameraRig
+
+        rig = CameraRig([Camera(name, RobosuiteCamera(arm, c.device, c.width, c.height), c.crop, c.size,
+                                clock, threaded=False) for name, c in sorted(cam_cfgs.items())],
+                        max_age_s=float(config.camera_max_age_s), on_stale=config.camera_on_stale)
+    env = UREnv(config, rtde_factory=fake_rtde_factory(arm), clock=clock, task=hooks, cameras=rig)
     env.arm = arm
     return env
 
