@@ -281,6 +281,21 @@ def test_bad_input_raises(env_arm):
         make(cfg)
 
 
+@pytest.mark.parametrize("field,value,match", [
+    ("control.policy_hz", 100.0, "twice"),
+    ("control.servo_hz", 1000.0, "rtde_frequency"),
+    ("action.pos_scale", 0.0, "pos_scale"),
+    ("action.gripper_threshold", 1.5, "gripper_threshold"),
+    ("control.watchdog_periods", 0.5, "watchdog_periods"),
+])
+def test_bad_robot_config_is_rejected_before_connecting(field, value, match):
+    cfg = robot_config()
+    group, key = field.split(".")
+    cfg[group][key] = value
+    with pytest.raises(ValueError, match=match):
+        UREnv(cfg, rtde_factory=lambda host, freq: pytest.fail("connected despite a bad config"))
+
+
 def test_reset_randomisation_is_seeded_and_bounded():
     cfg = robot_config()
     cfg.reset.random_xyz = 0.02

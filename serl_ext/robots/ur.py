@@ -415,6 +415,30 @@ class ServoThread:
         }
 
 
+def _validate(config) -> None:
+    """Raises ValueError on robot-config values that cannot work (see ``configs/robots/ur5e.py``)."""
+    c, a = config.control, config.action
+    problems = []
+    if not float(c.policy_hz) > 0:
+        problems.append(f"control.policy_hz must be > 0, got {c.policy_hz}")
+    elif float(c.servo_hz) < 2 * float(c.policy_hz):
+        problems.append("control.servo_hz must be at least twice control.policy_hz")
+    if float(config.rtde_frequency) > 0 and float(c.servo_hz) > float(config.rtde_frequency) + 1e-9:
+        problems.append(f"control.servo_hz ({c.servo_hz}) must not exceed rtde_frequency ({config.rtde_frequency})")
+    if not float(c.watchdog_periods) >= 1.0:
+        problems.append(f"control.watchdog_periods must be >= 1, got {c.watchdog_periods}")
+    if not (float(a.pos_scale) > 0 and float(a.rot_scale) > 0):
+        problems.append("action.pos_scale and action.rot_scale must be > 0")
+    if not 0.0 < float(a.gripper_threshold) < 1.0:
+        problems.append(f"action.gripper_threshold must be in (0, 1), got {a.gripper_threshold}")
+    if int(config.max_episode_steps) < 1:
+        problems.append("max_episode_steps must be >= 1")
+    if not 0.0 < float(config.reset.speed_scale) <= 1.0:
+        problems.append(f"reset.speed_scale must be in (0, 1], got {config.reset.speed_scale}")
+    if problems:
+        raise ValueError("bad robot config: " + "; ".join(problems))
+
+
 def spaces_for(config, extra_state_dim: int = 0) -> tuple:
     """``(observation_space, action_space)`` of a ``UREnv`` with ``config``, without a robot.
 
@@ -459,9 +483,8 @@ class UREnv(gym.Env):
         self.clock = clock if clock is not None else RealClock()
         self.task = task
         control_cfg, safety_cfg = config.control, config.safety
+        _validate(config)
         self.policy_dt = 1.0 / float(control_cfg.policy_hz)
-        if float(control_cfg.servo_hz) < 2 * float(control_cfg.policy_hz):
-            raise ValueError("control.servo_hz must be at least twice control.policy_hz")
         self.home_pose = safety.check_pose(config.reset.home_pose, "reset.home_pose")
         self.envelope = safety.Envelope.from_config(safety_cfg, self.home_pose[3:])
         self.reset_envelope = safety.Envelope.from_config(safety_cfg, self.home_pose[3:],
