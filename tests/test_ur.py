@@ -237,6 +237,24 @@ def test_force_limit_stops_the_arm():
         env.close()
 
 
+def test_servo_thread_errors_stop_the_arm_and_surface(env_arm):
+    env, arm, _ = env_arm
+    env.reset(seed=0)
+    env.step(action(x=0.5))
+    original = env.receive.getActualTCPPose
+
+    def broken():
+        raise ConnectionError("RTDE connection lost")
+
+    env.receive.getActualTCPPose = broken
+    _, _, _, truncated, info = env.step(action(x=0.5))
+    assert truncated and info["safety_status"] == safety.SERVO_ERROR
+    assert "RTDE connection lost" in info["safety_message"] and arm.commands_named("servoStop")
+    env.receive.getActualTCPPose = original
+    with pytest.raises(RuntimeError, match="servo thread died"):
+        env.reset(seed=0)
+
+
 def test_speedl_mode_obeys_the_same_limits():
     cfg = robot_config(max_linear_speed=0.1)
     cfg.control.mode = "speedL"

@@ -32,7 +32,8 @@ FORCE_LIMIT = "force_limit"
 PROTECTIVE_STOP = "protective_stop"
 EMERGENCY_STOP = "emergency_stop"
 WATCHDOG = "watchdog"
-STATUSES = (OK, FORCE_LIMIT, PROTECTIVE_STOP, EMERGENCY_STOP, WATCHDOG)
+SERVO_ERROR = "servo_error"  # the servo thread raised (e.g. the RTDE connection broke)
+STATUSES = (OK, FORCE_LIMIT, PROTECTIVE_STOP, EMERGENCY_STOP, WATCHDOG, SERVO_ERROR)
 
 
 @dataclasses.dataclass(frozen=True)

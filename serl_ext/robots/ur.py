@@ -27,7 +27,7 @@ Observation, dict:
 - one uint8 (H, W, 3) image per camera, keyed by the camera's name.
 
 ``info``: ``safety_status`` (``ok`` / ``force_limit`` / ``protective_stop`` /
-``emergency_stop`` / ``watchdog``), ``safety_message``, ``safety/target_clipped``,
+``emergency_stop`` / ``watchdog`` / ``servo_error``), ``safety_message``, ``safety/target_clipped``,
 ``obs_timestamps`` (``{"state": t, <camera>: t}``, seconds on the env's clock),
 ``stale_cameras``, ``grasp_penalty``, ``tcp_pose_base`` (6,) and the latency statistics
 ``latency/*`` (ms): ``policy_ms`` (previous observation -> this action),
@@ -186,12 +186,14 @@ class ServoThread:
                 self.clock.wait_servo(next_t)
         except BaseException as err:  # surfaced by UREnv; the arm is stopped
             self._error = err
+            with self._lock:
+                self._fault = self._fault or (safety.SERVO_ERROR, f"servo thread died: {err!r}")
+                self._mode = "idle"
             try:
                 self._stop_arm()
             finally:
-                with self._lock:
-                    self._fault = self._fault or (safety.WATCHDOG, f"servo thread died: {err!r}")
-                    self._mode = "idle"
+                self._first_state.set()
+                self.clock.close()  # a lockstep policy loop must not wait for ticks that never come
 
     def stop(self, timeout_s: float = 2.0) -> None:
         self._stop.set()
