@@ -140,3 +140,23 @@ def test_make_env_takes_the_operator_wrapper_from_the_registry_or_the_argument()
             make_env("pick-place", 0, operator={"enabled": True})
     finally:
         metaworld_env.register_operator_wrapper(saved)
+
+
+# ------------------------------------------------------------------ model folders
+def test_model_folder_spec_and_params_helpers():
+    from uniintervene_jax import io
+
+    spec = (("pixels", (8, 8, 3), np.uint8), ("state", (39,), "float32"))
+    js = io.obs_spec_to_json(spec)
+    assert js == [["pixels", [8, 8, 3], "uint8"], ["state", [39], "float32"]]
+    back = io.obs_spec_from_json(json.loads(json.dumps(js)))
+    assert back == (("pixels", (8, 8, 3), "uint8"), ("state", (39,), "float32"))
+    example = io.example_from_spec(back)
+    assert example["pixels"].dtype == np.uint8 and example["state"].shape == (39,)
+    with pytest.raises(ValueError, match="malformed obs_spec"):
+        io.obs_spec_from_json([["state", ["x"], "float32"]])
+    ref = {"dense": {"kernel": np.zeros((2, 3), np.float32)}}
+    out = io.params_like({"dense": {"kernel": np.ones((2, 3), np.float32)}}, ref, "p")
+    np.testing.assert_array_equal(np.asarray(out["dense"]["kernel"]), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="p/dense/kernel"):
+        io.params_like({"dense": {"kernel": np.ones((3, 2), np.float32)}}, ref, "p")

@@ -7,7 +7,7 @@ pickle). Writes are atomic per file (temp file + ``os.replace``).
 
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -60,3 +60,34 @@ def load_model(directory: str, kind: Optional[str] = None) -> Tuple[Dict[str, An
         except Exception as e:  # msgpack raises several types on corrupt input
             raise ValueError(f"{params_path}: unreadable params ({e})") from e
     return meta["config"], params, meta.get("extra", {})
+
+
+# ------------------------------------------------------------------ shared by every model's load()
+def obs_spec_to_json(spec: Sequence[Tuple[str, Sequence[int], Any]]) -> List[List[Any]]:
+    """``((key, shape, dtype), ...)`` -> ``[[key, [dims], "dtype"], ...]`` for ``model.json``."""
+    return [[str(k), [int(s) for s in shape], np.dtype(dtype).name] for k, shape, dtype in spec]
+
+
+def obs_spec_from_json(spec: Sequence[Sequence[Any]]) -> Tuple[Tuple[str, Tuple[int, ...], str], ...]:
+    """Inverse of :func:`obs_spec_to_json`. Raises ValueError for a malformed entry."""
+    try:
+        return tuple((str(k), tuple(int(s) for s in shape), np.dtype(dtype).name) for k, shape, dtype in spec)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"malformed obs_spec in model.json: {e}") from None
+
+
+def example_from_spec(spec: Sequence[Tuple[str, Sequence[int], Any]]) -> Dict[str, np.ndarray]:
+    """Zero observation ``{key: zeros(shape, dtype)}`` of a spec (to rebuild a network)."""
+    return {k: np.zeros(tuple(shape), np.dtype(dtype)) for k, shape, dtype in spec}
+
+
+def params_like(params: Any, reference: Any, name: str) -> Any:
+    """Loaded ``params`` as jnp arrays laid out like ``reference`` (the freshly rebuilt
+    network's params or their shapes).
+
+    Raises:
+      ValueError: paths, shapes or dtypes differ (the message names the path).
+    """
+    from serl_ext.agents.common import replace_in_params
+
+    return replace_in_params(params, reference, name)

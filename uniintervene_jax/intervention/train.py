@@ -375,7 +375,7 @@ class InterventionModel(struct.PyTreeNode):
         ``"intervention_model"``); the optimiser state is not saved. Returns the folder."""
         cfg = {
             "config": json.loads(self.config_json),
-            "obs_spec": [[k, list(shape), dtype] for k, shape, dtype in self.obs_spec],
+            "obs_spec": model_io.obs_spec_to_json(self.obs_spec),
             "action_dim": self.action_dim,
             "target_dim": self.target_dim,
             "instr_len": self.instr_len,
@@ -390,19 +390,11 @@ class InterventionModel(struct.PyTreeNode):
         state, step restored). Raises FileNotFoundError / ValueError (see ``io.load_model``),
         ValueError when the params do not fit the rebuilt network."""
         saved, params, extra = model_io.load_model(directory, MODEL_KIND)
-        spec = tuple((k, tuple(int(s) for s in shape), dtype) for k, shape, dtype in saved["obs_spec"])
-        example = {k: np.zeros(shape, dtype) for k, shape, dtype in spec}
+        example = model_io.example_from_spec(model_io.obs_spec_from_json(saved["obs_spec"]))
         model = cls.create(jax.random.PRNGKey(0), example, saved["action_dim"], saved["target_dim"],
                            saved["config"], saved["instr_len"])
-        ref = model.state.params
-        ref_struct = jax.tree_util.tree_structure(jax.tree.map(lambda x: 0, ref))
-        got_struct = jax.tree_util.tree_structure(jax.tree.map(lambda x: 0, params))
-        if ref_struct != got_struct:
-            raise ValueError(f"{directory}: saved params do not match the network rebuilt from its config")
-        for r, p in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(params)):
-            if tuple(np.shape(p)) != tuple(r.shape):
-                raise ValueError(f"{directory}: param shape {np.shape(p)} != expected {r.shape}")
-        params = jax.tree.map(lambda r, p: jnp.asarray(p, r.dtype), ref, params)
+        # The saved params must fit the network rebuilt from the folder's config.
+        params = model_io.params_like(params, model.state.params, f"{directory} params")
         state = train_state.TrainState.create(apply_fn=None, params=params, tx=_make_tx(model.config))
         state = state.replace(step=jnp.asarray(int(extra.get("train_steps", 0)), jnp.int32))
         return model.replace(state=state)

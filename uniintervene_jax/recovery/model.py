@@ -29,7 +29,7 @@ Training targets must lie in ``[-1, 1]`` (normalised actions); ValueError otherw
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -44,7 +44,6 @@ from serl_ext.agents.common import (
     make_encoder_def,
     make_obs_spec,
     policy_observations,
-    replace_in_params,
     validate_encoder_config,
     check_observations,
 )
@@ -286,18 +285,6 @@ def _make_tx(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(float(c.grad_clip_norm)), optax.adam(float(c.learning_rate)))
 
 
-def _spec_to_json(spec) -> List[List[Any]]:
-    return [[k, list(shape), dtype] for k, shape, dtype in spec]
-
-
-def _spec_from_json(spec) -> Tuple:
-    return tuple((str(k), tuple(int(s) for s in shape), str(dtype)) for k, shape, dtype in spec)
-
-
-def _example_from_spec(spec) -> Dict[str, np.ndarray]:
-    return {k: np.zeros(shape, dtype) for k, shape, dtype in spec}
-
-
 # ---------------------------------------------------------------- policy
 class RecoveryPolicy:
     """Goal-conditioned recovery policy (module docstring). Immutable: :meth:`update` returns a new
@@ -358,7 +345,7 @@ class RecoveryPolicy:
 
     @staticmethod
     def _init_params(network, c, spec, rng):
-        ex = {k: jnp.asarray(v)[None] for k, v in _example_from_spec(spec).items()}
+        ex = {k: jnp.asarray(v)[None] for k, v in io.example_from_spec(spec).items()}
         instr = jnp.zeros((1, 16), jnp.int32)
         if c.head == "continuous":
             return network.init(rng, ex, ex, instr)["params"]
@@ -512,7 +499,7 @@ class RecoveryPolicy:
     def save(self, directory: str) -> str:
         """Writes the model folder (``uniintervene_jax.io``) and, for the token head, the FAST
         tokenizer into ``{directory}/fast``. Optimiser state is not saved."""
-        extra = {"action_dim": self.action_dim, "obs_spec": _spec_to_json(self.obs_spec),
+        extra = {"action_dim": self.action_dim, "obs_spec": io.obs_spec_to_json(self.obs_spec),
                  "fast_dir": FAST_SUBDIR if self.tokenizer is not None else None,
                  "step": int(self.state.step)}
         if self.tokenizer is not None:
@@ -528,7 +515,7 @@ class RecoveryPolicy:
         config, params, extra = io.load_model(directory, KIND)
         c = _merge(config)
         _validate_config(c)
-        spec = _spec_from_json(extra["obs_spec"])
+        spec = io.obs_spec_from_json(extra["obs_spec"])
         action_dim = int(extra["action_dim"])
         tokenizer = None
         if c.head == "token":
@@ -536,5 +523,5 @@ class RecoveryPolicy:
         network = _build_network(c, action_dim, tokenizer.actual_vocab_size if tokenizer else None)
         key = jax.random.PRNGKey(seed)
         reference = cls._init_params(network, c, spec, key)
-        params = replace_in_params(params, jax.tree_util.tree_map(np.asarray, reference), "recovery policy params")
+        params = io.params_like(params, jax.tree_util.tree_map(np.asarray, reference), "recovery policy params")
         return cls._assemble(c, network, params, jax.random.fold_in(key, 1), spec, action_dim, tokenizer)

@@ -537,7 +537,7 @@ class ProxyValue(struct.PyTreeNode):
         """
         cfg = self.config.to_dict()
         cfg["encoder"] = dict(cfg["encoder"], pretrained_path=None)  # weights are in params
-        cfg["obs_spec"] = [[k, list(s), d] for k, s, d in self.obs_spec]
+        cfg["obs_spec"] = io.obs_spec_to_json(self.obs_spec)
         params = {"params": to_numpy_tree(self.state.params), "target_params": to_numpy_tree(self.target_params)}
         return io.save_model(directory, MODEL_KIND, _jsonable(cfg), params, {"step": int(self.state.step)})
 
@@ -547,8 +547,7 @@ class ProxyValue(struct.PyTreeNode):
 
         Raises FileNotFoundError / ValueError (see ``io.load_model``; mismatched params)."""
         cfg, params, _ = io.load_model(directory, MODEL_KIND)
-        spec = cfg.pop("obs_spec")
-        example = {k: np.zeros(tuple(s), np.dtype(d)) for k, s, d in spec}
+        example = io.example_from_spec(io.obs_spec_from_json(cfg.pop("obs_spec")))
         config = resolve_config(ml_collections.ConfigDict(cfg))
         common.validate_encoder_config(config.encoder, example)
         obs_spec = common.make_obs_spec(example)
@@ -557,8 +556,8 @@ class ProxyValue(struct.PyTreeNode):
         rng, k_init = jax.random.split(jax.random.PRNGKey(int(frozen.seed)))
         # Shapes only (no parameter computation): the reference the saved params must match.
         reference = jax.eval_shape(net.init, k_init, *_init_inputs(example, obs_spec))["params"]
-        p = common.replace_in_params(params["params"], reference, "proxy_value params")
-        tp = common.replace_in_params(params["target_params"], reference, "proxy_value target_params")
+        p = io.params_like(params["params"], reference, "proxy_value params")
+        tp = io.params_like(params["target_params"], reference, "proxy_value target_params")
         return cls(rng=rng, state=common.make_train_state(p, float(frozen.lr)), target_params=tp, config=frozen,
                    net=net, obs_spec=obs_spec)
 
