@@ -36,7 +36,7 @@ def _evaluate_checkpoint(config):
     run_dir = common.run_dir_for(config)
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
     agent, _, _ = common.agent_for_task(config)
-    agent, _, counters = checkpointer.restore(agent)
+    agent, counters = checkpointer.restore_agent(agent)  # the agent only, not the replay buffers
     episodes = _EVAL_EPISODES.value or int(config.actor.eval_episodes)
     metrics = evaluate(agent, config, episodes)
     result = {
