@@ -481,3 +481,30 @@ def test_robot_side_watchdog_is_armed_and_kicked_every_tick(env_arm):
     kicks = len(arm.commands_named("kickWatchdog"))
     clock.advance(env.policy_dt)
     assert len(arm.commands_named("kickWatchdog")) - kicks in (12, 13)  # 125 Hz ticks in 0.1 s
+
+
+def test_fakes_match_ur_rtde_signatures():
+    """Where ur_rtde is installed: every fake method exists in ur_rtde with the same arity."""
+    import inspect
+    import re
+
+    rtde_control = pytest.importorskip("rtde_control")
+    rtde_receive = pytest.importorskip("rtde_receive")
+    rtde_io = pytest.importorskip("rtde_io")
+    from serl_ext.robots import fake_rtde
+
+    pairs = [(fake_rtde.FakeRTDEControl, rtde_control.RTDEControlInterface),
+             (fake_rtde.FakeRTDEReceive, rtde_receive.RTDEReceiveInterface),
+             (fake_rtde.FakeRTDEIO, rtde_io.RTDEIOInterface)]
+    for fake, real in pairs:
+        for name, method in inspect.getmembers(fake, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            assert hasattr(real, name), f"{real.__name__} has no {name}"
+            doc = getattr(real, name).__doc__ or ""
+            match = re.match(rf"{name}\(self: [\w.]+(.*?)\) ->", doc.strip())
+            if match is None:  # overloaded in ur_rtde (e.g. moveL): name checked only
+                continue
+            real_args = [a for a in match.group(1).split(",") if a.strip()]
+            fake_args = list(inspect.signature(method).parameters)[1:]
+            assert len(real_args) == len(fake_args), (name, real_args, fake_args)
