@@ -137,3 +137,66 @@ def test_base_frame_motion_reaches_the_urenv_in_its_tcp_frame():
         assert arm.tcp_pose()[2] < z0 - 0.01  # the arm went down
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("api", ["v2", "v1"])
+def test_spacemouse_reader_with_both_pyspacemouse_apis(monkeypatch, api):
+    import time
+    import types
+
+    from serl_ext.robots.spacemouse import SpaceMouse
+
+    state = types.SimpleNamespace(x=0.1, y=0.2, z=0.3, roll=0.4, pitch=0.5, yaw=0.6, buttons=[1, 0])
+
+    class Device:
+        closed = False
+
+        def read(self):
+            return state
+
+        def close(self):
+            Device.closed = True
+
+    module = types.ModuleType("pyspacemouse")
+    if api == "v2":  # open() returns the device
+        module.open = lambda: Device()
+    else:  # 1.x: module-level read/close
+        dev = Device()
+        module.open, module.read, module.close = (lambda: True), dev.read, dev.close
+    monkeypatch.setitem(sys.modules, "pyspacemouse", module)
+    mouse = SpaceMouse(poll_hz=500)
+    try:
+        deadline = time.monotonic() + 10.0
+        while not mouse.get_action()[1][0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        motion, buttons = mouse.get_action()
+        np.testing.assert_allclose(motion, [-0.2, 0.1, 0.3, -0.4, -0.5, -0.6], atol=1e-6)
+        assert buttons == [1, 0]
+    finally:
+        mouse.close()
+    assert Device.closed
+
+
+def test_spacemouse_reader_errors_surface(monkeypatch):
+    import time
+    import types
+
+    from serl_ext.robots.spacemouse import SpaceMouse
+
+    class Device:
+        def read(self):
+            raise OSError("device unplugged")
+
+        def close(self):
+            pass
+
+    module = types.ModuleType("pyspacemouse")
+    module.open = lambda: Device()
+    monkeypatch.setitem(sys.modules, "pyspacemouse", module)
+    mouse = SpaceMouse()
+    mouse._thread.join(timeout=5.0)
+    with pytest.raises(RuntimeError, match="unplugged"):
+        mouse.get_action()
+    module.open = lambda: (_ for _ in ()).throw(RuntimeError("No device found"))
+    with pytest.raises(RuntimeError, match="could not open a SpaceMouse"):
+        SpaceMouse()
