@@ -1,5 +1,5 @@
 """Nested config merging: the one helper behind every "defaults overridden by a partial
-config" (agents, the UniIntervene models, configs read back from run folders)."""
+config" (agents, a method's models, configs read back from run folders)."""
 
 from typing import Any, Dict, Mapping
 
