@@ -95,6 +95,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.transport.bind_address = "127.0.0.1"  # Learner bind address ("0.0.0.0" for 2 hosts).
     config.transport.port = 5588
     config.transport.broadcast_port = 5589
+    # Shared key (>= 16 bytes) authenticating every message (HMAC-SHA256, serl_ext/transport/
+    # auth.py): a file path here, else $SERL_TRANSPORT_KEY_FILE or $SERL_TRANSPORT_KEY (the key
+    # itself); never the key on the command line. Required when bind_address / ip is not
+    # loopback; optional on loopback (used when set). Same key on both machines.
+    config.transport.auth_key_file = ""
+    config.transport.auth = "auto"  # "auto" (key needed off loopback) or "required" (always).
+    config.transport.max_clock_skew_s = 120.0  # Authenticated frames older/newer are refused, s.
 
     # What the algorithm adds to the loop (serl_ext/loop/components.py), as import strings
     # "package.module:factory", "" for none; set by configs/algorithms.py. A method's own

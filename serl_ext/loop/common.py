@@ -58,12 +58,20 @@ INTERVENTION_STORE = "actor_env_intvn"
 def transport_config(config: ml_collections.ConfigDict):
     """The :class:`serl_ext.transport.TrainerConfig` of ``config.transport`` (both processes)."""
     from serl_ext.transport import TrainerConfig
+    from serl_ext.transport.auth import load_auth_key
 
+    t = config.transport
     return TrainerConfig(
-        port_number=config.transport.port,
-        broadcast_port=config.transport.broadcast_port,
+        port_number=t.port,
+        broadcast_port=t.broadcast_port,
         request_types=("actor_done", "actor_stats"),
-        bind_address=config.transport.bind_address,
+        bind_address=t.bind_address,
+        auth_key=load_auth_key(t.get("auth_key_file", "") or None, log_fn=print),
+        auth=t.get("auth", "auto"),
+        max_clock_skew_s=float(t.get("max_clock_skew_s", 120.0)),
+        # the parameter message's counters (serl_ext/loop/param_message.py), checked by the
+        # client before the actor's callback stores anything
+        monotonic_fields=("version", "learner_step"),
     )
 
 

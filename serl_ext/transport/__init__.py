@@ -13,8 +13,12 @@ Actor::
     client = TrainerClient("actor_env", "127.0.0.1", config, {"actor_env": store})
     client.recv_network_callback(lambda params: ...)
     store.insert(transition); client.update()
+
+Off loopback both sides need the same key: ``TrainerConfig(..., auth_key=load_auth_key(path))``
+(HMAC-SHA256 on every frame, :mod:`serl_ext.transport.auth`).
 """
 
+from serl_ext.transport.auth import load_auth_key
 from serl_ext.transport.client import TrainerClient, find_free_ports
 from serl_ext.transport.codec import MessageError, decode, encode
 from serl_ext.transport.config import TrainerConfig
@@ -30,4 +34,5 @@ __all__ = [
     "decode",
     "encode",
     "find_free_ports",
+    "load_auth_key",
 ]

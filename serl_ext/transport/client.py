@@ -12,6 +12,22 @@ store capacity). If the learner dies (crash, kill) between inserting a chunk
 and sending its reply, that chunk also reaches the next learner: at least
 once, never lost.
 
+Authentication (``config.auth_key``; required when ``server_ip`` is not
+loopback): requests are signed and bound to the server id learned from
+``hello`` (re-learned when a restarted learner answers ``stale_server``);
+a reply is accepted only if it is signed for this very request; published
+parameters only with a valid HMAC, a counter above the publisher's last and,
+from a new publisher (learner restart), a timestamp newer than the last
+accepted message (see :mod:`serl_ext.transport.auth`). Refused frames are
+counted and never decoded.
+
+Parameter counters: with ``config.monotonic_fields`` (the loop sets
+``("version", "learner_step")``) a published dict whose field is not an
+int >= 0, decreases, or jumps by more than ``max_counter_jump`` is refused
+before the callback sees it (``num_network_refused``). A new authenticated
+publisher, or without a key one silent for ``PUBLISHER_RESET_S`` (a
+restarted learner resumes from an older checkpoint), may start lower.
+
 Reachability: the REQ socket uses ZMQ_IMMEDIATE, so while no server is
 listening ``update()``/``request()`` return after ``connect_timeout_ms``
 (default 50 ms) instead of queueing. A request without a reply in
@@ -27,8 +43,10 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import zmq
 
+from serl_ext.transport import auth as _auth
 from serl_ext.transport.codec import MessageError, decode, encode, encode_map_with_raw_list
 from serl_ext.transport.config import TrainerConfig
 from serl_ext.transport.data_store import QueuedDataStore
@@ -38,7 +56,10 @@ __all__ = ["TrainerClient", "find_free_ports"]
 _logger = logging.getLogger(__name__)
 
 _POLL_MS = 50
-_CHUNK_OVERHEAD_BYTES = 4096  # headroom for the message envelope
+_CHUNK_OVERHEAD_BYTES = 4096  # headroom for the message envelope (and the HMAC header)
+PUBLISHER_RESET_S = 3.0
+"""Without a key: after this long without an accepted parameter message, the counters of
+``monotonic_fields`` may restart lower (a restarted learner), seconds."""
 
 
 def find_free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -85,10 +106,18 @@ class TrainerClient:
     Attributes:
       connected: True if the last exchange with the server succeeded.
       last_contact_time: ``time.time()`` of the last successful reply or None.
-      num_networks_received, num_network_errors: SUB-thread counters.
+      num_networks_received, num_network_errors: SUB-thread counters
+        (delivered messages; undecodable messages and callback errors).
+      num_network_unauthenticated, num_network_replayed, num_network_refused:
+        parameter frames refused before decoding (no/bad HMAC; replayed or
+        stale) and after decoding, before the callback (``monotonic_fields``).
+      num_unauthenticated_replies: replies refused (unsigned, bad HMAC, not
+        for this request).
 
     Raises:
-      TypeError / ValueError: bad arguments.
+      TypeError / ValueError: bad arguments; ValueError also when
+        ``server_ip`` is not loopback (or ``auth="required"``) and the config
+        has no ``auth_key``.
       TimeoutError: ``wait_for_server`` and no answer within ``wait_timeout_s``.
     """
 
@@ -115,6 +144,11 @@ class TrainerClient:
             raise ValueError(f"timeout_ms must be a positive int, got {timeout_ms!r}")
         if type(connect_timeout_ms) is not int or connect_timeout_ms < 0:
             raise ValueError(f"connect_timeout_ms must be an int >= 0, got {connect_timeout_ms!r}")
+        config.check_key_for(server_ip, "client connect")
+        self._auth = (_auth.Authenticator(config.auth_key, config.max_clock_skew_s)
+                      if config.auth_key is not None else None)
+        self._server_bytes: bytes | None = None  # server id requests are bound to (auth)
+        self._pub_state: dict[str, Any] = {}      # last accepted publisher / counters
         self.name = name
         self.server_ip = server_ip
         self.config = config
@@ -135,6 +169,10 @@ class TrainerClient:
         self._sub_thread: threading.Thread | None = None
         self.num_networks_received = 0
         self.num_network_errors = 0
+        self.num_network_unauthenticated = 0
+        self.num_network_replayed = 0
+        self.num_network_refused = 0
+        self.num_unauthenticated_replies = 0
         if wait_for_server:
             self._wait_for_server(wait_timeout_s)
 
@@ -178,6 +216,11 @@ class TrainerClient:
             return None
         wait = self.connect_timeout_ms if connect_timeout_ms is None else connect_timeout_ms
         sock = self._req
+        tag = b""
+        if self._auth is not None:
+            data = self._auth.sign(_auth.CHANNEL_REQUEST, data,
+                                   bound_to=self._server_bytes or _auth.NO_ID)
+            tag = data[_auth.HEADER_BYTES - _auth.TAG_BYTES:_auth.HEADER_BYTES]
         if not self._poll(sock, zmq.POLLOUT, wait):
             self._connected = False
             return None
@@ -198,7 +241,19 @@ class TrainerClient:
         try:
             if len(frames) != 1:
                 raise MessageError(f"reply has {len(frames)} frames, expected 1")
-            reply = decode(frames[0].buffer, max_bytes=self.config.max_message_bytes)
+            body = frames[0].buffer
+            if self._auth is not None:
+                try:
+                    _, _, _, bound_to, _, body = self._auth.verify(body, _auth.CHANNEL_REPLY,
+                                                                   extra=tag)
+                    if bound_to != self._auth.sender_id:
+                        raise _auth.AuthError("reply is bound to another client")
+                except _auth.AuthError as e:
+                    self.num_unauthenticated_replies += 1
+                    raise MessageError(f"reply refused: {e} (the server refuses unauthenticated "
+                                       "requests this way too: same key on both sides?)") from e
+            reply = decode(body, max_bytes=self.config.max_message_bytes,
+                           max_objects=self.config.max_decoded_objects)
             if not isinstance(reply, dict) or type(reply.get("ok")) is not bool:
                 raise MessageError("reply is not a dict with a bool 'ok'")
         except MessageError as e:
@@ -211,15 +266,47 @@ class TrainerClient:
     def _envelope(self, kind: str, **fields: Any) -> dict:
         return {"type": kind, "client": self.name, "session": self.session, **fields}
 
+    def _hello(self, connect_timeout_ms: int | None = None) -> bool:
+        """Sends hello (caller holds ``_req_lock``); learns the server id."""
+        reply = self._exchange(encode(self._envelope("hello")),
+                               connect_timeout_ms=connect_timeout_ms)
+        if reply is None or not reply["ok"]:
+            return False
+        sid = reply.get("server_id")
+        if self._auth is not None:
+            try:
+                sid_bytes = bytes.fromhex(sid) if type(sid) is str else b""
+            except ValueError:
+                sid_bytes = b""
+            if len(sid_bytes) != _auth.ID_BYTES:
+                self._log(f"TrainerClient {self.name!r}: bad server id {sid!r:.60} in hello")
+                return False
+            self._server_bytes = sid_bytes
+        self.server_id = sid
+        return True
+
+    def _call(self, data: bytes) -> dict | None:
+        """``_exchange`` plus the hello an authenticated request needs (caller holds the lock)."""
+        if self._auth is None:
+            return self._exchange(data)
+        if self._server_bytes is None and not self._hello():
+            return None
+        reply = self._exchange(data)
+        if (reply is not None and not reply["ok"]
+                and str(reply.get("error", "")).startswith("stale_server")):
+            self._server_bytes = None  # the learner restarted: learn its new id, resend once
+            if not self._hello():
+                return None
+            reply = self._exchange(data)
+        return reply
+
     def _wait_for_server(self, wait_timeout_s: float | None) -> None:
         start = time.monotonic()
         last_log = start
         while not self._stop_event.is_set():
             with self._req_lock:
-                reply = self._exchange(encode(self._envelope("hello")),
-                                       connect_timeout_ms=500)
-            if reply is not None and reply["ok"]:
-                self.server_id = reply.get("server_id")
+                ok = self._hello(connect_timeout_ms=500)
+            if ok:
                 return
             now = time.monotonic()
             if wait_timeout_s is not None and now - start >= wait_timeout_s:
@@ -257,7 +344,7 @@ class TrainerClient:
         return True
 
     def _sync_store(self, store_name: str, store: QueuedDataStore) -> bool:
-        reply = self._exchange(encode(self._envelope("last_id", store=store_name)))
+        reply = self._call(encode(self._envelope("last_id", store=store_name)))
         if reply is None:
             return False
         if not reply["ok"]:
@@ -300,7 +387,7 @@ class TrainerClient:
                 encoded.append(e)
                 size += len(e)
                 chunk_last = data_id
-            reply = self._exchange(encode_map_with_raw_list(head, "items", encoded))
+            reply = self._call(encode_map_with_raw_list(head, "items", encoded))
             if reply is None:
                 return False
             new_last = reply.get("last_id")
@@ -334,7 +421,7 @@ class TrainerClient:
         data = encode(self._envelope("request", request_type=request_type, payload=payload),
                       max_bytes=self.config.max_message_bytes)
         with self._req_lock:
-            reply = self._exchange(data)
+            reply = self._call(data)
         if reply is None:
             return None
         if not reply["ok"]:
@@ -375,12 +462,36 @@ class TrainerClient:
                 if not sock.poll(_POLL_MS, zmq.POLLIN):
                     continue
                 frame = sock.recv(copy=False)
+                body, publisher = frame.buffer, None
+                if self._auth is not None:
+                    try:
+                        body, publisher = self._check_param_frame(body)
+                    except _auth.AuthError as e:
+                        if e.replay:
+                            self.num_network_replayed += 1
+                        else:
+                            self.num_network_unauthenticated += 1
+                        self._log(f"TrainerClient {self.name!r}: refused parameter frame: {e}")
+                        continue
+                elif _auth.is_authenticated_frame(body):
+                    self.num_network_errors += 1
+                    self._log(f"TrainerClient {self.name!r}: parameter frame is authenticated "
+                              "but this client has no key")
+                    continue
                 try:
-                    params = decode(frame.buffer, max_bytes=self.config.max_message_bytes)
+                    params = decode(body, max_bytes=self.config.max_message_bytes,
+                                    max_objects=self.config.max_decoded_objects)
                 except MessageError as e:
                     self.num_network_errors += 1
                     self._log(f"TrainerClient {self.name!r}: bad parameter message: {e}")
                     continue
+                try:
+                    counters = self._check_counters(params, publisher)
+                except MessageError as e:
+                    self.num_network_refused += 1
+                    self._log(f"TrainerClient {self.name!r}: refused parameter message: {e}")
+                    continue
+                self._commit_publisher(publisher, counters)
                 try:
                     self._net_fn(params)
                     self.num_networks_received += 1
@@ -393,6 +504,57 @@ class TrainerClient:
                 self._log(f"TrainerClient {self.name!r}: SUB thread error: {e}", logging.ERROR)
         finally:
             sock.close(linger=0)
+
+    def _check_param_frame(self, frame) -> tuple[memoryview, tuple[bytes, int, int]]:
+        """Verifies a signed parameter frame (HMAC, replay); returns (payload, publisher)."""
+        sender, counter, ts, _, _, payload = self._auth.verify(frame, _auth.CHANNEL_PARAMS)
+        st = self._pub_state
+        if st.get("sender") == sender:
+            if counter <= st["counter"]:
+                raise _auth.AuthError(f"replayed parameter frame (counter {counter} <= "
+                                      f"{st['counter']})", replay=True)
+        elif st and ts <= st["ts"]:
+            raise _auth.AuthError("parameter frame from another publisher older than the last "
+                                  "accepted one (replay of an earlier learner?)", replay=True)
+        return payload, (sender, counter, ts)
+
+    def _check_counters(self, params: Any, publisher) -> dict[str, int]:
+        """Checks ``config.monotonic_fields`` of a decoded message; returns their values."""
+        fields = self.config.monotonic_fields
+        if not fields:
+            return {}
+        if not isinstance(params, dict):
+            raise MessageError(f"parameter message must be a dict, got {type(params).__name__}")
+        st = self._pub_state
+        if publisher is not None:
+            same = st.get("sender") == publisher[0]
+        else:
+            same = bool(st) and time.monotonic() - st["time"] < PUBLISHER_RESET_S
+        prev = st.get("counters", {})
+        out = {}
+        for name in fields:
+            v = params.get(name)
+            if isinstance(v, np.integer):
+                v = int(v)
+            if type(v) is not int or v < 0:
+                raise MessageError(f"{name} must be an int >= 0, got {v!r:.60}")
+            last = prev.get(name, 0)
+            if same and v < last:
+                raise MessageError(f"{name} went backwards: {v} < {last}")
+            if v - last > self.config.max_counter_jump:
+                raise MessageError(f"{name} jumped from {last} to {v} (more than "
+                                   f"max_counter_jump={self.config.max_counter_jump})")
+            if not same and prev and v < last:
+                self._log(f"TrainerClient {self.name!r}: new publisher (learner restarted?): "
+                          f"{name} {last} -> {v}", logging.INFO)
+            out[name] = v
+        return out
+
+    def _commit_publisher(self, publisher, counters: dict[str, int]) -> None:
+        st = {"time": time.monotonic(), "counters": counters}
+        if publisher is not None:
+            st.update(sender=publisher[0], counter=publisher[1], ts=publisher[2])
+        self._pub_state = st
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Closes all sockets; returns within about ``timeout_s`` even with the server gone.

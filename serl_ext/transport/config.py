@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from serl_ext.transport.codec import DEFAULT_MAX_MESSAGE_BYTES
+from serl_ext.transport.auth import MIN_KEY_BYTES, is_loopback
+
+from serl_ext.transport.codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_OBJECTS
 
 __all__ = ["TrainerConfig"]
 
@@ -27,15 +29,37 @@ class TrainerConfig:
       broadcast_port: TCP port of the PUB/SUB socket (network parameters).
       request_types: names accepted by ``TrainerClient.request`` (a list is
         converted to a tuple). Other names are rejected by the server.
-      bind_address: interface the server binds, default loopback only. Use the
-        learner's LAN address (or "0.0.0.0") only on a trusted network: there
-        is no authentication; the codec never executes received data, but any
-        peer that reaches the port can insert transitions.
+      bind_address: interface the server binds, default loopback only. A
+        non-loopback address needs ``auth_key`` (the server refuses to start
+        without one).
       max_message_bytes: size limit of one message, bytes (default 64 MiB).
         Applies to data chunks, requests, replies and published parameters.
       timeout_ms: how long the client waits for a reply, milliseconds.
       max_items_per_message: at most this many data items per ``"data"``
-        message (chunks are also limited by ``max_message_bytes``).
+        message (chunks are also limited by ``max_message_bytes``); the server
+        refuses larger messages.
+      auth_key: shared key (bytes, >= 16; from
+        :func:`serl_ext.transport.auth.load_auth_key`, never the command
+        line). With a key every frame in both directions carries an
+        HMAC-SHA256 with replay protection (:mod:`serl_ext.transport.auth`)
+        and unauthenticated frames are refused before decoding. Not shown
+        in ``repr``.
+      auth: ``"auto"`` (default): authenticate when a key is given; a key is
+        required when the server binds, or the client connects to, a
+        non-loopback address. ``"required"``: a key is required everywhere.
+      max_clock_skew_s: authenticated frames older/newer than this are
+        refused, seconds (the actor's and learner's clocks must agree this
+        well, e.g. NTP).
+      monotonic_fields: names of int fields of a published (dict) parameter
+        message that must be ints >= 0 that never decrease within one
+        publisher and never jump by more than ``max_counter_jump``; the
+        client refuses such a message before the callback sees it. A new
+        publisher (learner restart) may start lower.
+      max_counter_jump: see ``monotonic_fields``.
+      max_sessions: the server remembers the last data id (and the last
+        frame counter) of at most this many client sessions (LRU).
+      max_decoded_objects: at most this many msgpack objects (containers and
+        scalars, arrays count 1) in one message; checked before allocation.
 
     Raises:
       ValueError / TypeError: on invalid values (ports out of range or equal,
@@ -49,6 +73,13 @@ class TrainerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     timeout_ms: int = 3000
     max_items_per_message: int = 256
+    auth_key: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
+    auth: str = "auto"
+    max_clock_skew_s: float = 120.0
+    monotonic_fields: tuple[str, ...] = ()
+    max_counter_jump: int = 10_000_000
+    max_sessions: int = 1024
+    max_decoded_objects: int = DEFAULT_MAX_OBJECTS
 
     def __post_init__(self) -> None:
         _check_port("port_number", self.port_number)
@@ -72,9 +103,38 @@ class TrainerConfig:
             except ValueError as e:
                 raise ValueError(f"bind_address must be an IP address such as '127.0.0.1', "
                                  f"got {self.bind_address!r}") from e
-        for name in ("max_message_bytes", "timeout_ms", "max_items_per_message"):
+        if self.auth_key is not None:
+            if not isinstance(self.auth_key, (bytes, bytearray)):
+                raise TypeError(f"auth_key must be bytes or None, got {type(self.auth_key).__name__}")
+            if len(self.auth_key) < MIN_KEY_BYTES:
+                raise ValueError(f"auth_key must have at least {MIN_KEY_BYTES} bytes, got "
+                                 f"{len(self.auth_key)}")
+            object.__setattr__(self, "auth_key", bytes(self.auth_key))
+        if self.auth not in ("auto", "required"):
+            raise ValueError(f"auth must be 'auto' or 'required', got {self.auth!r}")
+        if not (isinstance(self.max_clock_skew_s, (int, float)) and self.max_clock_skew_s > 0):
+            raise ValueError(f"max_clock_skew_s must be > 0, got {self.max_clock_skew_s!r}")
+        if isinstance(self.monotonic_fields, str):
+            raise TypeError("monotonic_fields must be a sequence of str, got a single str")
+        object.__setattr__(self, "monotonic_fields", tuple(self.monotonic_fields))
+        for name in ("max_message_bytes", "timeout_ms", "max_items_per_message",
+                     "max_counter_jump", "max_sessions", "max_decoded_objects"):
             v = getattr(self, name)
             if type(v) is not int or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.max_message_bytes < 4096:
             raise ValueError(f"max_message_bytes must be >= 4096, got {self.max_message_bytes}")
+
+    def check_key_for(self, host: str, role: str) -> None:
+        """Raises ValueError if ``host`` needs a key (non-loopback or ``auth="required"``)
+        and ``auth_key`` is None; ``role`` ("server bind" / "client connect") names it."""
+        if self.auth_key is not None:
+            return
+        if self.auth == "required" or not is_loopback(host):
+            why = ("auth='required'" if self.auth == "required"
+                   else f"{host!r} is not a loopback address")
+            raise ValueError(
+                f"transport {role} address {host!r}: an authentication key is required "
+                f"({why}). Put a key of >= {MIN_KEY_BYTES} bytes in a file (chmod 600) and pass "
+                f"--config.transport.auth_key_file=PATH, or set $SERL_TRANSPORT_KEY_FILE or "
+                f"$SERL_TRANSPORT_KEY, on both the learner and the actor")

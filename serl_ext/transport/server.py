@@ -16,8 +16,19 @@ dict with ``"type"`` and ``"client"`` (str) and an optional ``"session"``
   ``{"ok": True, "response": request_callback(request_type, payload)}``.
 
 Anything else (undecodable, oversized, multipart, wrong schema, unknown
-type/store/request type) gets ``{"ok": False, "error": "..."}`` and adds 1
-to ``num_rejected``; the server thread never dies on a bad message.
+type/store/request type, more than ``max_items_per_message`` items) gets
+``{"ok": False, "error": "..."}`` and adds 1 to ``num_rejected`` (one log
+line per message); the server thread never dies on a bad message.
+
+Authentication (``config.auth_key`` set; required when ``bind_address`` is
+not loopback): every frame is wrapped as in :mod:`serl_ext.transport.auth`.
+A request without a valid HMAC, replayed (counter not above the session's
+last, or timestamp outside ``max_clock_skew_s``), or bound to another server
+id (captured from an earlier learner process; ``hello`` excepted) is refused
+before its payload is decoded, counted in ``num_unauthenticated`` /
+``num_replayed`` (and ``num_rejected``), and answered with an unsigned error.
+Replies are signed and bound to their request; published parameters are
+signed (channel 3) with a per-publish counter.
 
 Parameters go out on a PUB socket (``tcp://{bind_address}:{broadcast_port}``)
 as one frame: ``encode(params)``. The PUB socket conflates (keeps only the
@@ -26,6 +37,7 @@ newest unsent message per subscriber).
 
 from __future__ import annotations
 
+import collections
 import logging
 import secrets
 import threading
@@ -34,6 +46,7 @@ from typing import Any, Callable
 
 import zmq
 
+from serl_ext.transport import auth as _auth
 from serl_ext.transport.codec import MessageError, decode, encode
 from serl_ext.transport.config import TrainerConfig
 
@@ -83,8 +96,15 @@ class TrainerServer:
       log_fn: ``fn(message: str)`` for warnings/info; default: module logger.
 
     Counters (ints, written by the server thread): ``num_received`` (all
-    messages), ``num_rejected``, ``num_items_inserted``, ``num_duplicates``,
-    ``num_insert_errors``, ``num_callback_errors``, ``num_published``.
+    messages), ``num_rejected`` (all refused messages, including the next
+    two), ``num_unauthenticated`` (no/bad HMAC, wrong channel or server id),
+    ``num_replayed`` (replayed or stale frames), ``num_items_inserted``,
+    ``num_duplicates``, ``num_insert_errors``, ``num_callback_errors``,
+    ``num_published``.
+
+    The last data id of at most ``config.max_sessions`` client sessions per
+    store is kept (least recently used forgotten first; a forgotten session's
+    resent chunk is then inserted again: a duplicate, never a loss).
 
     Raises:
       TypeError: bad config / callback types.
@@ -102,9 +122,14 @@ class TrainerServer:
         self.config = config
         self.request_callback = request_callback
         self._log_fn = log_fn
-        self.server_id = secrets.token_hex(8)
+        self._auth = (_auth.Authenticator(config.auth_key, config.max_clock_skew_s)
+                      if config.auth_key is not None else None)
+        self._replay = _auth.ReplayWindow(config.max_sessions)
+        self.server_id = (self._auth.sender_id.hex() if self._auth is not None
+                          else secrets.token_hex(8))
         self._stores: dict[str, Any] = {}
-        self._last_ids: dict[tuple[str, str, str], int] = {}
+        self._last_ids: "collections.OrderedDict[tuple[str, str, str], int]" = (
+            collections.OrderedDict())
         self._ctx: zmq.Context | None = None
         self._rep: zmq.Socket | None = None
         self._pub: zmq.Socket | None = None
@@ -116,6 +141,8 @@ class TrainerServer:
         self.endpoints: tuple[str, str] | None = None
         self.num_received = 0
         self.num_rejected = 0
+        self.num_unauthenticated = 0
+        self.num_replayed = 0
         self.num_items_inserted = 0
         self.num_duplicates = 0
         self.num_insert_errors = 0
@@ -154,11 +181,14 @@ class TrainerServer:
 
         Raises:
           RuntimeError: already started.
+          ValueError: ``bind_address`` is not loopback (or ``auth="required"``)
+            and the config has no ``auth_key``.
           OSError: a port cannot be bound (e.g. already in use).
         """
         if self._started:
             raise RuntimeError("TrainerServer.start() called twice")
         cfg = self.config
+        cfg.check_key_for(cfg.bind_address, "server bind")
         ctx = zmq.Context()
         rep = pub = None
         data_ep = f"tcp://{cfg.bind_address}:{cfg.port_number}"
@@ -208,6 +238,8 @@ class TrainerServer:
         with self._pub_lock:
             if self._pub is None:
                 raise RuntimeError("publish_network() needs a started, not stopped, server")
+            if self._auth is not None:
+                data = self._auth.sign(_auth.CHANNEL_PARAMS, data)
             try:
                 self._pub.send(data, zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -231,13 +263,16 @@ class TrainerServer:
                     self._log(f"TrainerServer receive error: {e}")
                     time.sleep(_POLL_MS / 1000)
                     continue
-                reply = self._handle(frames)
+                reply, sign_for = self._handle_frames(frames)
                 try:
                     data = encode(reply, max_bytes=self.config.max_message_bytes)
                 except MessageError as e:
                     self.num_callback_errors += 1
                     self._log(f"TrainerServer: reply not encodable: {e}")
                     data = encode({"ok": False, "error": f"reply not encodable: {e}"})
+                if sign_for is not None:  # authenticated request: signed reply bound to it
+                    sender, tag = sign_for
+                    data = self._auth.sign(_auth.CHANNEL_REPLY, data, bound_to=sender, extra=tag)
                 try:
                     rep.send(data, zmq.NOBLOCK)
                 except zmq.ZMQError as e:
@@ -254,18 +289,52 @@ class TrainerServer:
         self._log(f"TrainerServer rejected a message: {reason}")
         return {"ok": False, "error": reason}
 
-    def _handle(self, frames: list) -> dict:
+    def _handle_frames(self, frames: list) -> tuple[dict, tuple[bytes, bytes] | None]:
+        """Checks authentication (if on) before decoding; returns (reply, sign_for)."""
+        if self._auth is None:
+            if len(frames) == 1 and _auth.is_authenticated_frame(frames[0].buffer):
+                self.num_received += 1
+                return self._reject("message is authenticated but this server has no key "
+                                    "(set the same transport key on both sides)"), None
+            return self._handle(frames), None
+        if len(frames) != 1:
+            self.num_received += 1
+            self.num_unauthenticated += 1
+            return self._reject(f"expected a single-frame message, got {len(frames)} "
+                                f"frames"), None
+        try:
+            sender, counter, _, bound_to, tag, payload = self._auth.verify(
+                frames[0].buffer, _auth.CHANNEL_REQUEST)
+            self._replay.check(sender, counter)
+        except _auth.AuthError as e:
+            self.num_received += 1
+            if e.replay:
+                self.num_replayed += 1
+            else:
+                self.num_unauthenticated += 1
+            return self._reject(f"refused unauthenticated frame: {e}"), None
+        self._replay.accept(sender, counter)
+        return self._handle([payload], bound_to=bound_to), (sender, tag)
+
+    def _handle(self, frames: list, bound_to: bytes | None = None) -> dict:
         self.num_received += 1
         if len(frames) != 1:
             return self._reject(f"expected a single-frame message, got {len(frames)} frames")
+        frame = frames[0]
         try:
-            msg = decode(frames[0].buffer, max_bytes=self.config.max_message_bytes)
+            msg = decode(getattr(frame, "buffer", frame), max_bytes=self.config.max_message_bytes,
+                         max_objects=self.config.max_decoded_objects)
         except MessageError as e:
             return self._reject(f"undecodable message: {e}")
         try:
             if not isinstance(msg, dict):
                 raise _Rejected(f"message must be a dict, got {type(msg).__name__}")
             kind = _require_str(msg, "type")
+            if (bound_to is not None and kind != "hello"
+                    and bound_to != self._auth.sender_id):
+                self.num_unauthenticated += 1
+                raise _Rejected("stale_server: request was made for another server id "
+                                "(send hello first)")
             client = _require_str(msg, "client")
             session = _require_str(msg, "session", optional=True) or ""
             if kind == "hello":
@@ -296,6 +365,9 @@ class TrainerServer:
         items = msg.get("items")
         if type(items) is not list:
             raise _Rejected(f"field 'items' must be a list, got {type(items).__name__}")
+        if len(items) > self.config.max_items_per_message:
+            raise _Rejected(f"message holds {len(items)} items, more than "
+                            f"max_items_per_message={self.config.max_items_per_message}")
         prev = -1
         for pair in items:
             if type(pair) is not list or len(pair) != 2:
@@ -312,6 +384,7 @@ class TrainerServer:
         key = (client, session, store_name)
         last = self._last_ids.get(key, -1)
         inserted = errors = 0
+        first_error = None
         for data_id, item in items:
             if data_id <= last:
                 self.num_duplicates += 1
@@ -321,10 +394,17 @@ class TrainerServer:
                 inserted += 1
             except Exception as e:  # noqa: BLE001 - a bad item must not kill the server
                 errors += 1
-                self._log(f"TrainerServer: store {store_name!r} rejected item {data_id} from "
-                          f"{client!r}: {type(e).__name__}: {e}")
+                if first_error is None:
+                    first_error = f"item {data_id}: {type(e).__name__}: {str(e)[:300]}"
             last = data_id
+        if errors:  # one line per message, not one per item
+            self._log(f"TrainerServer: store {store_name!r} rejected {errors} of {len(items)} "
+                      f"item(s) from {client!r}; first: {first_error}")
         self._last_ids[key] = last
+        self._last_ids.move_to_end(key)
+        limit = self.config.max_sessions * max(1, len(self._stores))
+        while len(self._last_ids) > limit:
+            self._last_ids.popitem(last=False)
         self.num_items_inserted += inserted
         self.num_insert_errors += errors
         return {"ok": True, "last_id": last, "inserted": inserted, "insert_errors": errors}
