@@ -253,3 +253,67 @@ def test_decode_refuses_too_deep_nesting():
 def test_decode_type_error_for_non_bytes():
     with pytest.raises(TypeError):
         decode("not bytes")
+
+
+# ------------------------------------------------------------------ bounded decoding
+
+
+@pytest.mark.parametrize("mib", [16, 64])
+def test_hostile_frame_of_empty_maps_costs_bounded_time_and_memory(mib):
+    """Issue 15 item 5: a frame of empty maps (16 MiB took 16 s and 2.3 GB before the pre-scan)
+    is refused before msgpack allocates anything. Bounds are generous (a loaded 2-core box)."""
+    import time
+    import tracemalloc
+
+    n = mib * 1024 * 1024 - 5
+    frame = b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n  # array32 of n empty maps
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(MessageError, match="max_objects"):
+        decode(frame, max_bytes=64 * 1024 * 1024)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 10.0, elapsed          # measured ~0.2-1.7 s; was 16 s (16 MiB)
+    assert peak < 32 * 1024 * 1024, peak    # measured ~2 MB; was 2.3 GB
+
+
+def test_max_objects_limit_and_legit_messages():
+    msg = {"items": [[i, {"x": np.zeros(3, np.float32), "r": 1.0}] for i in range(100)]}
+    data = encode(msg)
+    assert decode(data, max_objects=1000)["items"][99][0] == 99  # ~ 700 objects
+    with pytest.raises(MessageError, match="max_objects=100 "):
+        decode(data, max_objects=100)
+    big = encode({"w": np.zeros((512, 1024), np.float32)})   # big arrays count once
+    assert decode(big, max_objects=4)["w"].shape == (512, 1024)
+
+
+@pytest.mark.parametrize("frame", [
+    b"\xdd\xff\xff\xff\xff\xc0",          # array32 declaring 4e9 entries, 1 byte follows
+    b"\xdf\x00\x10\x00\x00" + b"\xc0" * 8,  # map32 declaring 1M pairs
+    b"\xc6\xff\xff\xff\xff\x00",          # bin32 declaring 4 GiB
+    b"\xdb\x7f\xff\xff\xff",              # str32 declaring 2 GiB
+    b"\xc9\x7f\xff\xff\xff\x01",          # ext32 declaring 2 GiB
+    b"\xc1",                              # reserved byte
+    b"\x92\xc0",                          # truncated array
+])
+def test_declared_lengths_beyond_the_frame_refused(frame):
+    from serl_ext.transport.codec import scan
+
+    with pytest.raises(MessageError):
+        scan(frame)
+    with pytest.raises(MessageError):
+        decode(frame)
+
+
+def test_scan_counts_and_depth():
+    from serl_ext.transport.codec import scan
+
+    # map, "a", list, 1, 2, map, "b", None
+    assert scan(encode({"a": [1, 2, {"b": None}]})) == 8
+    nested = msgpack.packb([[[[1]]]])
+    assert scan(nested, max_depth=4) == 5
+    with pytest.raises(MessageError, match="max_depth=2"):
+        scan(nested, max_depth=2)
+    with pytest.raises(MessageError, match="trailing"):
+        scan(nested + b"\xc0")
