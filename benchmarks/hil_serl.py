@@ -183,6 +183,8 @@ def aggregate(args, out):
                 "episodes": episode_rows(actor),
                 "eval_history": summary["eval_history"],
                 "learner_updates_per_s_median": float(np.median(rates)) if rates else None,
+                "updates_per_env_step": (summary.get("learner_steps") or 0)
+                / max(int(summary["env_steps"]), 1),
             })
     return rows
 
@@ -247,7 +249,9 @@ def report(args, out, rows):
                           "ir_mean": float(np.mean([t["ir"] for t in truncated])),
                           "ir_std": float(np.std([t["ir"] for t in truncated])),
                           "learner_updates_per_s_median": _median(
-                              [r["learner_updates_per_s_median"] for r in rs])}
+                              [r["learner_updates_per_s_median"] for r in rs]),
+                          "updates_per_env_step": [round(r["updates_per_env_step"], 2)
+                                                   for r in rs]}
     result = {"algorithm": args.algorithm, "command": args.command, "select_sr": args.select_sr,
               "eval_episodes": args.eval_episodes, "eval_period": args.eval_period,
               "machine": f"{os.cpu_count()} CPU cores, no GPU; learner and actor as two processes",
@@ -272,8 +276,9 @@ def report(args, out, rows):
         f"over seeds.", "",
         "| task | seeds | run length | converged | budget | eval SR at budget (median / mean) | IR whole run | "
         "IR last quarter | takeovers / episode (whole / last quarter) | train SR | "
-        "autonomous SR, last quarter | env steps to SR >= 0.8 | minutes to SR >= 0.8 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "autonomous SR, last quarter | env steps to SR >= 0.8 | minutes to SR >= 0.8 | "
+        "learner updates per env step (per seed, whole run) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, t in per_task.items():
         lines.append(
@@ -284,7 +289,8 @@ def report(args, out, rows):
             f"{fmt(t['ir_last_quarter_median'], 3)} | {fmt(t['takeovers_per_episode_median'])} / "
             f"{fmt(t['takeovers_per_episode_last_quarter_median'])} | {fmt(t['train_sr_median'])} | "
             f"{fmt(t['autonomous_sr_last_quarter_median'])} | "
-            f"{fmt(t['env_steps_to_target_median'], 0)} | {fmt(t['minutes_to_target_median'], 1)} |")
+            f"{fmt(t['env_steps_to_target_median'], 0)} | {fmt(t['minutes_to_target_median'], 1)} | "
+            f"{' / '.join(f'{x:.2f}' for x in t['updates_per_env_step'])} |")
     lines += ["", "Per run (truncated at the task's budget):", "",
               "| task | seed | eval SR | IR | IR last quarter | takeovers / ep | "
               "env steps to 0.8 | minutes to 0.8 |", "|---|---|---|---|---|---|---|---|"]
