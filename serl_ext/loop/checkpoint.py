@@ -9,10 +9,22 @@ complete; the latest step comes from orbax's own bookkeeping, never from slicing
 ``policy_spec`` is JSON: ``{"format": 1, "config": {...}, "observation_spec": {key: [shape,
 dtype]}, "action_dim": A}``; checkpoints written before it existed lack it (load_agent then
 says so).
+
+Integrity: after orbax finishes a step, ``{step}/integrity_manifest.json`` is written atomically
+(``{"format": 1, "step": N, "files": {relative path: {"sha256": hex, "bytes": n}}}`` over every
+file of the step). Every restore without an explicit step verifies the newest step against it
+(a missing, truncated or changed file names the file), restores it, and checks that agent and
+buffer float arrays are finite; a step that fails any of this is skipped with a message naming
+the file and the next older step is tried. :class:`CheckpointError` when none is intact. A step
+without a manifest (written before manifests existed, or a crash between orbax's save and the
+manifest) is restored unverified, with a warning. Hashing costs about 1 s per GB saved.
 """
 
+import hashlib
+import json
+import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -20,6 +32,99 @@ import orbax.checkpoint as ocp
 
 _ITEMS = ("agent", "buffers", "buffers_meta", "counters", "policy_spec")
 POLICY_SPEC_FORMAT = 1
+MANIFEST_NAME = "integrity_manifest.json"
+MANIFEST_FORMAT = 1
+
+_log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """No intact checkpoint could be restored; the text lists each step and why."""
+
+
+class _NoPolicySpec(FileNotFoundError):
+    """The step has no policy spec (not a corruption: no fallback)."""
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _step_files(step_dir: str) -> List[str]:
+    out = []
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), step_dir)
+            if rel != MANIFEST_NAME and not name.endswith(".tmp"):
+                out.append(rel)
+    return sorted(out)
+
+
+def write_manifest(step_dir: str, step: int) -> Dict[str, Any]:
+    """Writes ``{step_dir}/integrity_manifest.json`` (sha256 and size of every file), atomically.
+
+    Returns:
+      the manifest dict.
+    Raises:
+      FileNotFoundError: ``step_dir`` does not exist.
+    """
+    from serl_ext.files import atomic_write_json
+
+    if not os.path.isdir(step_dir):
+        raise FileNotFoundError(f"checkpoint step folder {step_dir} does not exist")
+    files = {}
+    for rel in _step_files(step_dir):
+        path = os.path.join(step_dir, rel)
+        files[rel] = {"sha256": _sha256(path), "bytes": os.path.getsize(path)}
+    manifest = {"format": MANIFEST_FORMAT, "step": int(step), "files": files}
+    atomic_write_json(os.path.join(step_dir, MANIFEST_NAME), manifest)
+    return manifest
+
+
+def verify_manifest(step_dir: str) -> Optional[List[str]]:
+    """Checks a step folder against its manifest.
+
+    Returns:
+      None when the folder has no manifest; else the list of problems (empty: intact), each
+      naming the file: ``"{path}: missing"``, ``"{path}: truncated (n of m bytes)"``,
+      ``"{path}: sha256 mismatch"``, or an unreadable manifest.
+    """
+    path = os.path.join(step_dir, MANIFEST_NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"format {manifest.get('format')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return [f"{path}: unreadable manifest ({type(e).__name__}: {e})"]
+    problems = []
+    for rel, entry in sorted(files.items()):
+        fpath = os.path.join(step_dir, rel)
+        if not os.path.isfile(fpath):
+            problems.append(f"{fpath}: missing")
+            continue
+        size = os.path.getsize(fpath)
+        if size != entry.get("bytes"):
+            problems.append(f"{fpath}: truncated or resized ({size} of {entry.get('bytes')} bytes)")
+        elif _sha256(fpath) != entry.get("sha256"):
+            problems.append(f"{fpath}: sha256 mismatch (corrupted)")
+    return problems
+
+
+def _nonfinite_paths(tree: Any, prefix: str) -> List[str]:
+    bad = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        arr = np.asarray(leaf)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad.append(prefix + jax.tree_util.keystr(path))
+    return bad
 
 
 def _split_arrays(tree: Any, prefix: str = "") -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
@@ -59,11 +164,20 @@ class Checkpointer:
 
     Args:
       directory: checkpoint folder (created if missing).
-      max_to_keep: number of most recent checkpoints kept.
+      max_to_keep: number of most recent checkpoints kept (fallback needs >= 2).
+      log_fn: ``fn(message)`` for integrity warnings (default: this module's logger).
+
+    Attributes:
+      restore_report: after a restore, one line per step tried that was skipped (empty when
+        the newest step was intact); ``restored_step``: the step last restored.
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 2):
+    def __init__(self, directory: str, max_to_keep: int = 2,
+                 log_fn: Optional[Callable[[str], None]] = None):
         self.directory = os.path.abspath(directory)
+        self._log_fn = log_fn or _log.warning
+        self.restore_report: List[str] = []
+        self.restored_step: Optional[int] = None
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
         )
@@ -95,19 +209,65 @@ class Checkpointer:
             items["policy_spec"] = ocp.args.JsonSave(policy_spec)
         self._manager.save(int(step), args=ocp.args.Composite(**items))
         self._manager.wait_until_finished()
+        step_dir = self._step_dir(int(step))
+        if os.path.isdir(step_dir):
+            write_manifest(step_dir, int(step))
+        else:
+            self._log_fn(f"checkpoint step folder {step_dir} not found after saving; no manifest written")
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(int(step)))
+
+    def _restore_verified(self, step: Optional[int], fn: Callable[[int], Any],
+                          what: str) -> Any:
+        """Runs ``fn(step)`` on the newest intact step (or exactly ``step``), see module doc."""
+        if step is not None:
+            steps = [int(step)]
+        else:
+            steps = sorted((int(s) for s in self._manager.all_steps()), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint found in {self.directory}")
+        self.restore_report = []
+        for s in steps:
+            problems = verify_manifest(self._step_dir(s))
+            if problems is None:
+                self._log_fn(f"checkpoint {self._step_dir(s)} has no {MANIFEST_NAME} (older format or "
+                             "interrupted save); restoring it unverified")
+            if not problems:
+                try:
+                    result = fn(s)
+                except _NoPolicySpec:
+                    raise
+                except Exception as e:  # noqa: BLE001 - any failure: try the next older step
+                    problems = [f"{self._step_dir(s)}: restore failed ({type(e).__name__}: {str(e)[:300]})"]
+                else:
+                    self.restored_step = s
+                    if self.restore_report:
+                        self._log_fn(f"restored {what} from the older intact checkpoint {s}")
+                    return result
+            line = f"checkpoint step {s} is not intact, skipped: " + "; ".join(problems[:5])
+            if len(problems) > 5:
+                line += f"; ... {len(problems) - 5} more"
+            self.restore_report.append(line)
+            self._log_fn(line)
+        raise CheckpointError(f"no intact checkpoint in {self.directory}:\n  " + "\n  ".join(self.restore_report))
 
     def restore(self, agent_template: Any, step: Optional[int] = None):
-        """Restores ``(agent, buffers, counters)`` from ``step`` (default: the latest).
+        """Restores ``(agent, buffers, counters)`` from the newest intact step (or ``step``).
 
         Args:
           agent_template: a freshly created agent of the same config; gives structure/dtypes.
+          step: restore exactly this step (no fallback) instead of the newest intact one.
+        Returns:
+          ``(agent, buffers, counters)``; ``self.restored_step`` says which step.
         Raises:
           FileNotFoundError: no checkpoint in the directory.
+          CheckpointError: no step is intact (manifest mismatch, truncated or unreadable files,
+            non-finite agent or buffer floats); the message names each bad file.
         """
-        if step is None:
-            step = self.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint found in {self.directory}")
+        return self._restore_verified(step, lambda s: self._restore_step(agent_template, s), "learner state")
+
+    def _restore_step(self, agent_template: Any, step: int):
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, agent_template)
         restored = self._manager.restore(
             int(step),
@@ -119,34 +279,54 @@ class Checkpointer:
             ),
         )
         buffers = _merge(restored.buffers or {}, restored.buffers_meta or {})
-        return restored.agent, buffers, dict(restored.counters)
+        counters = dict(restored.counters)
+        bad = _nonfinite_paths(restored.agent, "agent") + _nonfinite_paths(restored.buffers or {}, "buffers")
+        if bad:
+            raise ValueError(f"non-finite values in {', '.join(bad[:5])}")
+        for key in ("learner_step", "version"):
+            value = counters.get(key)
+            if key in counters and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"counters {key}={value!r} is not an int >= 0")
+        return restored.agent, buffers, counters
 
     def restore_agent(self, agent_template: Any, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
         """Restores ``(agent, counters)`` only (no buffers) from ``step`` (default: the latest).
 
+        Verified and with fallback like :meth:`restore`.
+
         Raises:
           FileNotFoundError: no checkpoint in the directory.
+          CheckpointError: no intact step.
         """
-        step = self._step_or_latest(step)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, agent_template)
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(agent=ocp.args.StandardRestore(abstract), counters=ocp.args.JsonRestore()))
-        return restored.agent, dict(restored.counters)
+        def one(s):
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, agent_template)
+            restored = self._manager.restore(
+                s, args=ocp.args.Composite(agent=ocp.args.StandardRestore(abstract), counters=ocp.args.JsonRestore()))
+            bad = _nonfinite_paths(restored.agent, "agent")
+            if bad:
+                raise ValueError(f"non-finite values in {', '.join(bad[:5])}")
+            return restored.agent, dict(restored.counters)
+
+        return self._restore_verified(step, one, "agent")
 
     def policy_spec(self, step: Optional[int] = None) -> Dict[str, Any]:
-        """The policy spec stored with ``step`` (default: the latest).
+        """The policy spec stored with ``step`` (default: the newest intact step, verified and
+        with fallback like :meth:`restore`; ``self.restored_step`` says which).
 
         Raises:
           FileNotFoundError: no checkpoint, or the step has no policy spec (written before
             checkpoints carried one).
+          CheckpointError: no intact step.
         """
-        step = self._step_or_latest(step)
-        try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(policy_spec=ocp.args.JsonRestore()))
-        except KeyError:
-            raise FileNotFoundError(f"checkpoint {step} in {self.directory} has no policy_spec (written before "
+        def one(s):
+            try:
+                restored = self._manager.restore(s, args=ocp.args.Composite(policy_spec=ocp.args.JsonRestore()))
+            except KeyError:
+                raise _NoPolicySpec(f"checkpoint {s} in {self.directory} has no policy_spec (written before "
                                     "checkpoints described themselves); rebuild its config from the run folder") from None
-        return dict(restored.policy_spec)
+            return dict(restored.policy_spec)
+
+        return self._restore_verified(step, one, "policy spec")
 
     def _step_or_latest(self, step: Optional[int]) -> int:
         if step is None:
@@ -203,6 +383,7 @@ def load_agent(run_dir: str, step: Optional[int] = None):
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
     try:
         spec = checkpointer.policy_spec(step)
+        step = checkpointer.restored_step  # the intact step the spec came from
         if spec.get("format") != POLICY_SPEC_FORMAT:
             raise ValueError(f"policy_spec format {spec.get('format')!r}, this code reads {POLICY_SPEC_FORMAT}")
         config = ml_collections.ConfigDict(_tuples(spec["config"]))
