@@ -109,3 +109,59 @@ def check_action_source(arr: np.ndarray, name: str = "action_source") -> None:
     """Raise ValueError unless every entry is 0 (policy), 1 (recovery) or 2 (human)."""
     if arr.size and not np.all((arr >= 0) & (arr <= 2)):
         raise ValueError(f"{name}: values must be 0 (policy), 1 (recovery) or 2 (human), got {np.unique(arr)}")
+
+
+DEFAULT_MAX_ABS = 1e6
+"""Bound on |value| of every float field of a transition when no tighter bound is given: far
+above any physical observation, action or reward of the tasks here, far below the float32 range
+(3.4e38), so a finite but absurd value (a glitching sensor, a bit flip) is refused before it
+reaches the learner."""
+
+
+def space_bound(low: Any, high: Any, shape: tuple[int, ...], margin: float = 0.1,
+                unbounded: float = DEFAULT_MAX_ABS) -> np.ndarray:
+    """Per-element bound on |value| for a Box space ``[low, high]``, with a margin.
+
+    ``bound = m + margin * max(m, 1)`` with ``m = max(|low|, |high|)``; elements whose low or
+    high is infinite (or above ``unbounded``) get ``unbounded``.
+
+    Args:
+      low, high: the space's bounds, broadcastable to ``shape``.
+      shape: the field's shape.
+      margin: relative margin (0.1: 10 %, and at least 0.1 absolute).
+      unbounded: bound for elements without a finite space bound.
+    Returns:
+      float64 array of ``shape``, every entry finite and > 0.
+    Raises:
+      ValueError: margin < 0 or unbounded not finite and > 0.
+    """
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    if not (np.isfinite(unbounded) and unbounded > 0):
+        raise ValueError(f"unbounded must be finite and > 0, got {unbounded!r}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo = np.broadcast_to(np.asarray(low, np.float64), shape)
+        hi = np.broadcast_to(np.asarray(high, np.float64), shape)
+        m = np.maximum(np.abs(lo), np.abs(hi))
+        bound = m + margin * np.maximum(m, 1.0)
+    return np.where(np.isfinite(bound) & (bound <= unbounded), bound, unbounded)
+
+
+class OutOfBoundsError(ValueError):
+    """A finite value outside its declared bound (see :func:`check_abs_bound`)."""
+
+
+def check_abs_bound(arr: np.ndarray, bound: Any, name: str) -> None:
+    """Raises OutOfBoundsError (a ValueError) if any ``|arr|`` exceeds ``bound`` (a scalar or an array broadcastable
+    to ``arr``); integer and bool arrays are not checked (their dtype bounds them). The message
+    names the field, the worst value and its bound."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return
+    excess = np.abs(arr) - np.asarray(bound)
+    if np.any(excess > 0):
+        i = np.unravel_index(int(np.argmax(excess)), excess.shape)
+        b = np.broadcast_to(np.asarray(bound), excess.shape)[i]
+        where = f" at index {tuple(int(j) for j in i)}" if arr.ndim else ""
+        raise OutOfBoundsError(f"{name}: value {float(arr[i]):.4g}{where} exceeds the bound |x| <= {float(b):.4g} "
+                         "(value bounds: a sensor fault or corrupted data?)")

@@ -55,7 +55,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from serl_ext.data._validation import check_action_source, coerce_array, normalize_spec
+from serl_ext.data._validation import (
+    DEFAULT_MAX_ABS,
+    OutOfBoundsError,
+    check_abs_bound,
+    check_action_source,
+    coerce_array,
+    normalize_spec,
+    space_bound,
+)
 
 ACTION_SOURCE_POLICY = 0
 ACTION_SOURCE_RECOVERY = 1
@@ -125,6 +133,20 @@ class ReplayBuffer:
         `episodes.load_episodes_into_buffer` for episode files without it.
         `insert` still requires every extra key (a live transition without
         it is a bug, not old data).
+      value_bounds: optional bounds on |value| (keyword-only):
+        `{"observations": {key: bound}, "actions": bound, "rewards": bound,
+        extra_name: bound}`, each bound a positive scalar or an array
+        broadcastable to the field's shape (per element), e.g. from
+        :func:`value_bounds_from_spaces`. Applied to observations and
+        next_observations alike.
+      default_max_abs: bound for every float field without an entry in
+        `value_bounds` (default 1e6, see `_validation.DEFAULT_MAX_ABS`);
+        None: no bound for those fields.
+
+    Value bounds are checked by `insert` (a finite but absurd value such as
+    3e38 raises ValueError, nothing is stored, `num_out_of_bounds` counts
+    it) and by `load_state_dict` (which also checks finiteness, masks and
+    action sources like `insert`).
 
     Thread safety: insert, sample, len, state_dict and load_state_dict take
     one `threading.Lock` (the learner samples while the transport thread
@@ -146,6 +168,9 @@ class ReplayBuffer:
         seed: int = 0,
         frame_capacity: int | None = None,
         extra_defaults: Mapping[str, Any] | None = None,
+        *,
+        value_bounds: Mapping[str, Any] | None = None,
+        default_max_abs: float | None = DEFAULT_MAX_ABS,
     ):
         self._obs_spec = normalize_spec(observation_spec, "observation_spec")
         if not self._obs_spec:
@@ -174,6 +199,8 @@ class ReplayBuffer:
         if not isinstance(frame_capacity, (int, np.integer)) or frame_capacity < 2:
             raise ValueError(f"frame_capacity must be an int >= 2, got {frame_capacity!r}")
         self._frame_capacity = int(frame_capacity)
+        self._set_bounds(dict(value_bounds or {}), default_max_abs)
+        self.num_out_of_bounds = 0
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
 
@@ -196,6 +223,60 @@ class ReplayBuffer:
         self._insert_index = 0  # slot the next transition goes to
         self._frames_written = 0  # global number of the next frame
         self._last_next_frame = -1  # global number of the last next_obs frame
+
+    def _set_bounds(self, vb: dict, default: float | None) -> None:
+        allowed = {"observations", "actions", "rewards", *self._extra_spec}
+        unknown = sorted(set(vb) - allowed)
+        if unknown:
+            raise ValueError(f"value_bounds has unknown fields {unknown}; allowed: {sorted(allowed)}")
+        obs_b = dict(vb.get("observations") or {})
+        unknown = sorted(set(obs_b) - set(self._obs_spec))
+        if unknown:
+            raise ValueError(f"value_bounds['observations'] has keys {unknown} not in observation_spec")
+
+        def make(value, shape, dtype, name):
+            if np.dtype(dtype).kind != "f":
+                return None  # integer / bool fields are bounded by their dtype
+            if value is None:
+                value = default
+                if value is None:
+                    return None
+            arr = np.asarray(value, np.float64)
+            try:
+                arr = np.broadcast_to(arr, shape).copy()
+            except ValueError:
+                raise ValueError(f"value_bounds {name}: shape {arr.shape} does not broadcast to {shape}") from None
+            if not np.all(np.isfinite(arr) & (arr > 0)):
+                raise ValueError(f"value_bounds {name}: bounds must be finite and > 0")
+            return arr
+
+        self._obs_bounds = {k: make(obs_b.get(k), shape, dtype, f"observations[{k!r}]")
+                            for k, (shape, dtype) in self._obs_spec.items()}
+        self._action_bound = make(vb.get("actions"), (self._action_dim,), np.float32, "actions")
+        self._reward_bound = make(vb.get("rewards"), (), np.float32, "rewards")
+        self._extra_bounds = {k: make(vb.get(k), shape, dtype, k) for k, (shape, dtype) in self._extra_spec.items()}
+
+    @property
+    def value_bounds(self) -> dict[str, Any]:
+        """The bounds in force: `{"observations": {key: array or None}, "actions", "rewards",
+        extras...}` (None: unchecked)."""
+        return {"observations": dict(self._obs_bounds), "actions": self._action_bound,
+                "rewards": self._reward_bound, **self._extra_bounds}
+
+    def _check_bounds(self, fields: Mapping[str, Any], prefix: str = "") -> None:
+        """Raises OutOfBoundsError for the first field outside its bound (arrays may carry a
+        leading batch axis)."""
+        for obs_key in ("observations", "next_observations"):
+            for k, b in self._obs_bounds.items():
+                if b is not None and obs_key in fields:
+                    check_abs_bound(fields[obs_key][k], b, f"{prefix}{obs_key}[{k!r}]")
+        if self._action_bound is not None and "actions" in fields:
+            check_abs_bound(fields["actions"], self._action_bound, f"{prefix}actions")
+        if self._reward_bound is not None and "rewards" in fields:
+            check_abs_bound(fields["rewards"], self._reward_bound, f"{prefix}rewards")
+        for k, b in self._extra_bounds.items():
+            if b is not None and k in fields:
+                check_abs_bound(fields[k], b, f"{prefix}{k}")
 
     # ------------------------------------------------------------------ info
     @property
@@ -288,6 +369,7 @@ class ReplayBuffer:
         out["action_source"] = source
         for k, (shape, dtype) in self._extra_spec.items():
             out[k] = coerce_array(transition[k], shape, dtype, k)
+        self._check_bounds(out)
         return out
 
     def _oldest_index(self) -> int:
@@ -324,10 +406,16 @@ class ReplayBuffer:
 
         Raises:
           ValueError: missing/unknown keys, wrong shapes, NaN/inf in float
-            fields, out-of-range values. Nothing is stored on error.
+            fields, out-of-range values, values outside the value bounds
+            (`OutOfBoundsError`, counted in `num_out_of_bounds`). Nothing
+            is stored on error.
           TypeError: wrong dtype kinds or non-dict containers.
         """
-        tr = self._validate(transition)
+        try:
+            tr = self._validate(transition)
+        except OutOfBoundsError:
+            self.num_out_of_bounds += 1
+            raise
         with self._lock:
             obs = tr["observations"]
             reuse = self._last_next_frame >= 0 and all(
@@ -451,9 +539,14 @@ class ReplayBuffer:
         key with an `extra_defaults` entry may be absent from the state dict
         (saved before the key existed): every slot then holds the default.
 
+        The stored values pass the checks `insert` applies: floats finite,
+        masks in [0, 1], action sources in {0, 1, 2}, and the value bounds
+        (a refusal by the bounds is counted in `num_out_of_bounds`).
+
         Raises:
-          ValueError: missing keys, version/spec/shape mismatch, or
-            inconsistent pointers. The buffer is unchanged on error.
+          ValueError: missing keys, version/spec/shape mismatch,
+            inconsistent pointers, non-finite or out-of-range values (the
+            message names the field). The buffer is unchanged on error.
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"state dict must be a dict, got {type(d).__name__}")
@@ -544,6 +637,21 @@ class ReplayBuffer:
             rng.bit_generator.state = rng_state
         except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
             raise ValueError(f"state dict rng_state is invalid: {e}") from e
+        for name, arr in [*((f"frames/{k}", v) for k, v in frames.items()),
+                          *((f"extras/{k}", v) for k, v in extras.items()),
+                          ("actions", fields["actions"]), ("rewards", fields["rewards"]),
+                          ("masks", fields["masks"])]:
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                raise ValueError(f"state dict {name!r} contains NaN or inf")
+        if not np.all((fields["masks"] >= 0) & (fields["masks"] <= 1)):
+            raise ValueError("state dict 'masks' has values outside [0, 1]")
+        check_action_source(fields["action_source"], "state dict 'action_source'")
+        try:
+            self._check_bounds({"observations": frames, "actions": fields["actions"],
+                                "rewards": fields["rewards"], **extras}, prefix="state dict ")
+        except OutOfBoundsError:
+            self.num_out_of_bounds += 1
+            raise
         live = (insert_index - size + np.arange(size)) % cap
         if size and (
             fields["next_obs_frame"][live].max() >= frames_written
@@ -567,6 +675,38 @@ class ReplayBuffer:
             self._frames_written = frames_written
             self._last_next_frame = last_next
             self._rng = rng
+
+
+def value_bounds_from_spaces(observation_space: Any, action_space: Any = None, *, margin: float = 0.1,
+                             reward_bound: float | None = None,
+                             unbounded: float = DEFAULT_MAX_ABS) -> dict[str, Any]:
+    """`ReplayBuffer(value_bounds=...)` from a task's gymnasium spaces, with a margin.
+
+    Args:
+      observation_space: a `gymnasium.spaces.Dict` of `Box` spaces (integer
+        boxes, e.g. uint8 images, are skipped: their dtype bounds them).
+      action_space: the action `Box` (optional).
+      margin: relative margin, see `_validation.space_bound` (0.1: 10 %).
+      reward_bound: bound on |reward| (None: the buffer's default_max_abs).
+      unbounded: bound for dimensions whose space bound is infinite.
+    Returns:
+      `{"observations": {key: (shape) float64 bounds}, "actions": (A,) bounds,
+      "rewards": reward_bound}` (entries left out when not given).
+    Raises:
+      TypeError: observation_space without `.spaces`.
+    """
+    spaces = getattr(observation_space, "spaces", None)
+    if not isinstance(spaces, Mapping):
+        raise TypeError(f"observation_space must be a Dict space, got {type(observation_space).__name__}")
+    out: dict[str, Any] = {"observations": {}}
+    for k, sp in spaces.items():
+        if np.dtype(sp.dtype).kind == "f":
+            out["observations"][k] = space_bound(sp.low, sp.high, tuple(sp.shape), margin, unbounded)
+    if action_space is not None:
+        out["actions"] = space_bound(action_space.low, action_space.high, tuple(action_space.shape), margin, unbounded)
+    if reward_bound is not None:
+        out["rewards"] = float(reward_bound)
+    return out
 
 
 # ------------------------------------------------------------------ mixing
