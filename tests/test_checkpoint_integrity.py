@@ -149,3 +149,19 @@ def test_step_without_manifest_restores_with_a_warning(ckdir):
     ckpt, counters, _, logs = _restore(ckdir)
     assert ckpt.restored_step == 10
     assert any("unverified" in line for line in logs)
+
+
+def test_validate_hook_failure_falls_back(ckdir):
+    root, agent = ckdir
+    logs, seen = [], []
+
+    def validate(agent, buffers, counters):
+        seen.append(counters["learner_step"])
+        if counters["learner_step"] == 10:
+            raise ValueError("state dict 'rewards' contains NaN or inf")
+
+    ckpt = Checkpointer(str(root), max_to_keep=3, log_fn=logs.append)
+    _, _, counters = ckpt.restore(agent, validate=validate)
+    ckpt.close()
+    assert seen == [10, 5] and counters["learner_step"] == 5
+    assert any("step 10" in line and "rewards" in line for line in logs)

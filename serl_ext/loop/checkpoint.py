@@ -252,12 +252,16 @@ class Checkpointer:
             self._log_fn(line)
         raise CheckpointError(f"no intact checkpoint in {self.directory}:\n  " + "\n  ".join(self.restore_report))
 
-    def restore(self, agent_template: Any, step: Optional[int] = None):
+    def restore(self, agent_template: Any, step: Optional[int] = None, *,
+                validate: Optional[Callable[[Any, Dict[str, Any], Dict[str, Any]], None]] = None):
         """Restores ``(agent, buffers, counters)`` from the newest intact step (or ``step``).
 
         Args:
           agent_template: a freshly created agent of the same config; gives structure/dtypes.
           step: restore exactly this step (no fallback) instead of the newest intact one.
+          validate: optional ``fn(agent, buffers, counters)`` run on each candidate step; an
+            exception marks the step as not intact (e.g. pass the buffers' ``load_state_dict``,
+            which applies the insert checks and value bounds, so a bad buffer falls back too).
         Returns:
           ``(agent, buffers, counters)``; ``self.restored_step`` says which step.
         Raises:
@@ -265,7 +269,13 @@ class Checkpointer:
           CheckpointError: no step is intact (manifest mismatch, truncated or unreadable files,
             non-finite agent or buffer floats); the message names each bad file.
         """
-        return self._restore_verified(step, lambda s: self._restore_step(agent_template, s), "learner state")
+        def one(s):
+            restored = self._restore_step(agent_template, s)
+            if validate is not None:
+                validate(*restored)
+            return restored
+
+        return self._restore_verified(step, one, "learner state")
 
     def _restore_step(self, agent_template: Any, step: int):
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, agent_template)

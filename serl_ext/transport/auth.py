@@ -35,6 +35,7 @@ import collections
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import os
 import stat
 import struct
@@ -196,7 +197,7 @@ class Authenticator:
         self._key = _check_key(bytes(key), "the config")
         self.max_clock_skew_s = float(max_clock_skew_s)
         self.sender_id = os.urandom(ID_BYTES)
-        self._counter = 0
+        self._counter = itertools.count(1)  # next() is atomic: server threads share it
 
     def _mac(self, head: bytes, payload, extra: bytes) -> bytes:
         h = hmac.new(self._key, head, hashlib.sha256)
@@ -214,8 +215,7 @@ class Authenticator:
           bound_to: 16-byte id the frame is meant for (server id or session).
           extra: bytes included in the MAC but not sent (the request's tag).
         """
-        self._counter += 1
-        head = _HEAD.pack(MAGIC, channel, self.sender_id, self._counter, time.time_ns(),
+        head = _HEAD.pack(MAGIC, channel, self.sender_id, next(self._counter), time.time_ns(),
                           bytes(bound_to))
         return b"".join((head, self._mac(head, payload, extra), payload))
 
