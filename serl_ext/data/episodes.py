@@ -770,22 +770,3 @@ class EpisodeAssembler:
         with self._lock:
             out, self._finished = self._finished, []
             return out
-
-
-class TeeStore:
-    """A data store for the transport server that inserts into ``store`` and also calls
-    ``on_insert(transition)`` (the episode assembler). ``len()`` is the store's."""
-
-    def __init__(self, store, on_insert):
-        self.store = store
-        self.on_insert = on_insert
-
-    def insert(self, transition):
-        self.store.insert(transition)
-        try:
-            self.on_insert(transition)
-        except Exception as e:  # never lose the transition because the side path failed
-            log.warning("episode assembly failed on a transition: %s", e)
-
-    def __len__(self):
-        return len(self.store)
