@@ -8,9 +8,14 @@ reply. A chunk whose reply is lost is simply resent on the next
 knows nothing of this client (each ``TrainerClient`` has a random session
 token), answers -1 and gets every item still pending. So across a graceful
 learner stop/restart every item is delivered exactly once (bounded by the
-store capacity). If the learner dies (crash, kill) between inserting a chunk
-and sending its reply, that chunk also reaches the next learner: at least
-once, never lost.
+store capacity). If the learner dies (crash, kill), what it received after
+its last checkpoint is gone from its buffers: by default the client has
+already deleted those items (lost); with a server in ``durable_ack`` mode
+the reply's ``durable_id`` says what is checkpointed, the client deletes only
+up to it and the restarted learner (``restore_ids``) receives exactly the
+rest: nothing lost, nothing duplicated, within the store capacity (which
+must then cover the transitions between two checkpoints; overflow drops the
+oldest, counted in ``num_dropped``).
 
 Authentication (``config.auth_key``; required when ``server_ip`` is not
 loopback): requests are signed and bound to the server id learned from
@@ -355,12 +360,16 @@ class TrainerClient:
         if type(last) is not int or last < -1:
             self._log(f"TrainerClient {self.name!r}: bad last_id {last!r} in reply")
             return False
+        durable = reply.get("durable_id", last)
+        if type(durable) is not int or not -1 <= durable <= last:
+            self._log(f"TrainerClient {self.name!r}: bad durable_id {durable!r} in reply")
+            return False
         newest = store.latest_data_id()
         if last > newest:
             self._log(f"TrainerClient {self.name!r}: server's last id {last} for store "
                       f"{store_name!r} is ahead of the client's newest id {newest}")
             return False
-        store.acknowledge(last)
+        store.acknowledge(durable)  # items up to last are held, up to durable safe to delete
         cfg = self.config
         budget = cfg.max_message_bytes - _CHUNK_OVERHEAD_BYTES
         head = self._envelope("data", store=store_name)
@@ -395,7 +404,9 @@ class TrainerClient:
                 self._log(f"TrainerClient {self.name!r}: server refused data for store "
                           f"{store_name!r}: {reply.get('error')}")
                 return False
-            store.acknowledge(new_last)
+            new_durable = reply.get("durable_id", new_last)
+            if type(new_durable) is int and -1 <= new_durable <= new_last:
+                store.acknowledge(new_durable)
             if reply.get("insert_errors"):
                 self._log(f"TrainerClient {self.name!r}: server failed to insert "
                           f"{reply['insert_errors']} item(s) of store {store_name!r}")

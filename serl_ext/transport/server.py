@@ -6,12 +6,25 @@ dict with ``"type"`` and ``"client"`` (str) and an optional ``"session"``
 (str, a random token per ``TrainerClient`` instance):
 
 * ``{"type": "hello"}`` -> ``{"ok": True, "server_id", "stores", "request_types"}``
-* ``{"type": "last_id", "store"}`` -> ``{"ok": True, "last_id"}``: the last
-  data id inserted for this (client, session, store), -1 if unknown.
+* ``{"type": "last_id", "store"}`` -> ``{"ok": True, "last_id", "durable_id"}``:
+  the last data id inserted for this (client, session, store), -1 if unknown,
+  and, with ``durable_ack`` only, the id up to which the client may delete
+  its copies (without it the client deletes up to ``last_id``).
 * ``{"type": "data", "store", "items": [[id, item], ...]}`` with strictly
   increasing int ids >= 0 and dict items -> ``{"ok": True, "last_id",
-  "inserted", "insert_errors"}``. Items with id <= the last id are skipped
-  (duplicates of a resent chunk).
+  "inserted", "insert_errors"}`` (+ ``"durable_id"``). Items with id <= the last id
+  are skipped (duplicates of a resent chunk).
+
+Durable acknowledgement (``TrainerServer(..., durable_ack=True)``): the
+client deletes an item only once it is in a checkpoint. The learner saves
+with ``with server.hold_inserts() as ids: state_dicts = ...`` (no insert
+runs meanwhile, so ``ids`` says exactly what the state dicts hold), stores
+``ids`` with the checkpoint, and calls ``server.mark_durable(ids)`` once the
+checkpoint is complete; ``durable_id`` then advances. A restarted learner
+calls ``server.restore_ids(ids)`` (of the checkpoint it restored) before
+``start``: the client (same session) learns that everything up to those ids
+is held, deletes it, and resends the rest, so a SIGKILL at any moment loses
+and duplicates nothing (within the client's queue capacity).
 * ``{"type": "request", "request_type", "payload"}`` ->
   ``{"ok": True, "response": request_callback(request_type, payload)}``.
 
@@ -38,6 +51,7 @@ newest unsent message per subscriber).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import secrets
 import threading
@@ -94,6 +108,8 @@ class TrainerServer:
         Called on the server thread. Exceptions are logged, counted in
         ``num_callback_errors`` and answered with an error reply.
       log_fn: ``fn(message: str)`` for warnings/info; default: module logger.
+      durable_ack: keyword-only; True: clients may delete items only up to
+        the ids passed to :meth:`mark_durable` (module docstring).
 
     Counters (ints, written by the server thread): ``num_received`` (all
     messages), ``num_rejected`` (all refused messages, including the next
@@ -112,7 +128,8 @@ class TrainerServer:
 
     def __init__(self, config: TrainerConfig,
                  request_callback: Callable[[str, Any], Any] | None = None,
-                 log_fn: Callable[[str], None] | None = None) -> None:
+                 log_fn: Callable[[str], None] | None = None, *,
+                 durable_ack: bool = False) -> None:
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"config must be a TrainerConfig, got {type(config).__name__}")
         if request_callback is not None and not callable(request_callback):
@@ -122,6 +139,9 @@ class TrainerServer:
         self.config = config
         self.request_callback = request_callback
         self._log_fn = log_fn
+        self.durable_ack = bool(durable_ack)
+        self._durable: dict[tuple[str, str, str], int] = {}
+        self._insert_lock = threading.Lock()
         self._auth = (_auth.Authenticator(config.auth_key, config.max_clock_skew_s)
                       if config.auth_key is not None else None)
         self._replay = _auth.ReplayWindow(config.max_sessions)
@@ -343,8 +363,8 @@ class TrainerServer:
                         "request_types": list(self.config.request_types)}
             if kind == "last_id":
                 store_name = self._store_name(msg)
-                return {"ok": True,
-                        "last_id": self._last_ids.get((client, session, store_name), -1)}
+                key = (client, session, store_name)
+                return self._with_durable({"ok": True, "last_id": self._last_ids.get(key, -1)}, key)
             if kind == "data":
                 return self._handle_data(msg, client, session)
             if kind == "request":
@@ -380,6 +400,16 @@ class TrainerServer:
             if not isinstance(item, dict):
                 raise _Rejected(f"items must be dicts, got {type(item).__name__}")
             prev = data_id
+        with self._insert_lock:
+            return self._insert_items(store_name, items, client, session)
+
+    def _with_durable(self, reply: dict, key: tuple[str, str, str]) -> dict:
+        """Adds ``durable_id`` in durable mode (absent: clients delete up to ``last_id``)."""
+        if self.durable_ack:
+            reply["durable_id"] = min(self._durable.get(key, -1), reply["last_id"])
+        return reply
+
+    def _insert_items(self, store_name: str, items: list, client: str, session: str) -> dict:
         store = self._stores[store_name]
         key = (client, session, store_name)
         last = self._last_ids.get(key, -1)
@@ -407,7 +437,49 @@ class TrainerServer:
             self._last_ids.popitem(last=False)
         self.num_items_inserted += inserted
         self.num_insert_errors += errors
-        return {"ok": True, "last_id": last, "inserted": inserted, "insert_errors": errors}
+        return self._with_durable({"ok": True, "last_id": last, "inserted": inserted,
+                                   "insert_errors": errors}, key)
+
+    # ------------------------------------------------------------ durability
+
+    @contextlib.contextmanager
+    def hold_inserts(self):
+        """Context manager: no data message is inserted while it is open; yields the last ids.
+
+        Take the stores' state dicts inside it, so that the yielded ids describe exactly what
+        they hold. Yields ``[[client, session, store, last_id], ...]`` (JSON-able; store it
+        with the checkpoint). Keep the block short: the server thread waits meanwhile.
+        """
+        with self._insert_lock:
+            yield [[c, s, st, int(i)] for (c, s, st), i in self._last_ids.items()]
+
+    def mark_durable(self, ids: list) -> None:
+        """Declares the items up to ``ids`` (from :meth:`hold_inserts`) durable (checkpointed);
+        clients then delete their copies. Raises ValueError for malformed ids."""
+        self._durable = self._parse_ids(ids)
+
+    def restore_ids(self, ids: list) -> None:
+        """Restores the last ids of a checkpoint (from :meth:`hold_inserts`) after a restart,
+        as both received and durable; call before :meth:`start`. Raises ValueError for
+        malformed ids, RuntimeError once started."""
+        if self._started:
+            raise RuntimeError("restore_ids() must be called before start()")
+        parsed = self._parse_ids(ids)
+        self._last_ids = collections.OrderedDict(parsed)
+        self._durable = dict(parsed)
+
+    @staticmethod
+    def _parse_ids(ids: list) -> dict[tuple[str, str, str], int]:
+        out = {}
+        if not isinstance(ids, (list, tuple)):
+            raise ValueError(f"ids must be a list of [client, session, store, id], got {type(ids).__name__}")
+        for entry in ids:
+            if (not isinstance(entry, (list, tuple)) or len(entry) != 4
+                    or not all(isinstance(x, str) for x in entry[:3])
+                    or isinstance(entry[3], bool) or not isinstance(entry[3], int) or entry[3] < -1):
+                raise ValueError(f"ids entries must be [client, session, store, int >= -1], got {entry!r:.80}")
+            out[(entry[0], entry[1], entry[2])] = int(entry[3])
+        return out
 
     def _handle_request(self, msg: dict) -> dict:
         rtype = _require_str(msg, "request_type")
