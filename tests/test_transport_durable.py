@@ -131,3 +131,24 @@ def test_hold_inserts_blocks_the_server_thread(cfg):
     finally:
         client.stop()
         srv.stop()
+
+
+def test_delivery_counters_and_liveness(cfg):
+    srv, store = _learner(cfg)
+    q = QueuedDataStore(100)
+    client = TrainerClient("actor", "127.0.0.1", cfg, {"env": q})
+    try:
+        assert srv.last_contact_time is None
+        _insert(q, range(7))
+        assert client.update()
+        assert client.num_items_sent == 7 and client.num_items_delivered == 7
+        assert client.num_items_acknowledged == 0          # not checkpointed yet
+        with srv.hold_inserts() as ids:
+            pass
+        srv.mark_durable(ids)
+        assert client.update()
+        assert client.num_items_acknowledged == 7 and len(q) == 0
+        assert srv.last_contact_time is not None and "actor" in srv.last_contact
+    finally:
+        client.stop()
+        srv.stop()

@@ -118,6 +118,12 @@ class TrainerClient:
         stale) and after decoding, before the callback (``monotonic_fields``).
       num_unauthenticated_replies: replies refused (unsigned, bad HMAC, not
         for this request).
+      num_items_sent, num_items_delivered, num_items_acknowledged: items put
+        in data messages that got a reply (resends included), items the
+        server's replies report as newly received (a chunk whose reply was
+        lost is not counted), items deleted from the stores (with a
+        ``durable_ack`` server: only once checkpointed). An actor whose
+        ``num_items_delivered`` is 0 never reached a learner.
 
     Raises:
       TypeError / ValueError: bad arguments; ValueError also when
@@ -178,6 +184,9 @@ class TrainerClient:
         self.num_network_replayed = 0
         self.num_network_refused = 0
         self.num_unauthenticated_replies = 0
+        self.num_items_sent = 0          # items put in data messages (resends included)
+        self.num_items_delivered = 0     # items the server confirmed received (first time)
+        self.num_items_acknowledged = 0  # items deleted from the stores (delivered, durable)
         if wait_for_server:
             self._wait_for_server(wait_timeout_s)
 
@@ -369,7 +378,7 @@ class TrainerClient:
             self._log(f"TrainerClient {self.name!r}: server's last id {last} for store "
                       f"{store_name!r} is ahead of the client's newest id {newest}")
             return False
-        store.acknowledge(durable)  # items up to last are held, up to durable safe to delete
+        self.num_items_acknowledged += store.acknowledge(durable)  # up to durable: safe to delete
         cfg = self.config
         budget = cfg.max_message_bytes - _CHUNK_OVERHEAD_BYTES
         head = self._envelope("data", store=store_name)
@@ -397,6 +406,8 @@ class TrainerClient:
                 size += len(e)
                 chunk_last = data_id
             reply = self._call(encode_map_with_raw_list(head, "items", encoded))
+            if reply is not None:
+                self.num_items_sent += len(encoded)
             if reply is None:
                 return False
             new_last = reply.get("last_id")
@@ -406,7 +417,10 @@ class TrainerClient:
                 return False
             new_durable = reply.get("durable_id", new_last)
             if type(new_durable) is int and -1 <= new_durable <= new_last:
-                store.acknowledge(new_durable)
+                self.num_items_acknowledged += store.acknowledge(new_durable)
+            for k in ("inserted", "insert_errors"):
+                if type(reply.get(k)) is int and reply[k] > 0:
+                    self.num_items_delivered += reply[k]
             if reply.get("insert_errors"):
                 self._log(f"TrainerClient {self.name!r}: server failed to insert "
                           f"{reply['insert_errors']} item(s) of store {store_name!r}")

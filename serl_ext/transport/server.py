@@ -116,7 +116,10 @@ class TrainerServer:
     two), ``num_unauthenticated`` (no/bad HMAC, wrong channel or server id),
     ``num_replayed`` (replayed or stale frames), ``num_items_inserted``,
     ``num_duplicates``, ``num_insert_errors``, ``num_callback_errors``,
-    ``num_published``.
+    ``num_published``. Liveness: ``last_contact_time`` (``time.time()`` of
+    the last accepted, decodable message, None before any) and
+    ``last_contact`` (client name -> that time; at most ``max_sessions``
+    names), so the learner can notice an actor that stopped.
 
     The last data id of at most ``config.max_sessions`` client sessions per
     store is kept (least recently used forgotten first; a forgotten session's
@@ -168,6 +171,8 @@ class TrainerServer:
         self.num_insert_errors = 0
         self.num_callback_errors = 0
         self.num_published = 0
+        self.last_contact_time: float | None = None
+        self.last_contact: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
 
@@ -350,6 +355,12 @@ class TrainerServer:
             if not isinstance(msg, dict):
                 raise _Rejected(f"message must be a dict, got {type(msg).__name__}")
             kind = _require_str(msg, "type")
+            client_name = msg.get("client")
+            if type(client_name) is str and 0 < len(client_name) <= _MAX_NAME_LEN:
+                now = time.time()
+                self.last_contact_time = now
+                if client_name in self.last_contact or len(self.last_contact) < self.config.max_sessions:
+                    self.last_contact[client_name] = now
             if (bound_to is not None and kind != "hello"
                     and bound_to != self._auth.sender_id):
                 self.num_unauthenticated += 1
