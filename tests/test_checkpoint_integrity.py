@@ -165,3 +165,23 @@ def test_validate_hook_failure_falls_back(ckdir):
     ckpt.close()
     assert seen == [10, 5] and counters["learner_step"] == 5
     assert any("step 10" in line and "rewards" in line for line in logs)
+
+
+def test_load_agent_falls_back_to_the_intact_step(tmp_path):
+    from serl_ext.loop.checkpoint import load_agent, make_policy_spec
+
+    config = get_config("pick-place,hil_serl")
+    config.agent.hidden_dims = (16, 16)
+    agent = common.create_agent(config, SPEC, A)
+    run_dir = tmp_path / "run"
+    ckpt = Checkpointer(str(run_dir / "checkpoints"), max_to_keep=3)
+    for step in (3, 6):
+        ckpt.save(step, agent, _buffers(1), {"learner_step": step, "version": 1},
+                  policy_spec=make_policy_spec(config, SPEC, A))
+    ckpt.close()
+    path = _largest_file(run_dir / "checkpoints" / "6" / "agent")
+    data = bytearray(open(path, "rb").read())
+    data[-1] ^= 0x01
+    open(path, "wb").write(bytes(data))
+    _, info = load_agent(str(run_dir))
+    assert info["learner_step"] == 3
