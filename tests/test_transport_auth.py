@@ -62,7 +62,7 @@ def cleanup():
     objs = []
     yield objs
     for o in reversed(objs):
-        o.stop() if hasattr(o, "stop") else o.close(linger=0)
+        o.stop() if hasattr(o, "stop") else _close(o)
 
 
 def _server(cfg, cleanup, calls=None):
@@ -243,10 +243,18 @@ def test_client_follows_a_restarted_server(cfg, cleanup):
 
 
 def _publisher(port):
-    sock = zmq.Context.instance().socket(zmq.PUB)
+    """A PUB socket on ``port`` in a context of its own, so that closing it (``_close``) can
+    wait until the port is free again (``Context.term`` returns once the socket is closed)."""
+    sock = zmq.Context().socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(f"tcp://127.0.0.1:{port}")
     return sock
+
+
+def _close(sock):
+    context = sock.context
+    sock.close(linger=0)
+    context.term()
 
 
 def test_stranger_publisher_cannot_steer_the_client(cfg, cleanup):
@@ -264,8 +272,8 @@ def test_stranger_publisher_cannot_steer_the_client(cfg, cleanup):
         time.sleep(0.02)
     assert _wait_until(lambda: client.num_network_unauthenticated >= 10)
     assert seen == []  # nothing reached the callback
-    pub.close(linger=0)
     cleanup.remove(pub)
+    _close(pub)  # the port is free when this returns: the real learner can bind it
     srv, _ = _server(cfg, cleanup)  # the real learner
     assert _wait_until(lambda: (srv.publish_network(_message(3, 3)), bool(seen))[1],
                        step_s=0.05)
