@@ -65,7 +65,9 @@ def config_from_run(run_dir: str):
     with config.unlocked():
         config.seed = int(saved["seed"])
         for section in ("env", "agent", "uniintervene"):
-            if section in saved:
+            # Runs from before the plug-in refactor saved a uniintervene section for every
+            # algorithm; plain algorithms no longer have one.
+            if section in saved and section in config:
                 overlay(config[section], saved[section])
     return config
 
