@@ -23,7 +23,8 @@ takeover length, success with the operator, autonomous success (no operator step
 triggers and hand-back reasons. Results already in ``results.json`` are kept (the script
 resumes; ``--force`` recomputes). Writes ``results.json`` and ``results.md`` with the checks
 of the operator issue (expert IR <= 0.02; BC on 20 demos <= half, HiL-SERL <= a third of the
-zero and random robots' IR; IR monotone along the ladder).
+zero and random robots' IR; IR monotone along the ladder, and monotone in the measured
+autonomous SR: no robot that succeeds alone more often gets a higher IR).
 """
 
 import argparse
@@ -183,6 +184,11 @@ def checks(per_task) -> dict:
                                                    else None),
             "monotone": (all(ir[a] <= ir[b] for a, b in zip(ladder, ladder[1:]))
                          and (hopeless is None or all(ir[k] <= hopeless for k in ladder))),
+            # Competence measured, not assumed: a robot that succeeds alone more often (by more
+            # than 0.05 autonomous SR) must not get a higher IR.
+            "monotone_in_autonomous_sr": all(
+                not (r[a]["autonomous_success"] > r[b]["autonomous_success"] + 0.05
+                     and ir[a] > ir[b]) for a in r for b in r),
         }
     return out
 
@@ -216,11 +222,13 @@ def write_report(results, args):
                 + ", ".join(f"{k} {c}" for k, c in sorted(v["handbacks"].items())) + " |")
     lines += ["", "Checks (operator issue, 'Done when'):", "",
               "| task | expert <= 0.02 | BC(20) <= 1/2 of zero/random | HiL-SERL <= 1/3 of "
-              "zero/random | monotone |", "|---|---|---|---|---|"]
+              "zero/random | monotone along the ladder | monotone in autonomous SR |",
+              "|---|---|---|---|---|---|"]
     for task, c in results["checks"].items():
         lines.append(f"| {task} | {mark(c['expert_at_most_0.02'])} | "
                      f"{mark(c['bc20_at_most_half_of_hopeless'])} | "
-                     f"{mark(c['hil_serl_at_most_third_of_hopeless'])} | {mark(c['monotone'])} |")
+                     f"{mark(c['hil_serl_at_most_third_of_hopeless'])} | {mark(c['monotone'])} | "
+                     f"{mark(c['monotone_in_autonomous_sr'])} |")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
@@ -245,7 +253,11 @@ def main(argv=None):
     if os.path.isfile(path):  # --force recomputes the listed entries; the others stay
         with open(path) as f:
             results = json.load(f)
-    results["command"] = "python benchmarks/operator_ladder.py " + " ".join(argv)
+    # The command that recomputes every entry from scratch (the entries themselves may come from
+    # several resumed invocations with --policies / --force).
+    results["command"] = (f"python benchmarks/operator_ladder.py --tasks={args.tasks} "
+                          f"--episodes={args.episodes} --bc_steps={args.bc_steps} "
+                          f"--hil_serl_runs={os.path.relpath(args.hil_serl_runs, REPO)}")
     for task in [t for t in args.tasks.split(",") if t]:
         for name in [p for p in args.policies.split(",") if p]:
             if name in results["per_task"].get(task, {}) and not args.force:
