@@ -255,7 +255,9 @@ def main(argv=None):
             results = json.load(f)
     # The command that recomputes every entry from scratch (the entries themselves may come from
     # several resumed invocations with --policies / --force).
-    results["command"] = (f"python benchmarks/operator_ladder.py --tasks={args.tasks} "
+    named = set(results["per_task"]) | {t for t in args.tasks.split(",") if t}
+    all_tasks = ",".join([t for t in TASKS if t in named] + sorted(named - set(TASKS)))
+    results["command"] = (f"python benchmarks/operator_ladder.py --tasks={all_tasks} "
                           f"--episodes={args.episodes} --bc_steps={args.bc_steps} "
                           f"--hil_serl_runs={os.path.relpath(args.hil_serl_runs, REPO)}")
     for task in [t for t in args.tasks.split(",") if t]:
