@@ -184,6 +184,26 @@ class StdinKeySource:
             self._termios.tcsetattr(self._fd, self._termios.TCSADRAIN, self._old)
 
 
+def _read_keys(key_source, keymap, speed: float, dim: int, gripper_closed: bool):
+    """Keys pressed since the last call -> ``(keys, motion (dim,) float32, gripper, closed)``.
+
+    Each mapped key adds ``sign * speed`` on its axis (a key repeated in one read counts once);
+    the gripper key toggles ``closed`` and gives the gripper command (+1 close, -1 open),
+    otherwise ``gripper`` is None (the policy's command stands).
+    """
+    keys = set(str(k).lower() if k != GRIPPER_KEY else k for k in key_source())
+    motion = np.zeros(dim, np.float32)
+    for key in keys:
+        if key in keymap:
+            axis, sign = keymap[key]
+            motion[axis] += sign * speed
+    gripper = None
+    if GRIPPER_KEY in keys:
+        gripper_closed = not gripper_closed
+        gripper = 1.0 if gripper_closed else -1.0
+    return keys, motion, gripper, gripper_closed
+
+
 class KeyboardIntervention(_HumanInterventionBase):
     """Take over with the keyboard.
 
@@ -219,16 +239,8 @@ class KeyboardIntervention(_HumanInterventionBase):
         return super().reset(**kwargs)
 
     def _read(self):
-        keys = set(str(k).lower() if k != GRIPPER_KEY else k for k in self.key_source())
-        xyz = np.zeros(3, np.float32)
-        for key in keys:
-            if key in self.keymap:
-                axis, sign = self.keymap[key]
-                xyz[axis] += sign * self.speed
-        gripper = None
-        if GRIPPER_KEY in keys:
-            self._gripper_closed = not self._gripper_closed
-            gripper = 1.0 if self._gripper_closed else -1.0
+        keys, xyz, gripper, self._gripper_closed = _read_keys(
+            self.key_source, self.keymap, self.speed, 3, self._gripper_closed)
         return xyz, gripper
 
 
@@ -454,15 +466,7 @@ class Keyboard6Intervention(_Human7Base):
         return super().reset(**kwargs)
 
     def _read(self):
-        keys = set(str(k).lower() if k != GRIPPER_KEY else k for k in self.key_source())
-        motion = np.zeros(6, np.float32)
-        for key in keys:
-            if key in self.keymap:
-                axis, sign = self.keymap[key]
-                motion[axis] += sign * self.speed
-        gripper = None
-        if GRIPPER_KEY in keys:
-            self._gripper_closed = not self._gripper_closed
-            gripper = 1.0 if self._gripper_closed else -1.0
+        keys, motion, gripper, self._gripper_closed = _read_keys(
+            self.key_source, self.keymap, self.speed, 6, self._gripper_closed)
         mark = "success" if SUCCESS_KEY in keys else "failure" if FAILURE_KEY in keys else None
         return motion, gripper, mark
