@@ -6,6 +6,8 @@ Examples::
   --config=configs/train.py:assembly,rlpd --config.learner.utd_ratio=4
 """
 
+from typing import Optional
+
 import ml_collections
 
 from configs.algorithms import apply_algorithm
@@ -13,14 +15,19 @@ from configs.base import get_base_config
 from configs.tasks import apply_task
 
 
-def get_config(config_string: str = "pick-place,hil_serl") -> ml_collections.ConfigDict:
+def get_config(config_string: Optional[str] = None) -> ml_collections.ConfigDict:
     """Composes base + task + algorithm.
 
     Args:
       config_string: ``"TASK,ALGORITHM"``; ``"TASK"`` alone means ``hil_serl``.
     Raises:
+      ValueError: no config string (``--config=configs/train.py`` without ``:TASK``: a run
+        must name its task rather than silently train pick-place) or a malformed one.
       KeyError: unknown task or algorithm.
     """
+    if config_string is None:
+        raise ValueError("name the task: --config=configs/train.py:TASK[,ALGORITHM], "
+                         "e.g. configs/train.py:pick-place,hil_serl")
     parts = [p.strip() for p in config_string.split(",") if p.strip()]
     if not parts or len(parts) > 2:
         raise ValueError(f"config string must be 'TASK[,ALGORITHM]', got {config_string!r}")

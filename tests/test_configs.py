@@ -5,8 +5,10 @@ import pytest
 from configs.train import get_config
 
 
-def test_default_is_pick_place_hil_serl():
-    config = get_config()
+def test_task_alone_means_hil_serl_and_no_task_is_an_error():
+    with pytest.raises(ValueError, match="name the task"):
+        get_config()
+    config = get_config("pick-place")
     assert config.task == "pick-place"
     assert config.algorithm == "hil_serl"
     assert config.agent.num_qs == 2 and config.agent.num_min_qs is None
