@@ -67,6 +67,7 @@ def export_policy(run_dir: str) -> str:
 
     from benchmarks.system_eval import config_from_run
     from serl_ext.loop import common
+    from serl_ext.files import atomic_write
     from serl_ext.loop.checkpoint import Checkpointer
 
     config = config_from_run(run_dir)
@@ -79,9 +80,7 @@ def export_policy(run_dir: str) -> str:
     finally:
         checkpointer.close()
     path = os.path.join(run_dir, "policy.msgpack")
-    with open(path + ".tmp", "wb") as f:
-        f.write(serialization.msgpack_serialize(agent.policy_params()))
-    os.replace(path + ".tmp", path)
+    atomic_write(path, serialization.msgpack_serialize(agent.policy_params()))
     return path
 
 

@@ -184,6 +184,17 @@ class StdinKeySource:
             self._termios.tcsetattr(self._fd, self._termios.TCSADRAIN, self._old)
 
 
+def _key_source_and_speed(key_source, speed: float):
+    """Checked keyboard settings: ``key_source`` (None = ``StdinKeySource()``) and the action
+    magnitude per key in (0, 1]. Raises ValueError (speed) or TypeError (not callable)."""
+    if not 0.0 < speed <= 1.0:
+        raise ValueError(f"speed must be in (0, 1], got {speed}")
+    key_source = key_source if key_source is not None else StdinKeySource()
+    if not callable(key_source):
+        raise TypeError("key_source must be callable")
+    return key_source, float(speed)
+
+
 def _read_keys(key_source, keymap, speed: float, dim: int, gripper_closed: bool):
     """Keys pressed since the last call -> ``(keys, motion (dim,) float32, gripper, closed)``.
 
@@ -225,12 +236,7 @@ class KeyboardIntervention(_HumanInterventionBase):
     def __init__(self, env: gym.Env, key_source: Optional[Callable[[], Iterable[str]]] = None,
                  speed: float = 1.0, keymap: Optional[dict] = None):
         super().__init__(env)
-        if not 0.0 < speed <= 1.0:
-            raise ValueError(f"speed must be in (0, 1], got {speed}")
-        self.key_source = key_source if key_source is not None else StdinKeySource()
-        if not callable(self.key_source):
-            raise TypeError("key_source must be callable")
-        self.speed = float(speed)
+        self.key_source, self.speed = _key_source_and_speed(key_source, speed)
         self.keymap = dict(DEFAULT_KEYMAP if keymap is None else keymap)
         self._gripper_closed = False
 
@@ -452,12 +458,7 @@ class Keyboard6Intervention(_Human7Base):
                  speed: float = 1.0, keymap: Optional[dict] = None, device_frame: str = "base",
                  success_reward: float = 1.0):
         super().__init__(env, device_frame, success_reward)
-        if not 0.0 < speed <= 1.0:
-            raise ValueError(f"speed must be in (0, 1], got {speed}")
-        self.key_source = key_source if key_source is not None else StdinKeySource()
-        if not callable(self.key_source):
-            raise TypeError("key_source must be callable")
-        self.speed = float(speed)
+        self.key_source, self.speed = _key_source_and_speed(key_source, speed)
         self.keymap = dict(DEFAULT_KEYMAP6 if keymap is None else keymap)
         self._gripper_closed = False
 
