@@ -1,4 +1,5 @@
-"""Plots for ``benchmarks/compare.py``: learning curves per task and gate timelines.
+"""Plots of the comparison report (``benchmarks/comparison/render.py``, run by
+``benchmarks/compare.py``): learning curves per task and gate timelines.
 
 Every function takes plain Python containers (lists, dicts, floats), so tests can call them on
 synthetic data without any run folder. matplotlib runs with the Agg backend (no display).
@@ -17,8 +18,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-# action_source codes (serl_ext.data.replay_buffer): 0 policy, 1 recovery, 2 human.
-SOURCE_POLICY, SOURCE_RECOVERY, SOURCE_HUMAN = 0, 1, 2
+# The action_source codes of gate_timeline.jsonl: 0 policy, 1 recovery, 2 human.
+from serl_ext.data.replay_buffer import ACTION_SOURCE_HUMAN as SOURCE_HUMAN
+from serl_ext.data.replay_buffer import ACTION_SOURCE_POLICY as SOURCE_POLICY
+from serl_ext.data.replay_buffer import ACTION_SOURCE_RECOVERY as SOURCE_RECOVERY
+
 _SOURCE_STYLE = {
     SOURCE_POLICY: ("policy", "#ffffff", 0.0),
     SOURCE_RECOVERY: ("recovery", "#2ca02c", 0.18),
@@ -35,6 +39,14 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: str) -> str:
+    """Lays out ``fig``, writes it to ``path`` (PNG, 110 dpi), closes it and returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def mean_band(curves: Sequence[Curve], num_points: int = 0) -> Optional[Dict[str, np.ndarray]]:
@@ -133,10 +145,7 @@ def plot_curves(
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="best")
     fig.suptitle("mean over seeds, band = min-max over seeds", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _floats(values) -> np.ndarray:
@@ -272,7 +281,4 @@ def plot_timeline(path: str, episodes: Sequence[Mapping], method: str = "") -> s
         axes[0, 0].text(0.5, 0.5, "no gate timeline recorded", ha="center", va="center")
         axes[0, 0].set_axis_off()
     fig.suptitle(f"{method}: stagnation -> trigger -> recovery".strip(": "), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

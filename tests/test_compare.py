@@ -1,4 +1,4 @@
-"""Tests of the comparison harness (benchmarks/compare.py, benchmarks/compare_plots.py).
+"""Tests of the comparison harness (benchmarks/compare.py, benchmarks/comparison/, benchmarks/compare_plots.py).
 
 Synthetic run folders (2 methods x 2 tasks x 2 seeds) with known numbers; no training is run.
 """
@@ -18,6 +18,7 @@ sys.path.insert(0, REPO)
 
 import compare  # noqa: E402
 import compare_plots  # noqa: E402
+from benchmarks.comparison import launch, load, render  # noqa: E402
 from configs.algorithms import ALGORITHMS  # noqa: E402
 from serl_ext.loop.logging import MetricLogger  # noqa: E402
 
@@ -57,7 +58,7 @@ def _timeline_record(episode, env_steps, trigger_at=None, recovery=False):
 
 
 def _make_run(out, task, method, seed, sr, ir, operator=OPERATOR, timeline=None):
-    rdir = compare.run_dir(str(out), task, method, seed)
+    rdir = launch.run_dir(str(out), task, method, seed)
     os.makedirs(rdir, exist_ok=True)
     env_steps = 1000
     summary = {
@@ -112,8 +113,8 @@ def _is_png(path):
 
 def test_aggregate_numbers_and_report(tmp_path):
     _make_sweep(tmp_path)
-    res = compare.report(str(tmp_path), TASKS, METHODS, SEEDS, baseline=BASE, max_env_steps=1000,
-                         eval_period=500, eval_episodes=10, command="python benchmarks/compare.py --test")
+    res = render.report(str(tmp_path), TASKS, METHODS, SEEDS, baseline=BASE, max_env_steps=1000,
+                        eval_period=500, eval_episodes=10, command="python benchmarks/compare.py --test")
     pt = res["per_task"]
     # By hand: pick-place base SR (0.8, 0.6), IR (0.6, 0.4); UI SR (0.9, 0.7), IR (0.2, 0.2).
     assert pt["pick-place"][BASE]["sr_mean"] == pytest.approx(0.7)
@@ -162,7 +163,7 @@ def test_aggregate_numbers_and_report(tmp_path):
 
 def test_missing_seeds_marked_and_fairness_checked(tmp_path):
     _make_sweep(tmp_path, operator_for=("assembly", UI, 1))
-    res = compare.report(str(tmp_path), TASKS, METHODS, [0, 1, 2], baseline=BASE)
+    res = render.report(str(tmp_path), TASKS, METHODS, [0, 1, 2], baseline=BASE)
     md = (tmp_path / "results.md").read_text()
     assert "[2/3]" in md and "Fewer seeds than asked" in md
     assert any("assembly: `operator` differs" in i for i in res["fairness_issues"])
@@ -175,13 +176,13 @@ def test_missing_seeds_marked_and_fairness_checked(tmp_path):
 
 def test_report_without_timeline_or_runs(tmp_path):
     _make_run(tmp_path, "pick-place", BASE, 0, 0.5, 0.5)
-    res = compare.report(str(tmp_path), ["pick-place"], METHODS, [0], baseline=BASE)
+    res = render.report(str(tmp_path), ["pick-place"], METHODS, [0], baseline=BASE)
     md = (tmp_path / "results.md").read_text()
     assert "no `gate_timeline.jsonl` episodes" in md
     assert not (tmp_path / "timeline.png").exists() and _is_png(tmp_path / "curves.png")
     assert res["comparisons"]["pick-place"][UI]["target_met"] is None
     empty = tmp_path / "empty"
-    compare.report(str(empty), TASKS, METHODS, SEEDS)
+    render.report(str(empty), TASKS, METHODS, SEEDS)
     assert "(no finished runs)" in (empty / "results.md").read_text()
 
 
@@ -199,16 +200,16 @@ def test_main_report_only_and_unknown_method(tmp_path):
         with pytest.raises(app.UsageError, match=r"unknown method.*hil_serl\+nonsense.*known algorithms"):
             compare.main(["compare"])
     with pytest.raises(ValueError, match="unknown task"):
-        compare.validate([BASE], ["pick-plate"], BASE)
+        launch.validate([BASE], ["pick-plate"], BASE)
     with pytest.raises(ValueError, match="baseline"):
-        compare.validate([UI], ["pick-place"], BASE)
+        launch.validate([UI], ["pick-place"], BASE)
 
 
 def test_build_run_command():
-    budget = compare.task_budget("assembly", 0)
-    assert budget == 60_000 and compare.task_budget("assembly", 30_000) == 30_000
-    cmd = compare.build_run_command("/x/out", "assembly", UI, 2, budget, slot=3, eval_period=1000,
-                                    eval_episodes=5, extra=["--config.learner.utd_ratio=4"])
+    budget = launch.task_budget("assembly", 0)
+    assert budget == 60_000 and launch.task_budget("assembly", 30_000) == 30_000
+    cmd = launch.build_run_command("/x/out", "assembly", UI, 2, budget, slot=3, eval_period=1000,
+                                   eval_episodes=5, extra=["--config.learner.utd_ratio=4"])
     assert cmd[:3] == ["bash", "launchers/run_task.sh", f"assembly,{UI}"]
     for a in ["--config.seed=2", "--config.run_root=/x/out/runs", "--config.actor.eval_period=1000",
               "--config.actor.eval_episodes=5", "--config.logging.progress_bar=False",
@@ -217,33 +218,33 @@ def test_build_run_command():
         assert a in cmd, a
     assert cmd[-1] == "--config.learner.utd_ratio=4"
     # The run folder is serl_ext.loop.common.run_dir_for's default name under run_root.
-    assert compare.run_dir("/x/out", "assembly", UI, 2) == os.path.join("/x/out/runs", "assembly", UI, "seed2")
+    assert launch.run_dir("/x/out", "assembly", UI, 2) == os.path.join("/x/out/runs", "assembly", UI, "seed2")
 
 
 def test_launch_runs_skips_finished_and_uses_distinct_ports(tmp_path, monkeypatch):
     _make_run(tmp_path, "pick-place", BASE, 0, 0.5, 0.5)  # Finished: skipped.
-    stale = compare.run_dir(str(tmp_path), "pick-place", UI, 0)
+    stale = launch.run_dir(str(tmp_path), "pick-place", UI, 0)
     os.makedirs(stale)
     open(os.path.join(stale, "junk.txt"), "w").close()  # Unfinished: removed and rerun.
     calls = []
 
     def fake_run(cmd, cwd, stdout, stderr, env):
-        assert env["JAX_PLATFORMS"] == "cpu" and cwd == compare.REPO
+        assert env["JAX_PLATFORMS"] == "cpu" and cwd == launch.REPO
         task, method = cmd[2].split(",")
         seed = int(next(a for a in cmd if a.startswith("--config.seed=")).split("=")[1])
         port = int(next(a for a in cmd if a.startswith("--config.transport.port=")).split("=")[1])
-        rdir = compare.run_dir(str(tmp_path), task, method, seed)
+        rdir = launch.run_dir(str(tmp_path), task, method, seed)
         assert not os.path.exists(os.path.join(rdir, "junk.txt"))
         calls.append((task, method, seed, port))
         _make_run(tmp_path, task, method, seed, 0.5, 0.3)
         return type("P", (), {"returncode": 0})()
 
-    monkeypatch.setattr(compare.subprocess, "run", fake_run)
-    counts = compare.launch_runs(str(tmp_path), ["pick-place"], METHODS, [0, 1], 0, parallel=2)
+    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    counts = launch.launch_runs(str(tmp_path), ["pick-place"], METHODS, [0, 1], 0, parallel=2)
     assert counts == {"done_before": 1, "ok": 3, "failed": 0}
     assert sorted(c[:3] for c in calls) == [("pick-place", BASE, 1), ("pick-place", UI, 0), ("pick-place", UI, 1)]
     assert {c[3] for c in calls} <= {5600, 5610}
-    assert os.path.exists(compare.log_path(str(tmp_path), "pick-place", UI, 1))
+    assert os.path.exists(launch.log_path(str(tmp_path), "pick-place", UI, 1))
 
 
 def test_plots_on_plain_dicts(tmp_path):
@@ -274,14 +275,14 @@ def test_episode_metrics_by_hand():
          "intervention/segments": 1.0},
         {"step": 100, "eval/success_rate": 0.5},  # an eval row: ignored
     ]
-    m = compare.episode_metrics(rows, 100)
+    m = load.episode_metrics(rows, 100)
     assert m["auto_sr"] == pytest.approx(1 / 4)  # only the 2nd: success with no human step
     assert m["ir_last"] == pytest.approx(5 / 40)
     assert m["auto_sr_last"] == pytest.approx(0.0)
     assert m["steps_per_takeover"] == pytest.approx(15 / 3)  # 15 human steps in 3 takeovers
     assert m["auto_length"] == pytest.approx(30.0)  # the one autonomous success
-    assert compare.episode_metrics(rows[1:3], 100)["steps_per_takeover"] is None  # no takeover
-    assert compare.episode_metrics([], 100) == {"auto_sr": None, "ir_last": None, "auto_sr_last": None,
+    assert load.episode_metrics(rows[1:3], 100)["steps_per_takeover"] is None  # no takeover
+    assert load.episode_metrics([], 100) == {"auto_sr": None, "ir_last": None, "auto_sr_last": None,
                                                 "steps_per_takeover": None, "auto_length": None}
 
 
@@ -289,7 +290,7 @@ def test_system_sr_from_summaries_and_system_eval_file(tmp_path):
     """system SR: summary.json's eval_system_success_rate, else benchmarks/system_eval.py's file;
     a method without a gate reports its own SR."""
     _make_sweep(tmp_path)
-    path = os.path.join(compare.run_dir(str(tmp_path), "pick-place", UI, 0), "summary.json")
+    path = os.path.join(launch.run_dir(str(tmp_path), "pick-place", UI, 0), "summary.json")
     summary = json.load(open(path))
     json.dump(dict(summary, eval_system_success_rate=0.95), open(path, "w"))
     rows = [{"task": "pick-place", "algorithm": UI, "seed": 0, "system_success_rate": 0.0},  # summary wins
@@ -297,7 +298,7 @@ def test_system_sr_from_summaries_and_system_eval_file(tmp_path):
             {"task": "assembly", "algorithm": UI, "seed": 0, "system_success_rate": 1.0},
             {"task": "assembly", "algorithm": UI, "seed": 1, "system_success_rate": 0.6}]
     json.dump({"runs": rows}, open(tmp_path / "system_eval.json", "w"))
-    compare.report(str(tmp_path), TASKS, METHODS, SEEDS, baseline=BASE)
+    render.report(str(tmp_path), TASKS, METHODS, SEEDS, baseline=BASE)
     md = (tmp_path / "results.md").read_text().splitlines()
     header = next(line for line in md if "system SR (policy + gate, no human)" in line)
     col = [c.strip() for c in header.split("|")].index("system SR (policy + gate, no human)")

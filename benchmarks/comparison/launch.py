@@ -1,0 +1,202 @@
+"""Launching a comparison: name checks, budgets, run folders, ports and the run launcher.
+
+Each run is ``bash launchers/run_task.sh TASK,METHOD --config.seed=S ...`` (learner and actor as
+two processes), its folder ``OUT/runs/TASK/METHOD/seedS``, its log
+``OUT/logs/log_TASK_METHOD_seedS.txt``. Concurrent runs hold a slot each and the slot's port
+pair (``base_port + 10 * slot`` and ``+1``).
+"""
+
+import concurrent.futures
+import os
+import queue
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Sequence, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def validate(methods: Sequence[str], tasks: Sequence[str], baseline: str) -> None:
+    """Checks names against ``configs.algorithms.ALGORITHMS`` and ``configs.tasks.TASK_OVERRIDES``.
+
+    Args:
+      methods: algorithm names to compare. tasks: task names. baseline: one of ``methods``.
+    Raises:
+      ValueError: an unknown method or task (the message lists the known ones), no methods or
+        tasks, duplicates, or a baseline that is not among the methods.
+    """
+    from configs.algorithms import ALGORITHMS
+    from configs.tasks import TASK_OVERRIDES
+
+    if not methods or not tasks:
+        raise ValueError("--methods and --tasks must not be empty")
+    unknown = [m for m in methods if m not in ALGORITHMS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known algorithms (configs/algorithms.py): {sorted(ALGORITHMS)}")
+    unknown = [t for t in tasks if t not in TASK_OVERRIDES]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known tasks (configs/tasks.py): {sorted(TASK_OVERRIDES)}")
+    for name, values in (("methods", methods), ("tasks", tasks)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"--{name} has duplicates: {list(values)}")
+    if baseline not in methods:
+        raise ValueError(f"--baseline={baseline!r} is not among --methods={list(methods)}")
+
+
+def task_budget(task: str, max_env_steps: int = 0) -> int:
+    """Env-step budget of every run of ``task`` (agent steps after action repeat):
+    ``max_env_steps`` when > 0, else the task's ``configs/tasks.py`` default.
+
+    Raises:
+      KeyError: ``max_env_steps`` is 0 and ``task`` is not in ``TASK_OVERRIDES``.
+    """
+    from configs.tasks import TASK_OVERRIDES
+
+    return int(max_env_steps) if max_env_steps and max_env_steps > 0 else int(TASK_OVERRIDES[task]["max_env_steps"])
+
+
+def run_dir(out: str, task: str, method: str, seed) -> str:
+    """``OUT/runs/TASK/METHOD/seedS`` (= ``serl_ext.loop.common.run_dir_for`` with run_root
+    OUT/runs); ``seed`` is anything ``int`` accepts."""
+    return os.path.join(out, "runs", task, method, f"seed{int(seed)}")
+
+
+def log_path(out: str, task: str, method: str, seed) -> str:
+    """``OUT/logs/log_TASK_METHOD_seedS.txt``: the combined stdout and stderr of one run."""
+    return os.path.join(out, "logs", f"log_{task}_{method}_seed{int(seed)}.txt")
+
+
+def ports_for_slot(slot: int, base_port: int = 5600) -> Tuple[int, int]:
+    """(data port, broadcast port) of concurrent run slot ``slot``: ``base + 10 slot`` and ``+1``."""
+    port = int(base_port) + 10 * int(slot)
+    return port, port + 1
+
+
+def build_run_command(out: str, task: str, method: str, seed, budget: int, slot: int = 0,
+                      eval_period: int = 2500, eval_episodes: int = 10, base_port: int = 5600,
+                      extra: Sequence[str] = ()) -> List[str]:
+    """The argv of one run (executed with cwd = repo root).
+
+    ``bash launchers/run_task.sh TASK,METHOD --config.seed=S --config.run_root=OUT/runs
+    --config.actor.eval_period=.. --config.actor.eval_episodes=.. --config.logging.progress_bar=False
+    --config.transport.port=P --config.transport.broadcast_port=P+1
+    --config.actor.max_env_steps=BUDGET EXTRA...`` with the ports of ``slot``
+    (:func:`ports_for_slot`). The budget (env steps) is always explicit, so an algorithm
+    override can never give one method a different budget.
+    """
+    port, bport = ports_for_slot(slot, base_port)
+    return [
+        "bash", "launchers/run_task.sh", f"{task},{method}",
+        f"--config.seed={int(seed)}",
+        f"--config.run_root={os.path.join(os.path.abspath(out), 'runs')}",
+        f"--config.actor.eval_period={int(eval_period)}",
+        f"--config.actor.eval_episodes={int(eval_episodes)}",
+        "--config.logging.progress_bar=False",
+        f"--config.transport.port={port}",
+        f"--config.transport.broadcast_port={bport}",
+        f"--config.actor.max_env_steps={int(budget)}",
+        *extra,
+    ]
+
+
+def _subprocess_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env.setdefault("MUJOCO_GL", "egl")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def collect_demos(out: str, tasks: Sequence[str], num_demos: int) -> None:
+    """Collects the scripted demos of every task once, sequentially (no-op where present), so
+    that every method of a task trains from the same ``demos/TASK`` folder.
+
+    Args:
+      out: the comparison folder; each task's log goes to ``OUT/logs/demos_TASK.txt``.
+      tasks: task names. num_demos: demos per task.
+    Raises:
+      RuntimeError: demo collection failed (see ``OUT/logs/demos_TASK.txt``).
+    """
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    for task in tasks:
+        cmd = [sys.executable, "launchers/collect_demos.py", f"--task={task}", f"--num_demos={int(num_demos)}"]
+        print("[compare] demos:", " ".join(cmd), flush=True)
+        logp = os.path.join(out, "logs", f"demos_{task}.txt")
+        with open(logp, "w") as logf:
+            proc = subprocess.run(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, env=_subprocess_env())
+        if proc.returncode != 0:
+            raise RuntimeError(f"demo collection for {task} failed (exit {proc.returncode}); see {logp}")
+
+
+def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence, max_env_steps: int,
+                parallel: int = 1, eval_period: int = 2500, eval_episodes: int = 10, base_port: int = 5600,
+                extra: Sequence[str] = ()) -> Dict[str, int]:
+    """Runs every (task, method, seed) that has no ``summary.json`` yet, ``parallel`` at a time.
+
+    Order: seed-major (all tasks and methods of seed 0 first), so an interrupted sweep leaves
+    complete comparisons. A run folder without ``summary.json`` is removed first (the run
+    restarts from scratch). Every concurrent run holds its own slot and port pair; the budget
+    is :func:`task_budget` of ``max_env_steps``. Prints a line per start and finish (elapsed
+    minutes) and a tqdm bar over the runs.
+
+    Returns:
+      ``{"done_before": n, "ok": n, "failed": n}`` (a run is ok when it exits 0 and leaves a
+      ``summary.json``).
+    """
+    from tqdm import tqdm
+
+    jobs, done_before = [], 0
+    for seed in seeds:
+        for task in tasks:
+            for method in methods:
+                rdir = run_dir(out, task, method, seed)
+                if os.path.exists(os.path.join(rdir, "summary.json")):
+                    done_before += 1
+                    continue
+                jobs.append((task, method, int(seed)))
+    print(f"[compare] {done_before} runs done already, {len(jobs)} to run, {max(1, parallel)} at a time", flush=True)
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    slots: "queue.Queue[int]" = queue.Queue()
+    for k in range(max(1, int(parallel))):
+        slots.put(k)
+    lock = threading.Lock()
+    counts = {"done_before": done_before, "ok": 0, "failed": 0}
+    t_start = time.time()
+    bar = tqdm(total=len(jobs), desc="runs", unit="run")
+
+    def one(job):
+        task, method, seed = job
+        rdir = run_dir(out, task, method, seed)
+        if os.path.isdir(rdir):  # An interrupted run restarts from scratch (clean timings, no mixed state).
+            shutil.rmtree(rdir)
+        slot = slots.get()
+        try:
+            cmd = build_run_command(out, task, method, seed, task_budget(task, max_env_steps), slot=slot,
+                                    eval_period=eval_period, eval_episodes=eval_episodes,
+                                    base_port=base_port, extra=extra)
+            t0 = time.time()
+            with lock:
+                tqdm.write(f"[compare] start {task} {method} seed {seed} (slot {slot}, "
+                           f"{(t0 - t_start) / 60:.1f} min into the sweep): {shlex.join(cmd)}")
+            with open(log_path(out, task, method, seed), "w") as logf:
+                proc = subprocess.run(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, env=_subprocess_env())
+            ok = proc.returncode == 0 and os.path.exists(os.path.join(rdir, "summary.json"))
+            with lock:
+                counts["ok" if ok else "failed"] += 1
+                tqdm.write(f"[compare] {'done' if ok else 'FAILED'} {task} {method} seed {seed}: exit "
+                           f"{proc.returncode} after {(time.time() - t0) / 60:.1f} min"
+                           + ("" if ok else f" (log: {log_path(out, task, method, seed)})"))
+                bar.update(1)
+        finally:
+            slots.put(slot)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(parallel))) as pool:
+        for fut in [pool.submit(one, j) for j in jobs]:
+            fut.result()
+    bar.close()
+    print(f"[compare] sweep finished in {(time.time() - t_start) / 60:.1f} min: {counts}", flush=True)
+    return counts

@@ -1,0 +1,182 @@
+"""Reading the finished runs of a comparison folder (``OUT/runs/TASK/METHOD/seedS``).
+
+A run is finished when it holds ``summary.json``; :func:`load_run` flattens that file, the
+run's ``actor_config.json`` (the settings every method of a task must share),
+``learner_summary.json`` and ``metrics/actor.jsonl`` into one dict. Steps are env (agent) steps.
+"""
+
+import json
+import math
+import os
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from benchmarks.comparison.launch import run_dir
+from benchmarks.run_metrics import episode_rows, ir_between
+
+# Settings of actor_config.json that every method of a task must share (aggregate.fairness_issues).
+FAIRNESS_KEYS = ("operator", "demos", "max_env_steps", "eval_period", "eval_episodes", "action_repeat")
+
+
+def read_json(path: str):
+    """The parsed JSON file at ``path``, or None when it does not exist."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_jsonl(path: str) -> List[dict]:
+    """The rows of a metrics JSONL file (``serl_ext.loop.logging.read_jsonl``), or [] when it
+    does not exist."""
+    from serl_ext.loop.logging import read_jsonl as read
+
+    return read(path) if os.path.exists(path) else []
+
+
+def read_command(out: str) -> Optional[str]:
+    """The command that launched the runs (``OUT/command.txt``, stripped), or None when the file
+    is missing or empty."""
+    path = os.path.join(out, "command.txt")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read().strip() or None
+
+
+def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dict:
+    """Secondary metrics from the per-episode rows of ``metrics/actor.jsonl``.
+
+    Args:
+      actor_rows: the file's rows; episode rows carry ``rollout/length`` and
+        ``intervention/steps`` (others, e.g. evaluation rows, are skipped).
+      env_steps: the run's env steps (the last quarter starts at 0.75 of it); None or 0: the
+        last episode's end.
+    Returns:
+      ``auto_sr``: fraction of training episodes that succeeded with no human step (policy and
+      recovery alone); ``ir_last`` / ``auto_sr_last``: IR (human steps / steps) and ``auto_sr``
+      over the episodes that ended in the last quarter of the run's env steps (after the gate
+      had time to become active; the last episode when none did); ``steps_per_takeover``:
+      human steps / human segments (takeovers) over the run (None without a takeover);
+      ``auto_length``: mean length in agent steps of the autonomous successes (None without
+      one). Every value is None when no episode row exists.
+    """
+    eps = episode_rows([r for r in actor_rows
+                        if r.get("intervention/steps") is not None and r.get("rollout/length")])
+    if not eps:
+        return {"auto_sr": None, "ir_last": None, "auto_sr_last": None, "steps_per_takeover": None,
+                "auto_length": None}
+
+    def autonomous_success(e):
+        return e["success"] and e["human"] == 0
+
+    def auto(rows):
+        return float(np.mean([autonomous_success(e) for e in rows]))
+
+    cut = 0.75 * float(env_steps or max(e["step"] for e in eps))
+    last = [e for e in eps if e["step"] > cut] or eps[-1:]
+    segments = sum(e["segments"] for e in eps)
+    per_takeover = sum(e["human"] for e in eps) / segments if segments else None
+    auto_lengths = [e["length"] for e in eps if autonomous_success(e)]
+    return {"auto_sr": auto(eps), "ir_last": float(ir_between(last, -math.inf, math.inf)),
+            "auto_sr_last": auto(last), "steps_per_takeover": per_takeover,
+            "auto_length": float(np.mean(auto_lengths)) if auto_lengths else None}
+
+
+def load_run(rdir: str) -> Optional[dict]:
+    """One finished run (``summary.json`` present) as a flat dict, or None.
+
+    Keys: task, method, seed, final_sr (``eval_success_rate``), best_sr
+    (``best_eval_success_rate``), ir (``intervention_rate``), human_steps, recovery_steps,
+    env_steps, episodes, train_sr, learner_steps, wall_min (``wall_clock_s`` / 60),
+    action_repeat, eval_episodes, gate (every summary key starting with ``gate``),
+    eval_curve [(env_steps, SR)], ir_curve [(env_steps, cumulative IR) per episode end from
+    ``metrics/actor.jsonl``], the :func:`episode_metrics` keys, learner_ups (learner updates/s
+    of ``learner_summary.json``), system_sr (``eval_system_success_rate``; the SR itself for a
+    run without a gate), fairness (:data:`FAIRNESS_KEYS` from ``actor_config.json``; {} without
+    that file), run_dir.
+
+    Raises:
+      KeyError: ``summary.json`` lacks ``eval_success_rate`` or ``intervention_rate``.
+    """
+    s = read_json(os.path.join(rdir, "summary.json"))
+    if s is None:
+        return None
+    actor = read_jsonl(os.path.join(rdir, "metrics", "actor.jsonl"))
+    cfg = read_json(os.path.join(rdir, "actor_config.json")) or {}
+    a = cfg.get("actor", {}) or {}
+    fairness = {
+        "operator": cfg.get("operator"),
+        "demos": cfg.get("demos"),
+        "max_env_steps": a.get("max_env_steps"),
+        "eval_period": a.get("eval_period"),
+        "eval_episodes": a.get("eval_episodes"),
+        "action_repeat": (cfg.get("env") or {}).get("action_repeat"),
+    } if cfg else {}
+    return {
+        "task": s.get("task"),
+        "method": s.get("algorithm"),
+        "seed": int(s.get("seed", -1)),
+        "final_sr": float(s["eval_success_rate"]),
+        "best_sr": s.get("best_eval_success_rate"),
+        "ir": float(s["intervention_rate"]),
+        "human_steps": s.get("human_steps"),
+        "recovery_steps": s.get("recovery_steps"),
+        "env_steps": s.get("env_steps"),
+        "episodes": s.get("episodes"),
+        "train_sr": s.get("train_success_rate"),
+        "learner_steps": s.get("learner_steps"),
+        "wall_min": (s["wall_clock_s"] / 60.0) if s.get("wall_clock_s") is not None else None,
+        "action_repeat": s.get("action_repeat"),
+        "eval_episodes": s.get("eval_episodes"),
+        "gate": {k: v for k, v in sorted(s.items()) if k.startswith("gate")},
+        "eval_curve": [(h["env_steps"], h["success_rate"]) for h in s.get("eval_history", [])],
+        "ir_curve": [(r["step"], r["intervention/rate"]) for r in actor if r.get("intervention/rate") is not None],
+        **episode_metrics(actor, s.get("env_steps")),
+        "learner_ups": (read_json(os.path.join(rdir, "learner_summary.json")) or {}).get("updates_per_s"),
+        # policy + gate, no human (actor evaluations with uniintervene.eval_with_gate; runs
+        # without a gate: the policy alone is the whole system)
+        "system_sr": (s.get("eval_system_success_rate") if any(k.startswith("gate") for k in s)
+                      else float(s["eval_success_rate"])),
+        "fairness": fairness,
+        "run_dir": rdir,
+    }
+
+
+def load_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence) -> List[dict]:
+    """Every finished run of the sweep (:func:`load_run`), ordered task, method, seed (missing
+    runs are skipped). The task / method / seed of a row are those of its folder."""
+    rows = []
+    for task in tasks:
+        for method in methods:
+            for seed in seeds:
+                r = load_run(run_dir(out, task, method, seed))
+                if r is not None:
+                    r.update(task=task, method=method, seed=int(seed))
+                    rows.append(r)
+    return rows
+
+
+def add_system_eval(runs: List[dict], path: str) -> None:
+    """Fills, in place, ``system_sr`` of runs that lack it from ``benchmarks/system_eval.py``
+    output at ``path`` (its ``runs`` rows, matched by task, algorithm and seed), when that file
+    exists."""
+    data = read_json(path)
+    if not data:
+        return
+    found = {(r["task"], r["algorithm"], int(r["seed"])): r["system_success_rate"] for r in data.get("runs", [])}
+    for r in runs:
+        if r.get("system_sr") is None:
+            r["system_sr"] = found.get((r["task"], r["method"], r["seed"]))
+
+
+def load_timelines(out: str, tasks: Sequence[str], method: str, seeds: Sequence) -> List[dict]:
+    """Records of ``gate_timeline.jsonl`` of every run of ``method`` (order task, seed, file),
+    each a copy with ``task``, ``seed`` and a ``label`` (``"TASK seed S:"``) added."""
+    records = []
+    for task in tasks:
+        for seed in seeds:
+            for r in read_jsonl(os.path.join(run_dir(out, task, method, seed), "gate_timeline.jsonl")):
+                records.append(dict(r, task=task, seed=int(seed), label=f"{task} seed {int(seed)}:"))
+    return records
