@@ -13,6 +13,16 @@ import tempfile
 from typing import IO, Any, Callable, Union
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import (os.umask can only be read by setting it, which is not thread-safe later).
+_UMASK = _read_umask()
+
+
 def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, Callable[[IO[bytes]], None]],
                  fsync_dir: bool = False) -> None:
     """Writes ``data`` to ``path`` atomically.
@@ -36,6 +46,11 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, Callable[[IO[
             else:
                 f.write(data)
             f.flush()
+            try:
+                mode = os.stat(path).st_mode & 0o7777
+            except FileNotFoundError:
+                mode = 0o666 & ~_UMASK
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
