@@ -34,12 +34,13 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.comparison.aggregate import median as _median  # noqa: E402
+from benchmarks.comparison.launch import run_dir as _run_dir  # noqa: E402
+from benchmarks.comparison.load import read_json, read_jsonl  # noqa: E402
+from benchmarks.comparison.render import _fmt as fmt  # noqa: E402
 from benchmarks.run_metrics import (  # noqa: E402
     converged_step, episode_rows, ir_between, select_budget, steps_to, truncate_history)
-
-
-def _run_dir(out, task, algorithm, seed):
-    return os.path.join(out, "runs", task, algorithm, f"seed{seed}")
+from serl_ext.files import atomic_write  # noqa: E402
 
 
 def parse_budgets(text: str) -> dict:
@@ -154,28 +155,17 @@ def run_one(args, out, task, seed, extra):
     return proc.returncode == 0
 
 
-def _median(values):
-    values = [v for v in values if v is not None]
-    return float(np.median(values)) if values else None
-
-
 def aggregate(args, out):
     """Per run: the summary plus per-episode rows and eval history (all steps are env steps)."""
-    from serl_ext.loop.logging import read_jsonl
-
     rows = []
     for task in args.tasks:
         for seed in args.seeds:
             run_dir = _run_dir(out, task, args.algorithm, seed)
-            path = os.path.join(run_dir, "summary.json")
-            if not os.path.exists(path):
+            summary = read_json(os.path.join(run_dir, "summary.json"))
+            if summary is None:
                 continue
-            with open(path) as f:
-                summary = json.load(f)
-            actor_path = os.path.join(run_dir, "metrics", "actor.jsonl")
-            actor = read_jsonl(actor_path) if os.path.exists(actor_path) else []
-            learner_path = os.path.join(run_dir, "metrics", "learner.jsonl")
-            learner = read_jsonl(learner_path) if os.path.exists(learner_path) else []
+            actor = read_jsonl(os.path.join(run_dir, "metrics", "actor.jsonl"))
+            learner = read_jsonl(os.path.join(run_dir, "metrics", "learner.jsonl"))
             rates = [r["train/updates_per_s"] for r in learner if r.get("train/updates_per_s")]
             rows.append({
                 "task": task, "seed": int(seed), "summary": summary,
@@ -188,8 +178,9 @@ def aggregate(args, out):
     return rows
 
 
-def row_at_budget(row, budget):
-    """One run truncated at ``budget`` env steps (module docstring)."""
+def row_at_budget(row, budget, target_sr=0.8):
+    """One run truncated at ``budget`` env steps (module docstring); ``target_sr`` is the SR
+    whose first crossing the ``*_to_target`` fields time."""
     hist = truncate_history(row["eval_history"], budget)
     eps = [e for e in row["episodes"] if e["step"] <= budget]
     at = hist[-1] if hist else None
@@ -207,17 +198,10 @@ def row_at_budget(row, budget):
         "autonomous_sr_last_quarter": float(np.mean(
             [e["success"] and e["human"] == 0 for e in eps if e["step"] > 0.75 * budget]
             or [np.nan])),
-        "env_steps_to_target": steps_to(hist, "env_steps", args_target(row)),
+        "env_steps_to_target": steps_to(hist, "env_steps", target_sr),
         "minutes_to_target": (lambda v: None if v is None else v / 60)(
-            steps_to(hist, "wall_clock_s", args_target(row))),
+            steps_to(hist, "wall_clock_s", target_sr)),
     }
-
-
-_TARGET = {"sr": 0.8}
-
-
-def args_target(_row):
-    return _TARGET["sr"]
 
 
 def report(args, out, rows):
@@ -235,7 +219,7 @@ def report(args, out, rows):
         converged = converged_step(histories, args.select_sr, cap)
         budget = select_budget(histories, args.select_sr, cap, args.budget_factor)
         used = budget or cap
-        truncated = [row_at_budget(r, used) for r in rs]
+        truncated = [row_at_budget(r, used, args.select_sr) for r in rs]
         per_run += truncated
         keys = ("eval_sr", "ir", "ir_last_quarter", "takeovers_per_episode",
                 "takeovers_per_episode_last_quarter", "train_sr", "autonomous_sr_last_quarter",
@@ -255,13 +239,7 @@ def report(args, out, rows):
               "eval_episodes": args.eval_episodes, "eval_period": args.eval_period,
               "machine": f"{os.cpu_count()} CPU cores, no GPU; learner and actor as two processes",
               "per_task": per_task, "runs": per_run}
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(result, f, indent=2)
-
-    def fmt(v, p=2):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return "-"
-        return f"{v:.{p}f}" if isinstance(v, float) else str(v)
+    atomic_write(os.path.join(out, "results.json"), json.dumps(result, indent=2).encode())
 
     lines = [
         f"# {args.algorithm}: the HiL-SERL row", "",
@@ -299,8 +277,7 @@ def report(args, out, rows):
             f"{fmt(r['ir_last_quarter'], 3)} | {fmt(r['takeovers_per_episode'])} | "
             f"{fmt(r['env_steps_to_target'], 0)} | {fmt(r['minutes_to_target'], 1)} |")
     lines += ["", "![curves](curves.png)", ""]
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("\n".join(lines))
+    atomic_write(os.path.join(out, "results.md"), "\n".join(lines).encode())
 
     fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.4 * max(len(tasks), 1)), squeeze=False)
     for i, task in enumerate(tasks):
@@ -368,7 +345,6 @@ def parse_args(argv):
 
 def main(argv=None):
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
-    _TARGET["sr"] = args.select_sr
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     previous = os.path.join(out, "results.json")
