@@ -64,12 +64,29 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.learner.checkpoint_period = 5_000  # Learner steps between checkpoints (0: only at end).
     config.learner.max_steps = 1_000_000  # Hard cap on learner steps.
     config.learner.idle_timeout_s = 0.0  # >0: stop when no actor data arrived for this long.
+    # Liveness: no message from the actor for this long (s) => the learner logs that the actor
+    # seems to have stopped and counts it (learner_summary.json actor_silences); it keeps serving
+    # (idle_timeout_s stops it). Above the actor's longest silent phase (its evaluations). 0: off.
+    config.learner.actor_timeout_s = 300.0
+    # Divergence guard: an update whose loss or new parameters are non-finite is skipped and the
+    # last good agent kept (train/divergence_recoveries); after this many in a row the agent
+    # (not the buffers) is restored from the newest intact checkpoint (train/divergence_restores).
+    config.learner.divergence_restore_after = 10
+    # More restores than this in one learner process stop it with an error (training does not
+    # recover; lower the learning rates or check the data).
+    config.learner.max_divergence_restores = 5
+    # After the final checkpoint, wait up to this long (s) for the actor to confirm that it took
+    # the acknowledgement (its actor_closed request) before the transport stops.
+    config.learner.final_ack_wait_s = 30.0
 
     # Actor process.
     config.actor = ml_collections.ConfigDict()
     config.actor.max_env_steps = 50_000  # Agent steps (after action repeat) of the whole run.
     config.actor.send_period = 50  # Env steps between transport flushes to the learner.
-    config.actor.queue_capacity = 50_000  # Unsent transitions kept while the learner is away.
+    # Transitions kept until the learner has them in a checkpoint (durable acknowledgement), also
+    # while the learner is away; must cover one learner checkpoint period (overflow drops the
+    # oldest, counted in rollout/dropped_transitions).
+    config.actor.queue_capacity = 50_000
     config.actor.eval_period = 5_000  # Env steps between evaluations (0: only at the end).
     config.actor.eval_episodes = 10  # Deterministic episodes per evaluation (fresh seeded envs).
     config.actor.eval_seed_offset = 100_000  # Eval env seed = seed * 1000 + offset + episode index.
@@ -88,6 +105,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     # With the throttle on, wait up to this long at start for the learner's first parameters
     # (0: act at once). Keeps methods whose learner starts slower (pretraining) comparable.
     config.actor.wait_for_learner_s = 120.0
+    # At the end: wait up to this long (s) for the last transitions to be delivered and then
+    # acknowledged by the learner's final checkpoint (summary.json transport_items_*).
+    config.actor.final_ack_timeout_s = 120.0
+    # Sensor faults (a non-finite or out-of-bound observation or reward, a non-finite or
+    # out-of-bound action) end the episode and are counted; this many in a row without a good
+    # step in between stop the actor with an error (a dead sensor, not a glitch).
+    config.actor.max_consecutive_faults = 100
 
     # Transport (serl_ext/transport).
     config.transport = ml_collections.ConfigDict()

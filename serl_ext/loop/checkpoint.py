@@ -188,16 +188,27 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, agent: Any, buffers: Dict[str, Dict[str, Any]], counters: Dict[str, Any],
-             policy_spec: Optional[Dict[str, Any]] = None) -> None:
-        """Writes checkpoint ``step``.
+             policy_spec: Optional[Dict[str, Any]] = None) -> int:
+        """Writes checkpoint ``step`` (the newest; see Returns).
 
         Args:
           agent: the agent pytree (flax struct with TrainStates).
           buffers: name -> ``ReplayBuffer.state_dict()``.
-          counters: JSON-serialisable dict (learner step, env steps, versions ...).
+          counters: JSON-serialisable dict (learner step, env steps, versions ...); the learner
+            step a checkpoint holds is ``counters["learner_step"]``, not its step number.
           policy_spec: :func:`make_policy_spec` output, stored with the step (None: not stored,
             and :func:`load_agent` cannot use this step).
+        Returns:
+          the step number written: ``step``, or ``latest_step() + 1`` when ``step`` is not above
+          the newest existing step (e.g. the learner's final save at the step of its last
+          periodic one, with more transitions since; orbax would silently skip it, and the
+          learner would then acknowledge transitions that no checkpoint holds).
         """
+        latest = self._manager.latest_step()
+        if latest is not None and int(step) <= int(latest):
+            _log.info("checkpoint step %d is not above the newest one (%d); saving as step %d",
+                      int(step), int(latest), int(latest) + 1)
+            step = int(latest) + 1
         arrays, rest = _split_arrays(buffers)
         items = dict(
             agent=ocp.args.StandardSave(agent),
@@ -214,6 +225,7 @@ class Checkpointer:
             write_manifest(step_dir, int(step))
         else:
             self._log_fn(f"checkpoint step folder {step_dir} not found after saving; no manifest written")
+        return int(step)
 
     def _step_dir(self, step: int) -> str:
         return os.path.join(self.directory, str(int(step)))

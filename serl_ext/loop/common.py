@@ -55,6 +55,13 @@ DATA_STORE = "actor_env"
 INTERVENTION_STORE = "actor_env_intvn"
 
 
+# Requests the actor sends (serl_ext/loop/learner.py answers them): ``actor_done`` when its
+# last transition is delivered, ``actor_stats`` (optional stats), ``actor_closed`` once the
+# learner's final checkpoint acknowledged everything (or the actor gave up waiting), with the
+# actor's delivery counters as payload.
+REQUEST_TYPES = ("actor_done", "actor_stats", "actor_closed")
+
+
 def transport_config(config: ml_collections.ConfigDict):
     """The :class:`serl_ext.transport.TrainerConfig` of ``config.transport`` (both processes)."""
     from serl_ext.transport import TrainerConfig
@@ -64,7 +71,7 @@ def transport_config(config: ml_collections.ConfigDict):
     return TrainerConfig(
         port_number=t.port,
         broadcast_port=t.broadcast_port,
-        request_types=("actor_done", "actor_stats"),
+        request_types=REQUEST_TYPES,
         bind_address=t.bind_address,
         auth_key=load_auth_key(t.get("auth_key_file", "") or None, log_fn=print),
         auth=t.get("auth", "auto"),
@@ -148,18 +155,37 @@ def create_agent(config: ml_collections.ConfigDict, spec: Dict[str, tuple], acti
     )
 
 
+def value_bounds(env) -> Dict[str, Any]:
+    """The replay buffer's value bounds for ``env``'s spaces
+    (:func:`serl_ext.data.replay_buffer.value_bounds_from_spaces`: per-element ``|x|`` bounds with
+    a 10 % margin; dimensions without a finite space bound get the default 1e6; the reward keeps
+    the buffer's default). The actor checks observations and actions against the same bounds
+    before they are sent (sensor faults), the learner's buffers on insert."""
+    from serl_ext.data.replay_buffer import value_bounds_from_spaces
+
+    return value_bounds_from_spaces(env.observation_space, env.action_space)
+
+
+def task_spaces(config: ml_collections.ConfigDict):
+    """Reads ``config.task``'s spaces from a throw-away env.
+
+    Returns:
+      ``(observation spec, action_dim, value bounds)`` (:func:`value_bounds`).
+    """
+    env = make_env(config, config.seed, with_operator=False)
+    try:
+        return observation_spec(env), int(env.action_space.shape[0]), value_bounds(env)
+    finally:
+        env.close()
+
+
 def agent_for_task(config: ml_collections.ConfigDict):
     """Creates the agent for ``config.task`` from a throw-away env's spaces.
 
     Returns:
       ``(agent, observation spec, action_dim)``.
     """
-    env = make_env(config, config.seed, with_operator=False)
-    try:
-        spec = observation_spec(env)
-        action_dim = int(env.action_space.shape[0])
-    finally:
-        env.close()
+    spec, action_dim, _ = task_spaces(config)
     return create_agent(config, spec, action_dim), spec, action_dim
 
 
@@ -184,20 +210,24 @@ def grasp_penalty(info: Dict[str, Any]) -> np.float32:
     return np.float32(value)
 
 
-def make_buffer(spec, action_dim: int, capacity: int, seed: int, with_extras: bool = False):
+def make_buffer(spec, action_dim: int, capacity: int, seed: int, with_extras: bool = False,
+                value_bounds: Optional[Dict[str, Any]] = None):
     """A :class:`serl_ext.data.replay_buffer.ReplayBuffer` for the observation ``spec``.
 
     Args:
       with_extras: also store :data:`TRANSITION_EXTRAS` (every insert must then carry them, as
         the actor's transitions do), with :data:`TRANSITION_EXTRA_DEFAULTS` for old demo files
         and checkpoints. The learner's buffers use True; False gives house keys only.
+      value_bounds: the task's bounds (:func:`value_bounds`); None: the buffer's default
+        ``|x| <= 1e6`` on every float field. Inserts (and ``load_state_dict``) outside them are
+        refused and counted in ``num_out_of_bounds``.
     """
     from serl_ext.data.replay_buffer import ReplayBuffer
 
     if not with_extras:
-        return ReplayBuffer(spec, action_dim, capacity, seed=seed)
+        return ReplayBuffer(spec, action_dim, capacity, seed=seed, value_bounds=value_bounds)
     return ReplayBuffer(spec, action_dim, capacity, extra_keys=TRANSITION_EXTRAS, seed=seed,
-                        extra_defaults=TRANSITION_EXTRA_DEFAULTS)
+                        extra_defaults=TRANSITION_EXTRA_DEFAULTS, value_bounds=value_bounds)
 
 
 def to_numpy_tree(tree):
@@ -215,7 +245,15 @@ def eval_seed(config: ml_collections.ConfigDict, index: int) -> int:
 
 
 def read_json(path: str) -> Optional[Dict[str, Any]]:
+    """The JSON object in ``path``, or None when the file does not exist.
+
+    Raises:
+      ValueError: the file is not valid JSON (the message names the file).
+    """
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); fix or remove it") from None
