@@ -18,6 +18,11 @@ SUMMARY_KEYS = {
     "task", "algorithm", "seed", "env_steps", "episodes", "eval_success_rate", "best_eval_success_rate",
     "eval_system_success_rate", "intervention_rate", "human_steps", "recovery_steps", "train_success_rate",
     "wall_clock_s", "learner_steps", "action_repeat", "eval_episodes", "eval_history",
+    # reliability counters (issue 15, docs/reliability.md)
+    "sensor_faults", "action_faults", "transport_items_queued", "transport_items_sent",
+    "transport_items_delivered", "transport_items_acknowledged", "transport_items_dropped",
+    "transport_items_unacknowledged", "delivered_to_learner", "param_messages_received", "param_errors",
+    "param_network_refused",
 }
 GATE_SUMMARY_KEYS = {
     "gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",

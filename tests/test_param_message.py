@@ -128,5 +128,7 @@ def test_parameter_slot_survives_garbage_on_the_transport_thread():
     slot.put(build_message(1, 40, _params()))
     assert slot.learner_step == 40
     for garbage in ({"learner_step": "lots"}, {"learner_step": True}, [1, 2], None):
-        slot.put(garbage)  # never raises; the actor refuses it when it takes it
-        assert slot.learner_step == 40 and slot.take() is garbage
+        slot.put(garbage)  # never raises; refused whole on arrival, nothing of it stored
+        assert slot.learner_step == 40
+    assert slot.num_refused == 4
+    assert slot.take().learner_step == 40 and slot.take() is None  # the good message is still the pending one

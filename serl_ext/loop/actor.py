@@ -15,10 +15,16 @@ algorithm names in ``config.components.gate`` (``serl_ext/loop/components.py``; 
 pass-through gate of plain HiL-SERL). If the learner goes away the actor keeps acting with its last parameters and keeps
 its transitions (``actor.queue_capacity`` unsent transitions; past that the oldest are dropped
 and counted in ``rollout/dropped_transitions``) and delivers them once the learner is back.
+A transition leaves the queue only once the learner has it in a checkpoint (durable
+acknowledgement, ``serl_ext/transport/server.py``), so a learner killed at any moment gets
+again what it had not saved. Messages are checked whole on arrival
+(:class:`ParameterSlot`); sensor and action faults end the episode instead of the process
+(:func:`run_actor`).
 
-Outputs in the run folder: ``summary.json``, ``actor_state.json`` (resume point, written at
-every episode end), ``metrics/actor.jsonl`` and ``tb/actor`` (rollout/, intervention/, eval/,
-gate/), ``actor_config.json``.
+Outputs in the run folder: ``summary.json`` (results plus the fault and delivery counters of
+:func:`write_summary`), ``actor_state.json`` (resume point, written at every episode end),
+``metrics/actor.jsonl`` and ``tb/actor`` (rollout/, intervention/, eval/, gate/),
+``actor_config.json``.
 """
 
 import collections
@@ -32,39 +38,71 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from serl_ext.data._validation import DEFAULT_MAX_ABS, OutOfBoundsError, check_abs_bound
 from serl_ext.loop import common, components
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config  # noqa: F401
 from serl_ext.loop.evaluation import evaluate
 from serl_ext.loop.gate import HUMAN, RECOVERY
 from serl_ext.loop.logging import MetricLogger
-from serl_ext.loop.param_message import MessageError, check_message
+from serl_ext.loop.param_message import MessageError, ParameterMessage, check_message
 
 log = logging.getLogger(__name__)
 
 
 class ParameterSlot:
     """Holds the newest parameter message from the learner; written by the transport thread,
-    read by the actor loop between steps (so a swap never happens in the middle of a step)."""
+    read by the actor loop between steps (so a swap never happens in the middle of a step).
 
-    def __init__(self):
+    :meth:`put` validates the whole message first (:func:`serl_ext.loop.param_message.check_message`:
+    schema, counters, the policy tree against ``params_template``, finiteness of every array,
+    parts limited to ``accepted_parts``); a refused message stores nothing (neither the
+    parameters nor ``learner_step`` / ``version`` / ``last_receive_time``), adds 1 to
+    ``num_refused`` and is logged with the reason.
+
+    Args:
+      params_template: the actor's ``agent.policy_params()`` (paths, shapes, dtypes the
+        message must match); None: any tree.
+      accepted_parts: part names someone on the actor takes (None: any name).
+    """
+
+    def __init__(self, params_template: Optional[Dict[str, Any]] = None, accepted_parts=None):
         self._lock = threading.Lock()
-        self._pending: Optional[Dict[str, Any]] = None
+        self._template = params_template
+        self._accepted = None if accepted_parts is None else tuple(accepted_parts)
+        self._pending: Optional[ParameterMessage] = None
         self.last_receive_time = 0.0
         self.learner_step = 0
         self.version = -1
+        self.num_refused = 0
+        self.last_refusal = ""
 
-    def put(self, message: Dict[str, Any]) -> None:
+    def put(self, message: Any) -> None:
+        """Checks ``message`` and, if valid, makes it the pending one (never raises)."""
+        try:
+            checked = check_message(message, params_template=self._template, accepted_parts=self._accepted)
+        except MessageError as e:
+            with self._lock:
+                self.num_refused += 1
+                self.last_refusal = str(e)[:500]
+            log.warning("refused parameter message (nothing of it applied): %s", e)
+            return
         with self._lock:
-            self._pending = message
+            self._pending = checked
             self.last_receive_time = time.time()
-            step = message.get("learner_step") if isinstance(message, dict) else None
-            if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
-                self.learner_step = int(step)  # the message itself is checked when it is taken
+            self.learner_step = checked.learner_step
+            self.version = checked.version
 
-    def take(self) -> Optional[Dict[str, Any]]:
+    def take(self) -> Optional[ParameterMessage]:
+        """The pending checked message (a :class:`ParameterMessage`) or None; clears it."""
         with self._lock:
             message, self._pending = self._pending, None
             return message
+
+
+# Delivery counters of summary.json (transport_items_*), summed over actor processes. Items of
+# both stores: every transition once in actor_env, human (and gate-chosen) ones again in
+# actor_env_intvn.
+_DELIVERY_KEYS = ("queued", "sent", "delivered", "acknowledged", "dropped", "unacknowledged")
 
 
 def _initial_state() -> Dict[str, Any]:
@@ -76,11 +114,84 @@ def _initial_state() -> Dict[str, Any]:
         "wall_clock_s": 0.0,
         "eval_history": [],
         "successes": 0,
+        "sensor_faults": 0,
+        "action_faults": 0,
+        "fault_resets": 0,
+        "transport": {},
     }
+
+
+def observation_fault(observation: Dict[str, Any], bounds: Dict[str, Any]) -> Optional[str]:
+    """Checks one observation before the policy sees it or it is sent.
+
+    Args:
+      observation: ``{key: array}`` from the env.
+      bounds: ``{key: |x| bound array or None}`` (``common.value_bounds(env)["observations"]``).
+    Returns:
+      None when every float entry is finite and within its bound (integer entries, e.g. uint8
+      images, are bounded by their dtype); else the reason, naming the key, value and bound.
+    """
+    for k, value in observation.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind != "f":
+            continue
+        finite = np.isfinite(arr)
+        if not np.all(finite):
+            i = tuple(int(j) for j in np.argwhere(~finite)[0]) if arr.ndim else ()
+            return f"observations[{k!r}] is {float(arr[i])} at index {i}"
+        bound = bounds.get(k)
+        if bound is not None:
+            try:
+                check_abs_bound(arr, bound, f"observations[{k!r}]")
+            except OutOfBoundsError as e:
+                return str(e)
+    return None
+
+
+def action_fault(action: Any, bound: Any, name: str) -> Optional[str]:
+    """None when ``action`` is a finite ``(A,)`` float vector within ``bound`` (the action
+    space's, with its margin); else the reason."""
+    arr = np.asarray(action)
+    shape = np.shape(bound) if bound is not None else arr.shape
+    if arr.shape != tuple(shape) or arr.dtype.kind not in "fiu":
+        return f"{name} has shape {arr.shape} and dtype {arr.dtype}, expected float {tuple(shape)}"
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        return f"{name} is not finite: {arr.tolist()}"
+    if bound is not None:
+        try:
+            check_abs_bound(arr, bound, name)
+        except OutOfBoundsError as e:
+            return str(e)
+    return None
+
+
+def _scalar_fault(value: Any, name: str) -> Optional[str]:
+    """None for a finite scalar with |value| <= the buffers' default bound, else the reason."""
+    v = float(np.asarray(value, dtype=np.float64))
+    if not np.isfinite(v) or abs(v) > DEFAULT_MAX_ABS:
+        return f"{name} is {v} (not finite or |x| > {DEFAULT_MAX_ABS:g})"
+    return None
 
 
 def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     """Runs the actor until ``config.actor.max_env_steps`` agent steps; returns the summary.
+
+    Sensor faults (issue 15): an observation (after ``reset`` or ``step``) that is not finite or
+    lies outside the task's bounds (:func:`serl_ext.loop.common.value_bounds`), a non-finite
+    reward or grasp penalty, and a policy, gate or human action that is not finite or outside
+    the action bounds, are faults, not crashes: the step is not sent, the episode ends there
+    (the last transition sent is marked ``dones=True`` with its mask kept, i.e. truncated; to
+    that end each transition is queued one step later, when the next step is known good), a
+    ``rollout/sensor_fault`` or ``rollout/action_fault`` event is logged, the env is reset and
+    the actor goes on. Counted in ``summary.json`` (``sensor_faults``, ``action_faults``); faulty
+    steps are not counted in ``env_steps``; the episode file of a faulted episode is not
+    written. ``actor.max_consecutive_faults`` faults in a row stop the actor (RuntimeError).
+
+    Delivery: ``summary.json`` carries ``transport_items_*`` (queued, sent, delivered,
+    acknowledged, dropped, unacknowledged) and ``delivered_to_learner``. With the real
+    transport, an actor whose transitions never reached a learner raises ``SystemExit`` (after
+    writing its summary) so that the process exits non-zero.
 
     Args:
       config: the composed training config (configs/train.py).
@@ -91,6 +202,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         (``update``, ``request``, ``recv_network_callback``, ``stop``); default: a
         :class:`serl_ext.transport.TrainerClient` connecting to ``config.transport.ip``. Tests
         pass an in-process fake.
+    Raises:
+      RuntimeError: ``actor.max_consecutive_faults`` faults in a row.
+      SystemExit: real transport and nothing delivered (see above).
     """
     bootstrap_at_limit = bool(config.actor.get("bootstrap_at_time_limit", True))
     from serl_ext.transport import QueuedDataStore, TrainerClient
@@ -100,12 +214,16 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     common.write_config(run_dir, config, "actor")
     state_path = os.path.join(run_dir, "actor_state.json")
     state = common.read_json(state_path) or _initial_state()
+    for key, value in _initial_state().items():  # actor_state.json of an older version
+        state.setdefault(key, value)
     if state["env_steps"]:
         log.info("resuming actor from %s at env step %d", state_path, state["env_steps"])
 
     env = common.make_env(config, common.episode_seed(config, state["episodes"]), with_operator=True)
     spec = common.observation_spec(env)
     action_dim = int(env.action_space.shape[0])
+    bounds = common.value_bounds(env)
+    obs_bounds, action_bound = bounds["observations"], bounds.get("actions")
     agent = common.create_agent(config, spec, action_dim)
     if gate is None:
         gate = components.make_gate(config, spec, action_dim, run_dir)
@@ -126,7 +244,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         DATA_STORE: QueuedDataStore(config.actor.queue_capacity),
         INTERVENTION_STORE: QueuedDataStore(config.actor.queue_capacity),
     }
-    slot = ParameterSlot()
+    # Messages are checked whole on arrival against the agent's tree and the gate's part name.
+    slot = ParameterSlot(agent.policy_params(), accepted_parts=(gate_part,) if gate_part else ())
+    real_transport = make_client is None
     if make_client is None:
         client = TrainerClient(
             "actor", config.transport.ip, transport_config(config), data_stores=stores, wait_for_server=False
@@ -138,6 +258,8 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state["env_steps"] + 1)
     max_steps = int(config.actor.max_env_steps)
+    max_faults = max(int(config.actor.get("max_consecutive_faults", 100)), 1)
+    _warn_if_queue_too_small(config, max_steps - state["env_steps"])
     start_time = time.time()
     wall_offset = float(state["wall_clock_s"])
     param_version, param_errors = -1, 0
@@ -145,6 +267,8 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     latencies = collections.deque(maxlen=1000)  # policy + gate (s)
     step_latencies = collections.deque(maxlen=1000)  # policy + gate + env.step (s)
     throttle_wait_s = 0.0
+    consecutive_faults = 0
+    held = None  # (transition, source): this episode's last transition, queued with the next step
 
     def wall_clock():
         return wall_offset + time.time() - start_time
@@ -177,13 +301,10 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
     def swap_params():
         nonlocal agent, param_version, param_errors
-        message = slot.take()
-        if message is None:
+        checked = slot.take()  # already checked whole by slot.put
+        if checked is None:
             return
         try:
-            # Schema, agent tree/shapes/dtypes, finiteness of everything, known parts only.
-            checked = check_message(message, params_template=agent.policy_params(),
-                                    accepted_parts=(gate_part,) if gate_part else ())
             new_agent = agent.load_policy_params(checked.params)
             if gate_part in checked.parts:
                 gate.load_params(checked.parts[gate_part])  # validated first; raises leaving it unchanged
@@ -204,12 +325,137 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         )
         return state["env_steps"] >= allowed
 
+    def queue(transition, source):
+        stores[DATA_STORE].insert(transition)
+        if source in to_intervention_store:
+            stores[INTERVENTION_STORE].insert(transition)
+
+    def flush_held(truncate: bool = False):
+        nonlocal held
+        if held is not None:
+            transition, source = held
+            held = None
+            if truncate:  # the episode ends here (a fault after it): truncated, mask kept
+                transition["dones"] = True
+            queue(transition, source)
+
+    def delivery_counters() -> Dict[str, Optional[int]]:
+        """This process's counters (client ones None when the client does not keep them)."""
+        def client_counter(name):
+            value = getattr(client, name, None)
+            return int(value) if isinstance(value, (int, np.integer)) else None
+
+        return {
+            "queued": sum(s.latest_data_id() + 1 for s in stores.values()),
+            "sent": client_counter("num_items_sent"),
+            "delivered": client_counter("num_items_delivered"),
+            "acknowledged": client_counter("num_items_acknowledged"),
+            "dropped": sum(s.num_dropped for s in stores.values()),
+            "unacknowledged": sum(len(s) for s in stores.values()),
+        }
+
+    def fault(kind: str, reason: str):
+        """A sensor or action fault: count, log, end the episode (the caller resets)."""
+        nonlocal consecutive_faults
+        consecutive_faults += 1
+        state[f"{kind}_faults"] += 1
+        message = (f"[actor] {kind} fault at env step {state['env_steps']} (episode {state['episodes']}, "
+                   f"step {ep['length']}): {reason}; episode truncated, step not sent, resetting")
+        log.warning(message)
+        tqdm.write(message)
+        logger.log({f"rollout/{kind}_fault": 1.0, "rollout/sensor_faults": state["sensor_faults"],
+                    "rollout/action_faults": state["action_faults"]}, state["env_steps"])
+        if consecutive_faults >= max_faults:
+            raise RuntimeError(f"{consecutive_faults} faults in a row without a good step in between (last: "
+                               f"{reason}); a sensor or the policy is broken, not glitching "
+                               "(actor.max_consecutive_faults)")
+
     recorder, writer = None, None
     if config.actor.save_episodes:
         from serl_ext.data.episodes import EpisodeRecorder, EpisodeWriter
 
         writer = EpisodeWriter(os.path.join(run_dir, "episodes"), prefix="rollout")
         recorder = EpisodeRecorder()
+
+    def new_episode_stats():
+        return dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
+
+    ep = new_episode_stats()
+    obs = None
+
+    def begin_episode():
+        """Resets the env (a faulty first observation is a fault: next seed) and the gate."""
+        nonlocal obs, ep
+        while True:
+            obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"] + state["fault_resets"]))
+            problem = observation_fault(obs, obs_bounds)
+            if problem is None:
+                break
+            ep = new_episode_stats()
+            fault("sensor", f"reset observation: {problem}")
+            state["fault_resets"] += 1
+        gate.reset(obs)
+        if recorder is not None:
+            recorder.reset(obs)
+        ep = new_episode_stats()
+
+    def end_episode(faulted: bool):
+        nonlocal gate_waited
+        flush_held(truncate=faulted)
+        if faulted and ep["length"] == 0:  # nothing of this episode was sent: try the next seed
+            state["fault_resets"] += 1
+            begin_episode()
+            return
+        state["episodes"] += 1
+        state["successes"] += int(ep["success"])
+        recent_success.append(float(ep["success"]))
+        ir = state["human_steps"] / max(state["env_steps"], 1)
+        scalars = {
+            "rollout/return": ep["ret"],
+            "rollout/length": ep["length"],
+            "rollout/success": float(ep["success"]),
+            "rollout/success_rate_20": float(np.mean(recent_success)),
+            "rollout/episodes": state["episodes"],
+            "rollout/learner_step": slot.learner_step,
+            "rollout/param_version": param_version,
+            "rollout/param_errors": param_errors + slot.num_refused,
+            "rollout/dropped_transitions": sum(s.num_dropped for s in stores.values()),
+            "rollout/sensor_faults": state["sensor_faults"],
+            "rollout/action_faults": state["action_faults"],
+            "rollout/policy_latency_ms": 1e3 * float(np.mean(latencies)) if latencies else 0.0,
+            "rollout/step_latency_ms": 1e3 * float(np.mean(step_latencies)) if step_latencies else 0.0,
+            "rollout/throttle_wait_s": throttle_wait_s,
+            "intervention/steps": ep["human"],
+            "intervention/segments": ep["segments"],
+            "intervention/episode_rate": ep["human"] / max(ep["length"], 1),
+            "intervention/rate": ir,
+            "intervention/recovery_steps": ep["recovery"],
+        }
+        scalars.update({f"gate/{k}": v for k, v in gate.stats().items()})
+        logger.log(scalars, state["env_steps"])
+        pbar.set_postfix(SR20=f"{np.mean(recent_success):.2f}", IR=f"{ir:.3f}", learner=slot.learner_step)
+        state["wall_clock_s"] = wall_clock()
+        common.atomic_write_json(state_path, state)
+        if recorder is not None and not faulted:
+            writer.write(recorder.finish({
+                "task": config.task, "seed": common.episode_seed(config, state["episodes"] - 1 + state["fault_resets"]),
+                "success": bool(ep["success"]), "source": "rollout", "algorithm": config.algorithm,
+                "env_steps": state["env_steps"], "param_version": param_version,
+            }))
+        if (gate_wait_s > 0 and not gate_waited and state["episodes"] >= gate_wait_after
+                and not getattr(gate, "ready", True) and slot.last_receive_time > 0):
+            gate_waited = True
+            t0 = time.time()
+            # Stops early when the learner goes away (no message for learner_timeout_s).
+            while (time.time() - t0 < gate_wait_s and not gate.ready
+                   and time.time() - slot.last_receive_time <= float(config.actor.learner_timeout_s)):
+                client.update()  # delivers this episode's transitions, receives the payload
+                swap_params()
+                time.sleep(0.05)
+            state["gate_ready_wait_s"] = round(time.time() - t0, 2)
+            tqdm.write(f"[actor] waited {time.time() - t0:.1f} s after {state['episodes']} episodes for the "
+                       f"gate ({'ready' if gate.ready else 'not ready, going on without it'})")
+        begin_episode()
 
     wait_s = float(config.actor.get("wait_for_learner_s", 0.0))
     if float(config.actor.steps_per_update) > 0 and wait_s > 0:
@@ -220,16 +466,13 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         while time.time() < deadline and slot.last_receive_time == 0.0:
             client.update()
             time.sleep(0.05)
-    obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
-    gate.reset(obs)
-    if recorder is not None:
-        recorder.reset(obs)
-    ep = dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
     pbar = tqdm(
         total=max_steps, initial=min(state["env_steps"], max_steps), desc="actor env steps",
         disable=not config.logging.progress_bar, dynamic_ncols=True,
     )
+    nothing_delivered = False
     try:
+        begin_episode()
         while state["env_steps"] < max_steps:
             swap_params()
             if throttled():
@@ -242,13 +485,33 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             t0 = time.perf_counter()
             rng, key = jax.random.split(rng)
             policy_action = np.asarray(agent.sample_actions(obs, key), dtype=np.float32)
-            action, source = gate.select_action(obs, policy_action)
+            problem = action_fault(policy_action, action_bound, "policy action")
+            if problem is None:
+                action, source = gate.select_action(obs, policy_action)
+                problem = action_fault(action, action_bound, f"action of source {int(source)}")
+            if problem is not None:
+                fault("action", problem)
+                end_episode(faulted=True)
+                continue
             latencies.append(time.perf_counter() - t0)
 
             next_obs, reward, terminated, truncated, info = env.step(action)
             step_latencies.append(time.perf_counter() - t0)
-            if "intervene_action" in info:
+            kind, problem = "sensor", observation_fault(next_obs, obs_bounds) or _scalar_fault(reward, "reward")
+            if problem is None:
+                try:
+                    penalty = common.grasp_penalty(info)
+                    problem = _scalar_fault(penalty, "info['grasp_penalty']")
+                except ValueError as e:
+                    problem = str(e)
+            if problem is None and "intervene_action" in info:
                 action, source = np.asarray(info["intervene_action"], dtype=np.float32), HUMAN
+                kind, problem = "action", action_fault(action, action_bound, "human action")
+            if problem is not None:
+                fault(kind, problem)
+                end_episode(faulted=True)
+                continue
+            consecutive_faults = 0
             gate.observe(obs, action, source, reward, next_obs, info)
 
             transition = {
@@ -262,17 +525,19 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                 "interventions": bool(source == HUMAN),
                 "action_source": np.int8(source),
                 # GripperPenalty's cost of the executed gripper command (hybrid agent's critic).
-                "grasp_penalty": common.grasp_penalty(info),
+                "grasp_penalty": penalty,
             }
-            stores[DATA_STORE].insert(transition)
+            flush_held()
+            if terminated or truncated:
+                queue(transition, source)
+            else:
+                held = (transition, source)
             if recorder is not None:
                 recorder.step(
                     transition["actions"], reward, next_obs, terminated, truncated,
                     intervention=transition["interventions"], action_source=source,
                     success=bool(info.get("success", False)), grasp_penalty=transition["grasp_penalty"],
                 )
-            if source in to_intervention_store:
-                stores[INTERVENTION_STORE].insert(transition)
 
             human = source == HUMAN
             ep["ret"] += float(reward)
@@ -292,74 +557,46 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                 client.update()
 
             if terminated or truncated:
-                state["episodes"] += 1
-                state["successes"] += int(ep["success"])
-                recent_success.append(float(ep["success"]))
-                ir = state["human_steps"] / max(state["env_steps"], 1)
-                scalars = {
-                    "rollout/return": ep["ret"],
-                    "rollout/length": ep["length"],
-                    "rollout/success": float(ep["success"]),
-                    "rollout/success_rate_20": float(np.mean(recent_success)),
-                    "rollout/episodes": state["episodes"],
-                    "rollout/learner_step": slot.learner_step,
-                    "rollout/param_version": param_version,
-                    "rollout/param_errors": param_errors,
-                    "rollout/dropped_transitions": sum(s.num_dropped for s in stores.values()),
-                    "rollout/policy_latency_ms": 1e3 * float(np.mean(latencies)) if latencies else 0.0,
-                    "rollout/step_latency_ms": 1e3 * float(np.mean(step_latencies)) if step_latencies else 0.0,
-                    "rollout/throttle_wait_s": throttle_wait_s,
-                    "intervention/steps": ep["human"],
-                    "intervention/segments": ep["segments"],
-                    "intervention/episode_rate": ep["human"] / max(ep["length"], 1),
-                    "intervention/rate": ir,
-                    "intervention/recovery_steps": ep["recovery"],
-                }
-                scalars.update({f"gate/{k}": v for k, v in gate.stats().items()})
-                logger.log(scalars, state["env_steps"])
-                pbar.set_postfix(SR20=f"{np.mean(recent_success):.2f}", IR=f"{ir:.3f}", learner=slot.learner_step)
-                state["wall_clock_s"] = wall_clock()
-                common.atomic_write_json(state_path, state)
-                if recorder is not None:
-                    writer.write(recorder.finish({
-                        "task": config.task, "seed": common.episode_seed(config, state["episodes"] - 1),
-                        "success": bool(ep["success"]), "source": "rollout", "algorithm": config.algorithm,
-                        "env_steps": state["env_steps"], "param_version": param_version,
-                    }))
-                if (gate_wait_s > 0 and not gate_waited and state["episodes"] >= gate_wait_after
-                        and not getattr(gate, "ready", True) and slot.last_receive_time > 0):
-                    gate_waited = True
-                    t0 = time.time()
-                    # Stops early when the learner goes away (no message for learner_timeout_s).
-                    while (time.time() - t0 < gate_wait_s and not gate.ready
-                           and time.time() - slot.last_receive_time <= float(config.actor.learner_timeout_s)):
-                        client.update()  # delivers this episode's transitions, receives the payload
-                        swap_params()
-                        time.sleep(0.05)
-                    state["gate_ready_wait_s"] = round(time.time() - t0, 2)
-                    tqdm.write(f"[actor] waited {time.time() - t0:.1f} s after {state['episodes']} episodes for the "
-                               f"gate ({'ready' if gate.ready else 'not ready, going on without it'})")
-                obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"]))
-                gate.reset(obs)
-                if recorder is not None:
-                    recorder.reset(obs)
-                ep = dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
+                end_episode(faulted=False)
 
             if int(config.actor.eval_period) and state["env_steps"] % int(config.actor.eval_period) == 0:
                 run_eval()
 
+        flush_held()
         swap_params()
         if not state["eval_history"] or state["eval_history"][-1]["env_steps"] != state["env_steps"]:
             run_eval()
-        # Deliver what is still queued (bounded), then tell the learner we are done.
-        deadline = time.time() + 30.0
-        while time.time() < deadline and any(len(s) for s in stores.values()):
-            client.update()
+        # Deliver what is still queued, tell the learner we are done, then wait for its final
+        # checkpoint to acknowledge everything (durable acknowledgement), all within one bound.
+        deadline = time.time() + float(config.actor.get("final_ack_timeout_s", 120.0))
+        while not client.update() and time.time() < deadline:
             time.sleep(0.05)
         client.request("actor_done", {"env_steps": state["env_steps"]})
+        if hasattr(client, "num_items_acknowledged"):
+            while any(len(s) for s in stores.values()) and time.time() < deadline:
+                client.update()
+                time.sleep(0.05)
+            if getattr(client, "last_contact_time", None) is not None:
+                client.request("actor_closed", delivery_counters())
     finally:
         pbar.close()
         state["wall_clock_s"] = wall_clock()
+        counters = delivery_counters()
+        totals = state["transport"]
+        for k in _DELIVERY_KEYS:  # summed over actor processes (None: this client keeps none)
+            totals[k] = None if counters[k] is None or totals.get(k, 0) is None else totals.get(k, 0) + counters[k]
+        for k, v in (("param_messages_received", getattr(client, "num_networks_received", None)),
+                     ("param_errors", param_errors + slot.num_refused),
+                     ("param_network_refused", _sum_attrs(client, ("num_network_refused",
+                                                                   "num_network_unauthenticated",
+                                                                   "num_network_replayed")))):
+            totals[k] = None if v is None or totals.get(k, 0) is None else totals.get(k, 0) + int(v)
+        nothing_delivered = real_transport and counters["queued"] > 0 and not counters["delivered"]
+        if counters["unacknowledged"]:
+            tqdm.write(f"[actor] {counters['unacknowledged']} queued transitions were not acknowledged as "
+                       "checkpointed by the learner (delivered: "
+                       f"{counters['delivered']} of {counters['queued']}); they are lost if the learner "
+                       "does not save them")
         common.atomic_write_json(state_path, state)
         if hasattr(gate, "close"):
             gate.close()
@@ -372,12 +609,55 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         logger.close()
         client.stop()
         env.close()
+    if nothing_delivered:
+        raise SystemExit(
+            f"[actor] none of the {summary['transport_items_queued']} queued transitions reached a learner at "
+            f"{config.transport.ip}:{config.transport.port} (summary.json delivered_to_learner=false); "
+            "start launchers/learner.sh with the same task, ports and key, or check the network"
+        )
     return summary
 
 
+def _sum_attrs(obj, names) -> Optional[int]:
+    values = [getattr(obj, n, None) for n in names]
+    if any(not isinstance(v, (int, np.integer)) for v in values):
+        return None
+    return int(sum(values))
+
+
+def _warn_if_queue_too_small(config, steps_left: int) -> None:
+    """Warns when ``actor.queue_capacity`` cannot hold the transitions of one learner checkpoint
+    period (the learner acknowledges them only once checkpointed; overflow drops the oldest)."""
+    period = int(config.learner.checkpoint_period)
+    ratio = float(config.actor.steps_per_update)
+    if period > 0 and ratio > 0:
+        held = int(period * ratio) + int(config.actor.throttle_slack)
+    elif period == 0:
+        held = steps_left  # acknowledged only by the learner's final checkpoint
+    else:
+        return
+    if held > int(config.actor.queue_capacity):
+        log.warning("actor.queue_capacity=%d may not hold the ~%d transitions the learner acknowledges only "
+                    "with its next checkpoint (learner.checkpoint_period=%d); a learner crash could then lose "
+                    "the oldest of them", int(config.actor.queue_capacity), held, period)
+
+
 def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int) -> Dict[str, Any]:
-    """Writes ``{run_dir}/summary.json`` (the fields every run reports) and returns it."""
+    """Writes ``{run_dir}/summary.json`` (the fields every run reports) and returns it.
+
+    Besides the results: ``sensor_faults``, ``action_faults`` (steps refused as faults, see
+    :func:`run_actor`), ``transport_items_{queued, sent, delivered, acknowledged, dropped,
+    unacknowledged}`` (items of both stores, summed over actor processes; sent counts resends;
+    acknowledged: deleted by the actor because the learner has them in a checkpoint;
+    unacknowledged: still queued when the actor exited), ``delivered_to_learner`` (False: none
+    reached a learner; None: nothing queued or a client without counters),
+    ``param_messages_received``, ``param_errors`` (parameter messages refused by the actor's
+    checks) and ``param_network_refused`` (refused by the transport: counters, authentication,
+    replays).
+    """
     history = state["eval_history"]
+    totals = state.get("transport", {})
+    queued, delivered = totals.get("queued", 0), totals.get("delivered")
     summary = {
         "task": config.task,
         "algorithm": config.algorithm,
@@ -397,7 +677,14 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
         "action_repeat": int(config.env.action_repeat),
         "eval_episodes": int(config.actor.eval_episodes),
         "eval_history": history,
+        "sensor_faults": int(state.get("sensor_faults", 0)),
+        "action_faults": int(state.get("action_faults", 0)),
     }
+    for k in _DELIVERY_KEYS:
+        summary[f"transport_items_{k}"] = totals.get(k)
+    summary["delivered_to_learner"] = None if not queued or delivered is None else delivered > 0
+    for k in ("param_messages_received", "param_errors", "param_network_refused"):
+        summary[k] = totals.get(k)
     summary.update(state.get("gate", {}))
     common.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary

@@ -11,24 +11,47 @@ step (the actor uses the latter to keep the data/update ratio), as a
 transition, trains after each update, contributes its part of the message and is saved with
 each checkpoint in ``{run_dir}/{extension.name}``. Checkpoints (agent, optimizer
 states, both buffers, counters) every ``checkpoint_period`` steps and at the end; a restarted
-learner resumes from the newest one.
+learner resumes from the newest intact one.
+
+Reliability (issue 15, ``docs/reliability.md``):
+
+* Buffers are bounded by the task's spaces (``common.value_bounds``); a refused insert is
+  counted (``replay_out_of_bounds``, ``transport_insert_errors``), never stored.
+* Restore: the checkpointer verifies each step (manifest, finiteness) and runs the buffers'
+  ``load_state_dict`` and the transport ids as its ``validate`` hook, falling back to the next
+  older intact step; no intact step ends the process with a message (``SystemExit``) and
+  ``learner_summary.json`` holding ``error`` and ``restore_report``.
+* No acknowledged transition lost: the server runs with ``durable_ack=True``; each checkpoint
+  holds the transport ids taken while inserts are held (so they match the buffers exactly),
+  and only then are they declared durable (the actor deletes its copies up to them). A
+  restarted learner restores those ids, so the actor resends exactly what came after the
+  checkpoint: a SIGKILL at any moment loses and duplicates nothing (within the actor's
+  ``queue_capacity``).
+* Divergence guard: an update whose loss or new parameters are non-finite is skipped, the last
+  good agent kept; ``learner.divergence_restore_after`` in a row restore the agent from the
+  newest intact checkpoint (buffers and counters kept); more than
+  ``learner.max_divergence_restores`` restores stop the run (FloatingPointError).
+* Liveness: no actor message for ``learner.actor_timeout_s`` is logged (and counted) once per
+  silence; the summary says whether the actor finished, went silent or never connected.
 
 Outputs in the run folder: ``checkpoints/``, ``learner_summary.json``,
 ``metrics/learner.jsonl``, ``tb/learner`` (train/ keys), ``learner_config.json``.
 """
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from serl_ext.loop import common, components
-from serl_ext.loop.checkpoint import Checkpointer, make_policy_spec
+from serl_ext.loop.checkpoint import CheckpointError, Checkpointer, make_policy_spec
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config
 from serl_ext.loop.extension import TeeStore
 from serl_ext.loop.logging import MetricLogger
@@ -68,7 +91,9 @@ class _Control:
 
     def __init__(self):
         self.actor_done = threading.Event()
+        self.actor_closed = threading.Event()
         self.actor_stats: Dict[str, Any] = {}
+        self.actor_report: Dict[str, Any] = {}
 
     def __call__(self, request_type: str, payload: Any):
         if request_type == "actor_done":
@@ -78,13 +103,65 @@ class _Control:
             if isinstance(payload, dict):
                 self.actor_stats = payload
             return {"ok": True}
+        if request_type == "actor_closed":  # the actor's final delivery counters
+            if isinstance(payload, dict):
+                self.actor_report = {str(k): v for k, v in payload.items()
+                                     if v is None or isinstance(v, (int, float))}
+            self.actor_closed.set()
+            return {"ok": True}
         return {"ok": False, "error": f"unknown request {request_type!r}"}
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    """True when every float leaf of ``tree`` (agent, update info) is finite; one bool scalar."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _count(obj, name: str) -> int:
+    value = getattr(obj, name, 0)
+    return int(value) if isinstance(value, (int, np.integer)) else 0
+
+
+# Server counters of learner_summary.json (this learner process) -> TrainerServer attribute.
+_SERVER_COUNTERS = {
+    "transport_items_stored": "num_items_inserted",
+    "transport_duplicates": "num_duplicates",
+    "transport_insert_errors": "num_insert_errors",
+    "transport_unauthenticated": "num_unauthenticated",
+    "transport_replayed": "num_replayed",
+}
 
 
 def run_learner(config, server=None) -> Dict[str, Any]:
     """Runs the learner until the actor reports done (or ``learner.max_steps``).
 
-    Returns the learner summary dict (also written to ``learner_summary.json``).
+    Args:
+      config: the composed training config (configs/train.py).
+      server: an object with the TrainerServer interface (tests pass a fake); default: a
+        :class:`serl_ext.transport.TrainerServer` with ``durable_ack=True`` on
+        ``config.transport``. Optional parts (``hold_inserts``, ``mark_durable``,
+        ``restore_ids``, the counters, ``last_contact_time``) are used when present.
+    Returns:
+      the learner summary dict (also written to ``learner_summary.json``): the results
+      (``learner_steps``, ``updates_per_s``, buffer sizes, ``rejected_messages``, the
+      extension's stats) and the reliability counters: ``restored_step`` (None: fresh start)
+      and ``restore_report`` (steps skipped as not intact); this process's
+      ``transport_items_received`` / ``transport_items_stored``, ``transport_duplicates``
+      (resent items refused), ``transport_insert_errors`` (items the buffers refused),
+      ``transport_unauthenticated``, ``transport_replayed``; over the whole run (all learner
+      processes, through the checkpoints) ``transport_items_restored`` (stored as of the
+      restored checkpoint) and ``transport_items_stored_total``,
+      ``transport_insert_errors_total``; ``durable_ack``; ``replay_out_of_bounds``,
+      ``demo_out_of_bounds``; ``divergence_recoveries``, ``divergence_restores``;
+      ``actor_status`` ("done", "silent", "connected", "never connected", "unknown"),
+      ``actor_silences``, ``actor_last_contact_age_s``, ``actor_report`` (the actor's final
+      delivery counters, when it sent them).
+    Raises:
+      SystemExit: checkpoints exist but none is intact (the message lists each step and why).
+      FloatingPointError: training keeps diverging (``learner.max_divergence_restores``).
     """
     from serl_ext.data.replay_buffer import sample_mixed_many
     from serl_ext.transport import TrainerServer
@@ -92,32 +169,61 @@ def run_learner(config, server=None) -> Dict[str, Any]:
     run_dir = common.run_dir_for(config)
     os.makedirs(run_dir, exist_ok=True)
     common.write_config(run_dir, config, "learner")
+    summary_path = os.path.join(run_dir, "learner_summary.json")
 
-    agent, spec, action_dim = common.agent_for_task(config)
+    spec, action_dim, bounds = common.task_spaces(config)
+    agent = common.create_agent(config, spec, action_dim)
     replay = common.make_buffer(spec, action_dim, int(config.learner.replay_capacity), seed=config.seed,
-                                with_extras=True)
+                                with_extras=True, value_bounds=bounds)
     demo = common.make_buffer(spec, action_dim, int(config.learner.demo_capacity), seed=config.seed + 1,
-                              with_extras=True)
+                              with_extras=True, value_bounds=bounds)
+
+    control = _Control()
+    if server is None:
+        server = TrainerServer(transport_config(config), request_callback=control, durable_ack=True)
+    durable = bool(getattr(server, "durable_ack", False))
 
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
     policy_spec = make_policy_spec(config, spec, action_dim)  # load_agent(run_dir) rebuilds the policy from it
     step, version = 0, 0
+    # Run totals as of the restored checkpoint (the transport counters of earlier processes).
+    totals = {"stored": 0, "insert_errors": 0}
+    restored_step: Optional[int] = None
+    restore_report: List[str] = []
     if checkpointer.latest_step() is not None:
-        agent, buffers, counters = checkpointer.restore(agent)
-        replay.load_state_dict(buffers["replay"])
-        demo.load_state_dict(buffers["demo"])
+        def load_into_buffers(restored_agent, buffers, counters):
+            # The buffers' own checks (finiteness, value bounds) and the transport ids decide
+            # too: a step failing them is skipped like a corrupted one.
+            replay.load_state_dict(buffers["replay"])
+            demo.load_state_dict(buffers["demo"])
+            if hasattr(server, "restore_ids"):
+                server.restore_ids(counters.get("transport_ids", []))
+
+        try:
+            agent, buffers, counters = checkpointer.restore(agent, validate=load_into_buffers)
+        except CheckpointError as e:
+            message = (f"[learner] cannot resume from {checkpointer.directory}: {e}\n"
+                       "Move that folder away to start the learner from scratch.")
+            common.atomic_write_json(summary_path, {
+                "task": config.task, "algorithm": config.algorithm, "seed": int(config.seed),
+                "error": str(e), "restored_step": None, "restore_report": list(checkpointer.restore_report)})
+            checkpointer.close()
+            raise SystemExit(message) from None
+        del buffers
+        restored_step, restore_report = checkpointer.restored_step, list(checkpointer.restore_report)
         step, version = int(counters["learner_step"]), int(counters["version"])
+        for k in totals:
+            totals[k] = int(counters.get("transport_totals", {}).get(k, 0))
         log.info("resumed learner at step %d (%d online, %d demo transitions)", step, len(replay), len(demo))
-        tqdm.write(f"[learner] resumed from checkpoint at step {step}")
+        older = f" (newer steps not intact: {len(restore_report)}, see the log)" if restore_report else ""
+        tqdm.write(f"[learner] resumed from checkpoint {restored_step} at learner step {step}{older}; "
+                   f"{totals['stored']} transitions received before it")
     else:
         n = load_demos(config, demo)
         tqdm.write(f"[learner] loaded {n} demo transitions from {common.demo_dir_for(config)}")
 
     ext = components.make_learner_extension(config, spec, action_dim, run_dir, resumed=step > 0)
 
-    control = _Control()
-    if server is None:
-        server = TrainerServer(transport_config(config), request_callback=control)
     if ext is None:
         server.register_data_store(DATA_STORE, replay)
     else:  # every transition also goes to the learner extension
@@ -136,35 +242,107 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             parts[ext.name] = part
         server.publish_network(build_message(version, step, common.to_numpy_tree(agent.policy_params()), parts))
 
+    def run_totals() -> Dict[str, int]:
+        return {"stored": totals["stored"] + _count(server, "num_items_inserted"),
+                "insert_errors": totals["insert_errors"] + _count(server, "num_insert_errors")}
+
     def save():
+        # No insert while the state dicts (and the extension) are taken: the transport ids
+        # describe exactly what they hold. Only once the checkpoint is complete are the ids
+        # declared durable, and the actor deletes its copies.
+        hold = getattr(server, "hold_inserts", None)
+        with (hold() if hold is not None else contextlib.nullcontext([])) as ids:
+            buffers = {"replay": replay.state_dict(), "demo": demo.state_dict()}
+            run_counts = run_totals()
+            if ext is not None:
+                ext.save(os.path.join(run_dir, ext.name))
         checkpointer.save(
             step,
             agent,
-            {"replay": replay.state_dict(), "demo": demo.state_dict()},
-            {"learner_step": step, "version": version},
+            buffers,
+            {"learner_step": step, "version": version, "transport_ids": ids, "transport_totals": run_counts},
             policy_spec=policy_spec,
         )
-        if ext is not None:
-            ext.save(os.path.join(run_dir, ext.name))
+        if hasattr(server, "mark_durable"):
+            server.mark_durable(ids)
+
+    guard = {"recoveries": 0, "restores": 0, "streak": 0}
+    restore_after = max(int(config.learner.get("divergence_restore_after", 10)), 1)
+    max_restores = int(config.learner.get("max_divergence_restores", 5))
+
+    def diverged(info) -> None:
+        """A non-finite update: keep the last good agent; after restore_after in a row, restore
+        the agent from the newest intact checkpoint."""
+        nonlocal agent
+        guard["recoveries"] += 1
+        guard["streak"] += 1
+        bad = sorted(k for k, v in jax.device_get(info).items() if not np.all(np.isfinite(np.asarray(v, np.float64))))
+        tqdm.write(f"[learner] non-finite update after learner step {step} ({', '.join(bad) or 'parameters'}): "
+                   f"batch skipped, last good agent kept ({guard['streak']} in a row, "
+                   f"{guard['recoveries']} in all)")
+        logger.log({"train/divergence_recoveries": guard["recoveries"]}, step)
+        if guard["streak"] < restore_after:
+            return
+        guard["restores"] += 1
+        if guard["restores"] > max_restores or checkpointer.latest_step() is None:
+            why = ("no checkpoint to restore" if checkpointer.latest_step() is None
+                   else f"{guard['restores'] - 1} restores did not help")
+            raise FloatingPointError(
+                f"training diverged at learner step {step}: {restore_after} non-finite updates in a row and "
+                f"{why}; parameters with NaN/inf were never published or saved; lower the learning rates "
+                "or check the data")
+        agent, _ = checkpointer.restore_agent(agent)
+        guard["streak"] = 0
+        tqdm.write(f"[learner] {restore_after} non-finite updates in a row: agent restored from checkpoint "
+                   f"{checkpointer.restored_step} (buffers and counters kept; restore {guard['restores']} of at "
+                   f"most {max_restores})")
+        logger.log({"train/divergence_restores": guard["restores"]}, step)
+
+    actor_timeout = float(config.learner.get("actor_timeout_s", 0.0) or 0.0)
+    live = {"silent": False, "silences": 0, "never_warned": False}
+
+    def check_actor(now: float) -> None:
+        """Logs (once per silence) an actor that sent nothing for actor_timeout_s."""
+        if actor_timeout <= 0 or control.actor_done.is_set() or not hasattr(server, "last_contact_time"):
+            return
+        last = server.last_contact_time
+        if last is None:
+            if not live["never_warned"] and now - start > actor_timeout:
+                live["never_warned"] = True
+                tqdm.write(f"[learner] no actor has connected in {now - start:.0f} s; is launchers/actor.sh "
+                           "running with the same task, ports and key?")
+            return
+        silent_for = now - last
+        if silent_for > actor_timeout and not live["silent"]:
+            live["silent"] = True
+            live["silences"] += 1
+            tqdm.write(f"[learner] no message from the actor for {silent_for:.0f} s (> learner.actor_timeout_s="
+                       f"{actor_timeout:g}); it may have stopped or lost the network; still serving")
+            logger.log({"train/actor_silences": live["silences"]}, step)
+        elif silent_for <= actor_timeout and live["silent"]:
+            live["silent"] = False
+            tqdm.write("[learner] the actor is back")
 
     batch_size = int(config.learner.batch_size)
     utd = int(config.learner.utd_ratio)
     demo_fraction = float(config.learner.demo_fraction)
     training_starts = max(int(config.learner.training_starts), 1)
+    start = time.time()
     publish()
     last_publish = time.time()
     last_data = time.time()
     last_sizes = (len(replay), len(demo))
-    start = time.time()
     steps_at_start = step
     window_t, window_steps = time.time(), step
     pbar = tqdm(desc="learner steps", initial=step, disable=not config.logging.progress_bar, dynamic_ncols=True)
     try:
         while step < int(config.learner.max_steps) and not control.actor_done.is_set():
+            now = time.time()
+            check_actor(now)
             sizes = (len(replay), len(demo))
             if sizes != last_sizes:
-                last_data, last_sizes = time.time(), sizes
-            elif config.learner.idle_timeout_s and time.time() - last_data > float(config.learner.idle_timeout_s):
+                last_data, last_sizes = now, sizes
+            elif config.learner.idle_timeout_s and now - last_data > float(config.learner.idle_timeout_s):
                 tqdm.write("[learner] no data from the actor for a while; stopping")
                 break
             if len(replay) < training_starts:
@@ -180,7 +358,12 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             else:
                 fractions = (1.0 - demo_fraction, demo_fraction)
             batch = sample_mixed_many([replay, demo], batch_size, utd, fractions=fractions)
-            agent, info = agent.update(batch, utd)
+            new_agent, info = agent.update(batch, utd)
+            if not bool(_all_finite((new_agent, info))):  # the divergence guard
+                diverged(info)
+                continue
+            agent = new_agent
+            guard["streak"] = 0
             step += 1
             if ext is not None:
                 ext.train_step(step)
@@ -191,16 +374,17 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             if step % int(config.learner.log_period) == 0:
                 now = time.time()
                 scalars = {f"train/{k}": float(v) for k, v in jax.device_get(info).items() if np.ndim(v) == 0}
-                if not all(np.isfinite(v) for v in scalars.values()):
-                    bad = sorted(k for k, v in scalars.items() if not np.isfinite(v))
-                    raise FloatingPointError(
-                        f"training diverged at learner step {step} (non-finite {bad}); parameters are not "
-                        "published and the last checkpoint is kept; lower the learning rates or check the data"
-                    )
                 scalars["train/updates_per_s"] = (step - window_steps) / max(now - window_t, 1e-9)
                 scalars["train/replay_size"] = len(replay)
                 scalars["train/demo_size"] = len(demo)
                 scalars["train/rejected_messages"] = getattr(server, "num_rejected", 0)
+                for key, attr in _SERVER_COUNTERS.items():
+                    if key != "transport_items_stored":
+                        scalars[f"train/{key}"] = _count(server, attr)
+                scalars["train/replay_out_of_bounds"] = replay.num_out_of_bounds
+                scalars["train/demo_out_of_bounds"] = demo.num_out_of_bounds
+                scalars["train/divergence_recoveries"] = guard["recoveries"]
+                scalars["train/divergence_restores"] = guard["restores"]
                 if ext is not None:
                     scalars.update(ext.stats())
                 window_t, window_steps = now, step
@@ -210,9 +394,23 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 save()
         publish(force_parts=True)
         save()
+        if durable and control.actor_done.is_set():
+            # The actor waits for this checkpoint's acknowledgement; serve until it took it.
+            wait_s = float(config.learner.get("final_ack_wait_s", 30.0))
+            if not control.actor_closed.wait(wait_s):
+                tqdm.write(f"[learner] the actor did not confirm the final acknowledgement within {wait_s:g} s")
     finally:
         pbar.close()
         elapsed = time.time() - start
+        last = getattr(server, "last_contact_time", None)
+        if control.actor_done.is_set():
+            actor_status = "done"
+        elif not hasattr(server, "last_contact_time"):
+            actor_status = "unknown"
+        elif last is None:
+            actor_status = "never connected"
+        else:
+            actor_status = "silent" if live["silent"] else "connected"
         summary = {
             "task": config.task,
             "algorithm": config.algorithm,
@@ -223,10 +421,29 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "demo_size": len(demo),
             "rejected_messages": int(getattr(server, "num_rejected", 0)),
             "wall_clock_s": elapsed,
+            "restored_step": restored_step,
+            "restore_report": restore_report,
+            "durable_ack": durable,
+            "transport_items_received": _count(server, "num_items_inserted") + _count(server, "num_insert_errors"),
         }
+        summary.update({key: _count(server, attr) for key, attr in _SERVER_COUNTERS.items()})
+        run_counts = run_totals()
+        summary.update({
+            "transport_items_restored": totals["stored"],
+            "transport_items_stored_total": run_counts["stored"],
+            "transport_insert_errors_total": run_counts["insert_errors"],
+            "replay_out_of_bounds": int(replay.num_out_of_bounds),
+            "demo_out_of_bounds": int(demo.num_out_of_bounds),
+            "divergence_recoveries": guard["recoveries"],
+            "divergence_restores": guard["restores"],
+            "actor_status": actor_status,
+            "actor_silences": live["silences"],
+            "actor_last_contact_age_s": None if last is None else round(time.time() - last, 3),
+            "actor_report": dict(control.actor_report),
+        })
         if ext is not None:
             summary.update({k.replace("/", "_"): v for k, v in ext.stats().items()})
-        common.atomic_write_json(os.path.join(run_dir, "learner_summary.json"), summary)
+        common.atomic_write_json(summary_path, summary)
         logger.close()
         server.stop()
         checkpointer.close()
