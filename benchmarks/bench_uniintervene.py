@@ -192,7 +192,7 @@ def run_gate() -> dict:
     obs = observations
     actions = rng.uniform(-1, 1, size=(m, action_dim)).astype(np.float32)
     values = np.array([models.value(o) for o in obs], np.float32)
-    K = int(c.history_len)
+    K = int(c.intervention.history_len)
     padded = np.concatenate([np.full(K, values[0], np.float32), values])
     histories = np.stack([padded[i:i + K + 1] for i in range(m)])  # V_{t-K} .. V_t
     fallback_goal = {k: np.asarray(v[0]) for k, v in memory.items.goal_observations.items()}
@@ -290,7 +290,7 @@ def run_gate() -> dict:
         "memory_size": len(memory),
         "goal_found_rate": round(goal_found_rate, 4),
         "history_len": K,
-        "horizon": int(c.horizon),
+        "horizon": int(c.recovery.horizon),
         "latency": latency,
         "gate_runs": gate_runs,
         "retrieval": retrieval,

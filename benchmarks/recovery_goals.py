@@ -84,8 +84,9 @@ def run_task(task):
     from drivers import RecoveryDriver, drive
     from serl_ext.loop import common
     from uniintervene_jax.gate import NetworkGateModels
-    from uniintervene_jax.online import OnlineUniIntervene, build_models, recovery_batch_indices
-    from uniintervene_jax.recovery.train import _take
+    from uniintervene_jax.message import build_models
+    from uniintervene_jax.online import OnlineUniIntervene
+    from uniintervene_jax.recovery.dataset import recovery_batch_indices, take_pairs
 
     config = get_config(f"{task},hil_serl+uniintervene")
     config.seed = _SEED.value
@@ -108,7 +109,7 @@ def run_task(task):
         t0 = time.time()
         for _ in tqdm(range(_STEPS.value), desc=f"{task} {name}", leave=False):
             idx = recovery_batch_indices(pairs["is_demo"], 128, demo_fraction, rng)
-            policy, info = policy.update(_take(pairs, idx))
+            policy, info = policy.update(take_pairs(pairs, idx))
         ui.recovery = policy
         models = NetworkGateModels(config, spec, action_dim)
         payload = ui.payload()

@@ -77,7 +77,7 @@ def _sac(config):
 # infrastructure never imports the method).
 UNIINTERVENE_COMPONENTS = {
     "gate": "uniintervene_jax.gate:make_gate",
-    "learner_extension": "uniintervene_jax.online:make_learner_extension",
+    "learner_extension": "uniintervene_jax.extension:make_learner_extension",
 }
 
 
@@ -96,9 +96,10 @@ def _ablation(**fields):
     def apply(config):
         _hil_serl_uniintervene(config)
         for name, value in fields.items():
-            config.uniintervene.intervention[name] = value
-            if name == "use_memory_goal":
+            if name == "use_memory_goal":  # the gate's ablation, not the intervention model's
                 config.uniintervene.use_memory_goal = value
+            else:
+                config.uniintervene.intervention[name] = value
         return config
 
     return apply
@@ -120,9 +121,9 @@ def _hil_serl_uniintervene_replan1(config):
 
 def _hil_serl_uniintervene_tau05(config):
     """``hil_serl+uniintervene`` with the paper's trigger threshold 0.5 instead of the online
-    default 0.4 (``uniintervene_jax.online.get_online_config`` says why)."""
+    default 0.4 (``uniintervene_jax.online_config.get_online_config`` says why)."""
     _hil_serl_uniintervene(config)
-    config.uniintervene.intervention.tau_int = 0.5
+    config.uniintervene.trigger.tau_int = 0.5
     return config
 
 

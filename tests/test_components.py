@@ -120,7 +120,8 @@ def test_uniintervene_extension_schedule_and_message_part(tmp_path):
     goes out every publish_period learner steps (or when forced) with the trainer's payload,
     and it saves / restores under the directory the learner gives it."""
     from test_online import _config
-    from uniintervene_jax.online import OnlineUniIntervene, UniInterveneLearnerExtension
+    from uniintervene_jax.extension import UniInterveneLearnerExtension
+    from uniintervene_jax.online import OnlineUniIntervene
 
     config = _config()
     spec = {"state": ((39,), np.dtype(np.float32))}

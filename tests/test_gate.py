@@ -653,7 +653,7 @@ def test_make_gate_follows_config(tmp_path):
     assert (gate.K, gate.cooldown_steps, gate.max_chunks, gate.timeline_every) == (8, 3, 2, 3)
     assert gate.use_memory_goal is True
     assert gate.timeline_path == str(tmp_path / "gate_timeline.jsonl")
-    assert gate.models.ready is False and gate.models.tau == config.uniintervene.intervention.tau_int
+    assert gate.models.ready is False and gate.models.tau == config.uniintervene.trigger.tau_int
     # The loop options the actor reads from the gate (serl_ext.loop.gate.Gate), from config.uniintervene.
     assert gate.part_name == "uniintervene" and gate.eval_with_gate is True
     assert gate.intervention_sources == frozenset()  # recovery_buffer "online"

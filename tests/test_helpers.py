@@ -77,8 +77,8 @@ def test_merge_nested_unknown_fields_error_drop_or_keep():
 
 def test_the_three_former_copies_use_the_helper():
     from serl_ext.agents.common import merge_config
-    from uniintervene_jax.intervention.train import resolve_config
-    from uniintervene_jax.recovery.model import get_default_config as recovery_defaults
+    from uniintervene_jax.intervention.config import resolve_config
+    from uniintervene_jax.recovery.config import get_default_config as recovery_defaults
 
     import ml_collections
 
@@ -87,11 +87,12 @@ def test_the_three_former_copies_use_the_helper():
     assert merged.to_dict() == {"a": 1, "sub": {"b": 3}}
     with pytest.raises(ValueError, match="unknown intervention config field 'model.typo'"):
         resolve_config({"model": {"typo": 1}})
-    from uniintervene_jax.recovery.model import _merge
+    from uniintervene_jax.recovery.config import resolve_config as resolve_recovery_config
 
     with pytest.raises(ValueError, match="unknown recovery-policy config field 'typo'"):
-        _merge({"typo": 1})
-    assert _merge({"horizon": 4}).horizon == 4 and _merge(None).to_dict() == recovery_defaults().to_dict()
+        resolve_recovery_config({"typo": 1})
+    assert (resolve_recovery_config({"horizon": 4}).horizon == 4
+            and resolve_recovery_config(None).to_dict() == recovery_defaults().to_dict())
 
 
 # ------------------------------------------------------------------ env <-> operator

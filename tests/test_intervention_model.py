@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from uniintervene_jax.gate import trigger_rule
 from uniintervene_jax.instructions import instruction_for, tokenize_instruction
 from uniintervene_jax.intervention import (
     HFVisionTargetEncoder,
@@ -167,7 +168,8 @@ def test_head_shapes_mlp_and_cnn(data):
     np.testing.assert_allclose(out["q"], np.minimum(out["q1"], out["q2"]))
     assert not np.allclose(out["q1"], out["q2"])  # two independent heads
     np.testing.assert_allclose(out["trigger_prob"], 1 / (1 + np.exp(-out["risk"].astype(np.float64))), rtol=1e-6)
-    assert out["trigger"].dtype == bool and np.array_equal(out["trigger"], out["trigger_prob"] >= 0.5)
+    fires = trigger_rule(out, ds.value_history[:64], 0.5, True, 0.3)  # the gate's rule
+    assert fires.dtype == bool and np.array_equal(fires, out["trigger_prob"] >= 0.5)
 
     obs = {"pixels": np.zeros((16, 16, 3), np.uint8), "state": np.zeros(3, np.float32)}
     cnn = _model({"model": dict(TINY["model"], backbone="cnn", image_keys=("pixels",), cnn_widths=(4, 8),
@@ -214,8 +216,8 @@ def test_ablation_switch_removes_its_term_and_still_trains(data, flag, missing_t
         _, info_same = _model({flag: False}).update(batch)
         assert float(info_full["loss"]) - float(info_same["loss"]) == pytest.approx(
             float(info_full["risk_tvr_loss"]), rel=1e-4)
-        assert np.array_equal(out["trigger"], out["value_trigger"])  # plain value-threshold gate
-        np.testing.assert_array_equal(out["value_trigger"], out["q"] < 0.3)
+        fires = trigger_rule(out, batch["value_history"], 0.5, False, 0.3)  # plain value-threshold gate
+        np.testing.assert_array_equal(fires, out["q"] < 0.3)
     first, last, _ = _fixed_batch_loss_drop(abl, batch)
     assert last < 0.7 * first
 
@@ -225,7 +227,7 @@ def test_training_separates_falling_from_rising_histories(data, trained):
     assert history[-1]["loss"] < history[0]["loss"]
     te = data[1]
     out = model.predict(te.observations, te.instr_ids, te.actions, te.value_history)
-    _, _, f1 = trigger_metrics(out["trigger"], te.labels)
+    _, _, f1 = trigger_metrics(trigger_rule(out, te.value_history, 0.5, True, 0.3), te.labels)
     assert f1 > 0.8
     # the regressed risk tracks the TVR target
     assert np.corrcoef(out["risk"], te.tvr)[0, 1] > 0.8
@@ -397,7 +399,8 @@ def test_intervention_report(tmp_path, trained):
     for k in ("q_loss", "trigger_precision", "trigger_recall", "trigger_f1", "trigger_lead_steps",
               "false_trigger_rate_success"):
         assert k in rep
-    pred = model.predict(ds.observations, ds.instr_ids, ds.actions, ds.value_history)["trigger"]
+    out = model.predict(ds.observations, ds.instr_ids, ds.actions, ds.value_history)
+    pred = trigger_rule(out, ds.value_history, 0.5, True, 0.3)
     assert (rep["trigger_precision"], rep["trigger_recall"], rep["trigger_f1"]) == pytest.approx(
         trigger_metrics(pred, ds.labels))
     trig_eps = [pred[ds.episode_index == e] for e in range(4)]

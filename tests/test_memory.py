@@ -382,7 +382,7 @@ def test_memory_audit_hand_values(tmp_path):
 
 
 def test_normalize_value_curve_by_hand():
-    from uniintervene_jax.memory.mining import normalize_value_curve
+    from uniintervene_jax.labels import normalize_value_curve
 
     out = normalize_value_curve([0.2, 0.4, 0.6, 0.3])  # (v - 0.2) / 0.4
     np.testing.assert_allclose(out, [0.0, 0.5, 1.0, 0.25], atol=1e-6)

@@ -4,7 +4,7 @@ plain-loop references (DESIGN.md section 4)."""
 import numpy as np
 import pytest
 
-from uniintervene_jax.intervention.mining import (
+from uniintervene_jax.labels import (
     abrupt_labels,
     decline_labels,
     get_mining_config,
@@ -12,8 +12,10 @@ from uniintervene_jax.intervention.mining import (
     mine_stagnation,
     normalize_curve,
     plateau_labels,
+    tvr_targets,
+    value_deltas,
+    value_history,
 )
-from uniintervene_jax.intervention.tvr import tvr_targets, value_deltas, value_history
 
 
 def steps(labels):

@@ -13,19 +13,14 @@ import pytest
 
 from configs.algorithms import ALGORITHMS
 from configs.train import get_config
+from serl_ext.data.episodes import EpisodeAssembler
 from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
 from serl_ext.loop.param_message import build_message
 from test_loop import FakeClient, small_actor_settings  # the actor tests' TrainerClient stand-in, tiny actor
-from uniintervene_jax.online import (
-    EpisodeAssembler,
-    OnlineUniIntervene,
-    check_online_config,
-    get_online_config,
-    memory_from_payload,
-    memory_to_payload,
-    recovery_batch_indices,
-    retrieved_goals,
-)
+from uniintervene_jax.message import memory_from_payload, memory_to_payload
+from uniintervene_jax.online import OnlineUniIntervene
+from uniintervene_jax.online_config import check_online_config, get_online_config
+from uniintervene_jax.recovery.dataset import recovery_batch_indices, retrieved_goals
 
 A = 4
 SPEC = {"state": ((39,), np.dtype(np.float32))}
@@ -280,7 +275,7 @@ def test_learner_schedule_and_readiness(learner):
     ui.step(6)
     assert ui.counters["intervention_updates"] == 3 and ui.ready  # flips exactly at min_updates
     payload = ui.payload()
-    assert payload["version"] == 2 and payload["ready"] is True and payload["tau"] == c.intervention.tau_int == 0.4
+    assert payload["version"] == 2 and payload["ready"] is True and payload["tau"] == c.trigger.tau_int == 0.4
     assert payload["memory"] is not None and len(payload["memory"]["tasks"]) == len(ui.memory_items)
 
     # min_episodes is a condition on its own.
@@ -625,9 +620,9 @@ def test_uniintervene_algorithms_compose():
         i = u.intervention
         assert (i.use_future, i.use_value, i.use_tvr, u.use_memory_goal) == expected[name], name
         assert u.replan_every == (1 if name.endswith("replan1") else 0)
-        assert i.tau_int == (0.5 if name.endswith("tau05") else 0.4)
+        assert u.trigger.tau_int == (0.5 if name.endswith("tau05") else 0.4)
         assert config.components.gate == "uniintervene_jax.gate:make_gate", name
-        assert config.components.learner_extension == "uniintervene_jax.online:make_learner_extension", name
+        assert config.components.learner_extension == "uniintervene_jax.extension:make_learner_extension", name
     # Plain HiL-SERL carries no method section and no method components.
     plain = get_config("pick-place,hil_serl")
     assert "uniintervene" not in plain
@@ -647,7 +642,7 @@ def test_ablations_reach_the_gate():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("recovery_buffer", "human"), ("history_len", 0), ("horizon", 0), ("train_period", 0), ("max_chunks", 0),
+    ("recovery_buffer", "human"), ("train_period", 0), ("max_chunks", 0),
     ("publish_period", 0), ("cooldown_steps", -1), ("min_updates", -1), ("timeline_every", -1),
     ("tau_quantile", 1.0), ("tau_quantile", -0.1), ("recovery_goals", "nearest"),
     ("recovery_min_gain", -0.1), ("recovery_min_gain", 1.0), ("recovery_demo_fraction", 1.5),
@@ -663,11 +658,11 @@ def test_check_online_config_rejects_bad_values(field, value):
 
 def test_check_online_config_rejects_inconsistent_model_configs():
     c = get_online_config()
-    c.history_len = 4  # the intervention model still reads K = 8
+    c.intervention.history_len = 0  # K has one home, the intervention model's config
     with pytest.raises(ValueError, match="history_len"):
         check_online_config(c)
     c = get_online_config()
-    c.recovery.horizon = 4
+    c.recovery.horizon = 0  # H has one home, the recovery policy's config
     with pytest.raises(ValueError, match="horizon"):
         check_online_config(c)
     c = get_online_config()
@@ -728,7 +723,7 @@ def test_retrieved_goals_follow_the_gate_rule():
 
 
 def test_recovery_pairs_keep_demo_anchors_and_filter_operator_anchors_by_gain():
-    from uniintervene_jax.online import _recovery_pairs
+    from uniintervene_jax.recovery.dataset import online_recovery_pairs
 
     rng = np.random.default_rng(0)
     c = _config().uniintervene
@@ -741,14 +736,14 @@ def test_recovery_pairs_keep_demo_anchors_and_filter_operator_anchors_by_gain():
     demo_curve = np.linspace(0.0, 1.0, 13).astype(np.float32)  # +1/12 per step: every demo anchor gains
     online_curve = flat.copy()
     online_curve[8:] = 0.9                                   # steps 4..7 reach the jump 8 steps ahead (+0.4)
-    pairs = _recovery_pairs([demo, online], [demo_curve, online_curve], c)
+    pairs = online_recovery_pairs([demo, online], [demo_curve, online_curve], c)
     demo_rows = pairs["episode_index"] == 0
     online_rows = pairs["episode_index"] == 1
     assert demo_rows.sum() == 12  # every demo step (gain > 0)
     # operator anchors 4..11; with goal offset 8 only 4..7 jump from 0.5 to 0.9 (gain 0.4 > 0.25)
     np.testing.assert_array_equal(np.sort(pairs["t"][online_rows]), [4, 5, 6, 7])
     c.recovery_min_gain = 0.5
-    pairs = _recovery_pairs([demo, online], [demo_curve, online_curve], c)
+    pairs = online_recovery_pairs([demo, online], [demo_curve, online_curve], c)
     assert (pairs["episode_index"] == 1).sum() == 0 and (pairs["episode_index"] == 0).sum() == 12
 
 
@@ -756,7 +751,7 @@ def test_recovery_anchors_all_adds_every_step_of_successful_online_episodes():
     """recovery_anchors "all" anchors every step of a successful online episode,
     whatever acted (value-gain filter still applied); "interventions" only the operator's steps;
     a failed episode contributes only its operator steps either way."""
-    from uniintervene_jax.online import _recovery_pairs
+    from uniintervene_jax.recovery.dataset import online_recovery_pairs
 
     rng = np.random.default_rng(1)
     c = _config().uniintervene
@@ -773,7 +768,7 @@ def test_recovery_anchors_all_adds_every_step_of_successful_online_episodes():
     flat_then_jump[14:] = 0.9  # only anchors 6..13 reach the jump 8 steps ahead
 
     def anchors(curves):
-        pairs = _recovery_pairs([good, bad], curves, c)
+        pairs = online_recovery_pairs([good, bad], curves, c)
         return ([int(t) for t in np.sort(pairs["t"][pairs["episode_index"] == 0])],
                 [int(t) for t in np.sort(pairs["t"][pairs["episode_index"] == 1])])
 
@@ -791,7 +786,7 @@ def test_recovery_anchors_all_adds_every_step_of_successful_online_episodes():
 def test_online_memory_falls_back_to_demo_windows_only_while_the_preset_finds_none():
     """Slow demos (8-step rise 8/30 < delta 0.5) give no item with the preset; the fallback mines
     them with memory_demo_delta (0.2); a mined online recovery replaces the fallback items."""
-    from uniintervene_jax.online import mine_online_memory
+    from uniintervene_jax.memory.mining import mine_online_memory
 
     rng = np.random.default_rng(5)
     c = _config().uniintervene

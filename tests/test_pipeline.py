@@ -56,10 +56,10 @@ def test_pipeline_end_to_end(tmp_path):
         assert 0.0 <= metrics["closed_loop_recovery_rate"] <= 1.0
 
     # Every model reloads from its folder alone.
-    from uniintervene_jax.intervention.train import InterventionModel
+    from uniintervene_jax.intervention.model import InterventionModel
     from uniintervene_jax.memory.memory import RecoveryMemory
     from uniintervene_jax.recovery.model import RecoveryPolicy
-    from uniintervene_jax.value.train import ProxyValue
+    from uniintervene_jax.value.model import ProxyValue
 
     value = ProxyValue.load(os.path.join(run_dir, "models", "value"))
     InterventionModel.load(os.path.join(run_dir, "models", "intervention"))

@@ -20,6 +20,12 @@ The gate fires only when the learner's payload says ``ready`` (see ``uniinterven
 until then it passes the policy's action through without calling any model.
 The model calls sit behind :class:`GateModels` so the gate logic is tested with scripted
 outputs; :class:`NetworkGateModels` is the real implementation (jitted networks + faiss memory).
+
+The trigger and its threshold tau live here and nowhere else: :func:`trigger_rule` (used by
+the gate and by the offline report), :func:`get_trigger_config` (the initial tau,
+``config.uniintervene.trigger`` online, ``config.trigger`` of the offline pipeline) and
+:func:`calibrated_tau` (what the learner computes with ``tau_quantile`` > 0). tau's run-time
+value comes with the learner's message (``payload["tau"]``, :mod:`uniintervene_jax.message`).
 """
 
 import collections
@@ -31,10 +37,69 @@ from typing import Any, Dict, Optional, Protocol, Tuple
 
 import numpy as np
 
-from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY, BaseGate
+import ml_collections
 
-# Name of the UniIntervene part of the parameter message (serl_ext/loop/param_message.py).
-PART_NAME = "uniintervene"
+from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY, BaseGate
+from uniintervene_jax.message import PART_NAME
+
+
+# ------------------------------------------------------------------ the trigger and tau
+def get_trigger_config() -> ml_collections.ConfigDict:
+    """The trigger's config (DESIGN section 4): the initial threshold and the ablation's rule."""
+    c = ml_collections.ConfigDict()
+    # Fire when sigmoid(risk) >= tau_int (DESIGN section 4: 0.5). Online this is the initial tau;
+    # the learner may raise it (tau_quantile) and pushes the value in use with its message.
+    c.tau_int = 0.5
+    # With the intervention model's use_tvr=False (the w/o-TVR ablation) the trigger is a plain
+    # value threshold: fire when the predicted value (min Q with use_value, else the last
+    # history value V_t) is below this.
+    c.value_threshold = 0.3
+    return c
+
+
+def check_trigger_config(c: Any) -> None:
+    """Raises ValueError for ``tau_int`` outside (0, 1) or a non-finite ``value_threshold``."""
+    if not 0.0 < float(c.tau_int) < 1.0:
+        raise ValueError(f"trigger.tau_int must be in (0, 1), got {c.tau_int}")
+    if not np.isfinite(float(c.value_threshold)):
+        raise ValueError(f"trigger.value_threshold must be finite, got {c.value_threshold}")
+
+
+def trigger_rule(outputs: Dict[str, Any], value_history: Any, tau: float, use_tvr: bool,
+                 value_threshold: float) -> np.ndarray:
+    """Whether each scored row fires: bool ``(B,)``.
+
+    ``use_tvr`` (the paper): ``sigmoid(risk) >= tau`` (DESIGN section 4, tau_int = 0.5; the
+    learner's calibrated tau online). ``use_tvr=False`` (w/o-TVR ablation): the predicted value
+    (``q`` = min of the twin Q heads when the model has them, else ``V_t``, the last column of
+    the history) is below ``value_threshold``.
+
+    Args:
+      outputs: :meth:`InterventionModel.predict` output (``trigger_prob`` float32 ``(B,)``,
+        ``q`` ``(B,)`` with ``use_value``).
+      value_history: float ``(B, K+1)``, oldest first.
+      tau: threshold in [0, 1]; use_tvr: the model's ``use_tvr``; value_threshold: float.
+    Raises KeyError when ``outputs`` has no ``trigger_prob``.
+    """
+    if use_tvr:
+        return np.asarray(outputs["trigger_prob"]) >= float(tau)
+    value = outputs["q"] if "q" in outputs else np.asarray(value_history)[:, -1]
+    return np.asarray(value) < float(value_threshold)
+
+
+def calibrated_tau(probs: Any, tau_int: float, quantile: float) -> float:
+    """The learner's tau: the ``quantile`` quantile of ``probs`` (sigmoid(risk) over the policy
+    steps of recent successful episodes, float ``(N,)``, N >= 1), never below ``tau_int``: at most
+    ``1 - quantile`` of those good steps would fire.
+
+    Raises ValueError for empty ``probs`` or ``quantile`` outside [0, 1].
+    """
+    probs = np.asarray(probs, np.float64)
+    if probs.size == 0:
+        raise ValueError("calibrated_tau needs at least one probability")
+    if not 0.0 <= float(quantile) <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    return max(float(tau_int), float(np.quantile(probs, float(quantile))))
 
 
 class GateModels(Protocol):
@@ -329,47 +394,33 @@ class NetworkGateModels:
 
     def __init__(self, config, obs_spec, action_dim: int):
         from uniintervene_jax.instructions import instruction_for, tokenize_instruction
-        from uniintervene_jax.online_config import build_models
+        from uniintervene_jax.message import build_models
 
+        c = config.uniintervene
         self.task = config.task
         self.instr = tokenize_instruction(instruction_for(self.task))
-        self.use_tvr = bool(config.uniintervene.intervention.use_tvr)
-        self.embedding_dim = int(config.uniintervene.value.latent_dim)
+        self.use_tvr = bool(c.intervention.use_tvr)
+        self.value_threshold = float(c.trigger.value_threshold)
+        self.embedding_dim = int(c.value.latent_dim)
         self._value, self._intervention, self._recovery = build_models(config, obs_spec, action_dim)
         self._memory = None
         self.ready = False
-        self.tau = float(config.uniintervene.intervention.tau_int)
+        self.tau = float(c.trigger.tau_int)  # until the first message brings the learner's tau
         self.version = -1
         self._lock = threading.Lock()
 
     def load(self, payload: Dict[str, Any]) -> None:
-        """Swaps in a learner payload (``OnlineUniIntervene.payload``) atomically.
+        """Swaps in a learner payload (:func:`uniintervene_jax.message.make_payload`) atomically;
+        its ``tau`` becomes the threshold of :meth:`score`.
 
         Raises:
           ValueError / TypeError: missing keys, a parameter tree that does not match these
             networks, NaN/inf parameters, a bad memory or tau; nothing is changed then.
         """
         from serl_ext.agents.common import replace_in_params
-        from uniintervene_jax.online_config import memory_from_payload
+        from uniintervene_jax.message import memory_from_payload, read_payload
 
-        if not isinstance(payload, dict):
-            raise TypeError(f"uniintervene payload must be a dict, got {type(payload).__name__}")
-        missing = [k for k in ("version", "ready", "tau", "value", "intervention", "recovery", "memory") if k not in payload]
-        if missing:
-            raise ValueError(f"uniintervene payload misses {missing}")
-        try:
-            tau = float(payload["tau"])
-            version = int(payload["version"])
-            ready = bool(payload["ready"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"bad tau / version / ready in the uniintervene payload: {e}") from None
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"tau must be in [0, 1], got {tau}")
-        for name in ("value", "intervention", "recovery"):
-            for leaf in _leaves(payload[name]):
-                arr = np.asarray(leaf)
-                if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-                    raise ValueError(f"{name} parameters contain NaN or inf")
+        checked = read_payload(payload)
         v_params = replace_in_params(payload["value"], self._value.state.params, "value params")
         i_params = replace_in_params(payload["intervention"], self._intervention.state.params, "intervention params")
         r_params = replace_in_params(payload["recovery"], self._recovery.state.params, "recovery params")
@@ -381,20 +432,19 @@ class NetworkGateModels:
             self._intervention = self._intervention.replace(state=self._intervention.state.replace(params=i_params))
             self._recovery.state = self._recovery.state.replace(params=r_params)
             self._memory = memory
-            self.tau = tau
-            self.ready = ready
-            self.version = version
+            self.tau = checked["tau"]
+            self.ready = checked["ready"]
+            self.version = checked["version"]
 
     def value(self, observation) -> float:
         return float(self._value.values(observation, self.instr))
 
     def score(self, observation, policy_action, value_history) -> Tuple[float, bool]:
         obs = {k: np.asarray(v)[None] for k, v in observation.items()}
-        out = self._intervention.predict(obs, self.instr, np.asarray(policy_action, np.float32)[None],
-                                         np.asarray(value_history, np.float32)[None])
-        prob = float(out["trigger_prob"][0])
-        trigger = prob >= self.tau if self.use_tvr else bool(out["value_trigger"][0])
-        return prob, bool(trigger)
+        history = np.asarray(value_history, np.float32)[None]
+        out = self._intervention.predict(obs, self.instr, np.asarray(policy_action, np.float32)[None], history)
+        fires = trigger_rule(out, history, self.tau, self.use_tvr, self.value_threshold)
+        return float(out["trigger_prob"][0]), bool(fires[0])
 
     def goal(self, observation, value: float):
         if self._memory is None or len(self._memory) == 0:
@@ -405,17 +455,6 @@ class NetworkGateModels:
 
     def chunk(self, observation, goal) -> np.ndarray:
         return self._recovery.predict_chunk(observation, goal, self.instr)[0]
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    elif isinstance(tree, (list, tuple)):
-        for v in tree:
-            yield from _leaves(v)
-    else:
-        yield tree
 
 
 def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) -> Optional[UniInterveneGate]:
@@ -433,7 +472,7 @@ def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) 
         return None
     check_online_config(c)
     gate = UniInterveneGate(
-        NetworkGateModels(config, obs_spec, action_dim), history_len=int(c.history_len),
+        NetworkGateModels(config, obs_spec, action_dim), history_len=int(c.intervention.history_len),
         cooldown_steps=int(c.cooldown_steps), max_chunks=int(c.max_chunks),
         use_memory_goal=bool(c.use_memory_goal),
         timeline_path=os.path.join(run_dir, "gate_timeline.jsonl") if run_dir else None,

@@ -1,17 +1,16 @@
-"""What the two sides of UniIntervene online share: the ``config.uniintervene`` section
-(:func:`get_online_config`, :func:`check_online_config`), the model structures
-(:func:`build_models`) and the memory's wire format (:func:`memory_to_payload`,
-:func:`memory_from_payload`).
+"""The ``config.uniintervene`` section of UniIntervene online: :func:`get_online_config` (every
+field documented) and :func:`check_online_config`.
 
-The actor's gate (``uniintervene_jax/gate.py``) and the learner's trainer
-(``uniintervene_jax/online.py``) both import from here, never from each other.
+Each value has one home: the model sections (``value``, ``intervention``, ``recovery``) own
+their structure (the value-history K is ``intervention.history_len``, the chunk length H is
+``recovery.horizon``), ``trigger`` owns the initial tau (:func:`uniintervene_jax.gate.get_trigger_config`),
+``labels`` the labelling rules shared with the offline pipeline
+(:func:`uniintervene_jax.labels.get_labels_config`); the rest configures the gate and the
+learner's schedule. The actor's gate (``uniintervene_jax/gate.py``) and the learner's trainer
+(``uniintervene_jax/online.py``) both read it.
 """
 
-from typing import Any, Dict, Optional
-
-import jax
 import ml_collections
-import numpy as np
 
 RECOVERY_BUFFERS = ("online", "both")
 RECOVERY_GOALS = ("retrieved", "future")
@@ -19,22 +18,31 @@ RECOVERY_GOALS = ("retrieved", "future")
 
 def get_online_config() -> ml_collections.ConfigDict:
     """``config.uniintervene``: defaults of the online gate and learner side (documented inline)."""
-    from uniintervene_jax.intervention.train import get_default_config as intervention_config
-    from uniintervene_jax.recovery.model import get_default_config as recovery_config
-    from uniintervene_jax.value.train import get_default_config as value_config
+    from uniintervene_jax.gate import get_trigger_config
+    from uniintervene_jax.intervention.config import get_default_config as intervention_config
+    from uniintervene_jax.labels import get_labels_config
+    from uniintervene_jax.recovery.config import get_default_config as recovery_config
+    from uniintervene_jax.value.config import get_default_config as value_config
 
     c = ml_collections.ConfigDict()
     # Off for plain HiL-SERL; the hil_serl+uniintervene algorithms switch it on.
     c.enabled = False
     # --- gate (actor) ---
-    # K: value-history window (DESIGN section 4: 8); the intervention model reads V_{t-K..t}.
-    c.history_len = 8
-    # H: recovery chunk length (paper: 8 actions); the gate re-evaluates at a chunk's end.
-    c.horizon = 8
-    # The trigger threshold is intervention.tau_int (set below): fire when sigmoid(risk) >= it.
+    # The value-history window K is intervention.history_len (8) and the recovery chunk length H
+    # is recovery.horizon (8; the gate re-evaluates at a chunk's end).
+    # The trigger (uniintervene_jax/gate.py): fire when sigmoid(risk) >= tau. trigger.tau_int is
+    # the initial tau; the learner pushes the tau in use with every message.
+    c.trigger = get_trigger_config()
+    # Online trigger threshold 0.4, not the paper's 0.5: the risk scalar is both the focal logit
+    # and regressed to the TVR target (near 0), so sigmoid(risk) sits at 0.45-0.55 and 0.5 fires
+    # on about half of the decisions whatever the state; at a recovery chunk's end, after the
+    # value rose, it then hands the robot back to a base policy that cannot do the task yet
+    # (benchmarks/results/compare/results.md: hil_serl+uniintervene-tau05 cuts IR by 13% on
+    # average, this default by 25%).
+    c.trigger.tau_int = 0.4
     # With tau_quantile > 0 the learner instead sets tau to that quantile of sigmoid(risk) over
     # the policy steps of recent successful episodes (at most 1 - tau_quantile of good steps
-    # would fire), never below intervention.tau_int.
+    # would fire), never below trigger.tau_int (gate.calibrated_tau).
     c.tau_quantile = 0.0
     # 0: execute each recovery chunk open loop (the paper). n > 0: receding horizon, the rest of
     # the running chunk is re-predicted every n steps from the current observation toward the
@@ -64,32 +72,23 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.value = value_config()
     c.value.hidden_dims = (256, 256)
     c.intervention = intervention_config()
-    # Online trigger threshold 0.4, not the paper's 0.5: the risk scalar is both the focal logit
-    # and regressed to the TVR target (near 0), so sigmoid(risk) sits at 0.45-0.55 and 0.5 fires
-    # on about half of the decisions whatever the state; at a recovery chunk's end, after the
-    # value rose, it then hands the robot back to a base policy that cannot do the task yet
-    # (benchmarks/results/compare/results.md: hil_serl+uniintervene-tau05 cuts IR by 13% on
-    # average, this default by 25%).
-    c.intervention.tau_int = 0.4
     c.recovery = recovery_config()
     # Online the recovery policy uses the continuous chunk head: the FAST token head needs a
     # tokenizer fitted on the chunks first (offline pipeline); see README.
     c.recovery.head = "continuous"
-    # Stagnation-label rule ("design" union or "guide") and TVR parameters (DESIGN section 4).
-    c.mining_rule = "design"
-    c.tvr_eps = 0.005
-    c.tvr_gamma_r = 0.9
-    c.tvr_clip_negative = False
+    # Stagnation-label rule ("design" union or "guide") and TVR parameters (DESIGN section 4),
+    # the offline pipeline's labelling config.
+    c.labels = get_labels_config()
+    # Online extension (not in the paper): the takeover_steps policy/recovery steps before each
+    # human takeover are also positive trigger labels (union with the mined stagnation labels),
+    # so the model learns to fire before the operator would. 0: off.
+    c.labels.takeover_steps = 8
     # Recovery-memory mining preset ("default": 120 items, 10 bins, span 8, delta 0.5).
     c.memory_preset = "default"
     # Smaller value rise for demo windows, used only while the preset mines no item at all
     # (mine_online_memory): assembly and box-close demos climb 0.2-0.4 in 8 steps, so without it
     # their memory, and the gate, stayed empty for the first ~20 episodes. 0: no fallback.
     c.memory_demo_delta = 0.2
-    # Online extension (not in the paper): the takeover_label_steps policy/recovery steps
-    # before each human takeover are also positive trigger labels (union with the mined
-    # stagnation labels), so the model learns to fire before the operator would. 0: off.
-    c.takeover_label_steps = 8
     # Goal offset k of the recovery training pairs (goal = o_{t+k}).
     c.goal_offset = 8
     # Goals the recovery policy is trained on: "retrieved" (default; each anchor's goal is what
@@ -150,10 +149,17 @@ def get_online_config() -> ml_collections.ConfigDict:
 
 
 def check_online_config(c: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for inconsistent ``config.uniintervene`` fields."""
+    """Raises ValueError for inconsistent ``config.uniintervene`` fields (the model sections
+    are resolved by their packages' ``resolve_config``)."""
+    from uniintervene_jax.gate import check_trigger_config
+    from uniintervene_jax.intervention.config import resolve_config as intervention_config
+    from uniintervene_jax.labels import resolve_labels_config
+    from uniintervene_jax.recovery.config import resolve_config as recovery_config
+    from uniintervene_jax.value.config import resolve_config as value_config
+
     if c.recovery_buffer not in RECOVERY_BUFFERS:
         raise ValueError(f"uniintervene.recovery_buffer must be one of {RECOVERY_BUFFERS}, got {c.recovery_buffer!r}")
-    for name in ("history_len", "horizon", "train_period", "refresh_episodes", "max_episodes", "batch_size",
+    for name in ("train_period", "refresh_episodes", "max_episodes", "batch_size",
                  "recovery_batch_size", "publish_period", "max_chunks", "recovery_updates"):
         if int(c[name]) < 1:
             raise ValueError(f"uniintervene.{name} must be >= 1, got {c[name]}")
@@ -164,12 +170,11 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
         raise ValueError(f"uniintervene.wait_for_ready_s must be >= 0, got {c.wait_for_ready_s}")
     if not 0.0 <= float(c.tau_quantile) < 1.0:
         raise ValueError(f"uniintervene.tau_quantile must be in [0, 1), got {c.tau_quantile}")
-    if int(c.intervention.history_len) != int(c.history_len):
-        raise ValueError(f"uniintervene.intervention.history_len ({c.intervention.history_len}) must equal "
-                         f"uniintervene.history_len ({c.history_len})")
-    if int(c.recovery.horizon) != int(c.horizon):
-        raise ValueError(f"uniintervene.recovery.horizon ({c.recovery.horizon}) must equal "
-                         f"uniintervene.horizon ({c.horizon})")
+    check_trigger_config(c.trigger)
+    resolve_labels_config(c.labels)
+    value_config(c.value)
+    intervention_config(c.intervention)  # history_len >= 1, ...
+    recovery_config(c.recovery)  # horizon >= 1, ...
     if c.recovery_goals not in RECOVERY_GOALS:
         raise ValueError(f"uniintervene.recovery_goals must be one of {RECOVERY_GOALS}, got {c.recovery_goals!r}")
     if c.recovery_demo_fraction is not None and not 0.0 <= float(c.recovery_demo_fraction) <= 1.0:
@@ -181,64 +186,3 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
     if c.recovery.head != "continuous":
         raise ValueError("online recovery needs uniintervene.recovery.head='continuous' (the FAST token head is "
                          "trained offline, see uniintervene_jax/pipeline.py)")
-
-
-def memory_to_payload(items) -> Optional[Dict[str, Any]]:
-    """:class:`~uniintervene_jax.memory.mining.RecoveryItems` -> a dict of plain arrays/lists
-    (msgpack-able by ``serl_ext.transport``); None stays None."""
-    from uniintervene_jax.memory.mining import RecoveryItems
-
-    if items is None:
-        return None
-    out: Dict[str, Any] = {f: np.asarray(getattr(items, f)) for f in RecoveryItems.ARRAY_FIELDS}
-    out["tasks"] = list(items.tasks)
-    out["key_observations"] = {k: np.asarray(v) for k, v in items.key_observations.items()}
-    out["goal_observations"] = {k: np.asarray(v) for k, v in items.goal_observations.items()}
-    return out
-
-
-def memory_from_payload(payload: Optional[Dict[str, Any]]):
-    """Inverse of :func:`memory_to_payload`: a :class:`~uniintervene_jax.memory.memory.RecoveryMemory`
-    (or None). Raises ValueError / TypeError for a malformed payload."""
-    from uniintervene_jax.memory.memory import RecoveryMemory
-    from uniintervene_jax.memory.mining import RecoveryItems
-
-    if payload is None:
-        return None
-    if not isinstance(payload, dict):
-        raise TypeError(f"memory payload must be a dict, got {type(payload).__name__}")
-    try:
-        fields = {f: np.asarray(payload[f]) for f in RecoveryItems.ARRAY_FIELDS}
-        items = RecoveryItems(
-            tasks=[str(t) for t in payload["tasks"]],
-            key_observations={k: np.asarray(v) for k, v in payload["key_observations"].items()},
-            goal_observations={k: np.asarray(v) for k, v in payload["goal_observations"].items()},
-            **fields,
-        )
-    except KeyError as e:
-        raise ValueError(f"memory payload misses {e}") from None
-    except (AttributeError, IndexError) as e:
-        raise ValueError(f"malformed memory payload: {e}") from None
-    return RecoveryMemory(items=items)
-
-
-
-def build_models(config, obs_spec, action_dim: int):
-    """The three UniIntervene models of ``config.uniintervene`` with fresh parameters, seeded by
-    ``config.seed`` (the actor builds the same structures and loads pushed parameters into them).
-
-    Returns ``(ProxyValue, InterventionModel, RecoveryPolicy)``.
-    """
-    from serl_ext.loop.common import example_observation
-    from uniintervene_jax.intervention.train import InterventionModel
-    from uniintervene_jax.recovery.model import RecoveryPolicy
-    from uniintervene_jax.value.train import ProxyValue
-
-    c = config.uniintervene
-    example = example_observation(obs_spec)
-    key = jax.random.PRNGKey(int(config.seed) + 101)
-    k1, k2, k3 = jax.random.split(key, 3)
-    value = ProxyValue.create(k1, example, c.value)
-    intervention = InterventionModel.create(k2, example, int(action_dim), int(c.value.latent_dim), c.intervention)
-    recovery = RecoveryPolicy.create(k3, example, int(action_dim), c.recovery)
-    return value, intervention, recovery

@@ -10,7 +10,7 @@ data      demos, weak-policy rollouts, operator-assisted          ``data/`` (epi
 value     proxy value V(o, l) on the training split; report       ``models/value/``,
           (AUROC, monotonic fraction, curves plot)                ``report/value_*``
 labels    value curves of every episode, stagnation labels        ``labels.npz``
-          (mining rules), TVR targets
+          (mining rules), TVR targets (``labels.label_episodes``)
 interv    intervention model (target encoder: the frozen proxy    ``models/intervention/``,
           value encoder); report on held-out episodes             ``report/intervention_*``
 memory    recovery memory from successful episodes, keyed by      ``memory/``,
@@ -32,6 +32,9 @@ a goal before each chunk. An attempt counts as a recovery when the task succeeds
 value rises by at least ``closed_loop.value_gain``, or the goal region is reached (hand and
 object positions, raw state dims 0:3 and 4:7, within ``closed_loop.goal_radius`` metres of the
 goal's). With ``use_memory_goal=False`` (ablation) the goal is the current observation itself.
+
+Shared with the online trainer: the labelling (``uniintervene_jax/labels.py``, config section
+``labels``) and the trigger rule (``uniintervene_jax/gate.py``, section ``trigger``).
 """
 
 import json
@@ -47,9 +50,11 @@ STAGES = ("data", "value", "labels", "intervention", "memory", "recovery", "repo
 
 def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     """Pipeline defaults; every field documented inline."""
-    from uniintervene_jax.intervention.train import get_default_config as intervention_config
-    from uniintervene_jax.recovery.model import get_default_config as recovery_config
-    from uniintervene_jax.value.train import get_default_config as value_config
+    from uniintervene_jax.gate import get_trigger_config
+    from uniintervene_jax.intervention.config import get_default_config as intervention_config
+    from uniintervene_jax.labels import get_labels_config
+    from uniintervene_jax.recovery.config import get_default_config as recovery_config
+    from uniintervene_jax.value.config import get_default_config as value_config
 
     c = ml_collections.ConfigDict()
     c.task = task
@@ -63,15 +68,13 @@ def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     c.data.bc_steps = 300  # Updates of the weak BC base policy (few => it fails/gets stuck).
     c.value = value_config()
     c.value_steps = 2000
-    c.mining = ml_collections.ConfigDict()
-    c.mining.rule = "design"  # "design": decline/plateau/abrupt union; "guide": the guide's rule.
-    c.tvr = ml_collections.ConfigDict()
-    c.tvr.K = 8
-    c.tvr.eps = 0.005
-    c.tvr.gamma_r = 0.9
-    c.tvr.clip_negative = False  # False: the official code's signed form (default).
+    # Stagnation-label rule and TVR parameters (uniintervene_jax/labels.py, the online trainer's
+    # schema); the TVR window K is intervention.history_len.
+    c.labels = get_labels_config()
     c.intervention = intervention_config()
     c.intervention_steps = 2000
+    # The trigger rule of the held-out report (uniintervene_jax/gate.py): tau_int, value_threshold.
+    c.trigger = get_trigger_config()
     # Frozen target encoder of the future latent: "proxy_value" (the trained proxy value's
     # encoder, default), "random" (a fixed random projection of the state; a no-training
     # baseline) or "hf:/local/folder" (a transformers vision model such as V-JEPA 2 or SigLIP
@@ -83,6 +86,8 @@ def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     c.recovery = recovery_config()
     c.recovery_steps = 1500
     c.recovery_batch_size = 64
+    # Ablation: False -> the closed loop's recovery goal is the current observation (no memory).
+    c.use_memory_goal = True
     c.closed_loop = ml_collections.ConfigDict()
     c.closed_loop.episodes = 10  # Held-out takeover states tried.
     c.closed_loop.max_chunks = 3
@@ -144,7 +149,7 @@ class Pipeline:
 
     def value_model(self):
         if self._value is None:
-            from uniintervene_jax.value.train import ProxyValue
+            from uniintervene_jax.value.model import ProxyValue
 
             self._value = ProxyValue.load(os.path.join(self.run_dir, "models", "value"))
         return self._value
@@ -220,33 +225,28 @@ class Pipeline:
         return report
 
     def stage_labels(self):
-        from uniintervene_jax.intervention.mining import mine_stagnation
-        from uniintervene_jax.intervention.tvr import tvr_targets
-        from uniintervene_jax.value.report import value_curves
+        from uniintervene_jax.labels import label_episodes
+        from uniintervene_jax.value.model import value_curves
 
         data = self.data()
         episodes = data["train"] + data["held"]
         curves = value_curves(self.value_model(), episodes, task=self.config.task)
+        labels, tvr = label_episodes(episodes, curves, self.config.labels,
+                                     history_len=int(self.config.intervention.history_len))
         arrays: Dict[str, np.ndarray] = {"num_episodes": np.array(len(episodes))}
         arrays["episode_ids"] = np.array([e["metadata"]["episode_id"] for e in episodes])
-        rate = []
         for i, curve in enumerate(curves):
-            steps = curve[:-1]  # V_0 .. V_{T-1}: one per transition
-            labels = mine_stagnation(steps, {"rule": self.config.mining.rule})
-            tvr = tvr_targets(steps, K=int(self.config.tvr.K), eps=float(self.config.tvr.eps),
-                              gamma_r=float(self.config.tvr.gamma_r),
-                              clip_negative=bool(self.config.tvr.clip_negative))
             arrays[f"curve_{i}"] = curve
-            arrays[f"labels_{i}"] = labels
-            arrays[f"tvr_{i}"] = tvr
-            rate.append(labels.mean() if len(labels) else 0.0)
+            arrays[f"labels_{i}"] = labels[i]
+            arrays[f"tvr_{i}"] = tvr[i]
         np.savez(os.path.join(self.run_dir, "labels.npz"), **arrays)
+        rate = [y.mean() if len(y) else 0.0 for y in labels]
         summary = {"episodes": len(episodes), "label_rate_mean": float(np.mean(rate))}
         self._write_json("labels.json", summary)
         return summary
 
     def _intervention_dataset(self, episodes, target_encoder):
-        from uniintervene_jax.intervention.train import build_dataset
+        from uniintervene_jax.intervention.dataset import build_dataset
 
         table = self._labels()
         rows = [table[e["metadata"]["episode_id"]] for e in episodes]
@@ -267,7 +267,7 @@ class Pipeline:
                                             progress_bar=self.config.progress_bar)
         model.save(os.path.join(self.run_dir, "models", "intervention"))
         held_set = self._intervention_dataset(data["held"], target)
-        report = intervention_report(model, held_set, out_dir=self.report_dir)
+        report = intervention_report(model, held_set, out_dir=self.report_dir, trigger=self.config.trigger)
         report = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
         self._write_json("intervention_summary.json", report)
         return report
@@ -303,7 +303,8 @@ class Pipeline:
     def stage_memory(self):
         from uniintervene_jax.memory.audit import memory_audit
         from uniintervene_jax.memory.memory import MemoryConfig, RecoveryMemory
-        from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset, normalize_value_curve
+        from uniintervene_jax.labels import normalize_value_curve
+        from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
 
         data = self.data()
         table = self._labels()
@@ -345,7 +346,8 @@ class Pipeline:
         return queries, values
 
     def stage_recovery(self):
-        from uniintervene_jax.recovery.train import recovery_training_pairs, train_recovery_policy
+        from uniintervene_jax.recovery.dataset import recovery_training_pairs
+        from uniintervene_jax.recovery.train import train_recovery_policy
 
         data = self.data()
         table = self._labels()
@@ -388,7 +390,7 @@ class Pipeline:
         embed = self._embed_fn()
         ids = self._instr()
         train_config = self._train_config()
-        use_goal = bool(self.config.intervention.use_memory_goal)
+        use_goal = bool(self.config.use_memory_goal)
         candidates = [e for e in episodes if e["metadata"].get("first_intervention_step") is not None]
         candidates = candidates[: int(c.episodes)]
         outcomes: List[Dict[str, Any]] = []
@@ -472,11 +474,11 @@ class Pipeline:
             "closed_loop_recovery_rate": recovery.get("closed_loop_recovery_rate"),
             "closed_loop_attempts": recovery.get("closed_loop_attempts"),
             "data": {k: manifest[k] for k in ("demos", "rollouts", "assisted") if k in manifest},
-            "ablations": {k: bool(self.config.intervention[k])
-                          for k in ("use_future", "use_value", "use_tvr", "use_memory_goal")},
+            "ablations": dict({k: bool(self.config.intervention[k]) for k in ("use_future", "use_value", "use_tvr")},
+                              use_memory_goal=bool(self.config.use_memory_goal)),
             "target_encoder": str(self.config.target_encoder),
-            "tvr_form": "clipped" if self.config.tvr.clip_negative else "signed",
-            "mining_rule": self.config.mining.rule,
+            "tvr_form": "clipped" if self.config.labels.tvr_clip_negative else "signed",
+            "mining_rule": self.config.labels.rule,
         }
         from serl_ext.loop.common import atomic_write_json
 

@@ -4,19 +4,25 @@ Backbone over (observation, instruction, candidate action) with a latent future 
 Q head, current-value head, value-history encoder and a risk head whose scalar is both the
 temporal value-risk (TVR) regressor and the trigger logit.
 
-Modules: ``model`` (networks), ``losses`` (pure loss functions), ``target_encoders``
-(frozen future targets), ``train`` (config, model state, dataset, loop), ``report``
-(trigger metrics, lead times, false triggers, timeline plot). Stagnation mining and TVR
-targets live in ``mining`` / ``tvr`` (imported from there directly).
+Modules: ``network`` (backbones and heads), ``losses`` (pure loss functions), ``model``
+(:class:`InterventionModel`: update, predict, save/load), ``dataset``
+(:class:`InterventionDataset`, :func:`build_dataset`), ``config`` (defaults, resolve),
+``train`` (the loop), ``target_encoders`` (frozen future targets), ``report`` (trigger
+metrics, lead times, false triggers, timeline plot). Its labels (stagnation mining, TVR
+targets, value history) live in :mod:`uniintervene_jax.labels`; the trigger rule and tau in
+:mod:`uniintervene_jax.gate`.
 """
 
+from uniintervene_jax.intervention.config import get_default_config, resolve_config
+from uniintervene_jax.intervention.dataset import InterventionDataset, build_dataset
 from uniintervene_jax.intervention.losses import (
     intervention_loss,
     normalized_mse,
     sigmoid_focal_loss,
     smooth_l1,
 )
-from uniintervene_jax.intervention.model import (
+from uniintervene_jax.intervention.model import InterventionModel
+from uniintervene_jax.intervention.network import (
     CNNBackbone,
     InterventionNet,
     MLPBackbone,
@@ -33,14 +39,9 @@ from uniintervene_jax.intervention.target_encoders import (
     RandomProjectionEncoder,
     TargetEncoder,
 )
-from uniintervene_jax.intervention.train import (
-    InterventionDataset,
-    InterventionModel,
-    build_dataset,
-    get_default_config,
-    history_windows,
-    train_intervention_model,
-)
+from uniintervene_jax.intervention.train import train_intervention_model
+# The name this package has always exported for the value-history rows (one implementation).
+from uniintervene_jax.labels import value_history as history_windows
 
 __all__ = [
     "CNNBackbone",
@@ -60,6 +61,7 @@ __all__ = [
     "intervention_report",
     "lead_times",
     "normalized_mse",
+    "resolve_config",
     "sigmoid_focal_loss",
     "smooth_l1",
     "train_intervention_model",

@@ -25,9 +25,13 @@ import jax
 import jax.numpy as jnp
 
 
-def _check_same_shape(pred: jax.Array, target: jax.Array, name: str) -> None:
+def _float_pair(pred: Any, target: Any, name: str) -> Tuple[jax.Array, jax.Array]:
+    """Both as float32 arrays; ValueError naming ``name`` when their shapes differ."""
+    pred = jnp.asarray(pred, jnp.float32)
+    target = jnp.asarray(target, jnp.float32)
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"{name}: pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    return pred, target
 
 
 def normalized_mse(pred: jax.Array, target: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -45,9 +49,7 @@ def normalized_mse(pred: jax.Array, target: jax.Array, eps: float = 1e-6) -> jax
     Returns: float32 scalar.
     Raises: ValueError when shapes differ or the input has no feature axis.
     """
-    pred = jnp.asarray(pred, jnp.float32)
-    target = jnp.asarray(target, jnp.float32)
-    _check_same_shape(pred, target, "normalized_mse")
+    pred, target = _float_pair(pred, target, "normalized_mse")
     if pred.ndim < 1:
         raise ValueError("normalized_mse needs a feature axis, got a scalar")
 
@@ -70,9 +72,7 @@ def smooth_l1(pred: jax.Array, target: jax.Array, beta: float = 1.0) -> jax.Arra
     """
     if beta < 0:
         raise ValueError(f"smooth_l1: beta must be >= 0, got {beta}")
-    pred = jnp.asarray(pred, jnp.float32)
-    target = jnp.asarray(target, jnp.float32)
-    _check_same_shape(pred, target, "smooth_l1")
+    pred, target = _float_pair(pred, target, "smooth_l1")
     d = jnp.abs(pred - target)
     if beta == 0:
         return jnp.mean(d)
@@ -99,9 +99,7 @@ def sigmoid_focal_loss(logits: jax.Array, labels: jax.Array, alpha: float = 0.75
     """
     if gamma < 0:
         raise ValueError(f"sigmoid_focal_loss: gamma must be >= 0, got {gamma}")
-    x = jnp.asarray(logits, jnp.float32)
-    y = jnp.asarray(labels, jnp.float32)
-    _check_same_shape(x, y, "sigmoid_focal_loss")
+    x, y = _float_pair(logits, labels, "sigmoid_focal_loss")
     p = jax.nn.sigmoid(x)
     ce = -(y * jax.nn.log_sigmoid(x) + (1.0 - y) * jax.nn.log_sigmoid(-x))
     p_t = p * y + (1.0 - p) * (1.0 - y)

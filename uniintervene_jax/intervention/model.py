@@ -1,244 +1,274 @@
-"""The intervention network: backbone over (o_t, l, a_t) and the future / Q / value / risk heads.
+"""The trainable intervention model: state, jitted update, inference and the model folder.
 
-DESIGN.md section 4 ("Intervention model"); the paper's backbone is Qwen3-VL-2B + LoRA with a
-frozen V-JEPA 2 future target. Here the backbone is pluggable and trains from scratch on CPU:
-
-* :class:`MLPBackbone` (state vectors) or :class:`CNNBackbone` (uint8 images through
-  ``serl_ext`` ``ObservationEncoder("small_cnn")``, plus the state when present). Both
-  concatenate the :class:`~uniintervene_jax.instructions.InstructionEncoder` output and the
-  candidate action, then an MLP (LayerNorm + GELU) gives ``h_t`` of width H.
-* future head: ``Dense(4H) -> GELU -> Dense(D)`` predicts ``z_pred``, the target encoder's
-  latent of o_{t+1};
-* twin Q head (two independent MLPs, ``nn.vmap`` ensemble) on ``z_pred`` -> ``q1, q2``,
-  ``q = min(q1, q2)``; both regress the proxy value V(t+1);
-* current-value head on ``h_t`` -> ``v_now`` (regresses V_t);
-* value-history encoder: MLP over ``[V_{t-K..t}, delta_scale * dV]`` -> 32-d embedding,
-  ``dV_i = V_{t-K+i} - V_{t-K+i-1}`` (K values) computed here from the ``(B, K+1)`` history;
-* risk head on ``[z_pred, history embedding, stop_gradient(q)]`` -> one scalar ``risk``,
-  regressed to the TVR target and used as the logit of the trigger (DESIGN section 4). The
-  Q input is detached, as the guide's ``trigger_head(z_pred.detach(), q_pred.detach())``;
-  ``z_pred`` is not detached, so the risk losses also shape the backbone.
-
-Ablations (config): ``use_future=False`` -> no future head, Q and risk read ``h_t``;
-``use_value=False`` -> no Q / value heads, the risk reads ``[z, history]`` only.
+:class:`InterventionModel` -- immutable ``flax.struct.PyTreeNode`` (one TrainState + the static
+network definition and config); ``update(batch) -> (new_model, info)`` is jitted; ``predict``
+returns the network outputs and ``sigmoid(risk)`` as numpy (whether that fires is the gate's
+trigger rule, :func:`uniintervene_jax.gate.trigger_rule`); ``save`` / ``load`` go through
+:mod:`uniintervene_jax.io` so a model reloads from its folder without the training code.
+Network: :mod:`.network`; losses: :mod:`.losses`; config: :mod:`.config`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Dict, Mapping, Optional, Sequence
+import json
+from typing import Any, Dict, Mapping, Optional, Tuple
 
-import flax.linen as nn
+import flax.struct as struct
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
 
-from serl_ext.networks.encoders import ObservationEncoder, flatten_state
-from serl_ext.networks.ensemble import Ensemble
-from serl_ext.networks.mlp import MLP, default_init
-from uniintervene_jax.instructions import InstructionEncoder
+from serl_ext.agents.common import ObsSpec, check_observations, make_obs_spec
+from uniintervene_jax import io as model_io
+from uniintervene_jax.intervention.config import LEGACY_FIELDS, _to_tuples, resolve_config
+from uniintervene_jax.intervention.dataset import check_finite
+from uniintervene_jax.intervention.losses import intervention_loss
+from uniintervene_jax.intervention.network import InterventionNet
 
-BACKBONES = ("mlp", "cnn")
-
-
-def _check_inputs(observations, instr_ids, actions, value_history=None) -> int:
-    if not isinstance(observations, Mapping) or not observations:
-        raise ValueError("observations must be a non-empty dict of batched arrays")
-    if instr_ids.ndim != 2:
-        raise ValueError(f"instr_ids must be (B, L) int, got shape {tuple(instr_ids.shape)}")
-    b = instr_ids.shape[0]
-    if actions.ndim != 2 or actions.shape[0] != b:
-        raise ValueError(f"actions must be (B={b}, A), got shape {tuple(actions.shape)}")
-    if value_history is not None and (value_history.ndim != 2 or value_history.shape[0] != b
-                                      or value_history.shape[1] < 2):
-        raise ValueError(f"value_history must be (B={b}, K+1) with K >= 1, got {tuple(value_history.shape)}")
-    for k, v in observations.items():
-        if v.shape[0] != b:
-            raise ValueError(f"observations[{k!r}] has batch {v.shape[0]}, expected {b}")
-    return b
+MODEL_KIND = "intervention_model"
 
 
-class MLPBackbone(nn.Module):
-    """State backbone: ``[flatten(obs["state"]), instr_emb, action] -> MLP -> h_t``.
+def make_network(config: ml_collections.ConfigDict, target_dim: int) -> InterventionNet:
+    """:class:`InterventionNet` for a resolved config and target latent width D."""
+    m = config.model
+    return InterventionNet(
+        backbone=m.backbone, hidden_dims=tuple(m.hidden_dims), image_keys=tuple(m.image_keys),
+        cnn_latent_dim=int(m.cnn_latent_dim),
+        cnn_widths=None if m.cnn_widths is None else tuple(int(w) for w in m.cnn_widths),
+        num_spatial_features=int(m.num_spatial_features), instr_vocab_size=int(m.instr_vocab_size),
+        instr_dim=int(m.instr_dim), target_dim=int(target_dim), head_hidden_dims=tuple(m.head_hidden_dims),
+        history_hidden_dims=tuple(m.history_hidden_dims), history_dim=int(m.history_dim),
+        history_delta_scale=float(m.history_delta_scale), use_future=bool(config.use_future),
+        use_value=bool(config.use_value), use_layer_norm=bool(m.use_layer_norm))
 
-    Inputs: ``observations`` dict with ``"state"`` float ``(B, S...)``; ``instr_ids`` int32
-    ``(B, L)``; ``actions`` float ``(B, A)``. Output float32 ``(B, hidden_dims[-1])``.
-    Raises ValueError when ``"state"`` is missing.
+
+def _make_tx(config) -> optax.GradientTransformation:
+    clip = 0.0 if config.grad_clip is None else float(config.grad_clip)
+    return _cached_tx(float(config.learning_rate), clip)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_tx(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
+    # One optimiser object per (lr, clip): the optimiser is static pytree metadata of the
+    # TrainState, so a fresh object per model would recompile the jitted update every time.
+    adam = optax.adam(learning_rate)
+    if grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+    return adam
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(net: InterventionNet, rng, observations, instr_ids, actions, value_history):
+    # jitted (one compile per network definition, cached across models) instead of the much
+    # slower op-by-op initialisation.
+    return net.init(rng, observations, instr_ids, actions, value_history)["params"]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(net: InterventionNet, params, observations, instr_ids, actions, value_history):
+    return net.apply({"params": params}, observations, instr_ids, actions, value_history)
+
+
+@jax.jit
+def _update_step(model: "InterventionModel", batch):
+    cfg = model.config
+
+    def loss_fn(params):
+        out = model.net.apply({"params": params}, batch["observations"], batch["instr_ids"],
+                              batch["actions"], batch["value_history"])
+        return intervention_loss(out, batch, cfg)
+
+    (_, info), grads = jax.value_and_grad(loss_fn, has_aux=True)(model.state.params)
+    info = dict(info)
+    info["grad_norm"] = optax.global_norm(grads)
+    return model.replace(state=model.state.apply_gradients(grads=grads)), info
+
+
+class InterventionModel(struct.PyTreeNode):
+    """Trained or training intervention model (immutable; methods return new models).
+
+    Fields: ``state`` (TrainState: params + Adam state + step); static ``net``
+    (:class:`InterventionNet`), ``config_json`` (resolved config), ``obs_spec`` (per-sample
+    observation keys/shapes/dtypes), ``action_dim``, ``target_dim`` (D), ``instr_len`` (L).
     """
 
-    hidden_dims: Sequence[int] = (256, 256)
-    instr_vocab_size: int = 512
-    instr_dim: int = 32
-    use_layer_norm: bool = True
+    state: train_state.TrainState
+    net: InterventionNet = struct.field(pytree_node=False)
+    config_json: str = struct.field(pytree_node=False)
+    obs_spec: ObsSpec = struct.field(pytree_node=False)
+    action_dim: int = struct.field(pytree_node=False)
+    target_dim: int = struct.field(pytree_node=False)
+    instr_len: int = struct.field(pytree_node=False)
 
-    @nn.compact
-    def __call__(self, observations, instr_ids, actions):
-        if "state" not in observations:
-            raise ValueError(f"MLPBackbone needs observations['state']; keys: {sorted(observations)}")
-        state = flatten_state(observations)
-        instr = InstructionEncoder(self.instr_vocab_size, self.instr_dim, name="instruction")(instr_ids)
-        x = jnp.concatenate([state, instr, jnp.asarray(actions, jnp.float32)], axis=-1)
-        return MLP(tuple(self.hidden_dims), activations=nn.gelu, use_layer_norm=self.use_layer_norm,
-                   activate_final=True, name="mlp")(x)
+    # -------------------------------------------------------------- construction
+    @classmethod
+    def create(cls, rng: jax.Array, obs_example: Mapping[str, Any], action_dim: int, target_dim: int,
+               config: Any = None, instr_len: int = 16) -> "InterventionModel":
+        """New model with freshly initialised parameters.
 
+        Args:
+          rng: PRNG key (consumed by the initialisation).
+          obs_example: one **unbatched** observation dict (``"state"`` (S,) float, images
+            (H, W, C) uint8); fixes the observation spec.
+          action_dim: A >= 1. target_dim: D >= 1 (target encoder width; with
+            ``use_future=False`` only recorded). config: overrides of
+            :func:`~.config.get_default_config`. instr_len: L of the instruction ids.
+        Raises: ValueError / TypeError for a bad config or example.
+        """
+        cfg = resolve_config(config)
+        if int(action_dim) < 1 or int(target_dim) < 1 or int(instr_len) < 1:
+            raise ValueError(f"action_dim, target_dim, instr_len must be >= 1, got {action_dim}, {target_dim}, {instr_len}")
+        spec = make_obs_spec(obs_example)
+        if cfg.model.backbone == "mlp" and "state" not in dict((s[0], s) for s in spec):
+            raise ValueError("backbone 'mlp' needs a 'state' key in the observation")
+        for key in cfg.model.image_keys:
+            shapes = {s[0]: s for s in spec}
+            if key not in shapes or len(shapes[key][1]) != 3 or shapes[key][2] != "uint8":
+                raise ValueError(f"image key {key!r} must be an unbatched uint8 (H, W, C) frame in obs_example")
+        net = make_network(cfg, int(target_dim))
+        obs = {k: jnp.zeros((1,) + shape, dtype) for k, shape, dtype in spec}
+        params = _init_params(net, rng, obs, jnp.zeros((1, int(instr_len)), jnp.int32),
+                              jnp.zeros((1, int(action_dim)), jnp.float32),
+                              jnp.zeros((1, int(cfg.history_len) + 1), jnp.float32))
+        state = train_state.TrainState.create(apply_fn=None, params=params, tx=_make_tx(cfg))
+        state = state.replace(step=jnp.zeros((), jnp.int32))
+        return cls(state=state, net=net, config_json=json.dumps(cfg.to_dict(), sort_keys=True), obs_spec=spec,
+                   action_dim=int(action_dim), target_dim=int(target_dim), instr_len=int(instr_len))
 
-class CNNBackbone(nn.Module):
-    """Image backbone: small CNN per camera (``ObservationEncoder("small_cnn")``, HiL-SERL
-    image head, trained from scratch) + state when present, then
-    ``[features, instr_emb, action] -> MLP -> h_t``.
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        """The resolved config (a fresh copy)."""
+        return ml_collections.ConfigDict(_to_tuples(json.loads(self.config_json)))
 
-    Inputs: ``observations`` with uint8 ``(B, H, W, C)`` for each of ``image_keys`` (and
-    optionally ``"state"``); ``instr_ids`` ``(B, L)``; ``actions`` ``(B, A)``.
-    Output float32 ``(B, hidden_dims[-1])``. Raises ValueError for a missing image key.
-    """
+    @property
+    def params(self) -> Any:
+        return self.state.params
 
-    image_keys: Sequence[str] = ("pixels",)
-    hidden_dims: Sequence[int] = (256, 256)
-    latent_dim: int = 64
-    widths: Optional[Sequence[int]] = (16, 32, 32)
-    num_spatial_features: int = 8
-    instr_vocab_size: int = 512
-    instr_dim: int = 32
-    use_layer_norm: bool = True
+    # -------------------------------------------------------------- inputs
+    def _inputs(self, observations, instr_ids, actions, value_history) -> Tuple[Dict, Any, Any, Any, int]:
+        if not isinstance(observations, Mapping):
+            raise TypeError(f"observations must be a dict of batched arrays, got {type(observations).__name__}")
+        key0, shape0, _ = self.obs_spec[0]
+        if key0 not in observations:
+            raise ValueError(f"observations have no key {key0!r}; expected {[s[0] for s in self.obs_spec]}")
+        b = int(np.shape(observations[key0])[0]) if np.ndim(observations[key0]) == len(shape0) + 1 else -1
+        if b < 1:
+            raise ValueError(f"observations[{key0!r}] must be batched (B, *{shape0}) with B >= 1, "
+                             f"got {np.shape(observations[key0])}")
+        obs = check_observations(observations, self.obs_spec, (b,), "observations")
+        for k, v in obs.items():
+            check_finite(f"observations[{k!r}]", np.asarray(v))
+        ids = np.asarray(instr_ids)
+        if ids.ndim == 1:
+            ids = np.broadcast_to(ids, (b, ids.shape[0]))
+        if ids.shape != (b, self.instr_len) or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"instr_ids must be int (B={b}, L={self.instr_len}) or (L,), got {ids.dtype} {ids.shape}")
+        act = np.asarray(actions, np.float32)
+        if act.shape != (b, self.action_dim):
+            raise ValueError(f"actions must be (B={b}, A={self.action_dim}), got {act.shape}")
+        check_finite("actions", act)
+        k1 = int(json.loads(self.config_json)["history_len"]) + 1
+        vh = np.asarray(value_history, np.float32)
+        if vh.shape != (b, k1):
+            raise ValueError(f"value_history must be (B={b}, K+1={k1}), got {vh.shape}")
+        check_finite("value_history", vh)
+        return obs, jnp.asarray(ids, jnp.int32), jnp.asarray(act), jnp.asarray(vh), b
 
-    @nn.compact
-    def __call__(self, observations, instr_ids, actions):
-        enc = ObservationEncoder(
-            encoder_type="small_cnn", image_keys=tuple(self.image_keys), latent_dim=self.latent_dim,
-            num_spatial_features=self.num_spatial_features,
-            widths=None if self.widths is None else tuple(self.widths), name="encoder")
-        feats = enc(observations)
-        instr = InstructionEncoder(self.instr_vocab_size, self.instr_dim, name="instruction")(instr_ids)
-        x = jnp.concatenate([feats, instr, jnp.asarray(actions, jnp.float32)], axis=-1)
-        return MLP(tuple(self.hidden_dims), activations=nn.gelu, use_layer_norm=self.use_layer_norm,
-                   activate_final=True, name="mlp")(x)
-
-
-class ScalarHead(nn.Module):
-    """MLP (LayerNorm + GELU) -> Dense(1): ``(B, F) -> (B,)`` float32."""
-
-    hidden_dims: Sequence[int] = (256,)
-    use_layer_norm: bool = True
-
-    @nn.compact
-    def __call__(self, x):
-        x = MLP(tuple(self.hidden_dims), activations=nn.gelu, use_layer_norm=self.use_layer_norm,
-                activate_final=True)(x)
-        return nn.Dense(1, kernel_init=default_init())(x)[..., 0]
-
-
-class FutureHead(nn.Module):
-    """Latent future head: ``Dense(4H) -> GELU -> Dense(D)`` (DESIGN section 4).
-
-    Input ``h`` float ``(B, H)``; output ``z_pred`` float32 ``(B, target_dim)``.
-    """
-
-    target_dim: int
-
-    @nn.compact
-    def __call__(self, h):
-        x = nn.Dense(4 * h.shape[-1], kernel_init=default_init())(h)
-        x = nn.gelu(x)
-        return nn.Dense(self.target_dim, kernel_init=default_init())(x)
-
-
-class ValueHistoryEncoder(nn.Module):
-    """MLP over ``[V_{t-K..t}, delta_scale * dV]`` -> ``(B, out_dim)`` (GELU, final GELU).
-
-    Input ``value_history`` float ``(B, K+1)`` (oldest first, V_t last). ``dV`` has K
-    entries (consecutive differences); ``delta_scale`` (default 10) brings the small
-    per-step changes (~0.01) to the scale of the values.
-    """
-
-    hidden_dims: Sequence[int] = (64,)
-    out_dim: int = 32
-    delta_scale: float = 10.0
-
-    @nn.compact
-    def __call__(self, value_history):
-        v = jnp.asarray(value_history, jnp.float32)
-        dv = v[:, 1:] - v[:, :-1]
-        x = jnp.concatenate([v, self.delta_scale * dv], axis=-1)
-        return MLP(tuple(self.hidden_dims) + (self.out_dim,), activations=nn.gelu, activate_final=True)(x)
-
-
-class InterventionNet(nn.Module):
-    """Backbone + future / twin-Q / value / history / risk heads (DESIGN section 4).
-
-    Attributes:
-      backbone: "mlp" (state vectors) or "cnn" (images).
-      hidden_dims: backbone MLP widths; ``H = hidden_dims[-1]``.
-      image_keys, cnn_latent_dim, cnn_widths, num_spatial_features: CNN backbone options.
-      instr_vocab_size, instr_dim: :class:`InstructionEncoder` sizes.
-      target_dim: D, width of the target encoder's latent.
-      head_hidden_dims: hidden widths of the Q, value and risk heads.
-      history_hidden_dims, history_dim, history_delta_scale: value-history encoder.
-      use_future: future head on (else Q and risk read ``h_t``).
-      use_value: Q and current-value heads on (else the risk reads no Q).
-
-    ``__call__(observations, instr_ids, actions, value_history)``: observations dict of
-    batched arrays ``(B, ...)``, ``instr_ids`` int32 ``(B, L)``, ``actions`` float ``(B, A)``,
-    ``value_history`` float ``(B, K+1)``. Returns a dict of float32 arrays: ``h`` (B, H),
-    ``risk`` (B,) (a logit: trigger probability ``sigmoid(risk)``), and ``z_pred`` (B, D)
-    when ``use_future``; ``q1``, ``q2``, ``q`` (= min), ``v_now`` (B,) when ``use_value``.
-    Raises ValueError on inconsistent batch sizes / ranks or an unknown backbone.
-    """
-
-    backbone: str = "mlp"
-    hidden_dims: Sequence[int] = (256, 256)
-    image_keys: Sequence[str] = ()
-    cnn_latent_dim: int = 64
-    cnn_widths: Optional[Sequence[int]] = (16, 32, 32)
-    num_spatial_features: int = 8
-    instr_vocab_size: int = 512
-    instr_dim: int = 32
-    target_dim: int = 64
-    head_hidden_dims: Sequence[int] = (256,)
-    history_hidden_dims: Sequence[int] = (64,)
-    history_dim: int = 32
-    history_delta_scale: float = 10.0
-    use_future: bool = True
-    use_value: bool = True
-    use_layer_norm: bool = True
-
-    def setup(self):
-        if self.backbone == "mlp":
-            self.encoder = MLPBackbone(tuple(self.hidden_dims), self.instr_vocab_size, self.instr_dim,
-                                       self.use_layer_norm)
-        elif self.backbone == "cnn":
-            self.encoder = CNNBackbone(tuple(self.image_keys), tuple(self.hidden_dims), self.cnn_latent_dim,
-                                       None if self.cnn_widths is None else tuple(self.cnn_widths),
-                                       self.num_spatial_features, self.instr_vocab_size, self.instr_dim,
-                                       self.use_layer_norm)
-        else:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
-        if self.use_future:
-            self.future_head = FutureHead(self.target_dim)
-        if self.use_value:
-            head = functools.partial(ScalarHead, tuple(self.head_hidden_dims), self.use_layer_norm)
-            self.q_head = Ensemble(head, num=2)
-            self.value_head = ScalarHead(tuple(self.head_hidden_dims), self.use_layer_norm)
-        self.history_encoder = ValueHistoryEncoder(tuple(self.history_hidden_dims), self.history_dim,
-                                                   self.history_delta_scale)
-        self.risk_head = ScalarHead(tuple(self.head_hidden_dims), self.use_layer_norm)
-
-    def __call__(self, observations, instr_ids, actions, value_history) -> Dict[str, jax.Array]:
-        instr_ids = jnp.asarray(instr_ids)
-        actions = jnp.asarray(actions, jnp.float32)
-        value_history = jnp.asarray(value_history, jnp.float32)
-        _check_inputs(observations, instr_ids, actions, value_history)
-        h = self.encoder(observations, instr_ids, actions)
-        out = {"h": h}
-        if self.use_future:
-            z = self.future_head(h)
-            out["z_pred"] = z
-        else:
-            z = h
-        risk_in = [z, self.history_encoder(value_history)]
-        if self.use_value:
-            qs = self.q_head(z)  # (2, B)
-            out["q1"], out["q2"] = qs[0], qs[1]
-            out["q"] = jnp.minimum(qs[0], qs[1])
-            out["v_now"] = self.value_head(h)
-            risk_in.append(jax.lax.stop_gradient(out["q"])[:, None])
-        out["risk"] = self.risk_head(jnp.concatenate(risk_in, axis=-1))
+    def _check_batch(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"batch must be a dict, got {type(batch).__name__}")
+        for key in ("observations", "instr_ids", "actions", "value_history", "labels"):
+            if key not in batch:
+                raise ValueError(f"batch has no key {key!r}; keys: {sorted(batch)}")
+        obs, ids, act, vh, b = self._inputs(batch["observations"], batch["instr_ids"], batch["actions"],
+                                            batch["value_history"])
+        out = {"observations": obs, "instr_ids": ids, "actions": act, "value_history": vh}
+        cfg = json.loads(self.config_json)
+        scalars = ["labels"]
+        if cfg["use_value"]:
+            scalars += ["values_now", "values_next"]
+        if cfg["use_tvr"]:
+            scalars.append("tvr")
+        for key in scalars:
+            if key not in batch:
+                raise ValueError(f"batch has no key {key!r} (needed by this config); keys: {sorted(batch)}")
+            arr = np.asarray(batch[key], np.float32)
+            if arr.shape != (b,):
+                raise ValueError(f"batch[{key!r}] must be ({b},), got {arr.shape}")
+            check_finite(f"batch[{key!r}]", arr)
+            out[key] = jnp.asarray(arr)
+        if cfg["use_future"]:
+            if "target_latents_next" not in batch:
+                raise ValueError("batch has no key 'target_latents_next' (needed with use_future)")
+            z = np.asarray(batch["target_latents_next"], np.float32)
+            if z.shape != (b, self.target_dim):
+                raise ValueError(f"batch['target_latents_next'] must be ({b}, {self.target_dim}), got {z.shape}")
+            check_finite("batch['target_latents_next']", z)
+            out["target_latents_next"] = jnp.asarray(z)
         return out
+
+    # -------------------------------------------------------------- training / inference
+    def update(self, batch: Mapping[str, Any]) -> Tuple["InterventionModel", Dict[str, jax.Array]]:
+        """One Adam step on :func:`~uniintervene_jax.intervention.losses.intervention_loss`.
+
+        ``batch``: ``observations`` dict (B, ...), ``instr_ids`` (B, L) int, ``actions``
+        (B, A), ``value_history`` (B, K+1), ``labels`` (B,) bool, plus ``values_now``,
+        ``values_next`` (use_value), ``tvr`` (use_tvr), ``target_latents_next`` (B, D)
+        (use_future); extra keys are ignored. Validated in Python, then a jitted step.
+        Returns ``(new_model, info)`` with float32 scalars (``loss``, each term,
+        ``grad_norm``). Raises ValueError/TypeError for missing keys, shapes, NaN.
+        """
+        return _update_step(self, self._check_batch(batch))
+
+    def predict(self, observations: Mapping[str, Any], instr_ids: Any, actions: Any,
+                value_history: Any) -> Dict[str, np.ndarray]:
+        """Scores a batch of (o_t, l, a_t, value history); numpy outputs.
+
+        Args: ``observations`` dict (B, ...); ``instr_ids`` (B, L) or one (L,) broadcast;
+          ``actions`` (B, A); ``value_history`` (B, K+1) (oldest first, V_t last).
+        Returns dict of numpy arrays: network outputs (``h``, ``risk``, and ``z_pred`` /
+          ``q1``, ``q2``, ``q``, ``v_now`` when their heads exist) and ``trigger_prob`` =
+          sigmoid(risk) (B,) float32. Whether a row fires is the gate's rule
+          (:func:`uniintervene_jax.gate.trigger_rule`, with tau from the learner's message).
+        Raises: ValueError / TypeError for bad inputs.
+        """
+        obs, ids, act, vh, _ = self._inputs(observations, instr_ids, actions, value_history)
+        out = {k: np.asarray(v) for k, v in _forward(self.net, self.state.params, obs, ids, act, vh).items()}
+        out["trigger_prob"] = (1.0 / (1.0 + np.exp(-out["risk"].astype(np.float64)))).astype(np.float32)
+        return out
+
+    # -------------------------------------------------------------- persistence
+    def save(self, directory: str, extra: Optional[Dict[str, Any]] = None) -> str:
+        """Writes the model folder (``model.json`` + ``params.msgpack``, kind
+        ``"intervention_model"``); the optimiser state is not saved. Returns the folder."""
+        cfg = {
+            "config": json.loads(self.config_json),
+            "obs_spec": model_io.obs_spec_to_json(self.obs_spec),
+            "action_dim": self.action_dim,
+            "target_dim": self.target_dim,
+            "instr_len": self.instr_len,
+        }
+        extra = dict(extra or {})
+        extra.setdefault("train_steps", int(self.state.step))
+        return model_io.save_model(directory, MODEL_KIND, cfg, self.state.params, extra)
+
+    @classmethod
+    def load(cls, directory: str) -> "InterventionModel":
+        """Rebuilds the network from the folder's config and loads its parameters (fresh Adam
+        state, step restored). Folders written before the trigger moved to the gate carry
+        ``LEGACY_FIELDS`` in their config; they are ignored. Raises FileNotFoundError / ValueError (see ``io.load_model``),
+        ValueError when the params do not fit the rebuilt network."""
+        saved, params, extra = model_io.load_model(directory, MODEL_KIND)
+        example = model_io.example_from_spec(model_io.obs_spec_from_json(saved["obs_spec"]))
+        config = {k: v for k, v in saved["config"].items() if k not in LEGACY_FIELDS}
+        model = cls.create(jax.random.PRNGKey(0), example, saved["action_dim"], saved["target_dim"],
+                           config, saved["instr_len"])
+        # The saved params must fit the network rebuilt from the folder's config.
+        params = model_io.params_like(params, model.state.params, f"{directory} params")
+        state = train_state.TrainState.create(apply_fn=None, params=params, tx=_make_tx(model.config))
+        state = state.replace(step=jnp.asarray(int(extra.get("train_steps", 0)), jnp.int32))
+        return model.replace(state=state)

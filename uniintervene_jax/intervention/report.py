@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from uniintervene_jax.gate import get_trigger_config, trigger_rule
 from uniintervene_jax.intervention.losses import intervention_loss
 
 DEFAULT_LEAD_WINDOW = 50
@@ -167,16 +168,18 @@ def _plot_timeline(path: str, t: np.ndarray, values: np.ndarray, prob: np.ndarra
 
 def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
                         lead_window: int = DEFAULT_LEAD_WINDOW, batch_size: int = 1024,
-                        example_episode: Optional[int] = None) -> Dict[str, Any]:
+                        example_episode: Optional[int] = None, trigger: Optional[Any] = None) -> Dict[str, Any]:
     """Evaluates ``model`` (an ``InterventionModel``) on ``dataset`` (an ``InterventionDataset``,
-    ideally held-out episodes).
+    ideally held-out episodes). A row fires by the gate's rule
+    (:func:`uniintervene_jax.gate.trigger_rule`) with ``trigger`` (``tau_int``,
+    ``value_threshold``; None: :func:`uniintervene_jax.gate.get_trigger_config`).
 
     Returned dict (floats, or None when undefined):
       * ``q_loss`` (sum of both Q heads' smooth-L1 to V(t+1), as in training; None without
         the value heads), ``value_loss``, ``future_loss``, ``risk_tvr_loss``, ``focal_loss``,
         ``loss`` -- the training terms on the whole dataset;
       * ``trigger_precision``, ``trigger_recall``, ``trigger_f1`` -- :func:`trigger_metrics`
-        of the model's ``trigger`` against the dataset's stagnation labels;
+        of the triggers against the dataset's stagnation labels;
       * ``trigger_lead_steps`` -- median of :func:`lead_times` over episodes with a
         takeover (first ``interventions`` step) where the model fired within
         ``lead_window``; ``takeover_episodes``, ``takeovers_anticipated`` (fraction with a
@@ -195,12 +198,14 @@ def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
     if len(dataset) == 0:
         raise ValueError("intervention_report: empty dataset")
     cfg = model.config
+    trigger = get_trigger_config() if trigger is None else trigger
     out = predict_dataset(model, dataset, batch_size)
     batch = {"values_now": dataset.values_now, "values_next": dataset.values_next, "tvr": dataset.tvr,
              "labels": dataset.labels, "target_latents_next": dataset.target_latents_next}
     _, info = intervention_loss(out, batch, cfg)
     info = {k: float(v) for k, v in info.items()}
-    trig = np.asarray(out["trigger"], bool)
+    trig = trigger_rule(out, dataset.value_history, float(trigger.tau_int), bool(cfg.use_tvr),
+                        float(trigger.value_threshold))
     precision, recall, f1 = trigger_metrics(trig, dataset.labels)
 
     episodes = _episodes(dataset)
@@ -253,7 +258,7 @@ def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
         rows = episodes[pick]
         path = os.path.join(out_dir, f"timeline_episode{ep_ids[pick]}.png")
         _plot_timeline(path, dataset.t[rows], dataset.values_now[rows], out["trigger_prob"][rows], trig[rows],
-                       dataset.labels[rows], dataset.interventions[rows], float(cfg.tau_int),
+                       dataset.labels[rows], dataset.interventions[rows], float(trigger.tau_int),
                        f"episode {ep_ids[pick]}")
         report["timeline_plot"] = path
         with open(os.path.join(out_dir, "intervention_report.json"), "w") as f:

@@ -1,6 +1,7 @@
 """Recovery memory: mining (value-rise windows of successful episodes), a faiss-indexed store
 with cosine retrieval, persistence and an audit. DESIGN section 4 "Recovery memory"."""
 
+from uniintervene_jax.labels import check_value_curve, episode_succeeded  # (their home: uniintervene_jax.labels)
 from uniintervene_jax.memory.audit import memory_audit
 from uniintervene_jax.memory.memory import (
     MemoryConfig,
@@ -17,8 +18,7 @@ from uniintervene_jax.memory.mining import (
     MiningConfig,
     RecoveryItems,
     candidate_windows,
-    check_value_curve,
-    episode_succeeded,
+    mine_online_memory,
     mine_recovery_items,
     mining_preset,
     normalize_task,
@@ -41,6 +41,7 @@ __all__ = [
     "episode_succeeded",
     "l2_normalize",
     "memory_audit",
+    "mine_online_memory",
     "mine_recovery_items",
     "mining_preset",
     "normalize_task",

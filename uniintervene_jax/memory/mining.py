@@ -31,10 +31,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-EmbedFn = Callable[[Dict[str, np.ndarray]], Any]
+from uniintervene_jax.labels import check_value_curve, episode_succeeded, normalize_value_curve
 
-# Tolerance when checking that value curves lie in [0, 1].
-VALUE_TOL = 1e-5
+EmbedFn = Callable[[Dict[str, np.ndarray]], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,44 +93,6 @@ def normalize_task(task: str) -> str:
     """Task name without a trailing ``-v3`` (so ``pick-place-v3`` and ``pick-place`` match)."""
     task = str(task)
     return task[:-3] if task.endswith("-v3") else task
-
-
-def normalize_value_curve(curve: Any) -> np.ndarray:
-    """Per-episode min-max normalisation of a proxy-value curve to [0, 1] (DESIGN section 4 uses
-    V in [0, 1] "after normalisation"; stagnation mining normalises the same way).
-
-    Args:
-      curve: float ``(T+1,)`` raw proxy values of one episode.
-    Returns:
-      float32 ``(T+1,)`` in [0, 1]; a curve whose range is below 1e-3 maps to zeros, so no window
-      of it can qualify as a recovery.
-    """
-    curve = np.asarray(curve, np.float32)
-    lo, hi = float(curve.min()), float(curve.max())
-    if hi - lo < 1e-3:
-        return np.zeros_like(curve)
-    return np.clip((curve - lo) / (hi - lo), 0.0, 1.0)
-
-
-def check_value_curve(values: Any, length: Optional[int] = None, name: str = "values") -> np.ndarray:
-    """Validate a proxy-value curve: float ``(T+1,)``, finite, in ``[0, 1]`` -> float64 copy.
-
-    Raises ValueError on a wrong shape (or length != ``length``), NaN/inf, or values outside
-    ``[0, 1]`` by more than 1e-5 (values must already be normalised, DESIGN section 4).
-    """
-    v = np.asarray(values)
-    if v.ndim != 1 or v.shape[0] < 2:
-        raise ValueError(f"{name} must have shape (T+1,) with T >= 1, got {v.shape}")
-    if length is not None and v.shape[0] != length:
-        raise ValueError(f"{name} has length {v.shape[0]}, expected T+1 = {length}")
-    if not np.issubdtype(v.dtype, np.number):
-        raise TypeError(f"{name} must be numeric, got {v.dtype}")
-    v = v.astype(np.float64)
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{name} contains NaN or inf")
-    if v.min() < -VALUE_TOL or v.max() > 1.0 + VALUE_TOL:
-        raise ValueError(f"{name} must be normalised to [0, 1], got range [{v.min():.4f}, {v.max():.4f}]")
-    return np.clip(v, 0.0, 1.0)
 
 
 def candidate_windows(values: Any, span: int, delta: float, goal_min_value: float = 0.75) -> List[Tuple[int, float]]:
@@ -302,16 +263,6 @@ class RecoveryItems:
         )
 
 
-def episode_succeeded(episode: Mapping[str, Any]) -> bool:
-    """``metadata["success"]`` when present, else whether any ``success`` step flag is set."""
-    meta = episode.get("metadata") or {}
-    if "success" in meta:
-        return bool(meta["success"])
-    if "success" in episode:
-        return bool(np.any(np.asarray(episode["success"])))
-    return False
-
-
 def _embed(embed_fn: EmbedFn, obs: Dict[str, np.ndarray], n: int) -> np.ndarray:
     emb = np.asarray(embed_fn(obs), dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != n:
@@ -418,3 +369,48 @@ def mine_recovery_items(
             actions=np.stack([_segment_actions(actions, int(s), int(e), config.horizon) for s, e in zip(starts, ends)]),
         ))
     return RecoveryItems.concatenate(parts)
+
+
+def mine_online_memory(episodes: Sequence[Mapping[str, Any]], curves: Sequence[Any], embed: EmbedFn, c: Any,
+                       task: str) -> Tuple[Optional[RecoveryItems], bool]:
+    """The online recovery memory: items mined (``c.memory_preset``) from the demos and the
+    successful online episodes that contain a recovery (human or autonomous).
+
+    Demos progress steadily, so on slower tasks no window of a demo rises by the preset's delta
+    (assembly and box-close demos climb 0.2-0.4 in 8 steps against delta 0.5) and the memory
+    would stay empty, and the gate not ready, until operator recoveries have been mined (about
+    20 episodes into a run). While the preset finds no item at all, the demos are mined again
+    with the smaller rise ``c.memory_demo_delta`` (0: no fallback); the first mined online
+    recovery replaces these items at the next rebuild.
+
+    Args:
+      episodes: episode dicts (demos first or not; ``metadata["source"]`` says which).
+      curves: one proxy-value curve float ``(T+1,)`` per episode (raw; min-max normalised here
+        per episode, as the offline pipeline does).
+      embed: ``observations -> float32 (B, D)`` key/goal embedding.
+      c: ``config.uniintervene`` (reads ``memory_preset`` and ``memory_demo_delta``).
+      task: task name stored with the items.
+    Returns:
+      ``(RecoveryItems or None, whether the demo fallback produced them)``.
+    Raises:
+      KeyError: unknown ``c.memory_preset``; ValueError: bad curves (:func:`mine_recovery_items`).
+    """
+    preset = mining_preset(c.memory_preset)
+
+    def mine(idx, config):
+        if not idx:
+            return None
+        return mine_recovery_items([episodes[i] for i in idx], [normalize_value_curve(curves[i]) for i in idx],
+                                   embed, config, episode_ids=idx, tasks=[task] * len(idx))
+
+    demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]
+    chosen = [i for i, e in enumerate(episodes)
+              if e["metadata"].get("source") == "demo" or (e["metadata"].get("success") and e["metadata"].get("recovered"))]
+    items = mine(chosen, preset)
+    if items is not None and len(items):
+        return items, False
+    fallback = float(c.memory_demo_delta)
+    if fallback <= 0.0 or fallback >= preset.delta or not demo_idx:
+        return items, False
+    items = mine(demo_idx, dataclasses.replace(preset, delta=fallback))
+    return items, items is not None and len(items) > 0

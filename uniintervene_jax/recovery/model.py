@@ -1,29 +1,11 @@
-"""Goal-conditioned recovery policy: (observation, retrieved goal, instruction) -> action chunk.
-
-DESIGN section 4 "Recovery policy" (guide "Step 6: Train the Recovery Policy"): the policy does
-not replay the memory's actions; it learns to reach the retrieved goal. Input: the current
+"""The goal-conditioned recovery policy: state, jitted update, chunk prediction (greedy FAST
+decoding for the token head) and the model folder (:mod:`uniintervene_jax.io`, plus the FAST
+tokenizer in ``fast/``). DESIGN section 4 "Recovery policy" (guide "Step 6"): input the current
 observation ``o_t``, the goal observation ``g`` (from :class:`~uniintervene_jax.memory.RecoveryMemory`)
-and the instruction ids ``l`` (:mod:`uniintervene_jax.instructions`); output: a chunk of
-``H = 8`` actions in ``[-1, 1]``.
-
-Conditioning (both heads): one shared observation encoder (``serl_ext`` :class:`ObservationEncoder`:
-state, small CNN or ResNet-10) embeds ``o_t`` and ``g``; with the instruction embedding the
-vector ``[z_o, z_g, z_g - z_o, z_l]`` goes through an MLP (LayerNorm, ReLU) -> ``c``.
-
-Heads (``config.head``):
-
-* ``"token"`` (the official recovery head): FAST tokens (:mod:`.fast`) predicted by a small
-  causal transformer decoder (pre-LN blocks, GELU MLP, learned positions). The sequence is
-  ``[prefix_1..prefix_P, BOS, t_1, ..., t_n]`` where the P prefix vectors are a linear map of ``c``;
-  the output at ``BOS, t_1, ...`` predicts ``t_1, ..., t_n, EOS``. Ids: the BPE ids
-  ``[0, V)``, then ``PAD = V``, ``EOS = V + 1``, ``BOS = V + 2``. Loss: cross-entropy with PAD
-  targets masked. Inference: greedy decoding for ``max_tokens`` steps (PAD and BOS never
-  chosen), cut at the first EOS, FAST-decode to ``(H, A)``; **when no EOS is produced or the tokens
-  do not decode to (H, A), the chunk is all zeros and ``decode_failed`` is True** (the gate can
-  then fall back to the base policy or the human).
-* ``"continuous"``: an MLP on ``c`` regressing the flattened chunk, ``tanh``-bounded, MSE loss.
-
-Training targets must lie in ``[-1, 1]`` (normalised actions); ValueError otherwise.
+and the instruction ids ``l``; output a chunk of ``H = 8`` actions in ``[-1, 1]``; **when the
+token head produces no EOS or tokens that do not decode to (H, A), the chunk is all zeros and
+``decode_failed`` is True**. Networks: :mod:`.network`; losses: :mod:`.losses`; config:
+:mod:`.config`.
 """
 
 from __future__ import annotations
@@ -40,198 +22,21 @@ import optax
 from flax.training import train_state
 
 from serl_ext.agents.common import (
-    encoder_config,
-    make_encoder_def,
+    check_observations,
     make_obs_spec,
     policy_observations,
     validate_encoder_config,
-    check_observations,
 )
-from serl_ext.networks.encoders import ObservationEncoder
-from serl_ext.networks.mlp import MLP
 from uniintervene_jax import io
-from uniintervene_jax.instructions import InstructionEncoder
+from uniintervene_jax.recovery.config import resolve_config
 from uniintervene_jax.recovery.fast import FASTDecodeError, FASTTokenizer
+from uniintervene_jax.recovery.losses import chunk_loss, token_loss
+from uniintervene_jax.recovery.network import TokenRecoveryNet, build_network
 
 KIND = "recovery_policy"
-HEADS = ("token", "continuous")
 FAST_SUBDIR = "fast"
 
 
-def get_default_config() -> ml_collections.ConfigDict:
-    """Default recovery-policy config (every field documented inline)."""
-    c = ml_collections.ConfigDict()
-    # "token" (FAST tokens + transformer decoder, the official head) or "continuous" (MLP chunk).
-    c.head = "token"
-    # Chunk length H (paper 8).
-    c.horizon = 8
-    # Observation encoder shared by the current and the goal observation (serl_ext encoder config).
-    c.encoder = encoder_config()
-    c.encoder.augmentation = "none"
-    # Instruction token vocabulary (must match tokenize_instruction's) and embedding width.
-    c.instruction_vocab_size = 512
-    c.instruction_dim = 32
-    # Conditioning MLP on [z_obs, z_goal, z_goal - z_obs, z_instruction]; its last width is c's.
-    c.cond_hidden_dims = (256, 256)
-    # Token head: transformer width, depth, heads, MLP expansion, number of prefix vectors,
-    # maximum target length (tokens + EOS; longer chunks raise ValueError at training).
-    c.embed_dim = 256
-    c.num_layers = 4
-    c.num_heads = 4
-    c.mlp_ratio = 4
-    c.num_prefix_tokens = 4
-    c.max_tokens = 64
-    c.dropout_rate = 0.0
-    # FAST tokenizer (fitted on the training chunks by train_recovery_policy).
-    c.fast = ml_collections.ConfigDict({"scale": 10.0, "vocab_size": 1024, "min_frequency": 2})
-    # Continuous head: hidden widths of the chunk MLP.
-    c.chunk_hidden_dims = (256, 256)
-    # Optimiser: Adam with global-norm gradient clipping.
-    c.learning_rate = 3e-4
-    c.grad_clip_norm = 1.0
-    return c
-
-
-def _merge(config: Any) -> ml_collections.ConfigDict:
-    defaults = get_default_config().to_dict()
-    given = {} if config is None else (config.to_dict() if hasattr(config, "to_dict") else dict(config))
-
-    from serl_ext.config_merge import merge_nested
-
-    return ml_collections.ConfigDict(merge_nested(defaults, given, unknown="error", name="recovery-policy config"))
-
-
-def _validate_config(c: ml_collections.ConfigDict) -> None:
-    if c.head not in HEADS:
-        raise ValueError(f"config.head must be one of {HEADS}, got {c.head!r}")
-    for name in ("horizon", "embed_dim", "num_layers", "num_heads", "mlp_ratio", "num_prefix_tokens",
-                 "max_tokens", "instruction_vocab_size", "instruction_dim"):
-        if int(c[name]) < 1:
-            raise ValueError(f"config.{name} must be >= 1, got {c[name]}")
-    if int(c.embed_dim) % int(c.num_heads) != 0:
-        raise ValueError(f"config.embed_dim {c.embed_dim} must be divisible by num_heads {c.num_heads}")
-    if len(c.cond_hidden_dims) < 1:
-        raise ValueError("config.cond_hidden_dims must have at least one width")
-
-
-# ---------------------------------------------------------------- networks
-class ConditionEncoder(nn.Module):
-    """``(obs, goal dicts of (B, ...), instruction ids (B, L) int32) -> float32 (B, cond_dim)``."""
-
-    encoder: ObservationEncoder
-    instruction_vocab_size: int
-    instruction_dim: int
-    hidden_dims: Tuple[int, ...]
-
-    @nn.compact
-    def __call__(self, obs, goal, instr):
-        zo = self.encoder(obs)
-        zg = self.encoder(goal)  # same module: shared parameters
-        zl = InstructionEncoder(self.instruction_vocab_size, self.instruction_dim)(instr)
-        x = jnp.concatenate([zo, zg, zg - zo, zl], axis=-1)
-        return MLP(self.hidden_dims, use_layer_norm=True, activate_final=True)(x)
-
-
-class DecoderBlock(nn.Module):
-    """Pre-LN transformer block: causal self-attention + GELU MLP, residual."""
-
-    dim: int
-    num_heads: int
-    mlp_ratio: int
-    dropout_rate: float = 0.0
-
-    @nn.compact
-    def __call__(self, x, mask, deterministic: bool = True):
-        h = nn.LayerNorm()(x)
-        h = nn.MultiHeadDotProductAttention(
-            num_heads=self.num_heads, qkv_features=self.dim, dropout_rate=self.dropout_rate,
-            deterministic=deterministic)(h, h, mask=mask)
-        x = x + h
-        h = nn.LayerNorm()(x)
-        h = nn.gelu(nn.Dense(self.dim * self.mlp_ratio)(h))
-        h = nn.Dense(self.dim)(h)
-        if self.dropout_rate > 0:
-            h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
-        return x + h
-
-
-class TokenRecoveryNet(nn.Module):
-    """Prefix-conditioned causal decoder over FAST tokens (module docstring).
-
-    ``__call__(obs, goal, instr, tokens_in (B, L) int32) -> logits float32 (B, L, vocab)``;
-    ``condition`` -> prefix ``(B, P, dim)``; ``decode(prefix, tokens_in)`` -> logits.
-    """
-
-    cond: ConditionEncoder
-    vocab: int
-    dim: int
-    num_layers: int
-    num_heads: int
-    mlp_ratio: int
-    num_prefix_tokens: int
-    max_tokens: int
-    dropout_rate: float = 0.0
-
-    def setup(self):
-        self.prefix_proj = nn.Dense(self.num_prefix_tokens * self.dim)
-        self.token_embed = nn.Embed(self.vocab, self.dim)
-        self.pos_embed = self.param("pos_embed", nn.initializers.normal(0.02),
-                                    (self.num_prefix_tokens + self.max_tokens, self.dim))
-        self.blocks = [DecoderBlock(self.dim, self.num_heads, self.mlp_ratio, self.dropout_rate)
-                       for _ in range(self.num_layers)]
-        self.final_norm = nn.LayerNorm()
-        self.head = nn.Dense(self.vocab)
-
-    def condition(self, obs, goal, instr):
-        c = self.cond(obs, goal, instr)
-        return self.prefix_proj(c).reshape(c.shape[0], self.num_prefix_tokens, self.dim)
-
-    def decode(self, prefix, tokens_in, deterministic: bool = True):
-        B, L = tokens_in.shape
-        x = jnp.concatenate([prefix, self.token_embed(tokens_in)], axis=1)
-        x = x + self.pos_embed[None, : self.num_prefix_tokens + L]
-        mask = nn.make_causal_mask(jnp.ones((B, self.num_prefix_tokens + L), jnp.int32))
-        for block in self.blocks:
-            x = block(x, mask, deterministic)
-        x = self.final_norm(x[:, self.num_prefix_tokens:])
-        return self.head(x)
-
-    def __call__(self, obs, goal, instr, tokens_in, deterministic: bool = True):
-        return self.decode(self.condition(obs, goal, instr), tokens_in, deterministic)
-
-
-class ChunkRecoveryNet(nn.Module):
-    """``(obs, goal, instr) -> tanh(MLP(c)) reshaped to (B, H, A)`` float32 in (-1, 1)."""
-
-    cond: ConditionEncoder
-    horizon: int
-    action_dim: int
-    hidden_dims: Tuple[int, ...]
-
-    @nn.compact
-    def __call__(self, obs, goal, instr, deterministic: bool = True):
-        c = self.cond(obs, goal, instr)
-        out = MLP(tuple(self.hidden_dims) + (self.horizon * self.action_dim,), use_layer_norm=True)(c)
-        return jnp.tanh(out).reshape(c.shape[0], self.horizon, self.action_dim)
-
-
-def _build_network(c: ml_collections.ConfigDict, action_dim: int, num_bpe: Optional[int]) -> nn.Module:
-    cond = ConditionEncoder(
-        encoder=make_encoder_def(c.encoder),
-        instruction_vocab_size=int(c.instruction_vocab_size),
-        instruction_dim=int(c.instruction_dim),
-        hidden_dims=tuple(int(h) for h in c.cond_hidden_dims),
-    )
-    if c.head == "continuous":
-        return ChunkRecoveryNet(cond, int(c.horizon), int(action_dim), tuple(int(h) for h in c.chunk_hidden_dims))
-    return TokenRecoveryNet(
-        cond=cond, vocab=int(num_bpe) + 3, dim=int(c.embed_dim), num_layers=int(c.num_layers),
-        num_heads=int(c.num_heads), mlp_ratio=int(c.mlp_ratio), num_prefix_tokens=int(c.num_prefix_tokens),
-        max_tokens=int(c.max_tokens), dropout_rate=float(c.dropout_rate),
-    )
-
-
-# ---------------------------------------------------------------- jitted functions
 def _make_fns(network: nn.Module, head: str, pad: int, bos: int, max_tokens: int):
     """Pure jitted update / predict functions for one network (shared by policy copies)."""
 
@@ -239,17 +44,12 @@ def _make_fns(network: nn.Module, head: str, pad: int, bos: int, max_tokens: int
         if head == "continuous":
             pred = network.apply({"params": params}, batch["observations"], batch["goal_observations"],
                                  batch["instructions"], deterministic=False, rngs={"dropout": key})
-            loss = jnp.mean(jnp.square(pred - batch["actions"]))
-            return loss, {"train/loss": loss, "train/mse": loss}
+            return chunk_loss(pred, batch["actions"])
         targets = batch["target_tokens"]
         tokens_in = jnp.concatenate([jnp.full_like(targets[:, :1], bos), targets[:, :-1]], axis=1)
         logits = network.apply({"params": params}, batch["observations"], batch["goal_observations"],
                                batch["instructions"], tokens_in, deterministic=False, rngs={"dropout": key})
-        mask = (targets != pad).astype(jnp.float32)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        loss = jnp.sum(ce * mask) / jnp.maximum(mask.sum(), 1.0)
-        acc = jnp.sum((jnp.argmax(logits, -1) == targets) * mask) / jnp.maximum(mask.sum(), 1.0)
-        return loss, {"train/loss": loss, "train/token_accuracy": acc}
+        return token_loss(logits, targets, pad)
 
     @jax.jit
     def update(state, batch, key):
@@ -285,7 +85,6 @@ def _make_tx(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(float(c.grad_clip_norm)), optax.adam(float(c.learning_rate)))
 
 
-# ---------------------------------------------------------------- policy
 class RecoveryPolicy:
     """Goal-conditioned recovery policy (module docstring). Immutable: :meth:`update` returns a new
     policy. Build with :meth:`create` or :meth:`load`.
@@ -316,14 +115,13 @@ class RecoveryPolicy:
           rng: PRNG key.
           obs_example: one unbatched observation dict (the goal has the same spec).
           action_dim: A.
-          config: overrides of :func:`get_default_config` (ConfigDict or dict; unknown fields raise).
+          config: overrides of :func:`~uniintervene_jax.recovery.config.get_default_config` (ConfigDict or dict; unknown fields raise).
           fast_tokenizer: a fitted :class:`FASTTokenizer` for ``(H, A)`` chunks (token head only;
             :func:`uniintervene_jax.recovery.train.train_recovery_policy` fits one).
         Raises:
           ValueError: bad config, observation example, action_dim, or a missing/mismatched tokenizer.
         """
-        c = _merge(config)
-        _validate_config(c)
+        c = resolve_config(config)
         if int(action_dim) < 1:
             raise ValueError(f"action_dim must be >= 1, got {action_dim}")
         validate_encoder_config(c.encoder, obs_example)
@@ -339,7 +137,7 @@ class RecoveryPolicy:
             num_bpe = fast_tokenizer.actual_vocab_size
         else:
             fast_tokenizer = None
-        network = _build_network(c, action_dim, num_bpe)
+        network = build_network(c, action_dim, num_bpe)
         params = cls._init_params(network, c, spec, rng)
         return cls._assemble(c, network, params, jax.random.fold_in(rng, 1), spec, action_dim, fast_tokenizer)
 
@@ -513,14 +311,13 @@ class RecoveryPolicy:
         Raises FileNotFoundError / ValueError (``io.load_model``, tokenizer, parameter mismatch).
         """
         config, params, extra = io.load_model(directory, KIND)
-        c = _merge(config)
-        _validate_config(c)
+        c = resolve_config(config)
         spec = io.obs_spec_from_json(extra["obs_spec"])
         action_dim = int(extra["action_dim"])
         tokenizer = None
         if c.head == "token":
             tokenizer = FASTTokenizer.load(os.path.join(directory, extra.get("fast_dir") or FAST_SUBDIR))
-        network = _build_network(c, action_dim, tokenizer.actual_vocab_size if tokenizer else None)
+        network = build_network(c, action_dim, tokenizer.actual_vocab_size if tokenizer else None)
         key = jax.random.PRNGKey(seed)
         reference = cls._init_params(network, c, spec, key)
         params = io.params_like(params, jax.tree_util.tree_map(np.asarray, reference), "recovery policy params")

@@ -10,34 +10,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from uniintervene_jax.instructions import instruction_for, tokenize_instruction
-from uniintervene_jax.value.labels import episode_success
+from uniintervene_jax.labels import episode_success
+from uniintervene_jax.value.model import value_curves
 
 MONOTONIC_TOLERANCE = 1e-3
-
-
-def value_curves(model: Any, episodes: Sequence[Mapping[str, Any]], task: Optional[str] = None) -> List[np.ndarray]:
-    """Proxy value of every observation of every episode.
-
-    Args:
-      model: a :class:`uniintervene_jax.value.train.ProxyValue` (anything with
-        ``values(obs_batch, instr_ids)``).
-      episodes: episode dicts; observations ``(T+1, ...)``.
-      task: instruction task for all episodes (None = each ``metadata["task"]``).
-
-    Returns:
-      list of float32 ``(T+1,)`` arrays, ``min(V1, V2)`` of ``o_0 .. o_T``.
-
-    Raises ValueError when an episode has no task.
-    """
-    curves = []
-    for i, ep in enumerate(episodes):
-        name = task if task is not None else (ep.get("metadata") or {}).get("task")
-        if name is None:
-            raise ValueError(f"episode {i}: no task given and metadata has no 'task'")
-        ids = tokenize_instruction(instruction_for(name))
-        curves.append(np.asarray(model.values(dict(ep["observations"]), ids), np.float32))
-    return curves
 
 
 def auroc(scores: Any, labels: Any) -> float:

@@ -1,0 +1,139 @@
+"""The ``"uniintervene"`` part of the learner's parameter message (``serl_ext/loop/param_message.py``):
+what the learner's trainer sends and the actor's gate reads, in one place.
+
+Payload (all numpy / plain Python, msgpack-able by ``serl_ext.transport``)::
+
+    {"version": int, "ready": bool, "tau": float in [0, 1],
+     "value": params, "intervention": params, "recovery": params,   # nested dicts of arrays
+     "memory": memory_to_payload(items) or None}
+
+* :func:`build_models` -- the three model structures both sides build from ``config.uniintervene``
+  (the learner trains them, the actor loads pushed parameters into them);
+* :func:`make_payload` (learner, ``OnlineUniIntervene.payload``) and :func:`read_payload`
+  (actor, ``NetworkGateModels.load``: keys, scalars, finite parameters);
+* :func:`memory_to_payload` / :func:`memory_from_payload` -- the recovery memory on the wire.
+"""
+
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+
+# Name of the UniIntervene part of the parameter message.
+PART_NAME = "uniintervene"
+PAYLOAD_KEYS = ("version", "ready", "tau", "value", "intervention", "recovery", "memory")
+MODEL_KEYS = ("value", "intervention", "recovery")
+
+
+def build_models(config, obs_spec, action_dim: int):
+    """The three UniIntervene models of ``config.uniintervene`` with fresh parameters, seeded by
+    ``config.seed`` (the actor builds the same structures and loads pushed parameters into them).
+
+    Returns ``(ProxyValue, InterventionModel, RecoveryPolicy)``.
+    """
+    from serl_ext.loop.common import example_observation
+    from uniintervene_jax.intervention.model import InterventionModel
+    from uniintervene_jax.recovery.model import RecoveryPolicy
+    from uniintervene_jax.value.model import ProxyValue
+
+    c = config.uniintervene
+    example = example_observation(obs_spec)
+    key = jax.random.PRNGKey(int(config.seed) + 101)
+    k1, k2, k3 = jax.random.split(key, 3)
+    value = ProxyValue.create(k1, example, c.value)
+    intervention = InterventionModel.create(k2, example, int(action_dim), int(c.value.latent_dim), c.intervention)
+    recovery = RecoveryPolicy.create(k3, example, int(action_dim), c.recovery)
+    return value, intervention, recovery
+
+
+def make_payload(version: int, ready: bool, tau: float, value, intervention, recovery, memory_items) -> Dict[str, Any]:
+    """The payload of the three models (their ``state.params``), the memory items
+    (:class:`~uniintervene_jax.memory.mining.RecoveryItems` or None) and the learner's tau."""
+    to_np = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))  # noqa: E731
+    return {
+        "version": int(version),
+        "ready": bool(ready),
+        "tau": float(tau),
+        "value": to_np(value.state.params),
+        "intervention": to_np(intervention.state.params),
+        "recovery": to_np(recovery.state.params),
+        "memory": memory_to_payload(memory_items),
+    }
+
+
+def read_payload(payload: Any) -> Dict[str, Any]:
+    """Checks a received payload; returns ``{"version": int, "ready": bool, "tau": float}``.
+
+    The parameter trees are checked for NaN/inf here; whether they fit the actor's networks and
+    the memory decode are checked by the caller (``NetworkGateModels.load``).
+    Raises:
+      TypeError: not a dict. ValueError: missing keys, bad scalars, tau outside [0, 1],
+        NaN/inf parameters.
+    """
+    if not isinstance(payload, dict):
+        raise TypeError(f"uniintervene payload must be a dict, got {type(payload).__name__}")
+    missing = [k for k in PAYLOAD_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"uniintervene payload misses {missing}")
+    try:
+        out = {"tau": float(payload["tau"]), "version": int(payload["version"]), "ready": bool(payload["ready"])}
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bad tau / version / ready in the uniintervene payload: {e}") from None
+    if not 0.0 <= out["tau"] <= 1.0:
+        raise ValueError(f"tau must be in [0, 1], got {out['tau']}")
+    for name in MODEL_KEYS:
+        for leaf in _leaves(payload[name]):
+            arr = np.asarray(leaf)
+            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} parameters contain NaN or inf")
+    return out
+
+
+def memory_to_payload(items) -> Optional[Dict[str, Any]]:
+    """:class:`~uniintervene_jax.memory.mining.RecoveryItems` -> a dict of plain arrays/lists
+    (msgpack-able by ``serl_ext.transport``); None stays None."""
+    from uniintervene_jax.memory.mining import RecoveryItems
+
+    if items is None:
+        return None
+    out: Dict[str, Any] = {f: np.asarray(getattr(items, f)) for f in RecoveryItems.ARRAY_FIELDS}
+    out["tasks"] = list(items.tasks)
+    out["key_observations"] = {k: np.asarray(v) for k, v in items.key_observations.items()}
+    out["goal_observations"] = {k: np.asarray(v) for k, v in items.goal_observations.items()}
+    return out
+
+
+def memory_from_payload(payload: Optional[Dict[str, Any]]):
+    """Inverse of :func:`memory_to_payload`: a :class:`~uniintervene_jax.memory.memory.RecoveryMemory`
+    (or None). Raises ValueError / TypeError for a malformed payload."""
+    from uniintervene_jax.memory.memory import RecoveryMemory
+    from uniintervene_jax.memory.mining import RecoveryItems
+
+    if payload is None:
+        return None
+    if not isinstance(payload, dict):
+        raise TypeError(f"memory payload must be a dict, got {type(payload).__name__}")
+    try:
+        fields = {f: np.asarray(payload[f]) for f in RecoveryItems.ARRAY_FIELDS}
+        items = RecoveryItems(
+            tasks=[str(t) for t in payload["tasks"]],
+            key_observations={k: np.asarray(v) for k, v in payload["key_observations"].items()},
+            goal_observations={k: np.asarray(v) for k, v in payload["goal_observations"].items()},
+            **fields,
+        )
+    except KeyError as e:
+        raise ValueError(f"memory payload misses {e}") from None
+    except (AttributeError, IndexError) as e:
+        raise ValueError(f"malformed memory payload: {e}") from None
+    return RecoveryMemory(items=items)
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            yield from _leaves(v)
+    else:
+        yield tree
