@@ -112,6 +112,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # out-of-bound action) end the episode and are counted; this many in a row without a good
     # step in between stop the actor with an error (a dead sensor, not a glitch).
     config.actor.max_consecutive_faults = 100
+    # Selectivity window N in env steps (serl_ext/loop/sources.py): a gate's recovery onset and an
+    # operator takeover onset pair up when the takeover starts 1..N steps after the onset
+    # (selectivity/ per episode, trigger_onset_precision / _recall in summary.json).
+    config.actor.selectivity_window = 10
 
     # Transport (serl_ext/transport).
     config.transport = ml_collections.ConfigDict()

@@ -23,8 +23,9 @@ again what it had not saved. Messages are checked whole on arrival
 
 Outputs in the run folder: ``summary.json`` (results plus the fault and delivery counters of
 :func:`write_summary`), ``actor_state.json`` (resume point, written at every episode end),
-``metrics/actor.jsonl`` and ``tb/actor`` (rollout/, intervention/, eval/, gate/),
-``actor_config.json``.
+``metrics/actor.jsonl`` and ``tb/actor`` (rollout/, intervention/, eval/, gate/, and
+selectivity/: the episode's steps by source and recovery / takeover onsets,
+``serl_ext/loop/sources.py``), ``actor_config.json``.
 """
 
 import collections
@@ -39,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from serl_ext.data._validation import DEFAULT_MAX_ABS, OutOfBoundsError, check_abs_bound
-from serl_ext.loop import common, components
+from serl_ext.loop import common, components, sources
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config  # noqa: F401
 from serl_ext.loop.evaluation import evaluate
 from serl_ext.loop.gate import HUMAN, RECOVERY
@@ -118,6 +119,7 @@ def _initial_state() -> Dict[str, Any]:
         "action_faults": 0,
         "fault_resets": 0,
         "transport": {},
+        "selectivity": {},  # serl_ext.loop.sources counts summed over episodes (and processes)
     }
 
 
@@ -259,6 +261,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state["env_steps"] + 1)
     max_steps = int(config.actor.max_env_steps)
     max_faults = max(int(config.actor.get("max_consecutive_faults", 100)), 1)
+    selectivity_window = int(config.actor.get("selectivity_window", 10))
     _warn_if_queue_too_small(config, max_steps - state["env_steps"])
     start_time = time.time()
     wall_offset = float(state["wall_clock_s"])
@@ -378,7 +381,8 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         recorder = EpisodeRecorder()
 
     def new_episode_stats():
-        return dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False)
+        return dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False,
+                    sources=[])
 
     ep = new_episode_stats()
     obs = None
@@ -431,6 +435,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             "intervention/rate": ir,
             "intervention/recovery_steps": ep["recovery"],
         }
+        counts = sources.source_counts(np.asarray(ep["sources"], np.int8), selectivity_window)
+        sources.add_counts(state["selectivity"], counts)
+        scalars.update({f"selectivity/{k}": float(v) for k, v in counts.items()})
         scalars.update({f"gate/{k}": v for k, v in gate.stats().items()})
         logger.log(scalars, state["env_steps"])
         pbar.set_postfix(SR20=f"{np.mean(recent_success):.2f}", IR=f"{ir:.3f}", learner=slot.learner_step)
@@ -544,6 +551,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             ep["length"] += 1
             ep["human"] += int(human)
             ep["recovery"] += int(source == RECOVERY)
+            ep["sources"].append(int(source))
             ep["segments"] += int(human and not ep["prev_human"])
             ep["prev_human"] = human
             ep["success"] = ep["success"] or bool(info.get("success", False))
@@ -581,6 +589,13 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     finally:
         pbar.close()
         state["wall_clock_s"] = wall_clock()
+        if ep["sources"]:  # the episode the step budget cut: its steps are in env_steps too
+            try:
+                sources.add_counts(state["selectivity"], sources.source_counts(
+                    np.asarray(ep["sources"], np.int8), selectivity_window))
+            except ValueError as e:
+                log.warning("selectivity counts of the last episode skipped: %s", e)
+            ep["sources"] = []
         counters = delivery_counters()
         totals = state["transport"]
         for k in _DELIVERY_KEYS:  # summed over actor processes (None: this client keeps none)
@@ -654,6 +669,16 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
     ``param_messages_received``, ``param_errors`` (parameter messages refused by the actor's
     checks) and ``param_network_refused`` (refused by the transport: counters, authentication,
     replays).
+
+    Selectivity (:mod:`serl_ext.loop.sources`, every definition there): ``policy_steps``
+    (``env_steps - human_steps - recovery_steps``), ``recovery_onsets``, ``takeover_onsets``,
+    ``recovery_onsets_followed_by_takeover``, ``takeover_onsets_preceded_by_recovery``,
+    ``recovery_runs_ended_by_human`` (ints summed over every episode, the one the step budget cut
+    included, and over actor restarts; an episode cut by a kill is lost with its state),
+    ``trigger_onset_precision`` (onsets followed by a takeover within N / recovery onsets; None
+    without a recovery onset), ``trigger_onset_recall`` (takeovers preceded by an onset within N /
+    takeover onsets; None without a takeover) and ``selectivity_window`` (N, env steps,
+    ``actor.selectivity_window``).
     """
     history = state["eval_history"]
     totals = state.get("transport", {})
@@ -685,6 +710,12 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
     summary["delivered_to_learner"] = None if not queued or delivered is None else delivered > 0
     for k in ("param_messages_received", "param_errors", "param_network_refused"):
         summary[k] = totals.get(k)
+    counts = state.get("selectivity", {})
+    summary["policy_steps"] = int(state["env_steps"]) - int(state["human_steps"]) - int(state["recovery_steps"])
+    for k in sources.EVENT_KEYS:
+        summary[k] = int(counts.get(k, 0))
+    summary["trigger_onset_precision"], summary["trigger_onset_recall"] = sources.onset_precision_recall(counts)
+    summary["selectivity_window"] = int(config.actor.get("selectivity_window", 10))
     summary.update(state.get("gate", {}))
     common.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
