@@ -43,6 +43,22 @@ Against the baseline method (``--baseline``), per task, from the seed means:
                  reports -57 % IR and +8.6 points SR for UniIntervene vs HiL-SERL).
 The "average" row averages the per-task seed means over the tasks where every method has at
 least one finished run, and computes the reduction / difference from those averages.
+Selectivity (per task and method, the mean over seeds of each run's value; "-" where a run's
+files lack it; ``benchmarks.comparison.load.selectivity_metrics``):
+  trigger rate       the gate's triggers per decision (``gate_trigger_rate``, else
+                     ``gate_triggers / gate_decisions``).
+  onset precision    recovery onsets followed by an operator takeover onset 1..N env steps later
+                     / recovery onsets (``trigger_onset_precision``); onset recall: takeover
+                     onsets preceded by a recovery onset 1..N steps earlier / takeover onsets
+                     (``trigger_onset_recall``); N = ``actor.selectivity_window`` (default 10).
+                     An onset is the first step of a run of that source (``serl_ext/loop/sources.py``).
+  steps by source    policy / recovery / human steps over all steps of the episode rows of
+                     ``metrics/actor.jsonl``, over the run and over the episodes ending after
+                     0.75 x the run's env steps.
+  chunks aborted     ``gate_aborted_chunks`` per run; ``recovery_runs_ended_by_human``: recovery
+                     runs followed by a human step, from the sources alone.
+  value gain         ``gate_recovery_value_gain_mean``: the gate's mean proxy-value gain over a
+                     recovery chunk.
 """
 
 import os

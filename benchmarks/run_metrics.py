@@ -83,3 +83,42 @@ def select_budget(histories: Sequence[Sequence[Dict[str, Any]]], target: float, 
         return None
     budget = int(-(-int(factor * step) // round_to) * round_to)
     return min(budget, int(cap))
+
+
+def source_rows(actor_metrics: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Steps by action source of each training episode of ``metrics/actor.jsonl``.
+
+    Args:
+      actor_metrics: the file's rows. An episode row carries ``rollout/length``; its sources are
+        read from ``selectivity/{policy, recovery, human}_steps`` (``serl_ext/loop/sources.py``)
+        or, in rows written before those keys, from ``intervention/steps`` (human) and
+        ``intervention/recovery_steps`` (recovery), policy being the rest of the length.
+        Other rows (evaluations, faults) and episode rows with neither are skipped.
+    Returns:
+      One dict per episode, in file order: ``step`` (env steps at its end), ``length``,
+      ``policy``, ``recovery``, ``human`` (ints, env steps).
+    """
+    rows = []
+    for r in actor_metrics:
+        if "rollout/length" not in r:
+            continue
+        length = int(r["rollout/length"])
+        if "selectivity/policy_steps" in r:
+            policy, recovery, human = (int(r[f"selectivity/{k}_steps"]) for k in ("policy", "recovery", "human"))
+        elif "intervention/steps" in r and "intervention/recovery_steps" in r:
+            human, recovery = int(r["intervention/steps"]), int(r["intervention/recovery_steps"])
+            policy = length - human - recovery
+        else:
+            continue
+        rows.append({"step": int(r["step"]), "length": length, "policy": policy, "recovery": recovery,
+                     "human": human})
+    return rows
+
+
+def source_fractions(rows: Sequence[Dict[str, Any]]) -> Optional[Dict[str, float]]:
+    """``{"policy", "recovery", "human"}``: each source's steps / all steps of ``rows``
+    (:func:`source_rows` dicts), floats in [0, 1] summing to 1; None when the rows hold no step."""
+    total = sum(r["policy"] + r["recovery"] + r["human"] for r in rows)
+    if not total:
+        return None
+    return {k: sum(r[k] for r in rows) / total for k in ("policy", "recovery", "human")}

@@ -350,3 +350,66 @@ def test_takeover_origins_and_shares_by_hand():
     assert s["policy_share"] == pytest.approx(9 / n)
     assert (s["after_recovery"], s["after_policy"], s["at_start"]) == (1, 1, 1)
     assert s["takeovers_per_episode"] == 1.5 and s["median_takeover_step"] == 10.0 and s["success_rate"] == 0.5
+
+
+def _add_selectivity(out, method, seed, summary_extra, episodes, old_rows=False):
+    """Adds selectivity keys to a ``_make_run`` folder: ``summary_extra`` to summary.json and one
+    episode row per ``(step, length, policy, recovery, human)`` to metrics/actor.jsonl (rows of
+    the old format, without ``selectivity/``, when ``old_rows``)."""
+    rdir = launch.run_dir(str(out), "pick-place", method, seed)
+    path = os.path.join(rdir, "summary.json")
+    summary = json.load(open(path))
+    json.dump(dict(summary, **summary_extra), open(path, "w"))
+    logger = MetricLogger(rdir, "actor", tensorboard=False)
+    for step, length, policy, recovery, human in episodes:
+        row = {"rollout/length": length, "intervention/steps": human, "intervention/recovery_steps": recovery}
+        if not old_rows:
+            row.update({"selectivity/policy_steps": policy, "selectivity/recovery_steps": recovery,
+                        "selectivity/human_steps": human})
+        logger.log(row, step=step)
+    logger.close()
+
+
+def test_selectivity_table_by_hand_with_old_runs_as_dashes(tmp_path):
+    for method, seed in [(BASE, 0), (BASE, 1), (UI, 0), (UI, 1)]:
+        _make_run(tmp_path, "pick-place", method, seed, 0.5, 0.3)
+    # UI seed 0, new format; the last quarter (env steps > 75) holds the episodes ending at 80 and 100.
+    _add_selectivity(tmp_path, UI, 0, {"gate_trigger_rate": 0.2, "trigger_onset_precision": 0.5,
+                                       "trigger_onset_recall": 0.25, "gate_aborted_chunks": 3,
+                                       "recovery_runs_ended_by_human": 4, "gate_recovery_value_gain_mean": 0.1,
+                                       "selectivity_window": 10, "env_steps": 100},
+                     [(40, 40, 10, 20, 10), (80, 40, 20, 10, 10), (100, 20, 10, 10, 0)])
+    # UI seed 1, a run from before these keys: trigger rate from gate_triggers / gate_decisions,
+    # steps by source from intervention/steps and intervention/recovery_steps.
+    _add_selectivity(tmp_path, UI, 1, {"gate_triggers": 6, "gate_decisions": 12, "gate_aborted_chunks": 5,
+                                       "env_steps": 100},
+                     [(50, 50, 10, 30, 10), (100, 50, 10, 40, 0)], old_rows=True)
+    # Plain HiL-SERL: seed 0 new format (no recovery: precision None, recall 0), seed 1 nothing new.
+    _add_selectivity(tmp_path, BASE, 0, {"trigger_onset_precision": None, "trigger_onset_recall": 0.0,
+                                         "recovery_runs_ended_by_human": 0, "selectivity_window": 10,
+                                         "env_steps": 100},
+                     [(50, 50, 30, 0, 20), (100, 50, 40, 0, 10)])
+
+    run = load.load_run(launch.run_dir(str(tmp_path), "pick-place", UI, 0))
+    assert (run["policy_frac"], run["recovery_frac"], run["human_frac"]) == pytest.approx((0.4, 0.4, 0.2))
+    assert (run["policy_frac_last"], run["recovery_frac_last"], run["human_frac_last"]) == pytest.approx(
+        (30 / 60, 20 / 60, 10 / 60))
+    old = load.load_run(launch.run_dir(str(tmp_path), "pick-place", BASE, 1))
+    assert all(old[k] is None for k in load.SELECTIVITY_KEYS)  # no episode rows, no new keys
+
+    res = render.report(str(tmp_path), ["pick-place"], METHODS, SEEDS, baseline=BASE)
+    ui, base = (res["selectivity"]["per_task"]["pick-place"][m] for m in (UI, BASE))
+    assert ui["trigger_rate"] == pytest.approx((0.2 + 6 / 12) / 2)
+    assert (ui["onset_precision"], ui["onset_recall"]) == pytest.approx((0.5, 0.25))  # seed 0 only
+    assert (ui["policy_frac"], ui["recovery_frac"], ui["human_frac"]) == pytest.approx(
+        ((0.4 + 0.2) / 2, (0.4 + 0.7) / 2, (0.2 + 0.1) / 2))
+    assert (ui["policy_frac_last"], ui["recovery_frac_last"], ui["human_frac_last"]) == pytest.approx(
+        ((0.5 + 0.2) / 2, (1 / 3 + 0.8) / 2, (1 / 6 + 0.0) / 2))
+    assert ui["aborted_chunks"] == pytest.approx(4.0) and ui["value_gain"] == pytest.approx(0.1)
+    assert base["trigger_rate"] is None and base["onset_precision"] is None and base["onset_recall"] == 0.0
+    assert res["selectivity"]["windows"] == [10]
+    md = (tmp_path / "results.md").read_text()
+    assert "N = 10 env steps" in md
+    assert "| pick-place | hil_serl+uniintervene | 2 | 0.350 | 0.50 | 0.25 | 0.30 / 0.55 / 0.15 | " \
+           "0.35 / 0.57 / 0.08 | 4.0 | 4.0 | 0.100 |" in md
+    assert "| pick-place | hil_serl | 2 | - | - | 0.00 | 0.70 / 0.00 / 0.30 | 0.80 / 0.00 / 0.20 | - | 0.0 | - |" in md

@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from benchmarks.comparison.launch import task_budget
-from benchmarks.comparison.load import FAIRNESS_KEYS
+from benchmarks.comparison.load import FAIRNESS_KEYS, SELECTIVITY_KEYS
 
 PAPER_REFERENCE = "UniIntervene vs HiL-SERL (paper, real robot): -57% IR, +8.6% SR"
 TARGET_IR_REDUCTION = 0.5  # Relative IR cut a method needs on a task (issue target).
@@ -115,6 +115,30 @@ def aggregate(runs: Sequence[Mapping], tasks: Sequence[str], methods: Sequence[s
                      "met": len(met_seeds) >= TARGET_TASKS}
     return {"per_task": per_task, "comparisons": comparisons, "average": average, "average_tasks": avg_tasks,
             "target": target, "baseline": baseline, "seeds_asked": [int(s) for s in seeds]}
+
+
+def selectivity(runs: Sequence[Mapping], tasks: Sequence[str], methods: Sequence[str]) -> dict:
+    """The selectivity table: per task and method, the seed means of the
+    ``load.selectivity_metrics`` keys.
+
+    Args:
+      runs: ``load.load_runs`` rows (each with the :data:`load.SELECTIVITY_KEYS`).
+      tasks, methods: the table's rows.
+    Returns:
+      ``{"per_task": {task: {method: {"n_seeds": int, KEY: mean over the seeds where KEY is
+      not None, or None}}}, "windows": sorted list of the distinct ``selectivity_window`` values
+      (N, env steps) of the runs that report one}``. A task / method without runs is absent.
+    """
+    per_task: Dict[str, Dict[str, dict]] = {}
+    for task in tasks:
+        per_task[task] = {}
+        for method in methods:
+            rs = [r for r in runs if r["task"] == task and r["method"] == method]
+            if rs:
+                per_task[task][method] = {"n_seeds": len(rs),
+                                          **{k: mean([r.get(k) for r in rs]) for k in SELECTIVITY_KEYS}}
+    windows = sorted({int(r["selectivity_window"]) for r in runs if r.get("selectivity_window") is not None})
+    return {"per_task": per_task, "windows": windows}
 
 
 def fairness_issues(runs: Sequence[Mapping], tasks: Sequence[str]) -> List[str]:

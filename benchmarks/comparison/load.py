@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from benchmarks.comparison.launch import run_dir
-from benchmarks.run_metrics import episode_rows, ir_between
+from benchmarks.run_metrics import episode_rows, ir_between, source_fractions, source_rows
 
 # Settings of actor_config.json that every method of a task must share (aggregate.fairness_issues).
 FAIRNESS_KEYS = ("operator", "demos", "max_env_steps", "eval_period", "eval_episodes", "action_repeat")
@@ -84,6 +84,72 @@ def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dic
             "auto_length": float(np.mean(auto_lengths)) if auto_lengths else None}
 
 
+# Keys of :func:`selectivity_metrics` (every value None when the run lacks what it is made of).
+SELECTIVITY_KEYS = (
+    "selectivity_window", "trigger_rate", "onset_precision", "onset_recall", "recovery_onsets",
+    "takeover_onsets", "policy_frac", "recovery_frac", "human_frac", "policy_frac_last", "recovery_frac_last",
+    "human_frac_last", "aborted_chunks", "recovery_runs_ended_by_human", "recovery_chunks", "value_gain",
+)
+
+
+def _ratio(num, den) -> Optional[float]:
+    return float(num) / float(den) if num is not None and den else None
+
+
+def selectivity_metrics(summary: dict, actor_rows: Sequence[dict], env_steps: Optional[int]) -> dict:
+    """How selectively a run's gate acted, from ``summary.json`` and ``metrics/actor.jsonl``.
+
+    Args:
+      summary: the run's ``summary.json``. Method-agnostic keys (``serl_ext/loop/actor.py:
+        write_summary``, definitions in ``serl_ext/loop/sources.py``): ``selectivity_window``,
+        ``trigger_onset_precision``, ``trigger_onset_recall``, ``recovery_onsets``,
+        ``takeover_onsets``, ``recovery_runs_ended_by_human``; the gate's, when it has one:
+        ``gate_trigger_rate`` (else ``gate_triggers / gate_decisions``), ``gate_aborted_chunks``,
+        ``gate_recovery_chunks``, ``gate_recovery_value_gain_mean``.
+      actor_rows: the rows of ``metrics/actor.jsonl`` (episode rows by
+        ``benchmarks.run_metrics.source_rows``).
+      env_steps: the run's env steps (the last quarter: episodes ending after 0.75 of it, the
+        last episode when none does, as in :func:`episode_metrics`); None or 0: the last
+        episode's end.
+    Returns:
+      A dict with every key of :data:`SELECTIVITY_KEYS`: ``selectivity_window`` (N, env steps),
+      ``trigger_rate`` (triggers per gate decision), ``onset_precision``, ``onset_recall``,
+      ``recovery_onsets``, ``takeover_onsets``; ``{policy, recovery, human}_frac`` (steps of
+      that source / all steps of the episode rows) and ``..._frac_last`` (the same over the last
+      quarter); ``aborted_chunks`` (chunks the human aborted, the gate's count),
+      ``recovery_runs_ended_by_human`` (recovery runs followed by a human step, from the
+      sources), ``recovery_chunks``, ``value_gain`` (the gate's mean proxy-value gain over a
+      recovery chunk). A value is None where the run lacks its inputs (runs written before these
+      keys, or without a gate).
+    """
+    g = {k: summary.get(k) for k in ("gate_trigger_rate", "gate_triggers", "gate_decisions")}
+    trigger_rate = g["gate_trigger_rate"]
+    if trigger_rate is None:
+        trigger_rate = _ratio(g["gate_triggers"], g["gate_decisions"])
+    rows = source_rows(actor_rows)
+    whole = source_fractions(rows) or {}
+    if rows:
+        cut = 0.75 * float(env_steps or max(r["step"] for r in rows))
+        last = source_fractions([r for r in rows if r["step"] > cut] or rows[-1:]) or {}
+    else:
+        last = {}
+    out = {
+        "selectivity_window": summary.get("selectivity_window"),
+        "trigger_rate": None if trigger_rate is None else float(trigger_rate),
+        "onset_precision": summary.get("trigger_onset_precision"),
+        "onset_recall": summary.get("trigger_onset_recall"),
+        "recovery_onsets": summary.get("recovery_onsets"),
+        "takeover_onsets": summary.get("takeover_onsets"),
+        "aborted_chunks": summary.get("gate_aborted_chunks"),
+        "recovery_runs_ended_by_human": summary.get("recovery_runs_ended_by_human"),
+        "recovery_chunks": summary.get("gate_recovery_chunks"),
+        "value_gain": summary.get("gate_recovery_value_gain_mean"),
+    }
+    for k in ("policy", "recovery", "human"):
+        out[f"{k}_frac"], out[f"{k}_frac_last"] = whole.get(k), last.get(k)
+    return {k: out[k] for k in SELECTIVITY_KEYS}
+
+
 def load_run(rdir: str) -> Optional[dict]:
     """One finished run (``summary.json`` present) as a flat dict, or None.
 
@@ -92,7 +158,8 @@ def load_run(rdir: str) -> Optional[dict]:
     env_steps, episodes, train_sr, learner_steps, wall_min (``wall_clock_s`` / 60),
     action_repeat, eval_episodes, gate (every summary key starting with ``gate``),
     eval_curve [(env_steps, SR)], ir_curve [(env_steps, cumulative IR) per episode end from
-    ``metrics/actor.jsonl``], the :func:`episode_metrics` keys, learner_ups (learner updates/s
+    ``metrics/actor.jsonl``], the :func:`episode_metrics` keys, the :func:`selectivity_metrics`
+    keys (:data:`SELECTIVITY_KEYS`), learner_ups (learner updates/s
     of ``learner_summary.json``), system_sr (``eval_system_success_rate``; the SR itself for a
     run without a gate), fairness (:data:`FAIRNESS_KEYS` from ``actor_config.json``; {} without
     that file), run_dir.
@@ -134,6 +201,7 @@ def load_run(rdir: str) -> Optional[dict]:
         "eval_curve": [(h["env_steps"], h["success_rate"]) for h in s.get("eval_history", [])],
         "ir_curve": [(r["step"], r["intervention/rate"]) for r in actor if r.get("intervention/rate") is not None],
         **episode_metrics(actor, s.get("env_steps")),
+        **selectivity_metrics(s, actor, s.get("env_steps")),
         "learner_ups": (read_json(os.path.join(rdir, "learner_summary.json")) or {}).get("updates_per_s"),
         # policy + gate, no human (actor evaluations with uniintervene.eval_with_gate; runs
         # without a gate: the policy alone is the whole system)

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 from benchmarks import compare_plots
 from benchmarks.comparison.aggregate import (
     PAPER_REFERENCE, TARGET_IR_REDUCTION, TARGET_SEEDS, TARGET_TASKS, aggregate, fairness_issues, mean, median,
-    settings_used)
+    selectivity, settings_used)
 from benchmarks.comparison.launch import validate
 from benchmarks.comparison.load import add_system_eval, load_runs, load_timelines, read_command
 from serl_ext.files import atomic_write
@@ -171,6 +171,51 @@ def _secondary_table(result: dict) -> List[str]:
     return lines
 
 
+def _source_cell(cell: dict, suffix: str = "") -> str:
+    """``policy / recovery / human`` step fractions of a selectivity cell, "-" when unknown."""
+    values = [cell.get(f"{k}_frac{suffix}") for k in ("policy", "recovery", "human")]
+    return "-" if None in values else " / ".join(f"{v:.2f}" for v in values)
+
+
+def _selectivity_table(result: dict) -> List[str]:
+    """The selectivity table per task and method (``aggregate.selectivity``), from the
+    ``selectivity`` entry of ``results.json``; [] when there is none."""
+    sel = result.get("selectivity")
+    if not sel:
+        return []
+    windows = sel.get("windows") or []
+    n_txt = (f"N = {windows[0]} env steps" if len(windows) == 1 else
+             f"N differs between runs: {', '.join(str(w) for w in windows)}" if windows else "N from the runs")
+    lines = ["Selectivity (mean over finished seeds; `-`: the run's files lack it, e.g. runs made before these "
+             "counters, or a method without a gate). `trigger rate`: the gate's triggers per decision "
+             "(`gate_trigger_rate` of `summary.json`; `gate_triggers / gate_decisions` for runs before it). A recovery "
+             "onset is the first step of a run of recovery steps, a takeover onset the first step of a run of "
+             "operator steps (`serl_ext/loop/sources.py`); `onset precision` = recovery onsets followed by a takeover "
+             "onset 1..N env steps later / recovery onsets, `onset recall` = takeover onsets preceded by a recovery "
+             f"onset 1..N steps earlier / takeover onsets ({n_txt}; a takeover that aborts a running chunk counts; "
+             "plain HiL-SERL has recall 0). `steps by source`: policy / recovery / human fractions of the training "
+             "steps (episode rows of `metrics/actor.jsonl`), over the run and over the episodes ending in its last "
+             "quarter. `chunks aborted by the human`: the gate's count per run; `recovery runs ended by a human step`: "
+             "the same from the sources alone (it also counts a chunk that ran to its end with the human taking over "
+             "on the next step). `value gain per chunk`: the gate's mean proxy-value gain over a recovery chunk.", "",
+             "| task | method | seeds | trigger rate per decision | onset precision | onset recall "
+             "| steps by source (policy / recovery / human) | steps by source, last 25% "
+             "| chunks aborted by the human per run | recovery runs ended by a human step per run "
+             "| value gain per chunk |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for task in result["tasks"]:
+        for m in result["methods"]:
+            c = sel["per_task"].get(task, {}).get(m)
+            if not c:
+                continue
+            lines.append(f"| {task} | {m} | {c['n_seeds']} | {_fmt(c['trigger_rate'], 3)} | "
+                         f"{_fmt(c['onset_precision'])} | {_fmt(c['onset_recall'])} | {_source_cell(c)} | "
+                         f"{_source_cell(c, '_last')} | {_fmt(c['aborted_chunks'], 1)} | "
+                         f"{_fmt(c['recovery_runs_ended_by_human'], 1)} | {_fmt(c['value_gain'], 3)} |")
+    lines.append("")
+    return lines
+
+
 def _per_run_table(runs: Sequence[dict]) -> List[str]:
     lines = ["Per run:", "",
              "| task | method | seed | final SR | best SR | IR | recovery steps | env steps | wall min | gate |",
@@ -194,7 +239,8 @@ def results_markdown(result: dict) -> str:
     (``SR`` and ``IR`` per method as mean ± sample std over seeds, ``[n/N]`` when only n of the N
     asked seeds finished; per non-baseline method ``IR cut`` in %, ``ΔSR`` in points and
     ``target``); the target verdict per method; the fairness check; the secondary metrics and
-    speeds; the per-run table; the figures.
+    speeds; the selectivity table (:func:`_selectivity_table`, when ``selectivity`` is there); the
+    per-run table; the figures.
     """
     methods, baseline, n_asked = result["methods"], result["baseline"], len(result["seeds"])
     command, report_command = result["command"], result["report_command"]
@@ -230,6 +276,7 @@ def results_markdown(result: dict) -> str:
         lines += ["Checked from every run's `actor_config.json`: operator, demos, budget, eval schedule and "
                   "action repeat are identical within each task.", ""]
     lines += _secondary_table(result)
+    lines += _selectivity_table(result)
     lines += _per_run_table(result["runs"])
     lines += ["", "![curves](curves.png)", "",
               "Curves: top, evaluation SR against env steps; bottom, cumulative IR (from `metrics/actor.jsonl`); "
@@ -264,7 +311,7 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
       machine, command, parallel, num_demos: for the header.
     Returns:
       The ``results.json`` content: the settings, the ``aggregate.aggregate`` keys,
-      ``fairness_issues``, ``budget_notes``, ``timeline`` and ``runs`` (the ``load.load_run``
+      ``selectivity`` (``aggregate.selectivity``), ``fairness_issues``, ``budget_notes``, ``timeline`` and ``runs`` (the ``load.load_run``
       rows without curves and settings).
     Raises:
       ValueError: invalid names (see ``launch.validate``).
@@ -296,6 +343,7 @@ def report(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequen
         "target_rule": {"ir_reduction_min": TARGET_IR_REDUCTION, "sr_not_lower": True,
                         "tasks_needed": TARGET_TASKS, "seeds_needed": TARGET_SEEDS},
         **agg,
+        "selectivity": selectivity(runs, tasks, methods),
         "fairness_issues": fairness_issues(runs, tasks),
         "budget_notes": used["notes"],
         "timeline": {"method": timeline["method"], "episodes": [
