@@ -23,6 +23,10 @@ SUMMARY_KEYS = {
     "transport_items_delivered", "transport_items_acknowledged", "transport_items_dropped",
     "transport_items_unacknowledged", "delivered_to_learner", "param_messages_received", "param_errors",
     "param_network_refused",
+    # selectivity from the per-step sources (serl_ext/loop/sources.py; issue 13 item 4)
+    "policy_steps", "recovery_onsets", "takeover_onsets", "recovery_onsets_followed_by_takeover",
+    "takeover_onsets_preceded_by_recovery", "recovery_runs_ended_by_human", "trigger_onset_precision",
+    "trigger_onset_recall", "selectivity_window",
 }
 GATE_SUMMARY_KEYS = {
     "gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",
