@@ -4,6 +4,8 @@ Examples::
 
   --config=configs/train.py:pick-place,hil_serl --config.seed=1
   --config=configs/train.py:assembly,rlpd --config.learner.utd_ratio=4
+  --config=configs/train.py:gym:Pendulum-v1,sac                 # any gymnasium env, Box actions
+  --config=configs/train.py:gym:my_pkg.envs:MyEnv-v0,hil_serl    # import my_pkg.envs, then make it
 """
 
 from typing import Optional
@@ -12,14 +14,15 @@ import ml_collections
 
 from configs.algorithms import apply_algorithm
 from configs.base import get_base_config
-from configs.tasks import apply_task
+from configs.tasks import apply_task, finish_gym_task
 
 
 def get_config(config_string: Optional[str] = None) -> ml_collections.ConfigDict:
     """Composes base + task + algorithm.
 
     Args:
-      config_string: ``"TASK,ALGORITHM"``; ``"TASK"`` alone means ``hil_serl``.
+      config_string: ``"TASK,ALGORITHM"``; ``"TASK"`` alone means ``hil_serl``. TASK may be
+        ``gym:ENV_ID`` or ``gym:MODULE:ENV_ID`` (configs/tasks.py).
     Raises:
       ValueError: no config string (``--config=configs/train.py`` without ``:TASK``: a run
         must name its task rather than silently train pick-place) or a malformed one.
@@ -36,4 +39,4 @@ def get_config(config_string: Optional[str] = None) -> ml_collections.ConfigDict
     config = get_base_config()
     apply_task(config, task)
     apply_algorithm(config, algorithm)
-    return config
+    return finish_gym_task(config)

@@ -1,4 +1,5 @@
-"""Simulated tasks (Meta-World v3), wrappers, the simulated operator and human input devices.
+"""Simulated tasks (Meta-World v3, any gymnasium env as ``gym:ENV_ID``), wrappers, the simulated
+operator and human input devices.
 
 Importing this package sets ``MUJOCO_GL=egl`` when it is unset and there is
 no X display, so MuJoCo's offscreen renderer works headless (it must be set
@@ -16,13 +17,27 @@ from serl_ext.envs.metaworld_env import (  # noqa: E402
     check_rendering,
     get_base_env,
     get_privileged_state,
-    make_env,
+    make_env as make_metaworld_env,
     register_operator_wrapper,
 )
+from serl_ext.envs.gym_env import is_gym_task, make_gym_env  # noqa: E402
 from serl_ext.envs.operator import SimulatedOperator  # noqa: E402
 
 # The operator imports metaworld_env, never the reverse: make_env finds the operator here.
 register_operator_wrapper(SimulatedOperator)
+
+
+def make_env(task: str, seed: int = 0, **kwargs):
+    """Builds ``task``: a ``gym:`` task (:func:`serl_ext.envs.gym_env.make_gym_env`) or a
+    Meta-World one (:func:`serl_ext.envs.metaworld_env.make_env`; same keyword arguments).
+
+    Raises:
+      ValueError/TypeError: what the builder raises (unknown task, bad arguments).
+    """
+    if is_gym_task(task):
+        return make_gym_env(task, seed, **kwargs)
+    return make_metaworld_env(task, seed, **kwargs)
+
 
 __all__ = [
     "TASKS",
@@ -33,6 +48,9 @@ __all__ = [
     "check_rendering",
     "get_base_env",
     "get_privileged_state",
+    "is_gym_task",
     "make_env",
+    "make_gym_env",
+    "make_metaworld_env",
     "register_operator_wrapper",
 ]
