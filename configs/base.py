@@ -62,6 +62,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.learner.publish_period = 50  # Learner steps between parameter pushes.
     config.learner.log_period = 100  # Learner steps between train/ log writes.
     config.learner.checkpoint_period = 5_000  # Learner steps between checkpoints (0: only at end).
+    # Newest checkpoints kept (0: all; the fallback to an older intact step needs >= 2). Every
+    # kept step can be evaluated: launchers/eval.sh --checkpoint_step=N.
+    config.learner.checkpoints_to_keep = 2
     config.learner.max_steps = 1_000_000  # Hard cap on learner steps.
     config.learner.idle_timeout_s = 0.0  # >0: stop when no actor data arrived for this long.
     # Liveness: no message from the actor for this long (s) => the learner logs that the actor
@@ -141,7 +144,28 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Logging.
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True
-    config.logging.progress_bar = True
+    config.logging.progress_bar = True  # The actor's one status line (env steps, SR20, IR, learner step).
+    # Copy each process's console into {run_dir}/logs/{actor,learner,eval}.log (appended).
+    config.logging.log_file = True
+    # Weights & Biases beside tensorboard (same keys and steps; `pip install -e .[wandb]`). Actor
+    # and learner are two wandb runs: name "{wandb_name}/{role}", group wandb_group, tags task,
+    # algorithm, role + wandb_tags; local files in {run_dir}/wandb.
+    config.logging.wandb = False
+    config.logging.wandb_project = "serl_ext"
+    config.logging.wandb_entity = ""  # "": your default entity.
+    config.logging.wandb_mode = ""  # "online" | "offline" | "disabled"; "": $WANDB_MODE or online.
+    config.logging.wandb_name = ""  # "": the run name "{task}/{algorithm}/seed{seed}" (or run_name).
+    config.logging.wandb_group = ""  # "": the run name (actor and learner of one run together).
+    config.logging.wandb_tags = ()  # Extra tags (a tuple of strings).
+    # Evaluation videos (mp4 in {run_dir}/videos, logged as eval/video; `pip install -e .[video]`):
+    # the first video_episodes episodes of every video_period-th evaluation (0: none while
+    # training; launchers/eval.sh --videos=N films on demand). Gated methods' system evaluations
+    # get a side plot of the gate's step_info() (value, risk, trigger).
+    config.logging.video_period = 0
+    config.logging.video_episodes = 1
+    config.logging.video_camera = "corner"  # Meta-World: corner, corner2-4, topview, behindGripper, gripperPOV.
+    config.logging.video_size = 256  # Frame width and height in pixels (a multiple of 16).
+    config.logging.video_fps = 20  # One frame per agent step: 20 = the 20 Hz control rate.
     return _typed_placeholders(config)
 
 

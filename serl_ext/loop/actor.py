@@ -29,6 +29,7 @@ selectivity/: the episode's steps by source and recovery / takeover onsets,
 """
 
 import collections
+import dataclasses
 import logging
 import os
 import threading
@@ -42,9 +43,9 @@ from tqdm import tqdm
 from serl_ext.data._validation import DEFAULT_MAX_ABS, OutOfBoundsError, check_abs_bound
 from serl_ext.loop import common, components, sources
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config  # noqa: F401
-from serl_ext.loop.evaluation import evaluate
+from serl_ext.loop.evaluation import evaluate, training_video_spec
 from serl_ext.loop.gate import HUMAN, RECOVERY
-from serl_ext.loop.logging import MetricLogger
+from serl_ext.loop.logging import make_logger
 from serl_ext.loop.param_message import MessageError, ParameterMessage, check_message
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     else:
         client = make_client(stores)
     client.recv_network_callback(slot.put)
-    logger = MetricLogger(run_dir, "actor", tensorboard=config.logging.tensorboard)
+    logger = make_logger(config, run_dir, "actor")
 
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state["env_steps"] + 1)
     max_steps = int(config.actor.max_env_steps)
@@ -277,7 +278,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         return wall_offset + time.time() - start_time
 
     def run_eval():
-        metrics = evaluate(agent, config, int(config.actor.eval_episodes))
+        videos = []  # evaluation videos (logging.video_period), logged as eval/video, eval_system/video
+        spec = training_video_spec(config, run_dir, len(state["eval_history"]), state["env_steps"])
+        metrics = evaluate(agent, config, int(config.actor.eval_episodes), video=spec, episode_records=videos)
         entry = {
             "env_steps": state["env_steps"],
             "wall_clock_s": wall_clock(),
@@ -288,8 +291,11 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         system = ""
         if eval_with_gate and getattr(gate, "ready", True):
             # The whole system on the same seeds: base policy + a fresh copy of the gate, no human.
+            sys_spec = spec and dataclasses.replace(spec, name=spec.name.replace("eval_", "eval_system_", 1))
+            sys_records = []
             sys_metrics = evaluate(agent, config, int(config.actor.eval_episodes), gate=gate.for_evaluation(),
-                                   prefix="eval_system")
+                                   prefix="eval_system", video=sys_spec, episode_records=sys_records)
+            videos += [dict(r, prefix="eval_system") for r in sys_records]
             metrics.update(sys_metrics)
             entry["system_success_rate"] = sys_metrics["eval_system/success_rate"]
             entry["system_recovery_fraction"] = sys_metrics["eval_system/recovery_fraction"]
@@ -297,6 +303,10 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                       f"(recovery {entry['system_recovery_fraction']:.2f} of steps)")
         state["eval_history"].append(entry)
         logger.log(metrics, state["env_steps"])
+        for record in videos:
+            if record["video"]:
+                logger.log_video(f"{record.get('prefix', 'eval')}/video", record["video"], state["env_steps"],
+                                 fps=spec.fps)
         tqdm.write(
             f"[actor] eval at {state['env_steps']} env steps: SR {metrics['eval/success_rate']:.2f}{system} "
             f"(learner step {slot.learner_step}, {wall_clock() / 60:.1f} min)"

@@ -164,7 +164,8 @@ class Checkpointer:
 
     Args:
       directory: checkpoint folder (created if missing).
-      max_to_keep: number of most recent checkpoints kept (fallback needs >= 2).
+      max_to_keep: number of most recent checkpoints kept (fallback needs >= 2; 0 or None: all;
+        ``learner.checkpoints_to_keep`` in the training config).
       log_fn: ``fn(message)`` for integrity warnings (default: this module's logger).
 
     Attributes:
@@ -172,20 +173,27 @@ class Checkpointer:
         the newest step was intact); ``restored_step``: the step last restored.
     """
 
-    def __init__(self, directory: str, max_to_keep: int = 2,
+    def __init__(self, directory: str, max_to_keep: Optional[int] = 2,
                  log_fn: Optional[Callable[[str], None]] = None):
+        if max_to_keep is not None and (isinstance(max_to_keep, bool) or int(max_to_keep) < 0):
+            raise ValueError(f"max_to_keep must be an int >= 0 (0: keep all), got {max_to_keep!r}")
         self.directory = os.path.abspath(directory)
         self._log_fn = log_fn or _log.warning
         self.restore_report: List[str] = []
         self.restored_step: Optional[int] = None
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=False, create=True
+            max_to_keep=int(max_to_keep) or None if max_to_keep is not None else None,
+            enable_async_checkpointing=False, create=True
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
 
     def latest_step(self) -> Optional[int]:
         """The newest complete checkpoint step, or None."""
         return self._manager.latest_step()
+
+    def all_steps(self) -> List[int]:
+        """Every complete checkpoint step kept, ascending."""
+        return sorted(int(s) for s in self._manager.all_steps())
 
     def save(self, step: int, agent: Any, buffers: Dict[str, Dict[str, Any]], counters: Dict[str, Any],
              policy_spec: Optional[Dict[str, Any]] = None) -> int:

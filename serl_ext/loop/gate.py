@@ -82,6 +82,15 @@ class Gate(Protocol):
     def for_evaluation(self) -> "Gate":
         """A fresh copy sharing the current models, for the no-human system evaluation."""
 
+    def step_info(self) -> Dict[str, Any]:
+        """Optional: scalars of the last :meth:`select_action` decision, for evaluation videos.
+
+        A flat dict of numbers or bools, e.g. ``{"value": proxy value, "risk_prob": sigmoid(risk)
+        in [0, 1], "triggered": bool}``; ``serl_ext/loop/video.py`` draws every key it gets (a
+        bool key naming a trigger shades its steps, the rest are lines) below the frames of the
+        system evaluation. Called once per step right after :meth:`select_action`; default {}.
+        """
+
     def summary(self) -> Dict[str, Any]:
         """Run totals merged into ``summary.json`` at the end."""
 
@@ -118,6 +127,9 @@ class BaseGate:
 
     def for_evaluation(self):
         return type(self)()
+
+    def step_info(self):
+        return {}
 
     def summary(self):
         return {}

@@ -54,7 +54,7 @@ from serl_ext.loop import common, components
 from serl_ext.loop.checkpoint import CheckpointError, Checkpointer, make_policy_spec
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config
 from serl_ext.loop.extension import TeeStore
-from serl_ext.loop.logging import MetricLogger
+from serl_ext.loop.logging import make_logger
 from serl_ext.loop.param_message import build_message
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
         server = TrainerServer(transport_config(config), request_callback=control, durable_ack=True)
     durable = bool(getattr(server, "durable_ack", False))
 
-    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"),
+                                max_to_keep=int(config.learner.get("checkpoints_to_keep", 2)))
     policy_spec = make_policy_spec(config, spec, action_dim)  # load_agent(run_dir) rebuilds the policy from it
     step, version = 0, 0
     # Run totals as of the restored checkpoint (the transport counters of earlier processes).
@@ -230,7 +231,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
         server.register_data_store(DATA_STORE, TeeStore(replay, ext.on_transition))
     server.register_data_store(INTERVENTION_STORE, demo)
     server.start(threaded=True)
-    logger = MetricLogger(run_dir, "learner", tensorboard=config.logging.tensorboard)
+    logger = make_logger(config, run_dir, "learner")
 
     def publish(force_parts: bool = False):
         nonlocal version
