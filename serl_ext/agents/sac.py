@@ -3,10 +3,11 @@
 Structure follows ikostrikov/rlpd and dibyaghosh/jaxrl_m: the agent is an immutable
 ``flax.struct.PyTreeNode`` holding one ``TrainState`` per network (actor, critic,
 temperature), the target critic parameters and a carried ``rng``; every update returns
-``(new_agent, info)``. High-UTD updates follow HiL-SERL's ``update_high_utd``: the batch
-is split into ``utd_ratio`` minibatches, the critic is updated on each inside
-``lax.scan`` (Polyak target update after every critic step), then actor and temperature
-are updated once on the last minibatch (after the critic steps, with the new critic).
+``(new_agent, info)``. High-UTD updates (default ``update_order="sac"``) follow SERL's
+``update_high_utd``: the batch is split into ``utd_ratio`` minibatches, the critic is updated
+on each inside ``lax.scan`` (Polyak target update after every critic step), then actor and
+temperature are updated once on the last minibatch (after the critic steps, with the new
+critic). ``update_order="upstream"`` gives HiL-SERL's learner step (below).
 
 Losses (pure functions below):
 
@@ -18,8 +19,26 @@ Losses (pure functions below):
 * Critic: mean over ensemble members and batch of ``(Q_i(s, a) - y)^2``.
 * Actor: ``mean(alpha * log pi(a|s) - mean_i Q_i(s, a))``, ``a ~ pi`` reparameterised
   (mean over the ensemble as in HiL-SERL / RLPD).
-* Temperature (SAC v2 / softlearning form): ``mean(log_alpha * (-log pi - target_entropy))``
-  with ``alpha = exp(log_alpha)``; ``log pi`` from the actor step, gradient stopped.
+* Temperature, ``temperature_parameterization``:
+  ``"exp"`` (default; SAC v2 / softlearning form): ``mean(log_alpha * (-log pi - target_entropy))``
+  with ``alpha = exp(log_alpha)``; ``log pi`` from the actor step's samples at ``s``, gradient
+  stopped.
+  ``"softplus"`` (HiL-SERL's ``GeqLagrangeMultiplier``, ``serl_launcher/networks/lagrange.py``):
+  ``alpha = softplus(x)``, loss ``alpha * (H - target_entropy)`` with ``H = -mean log pi(a'|s')``,
+  ``a' ~ pi(.|s')`` sampled by the pre-update actor at ``next_observations``
+  (``serl_launcher/agents/continuous/sac.py`` ``temperature_loss_fn``).
+
+Order of one ``update`` call, ``update_order`` (``docs/hil_serl_fidelity.md`` rows 14-15):
+
+* ``"sac"`` (default): ``utd_ratio`` critic steps in ``lax.scan``, then one actor step on the
+  last minibatch against the updated critic, then the temperature step.
+* ``"upstream"`` (HiL-SERL's learner loop, ``examples/train_rlpd.py``, with
+  ``SACAgent.update``'s ``apply_loss_fns`` in ``serl_launcher/common/common.py``):
+  ``utd_ratio - 1`` critic-only steps, then one full step on the last minibatch in which the
+  critic, actor and temperature gradients are all taken at the same pre-update parameters and
+  applied together (then the Polyak target update). With ``idle_adam_steps`` the actor's and
+  the temperature's Adam also step with zero gradients during each critic-only step, as
+  upstream's constant-zero losses of the networks not updated do (their momentum moves them).
 """
 
 from __future__ import annotations
@@ -84,8 +103,23 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.backup_entropy = False
     # None or (low, high): clip the TD target to the possible return range. For sparse
     # 0/1 rewards with termination on success, (0.0, 1.0) is the recommended setting of
-    # the training configs (DESIGN section 7).
+    # the training configs (DESIGN section 7). An empty tuple () also means None: the command
+    # line cannot set a tuple field to None (`--config.agent.critic_target_clip=None` gives
+    # (None,)), so `--config.agent.critic_target_clip='()'` switches the clip off.
     c.critic_target_clip = ml_collections.config_dict.placeholder(tuple)
+    # Order of the networks' steps in one update (module docstring): "sac" (utd critic steps,
+    # then actor and temperature on the updated critic) or "upstream" (HiL-SERL's: utd - 1
+    # critic-only steps, then critic, actor and temperature from the same pre-update params).
+    c.update_order = "sac"
+    # update_order="upstream" only: during each critic-only step also step the actor's and
+    # the temperature's Adam with zero gradients (upstream's zero losses do; momentum-only
+    # moves, docs/hil_serl_fidelity.md row 15). False = they step once per update.
+    c.idle_adam_steps = False
+    # "exp": alpha = exp(log_alpha), temperature loss on the actor step's entropy at s (SAC v2);
+    # "softplus": alpha = softplus(x), loss alpha * (entropy - target) with the entropy at s'
+    # from the pre-update actor (HiL-SERL's GeqLagrangeMultiplier). Both start at
+    # init_temperature.
+    c.temperature_parameterization = "exp"
     # Bounds of the actor's standard deviation (log-std clipped to [log min, log max]).
     c.std_min = 1e-5
     c.std_max = 5.0
@@ -157,6 +191,33 @@ def temperature_loss(log_alpha: jax.Array, log_probs: jax.Array, target_entropy:
     return jnp.mean(log_alpha * (-log_probs - target_entropy))
 
 
+UPDATE_ORDERS = ("sac", "upstream")
+TEMPERATURE_PARAMETERIZATIONS = ("exp", "softplus")
+
+
+def inverse_softplus(y: float) -> float:
+    """``x`` with ``softplus(x) = log(1 + exp(x)) = y``, i.e. ``log(expm1(y))`` (float64).
+
+    HiL-SERL initialises its softplus multiplier this way
+    (``serl_launcher/networks/lagrange.py``). Raises ValueError for ``y <= 0``.
+    """
+    if not y > 0:
+        raise ValueError(f"softplus takes only values > 0, got {y}")
+    return math.log(math.expm1(y))
+
+
+def softplus_temperature_loss(raw: jax.Array, entropy: jax.Array, target_entropy: float) -> jax.Array:
+    """HiL-SERL's temperature loss ``softplus(raw) * (entropy - target_entropy)``.
+
+    ``raw`` float32 scalar (alpha = softplus(raw)); ``entropy`` float32 scalar, the batch mean
+    of ``-log pi(a'|s')`` (treated as a constant). The gradient w.r.t. ``raw`` is
+    ``sigmoid(raw) * (entropy - target_entropy)``. Form of ``GeqLagrangeMultiplier`` with
+    ``lhs=entropy, rhs=target_entropy`` (``serl_launcher/networks/lagrange.py``).
+    """
+    entropy = jax.lax.stop_gradient(entropy)
+    return jax.nn.softplus(raw) * (entropy - target_entropy)
+
+
 # --------------------------------------------------------------------------- agent
 
 
@@ -176,6 +237,11 @@ def _freeze_config(config: ml_collections.ConfigDict, **resolved) -> ml_collecti
     for k, v in resolved.items():
         c[k] = v
     return ml_collections.FrozenConfigDict(c)
+
+
+def _target_clip(clip: Any) -> Any:
+    """``critic_target_clip`` with ``()`` read as None (see :func:`get_default_config`)."""
+    return None if clip is None or len(tuple(clip)) == 0 else clip
 
 
 def validate_sac_config(config: Any) -> None:
@@ -199,10 +265,29 @@ def validate_sac_config(config: Any) -> None:
         raise ValueError(f"config.discount must be in (0, 1], got {config.discount}")
     if not 0.0 < float(config.tau) <= 1.0:
         raise ValueError(f"config.tau must be in (0, 1], got {config.tau}")
-    clip = config.critic_target_clip
+    order = config.get("update_order", "sac")
+    if order not in UPDATE_ORDERS:
+        raise ValueError(f"config.update_order must be one of {UPDATE_ORDERS}, got {order!r}")
+    if bool(config.get("idle_adam_steps", False)) and order != "upstream":
+        raise ValueError("config.idle_adam_steps=True needs update_order='upstream'")
+    param = config.get("temperature_parameterization", "exp")
+    if param not in TEMPERATURE_PARAMETERIZATIONS:
+        raise ValueError(
+            f"config.temperature_parameterization must be one of {TEMPERATURE_PARAMETERIZATIONS}, got {param!r}"
+        )
+    clip = _target_clip(config.critic_target_clip)
     if clip is not None:
         if len(tuple(clip)) != 2 or not float(clip[0]) < float(clip[1]):
             raise ValueError(f"config.critic_target_clip must be None or (low, high) with low < high, got {clip}")
+
+
+def _init_temp_params(config: Any) -> Dict[str, jax.Array]:
+    """Temperature params giving ``alpha = init_temperature``: ``{"log_temp": log alpha}``
+    ("exp") or ``{"softplus_temp": inverse_softplus(alpha)}`` ("softplus"), float32 scalars."""
+    init = float(config.init_temperature)
+    if config.temperature_parameterization == "softplus":
+        return {"softplus_temp": common.f32(inverse_softplus(init))}
+    return {"log_temp": common.f32(math.log(init))}
 
 
 class SACAgent(struct.PyTreeNode):
@@ -211,7 +296,8 @@ class SACAgent(struct.PyTreeNode):
     Fields: ``rng`` (carried PRNG key), ``actor`` (TrainState, params of the policy head),
     ``critic`` (TrainState, params ``{"encoder", "critic"}``: the encoder is shared with
     the actor but trained only by the critic loss), ``target_critic_params`` (same tree as
-    ``critic.params``), ``temp`` (TrainState, params ``{"log_temp": f32 scalar}``), and the
+    ``critic.params``), ``temp`` (TrainState, params ``{"log_temp": f32 scalar}``, or
+    ``{"softplus_temp": f32 scalar}`` with ``temperature_parameterization="softplus"``), and the
     static ``config`` (frozen, resolved), ``nets`` (module definitions), ``obs_spec``.
 
     Create with :meth:`create`; never construct directly.
@@ -249,13 +335,18 @@ class SACAgent(struct.PyTreeNode):
         target_entropy = (
             -cont_dim / 2.0 if config.target_entropy is None else float(config.target_entropy)
         )
-        clip = config.critic_target_clip
+        clip = _target_clip(config.critic_target_clip)
         resolved = dict(
             action_dim=action_dim,
             continuous_action_dim=cont_dim,
             target_entropy=float(target_entropy),
             critic_target_clip=None if clip is None else (float(clip[0]), float(clip[1])),
             hidden_dims=tuple(int(h) for h in config.hidden_dims),
+            # Configs written before these fields existed (old checkpoints' policy specs)
+            # get today's behaviour.
+            update_order=str(config.get("update_order", "sac")),
+            idle_adam_steps=bool(config.get("idle_adam_steps", False)),
+            temperature_parameterization=str(config.get("temperature_parameterization", "exp")),
         )
         resolved.update(extra_resolved or {})
         frozen = _freeze_config(config, **resolved)
@@ -315,9 +406,7 @@ class SACAgent(struct.PyTreeNode):
             actor=common.make_train_state(parts["actor_params"], float(frozen.actor_lr)),
             critic=common.make_train_state(critic_params, float(frozen.critic_lr)),
             target_critic_params=jax.tree_util.tree_map(jnp.array, critic_params),
-            temp=common.make_train_state(
-                {"log_temp": common.f32(math.log(float(frozen.init_temperature)))}, float(frozen.temp_lr)
-            ),
+            temp=common.make_train_state(_init_temp_params(frozen), float(frozen.temp_lr)),
             config=frozen,
             nets=nets,
             obs_spec=parts["obs_spec"],
@@ -350,8 +439,13 @@ class SACAgent(struct.PyTreeNode):
 
     @property
     def temperature(self) -> jax.Array:
-        """alpha = exp(log_temp), float32 scalar."""
-        return jnp.exp(self.temp.params["log_temp"])
+        """alpha, float32 scalar: ``exp(log_temp)`` or ``softplus(softplus_temp)``."""
+        return self._temperature_of(self.temp.params)
+
+    def _temperature_of(self, temp_params: Dict[str, jax.Array]) -> jax.Array:
+        if self.config.temperature_parameterization == "softplus":
+            return jax.nn.softplus(temp_params["softplus_temp"])
+        return jnp.exp(temp_params["log_temp"])
 
     def _encode(self, enc_params: Any, observations: Dict[str, jax.Array]) -> jax.Array:
         return self.nets.encoder.apply({"params": enc_params}, observations)
@@ -428,20 +522,79 @@ class SACAgent(struct.PyTreeNode):
         target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
         return self.replace(rng=rng, critic=critic, target_critic_params=target), info
 
+    def _temperature_grads(self, batch: Batch, log_probs: jax.Array, key: Optional[jax.Array]):
+        """``(loss, grads)`` of the temperature loss at this agent's (pre-update) params.
+
+        "exp": from ``log_probs`` ``(B,)`` of the actor step's samples at ``observations``
+        (``key`` unused, may be None). "softplus": entropy of fresh samples ``a' ~ pi(.|s')``
+        of this agent's actor at ``next_observations`` (``key`` consumed).
+        """
+        cfg = self.config
+        if cfg.temperature_parameterization == "softplus":
+            next_feats = jax.lax.stop_gradient(self._encode(self.critic.params["encoder"], batch["next_observations"]))
+            mean, log_std = self._policy(self.actor.params, next_feats)
+            _, next_log_probs = tanh_gaussian_sample(key, mean, log_std)
+            entropy = -jnp.mean(next_log_probs)
+
+            def loss_fn(temp_params):
+                return softplus_temperature_loss(temp_params["softplus_temp"], entropy, cfg.target_entropy)
+        else:
+
+            def loss_fn(temp_params):
+                return temperature_loss(temp_params["log_temp"], log_probs, cfg.target_entropy)
+
+        return jax.value_and_grad(loss_fn)(self.temp.params)
+
     def _actor_temp_step(self, batch: Batch) -> Tuple["SACAgent", Dict[str, jax.Array]]:
         rng, key = jax.random.split(self.rng)
+        if self.config.temperature_parameterization == "softplus":
+            key, k_temp = jax.random.split(key)
+        else:
+            k_temp = None  # the "exp" path draws exactly the keys it always did
         feats = jax.lax.stop_gradient(self._encode(self.critic.params["encoder"], batch["observations"]))
         grads, info = jax.grad(self._actor_loss, has_aux=True)(self.actor.params, feats, key)
         actor = self.actor.apply_gradients(grads=grads)
         log_probs = info.pop("log_probs")
-
-        def temp_loss_fn(temp_params):
-            return temperature_loss(temp_params["log_temp"], log_probs, self.config.target_entropy)
-
-        t_loss, t_grads = jax.value_and_grad(temp_loss_fn)(self.temp.params)
+        # Gradient at the pre-update actor (self.actor): what the loss reads is this step's
+        # samples ("exp") or a fresh draw from the same actor ("softplus").
+        t_loss, t_grads = self._temperature_grads(batch, log_probs, k_temp)
         temp = self.temp.apply_gradients(grads=t_grads)
         info.update(temperature=self.temperature, temperature_loss=t_loss)
         return self.replace(rng=rng, actor=actor, temp=temp), info
+
+    def _critic_only_step(self, batch: Batch) -> Tuple["SACAgent", Dict[str, jax.Array]]:
+        """update_order="upstream": one critic step; with ``idle_adam_steps`` the actor's and
+        the temperature's Adam also apply a zero gradient (momentum-only move)."""
+        agent, info = self._critic_step(batch)
+        if self.config.idle_adam_steps:
+            zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
+            agent = agent.replace(
+                actor=agent.actor.apply_gradients(grads=zeros(agent.actor.params)),
+                temp=agent.temp.apply_gradients(grads=zeros(agent.temp.params)),
+            )
+        return agent, info
+
+    def _full_step(self, batch: Batch) -> Tuple["SACAgent", Dict[str, jax.Array], Dict[str, jax.Array]]:
+        """update_order="upstream": critic, actor and temperature gradients all at this agent's
+        (pre-update) params on one minibatch, applied together, then the Polyak update
+        (HiL-SERL ``apply_loss_fns``). Returns ``(agent, critic_info, actor_info)``."""
+        rng, k_critic, k_actor, k_temp = jax.random.split(self.rng, 4)
+        c_grads, c_info = jax.grad(self._critic_loss, has_aux=True)(self.critic.params, batch, k_critic)
+        feats = jax.lax.stop_gradient(self._encode(self.critic.params["encoder"], batch["observations"]))
+        a_grads, a_info = jax.grad(self._actor_loss, has_aux=True)(self.actor.params, feats, k_actor)
+        log_probs = a_info.pop("log_probs")
+        t_loss, t_grads = self._temperature_grads(batch, log_probs, k_temp)
+        critic = self.critic.apply_gradients(grads=c_grads)
+        target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
+        a_info.update(temperature=self.temperature, temperature_loss=t_loss)
+        new = self.replace(
+            rng=rng,
+            critic=critic,
+            target_critic_params=target,
+            actor=self.actor.apply_gradients(grads=a_grads),
+            temp=self.temp.apply_gradients(grads=t_grads),
+        )
+        return new, c_info, a_info
 
     def _augment(self, batch: Batch) -> Tuple["SACAgent", Batch]:
         if self.config.encoder.augmentation != "random_crop" or not self.config.encoder.image_keys:
@@ -455,7 +608,8 @@ class SACAgent(struct.PyTreeNode):
     # ------------------------------------------------------------------ public API
 
     def update(self, batch: Batch, utd_ratio: int = 1, donate: bool = False):
-        """``utd_ratio`` critic steps + one actor/temperature step (jitted).
+        """``utd_ratio`` critic steps + one actor/temperature step (jitted), in the order of
+        ``config.update_order`` (module docstring).
 
         Args:
           batch: dict with ``observations``/``next_observations`` (dicts, leaves
@@ -532,12 +686,34 @@ class SACAgent(struct.PyTreeNode):
 
 
 def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
+    if agent.config.update_order == "upstream":
+        return _update_upstream_impl(agent, batch, utd_ratio)
     agent, batch = agent._augment(batch)
     minibatches = common.split_minibatches(batch, utd_ratio)
     agent, critic_infos = jax.lax.scan(lambda a, mb: a._critic_step(mb), agent, minibatches)
     last = jax.tree_util.tree_map(lambda x: x[-1], minibatches)
     agent, actor_info = agent._actor_temp_step(last)
     info = {k: v.mean() for k, v in critic_infos.items()}
+    info.update(actor_info)
+    return agent, info
+
+
+def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
+    """update_order="upstream" (module docstring): ``utd_ratio - 1`` critic-only steps on the
+    first minibatches, then one full step on the last; critic metrics averaged over all
+    ``utd_ratio`` critic steps, as in the "sac" order."""
+    agent, batch = agent._augment(batch)
+    minibatches = common.split_minibatches(batch, utd_ratio)
+    last = jax.tree_util.tree_map(lambda x: x[-1], minibatches)
+    critic_infos = None
+    if utd_ratio > 1:
+        head = jax.tree_util.tree_map(lambda x: x[:-1], minibatches)
+        agent, critic_infos = jax.lax.scan(lambda a, mb: a._critic_only_step(mb), agent, head)
+    agent, last_info, actor_info = agent._full_step(last)
+    if critic_infos is None:
+        info = dict(last_info)
+    else:
+        info = {k: jnp.concatenate([v, last_info[k][None]]).mean() for k, v in critic_infos.items()}
     info.update(actor_info)
     return agent, info
 
