@@ -43,7 +43,8 @@ EXTRAS_REQUIRE = {
     "robosuite": ["numba>=0.49.1", "termcolor", "opencv-python-headless", "Pillow"],
     # torch pinned: this version has a local CPU build; an unpinned torch pulls CUDA wheels.
     "vlm": ["transformers>=4.40", "torch==2.13.0"],
-    "rlds": ["tensorflow-datasets"],
+    # tfds writes and reads RLDS (array_record) without TensorFlow; tfrecord needs tensorflow-cpu.
+    "rlds": ["tensorflow-datasets>=4.9.10"],
     "dev": ["pytest>=8", "pytest-timeout>=2.2"],
 }
 
