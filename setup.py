@@ -44,7 +44,8 @@ EXTRAS_REQUIRE = {
     # torch pinned: this version has a local CPU build; an unpinned torch pulls CUDA wheels.
     "vlm": ["transformers>=4.40", "torch==2.13.0"],
     # tfds writes and reads RLDS (array_record) without TensorFlow; tfrecord needs tensorflow-cpu.
-    "rlds": ["tensorflow-datasets>=4.9.10"],
+    # importlib_resources: tfds' builders import it, but tfds requires it only on Python < 3.9.
+    "rlds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
     "dev": ["pytest>=8", "pytest-timeout>=2.2"],
 }
 

@@ -142,3 +142,13 @@ def test_bad_input_is_refused_clearly(tmp_path):
         list(rlds.import_rlds(tmp_path / "good"))
     info = json.loads((tmp_path / "good" / "second" / rlds.VERSION / "dataset_info.json").read_text())
     assert info["name"] == "second"
+
+
+def test_tfrecord_round_trip_with_tensorflow(tmp_path):
+    """tfrecord, the format TF-based RLDS readers (rlds, Open X-Embodiment loaders) use."""
+    pytest.importorskip("tensorflow", reason="the tfrecord format needs TensorFlow: pip install tensorflow-cpu")
+    episodes = [_episode(4, 0, terminal=True), _episode(2, 1)]
+    folder = rlds.export_rlds(episodes, tmp_path, name="tfr", file_format="tfrecord")
+    assert any(".tfrecord" in n for n in os.listdir(folder))
+    for a, b in zip(episodes, rlds.import_rlds(folder)):
+        _assert_same(rlds.validate_episode(a), b)

@@ -30,9 +30,10 @@ metadata), ``truncated``: bool (the time limit ended it)}. The dataset lives in
 data shards), split ``train``, episodes in the order given (shuffling off).
 
 File formats: ``array_record`` (default) is written and read by tensorflow-datasets *without*
-TensorFlow (``builder.as_data_source``); ``tfrecord`` (the format of most published RLDS
-datasets, e.g. Open X-Embodiment) needs TensorFlow to write or read (``pip install
-tensorflow-cpu``). Import also reads RLDS datasets written elsewhere: a missing
+TensorFlow (``tfds.builder_from_directory(folder).as_data_source("train")``; tfds'
+``as_dataset`` does not read it, even with TensorFlow); ``tfrecord`` (the format of most
+published RLDS datasets, e.g. Open X-Embodiment, read by the ``rlds`` package and
+``as_dataset``) needs TensorFlow to write or read (``pip install tensorflow-cpu``). Import also reads RLDS datasets written elsewhere: a missing
 ``intervention`` / ``action_source`` is False / 0 (2 where ``intervention``), a non-dict
 observation becomes ``{"state": ...}``, the last step's action and reward are dropped (RLDS
 keeps T+1 steps with the final observation last), ``truncated`` is ``is_last and not
@@ -68,10 +69,11 @@ class RLDSFormatError(ValueError):
 def _tfds():
     """``tensorflow_datasets``, or an ImportError saying how to install it."""
     try:
+        import importlib_resources  # noqa: F401  (tfds builders need it; not a tfds dependency on 3.9+)
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImportError("RLDS export/import needs tensorflow-datasets: pip install -e '.[rlds]' "
-                          f"({e})") from e
+        raise ImportError("RLDS export/import needs tensorflow-datasets and importlib_resources: "
+                          f"pip install -e '.[rlds]' ({e})") from e
     return tfds
 
 
