@@ -12,11 +12,14 @@ plain online SAC, no demos, no operator (a sanity baseline).
 ``hil_serl+uniintervene``: ``hil_serl`` with the UniIntervene gate in the actor and the online
 UniIntervene models on the learner: it adds the ``config.uniintervene`` section
 (``uniintervene_jax.online_config.get_online_config``) and names the method's factories in
-``config.components`` (:data:`UNIINTERVENE_COMPONENTS`); plain algorithms have neither. Its ablations (paper table):
-``-no_future`` (no latent-future head), ``-no_value`` (no value prediction), ``-no_tvr`` (no
-temporal value-risk: a plain value-threshold trigger) and ``-no_memory`` (the recovery goal is
-the current observation, no memory retrieval). ``hil_serl+uniintervene-replan1`` (a variant,
-not a paper ablation): recovery chunks re-predicted every step from the current observation.
+``config.components`` (:data:`UNIINTERVENE_COMPONENTS`); plain algorithms have neither. Its ablations (paper table,
+official ``VARIANT_SPEC`` where it has one): ``-no_future`` (w/o future prediction: no future head
+and no future loss, the Q and trigger heads read h_t), ``-no_value`` (w/o value prediction: the
+trigger head gets no stop_grad(Q_min) input), ``-no_tvr`` (w/o temporal value-risk: the learned
+``binary`` trigger head, focal only, without the TVR target and the value history) and
+``-no_memory`` (w/o memory goal: the recovery policy is trained and run with the current
+observation as its goal). ``hil_serl+uniintervene-replan1`` (a variant, not a paper ablation):
+recovery chunks re-predicted every step from the current observation.
 """
 
 from typing import Callable, Dict
@@ -107,8 +110,8 @@ def _ablation(**fields):
 
 UNIINTERVENE_ABLATIONS = {
     "hil_serl+uniintervene-no_future": dict(use_future=False),
-    "hil_serl+uniintervene-no_value": dict(use_value=False),
-    "hil_serl+uniintervene-no_tvr": dict(use_tvr=False),
+    "hil_serl+uniintervene-no_value": dict(use_value_cond=False),
+    "hil_serl+uniintervene-no_tvr": dict(head_type="binary"),
     "hil_serl+uniintervene-no_memory": dict(use_memory_goal=False),
 }
 
@@ -116,14 +119,6 @@ def _hil_serl_uniintervene_replan1(config):
     """``hil_serl+uniintervene`` with receding-horizon recovery chunks (re-predicted every step)."""
     _hil_serl_uniintervene(config)
     config.uniintervene.replan_every = 1
-    return config
-
-
-def _hil_serl_uniintervene_tau05(config):
-    """``hil_serl+uniintervene`` with the paper's trigger threshold 0.5 instead of the online
-    default 0.4 (``uniintervene_jax.online_config.get_online_config`` says why)."""
-    _hil_serl_uniintervene(config)
-    config.uniintervene.trigger.tau_int = 0.5
     return config
 
 
@@ -135,7 +130,6 @@ ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.Confi
     "sac": _sac,
     "hil_serl+uniintervene": _hil_serl_uniintervene,
     "hil_serl+uniintervene-replan1": _hil_serl_uniintervene_replan1,
-    "hil_serl+uniintervene-tau05": _hil_serl_uniintervene_tau05,
     **{name: _ablation(**fields) for name, fields in UNIINTERVENE_ABLATIONS.items()},
 }
 

@@ -2,7 +2,7 @@
 
   python launchers/offline_pipeline.py --task=pick-place --run_dir=runs/offline/pick-place
   python launchers/offline_pipeline.py --task=pick-place --run_dir=... --stages=intervention,report
-  python launchers/offline_pipeline.py ... --config.intervention.use_tvr=False   # an ablation
+  python launchers/offline_pipeline.py ... --config.intervention.head_type=binary   # the other head mode (= w/o TVR)
 
 Stages: data, value, labels, intervention, memory, recovery, report (see
 ``uniintervene_jax/pipeline.py``). Outputs: models under ``models/``, the memory under

@@ -60,7 +60,9 @@ class ScriptedModels:
         return np.full((A,), (10 * k + i + 1) / 100.0, np.float32)
 
     def value(self, observation):
-        v = 0.5 if self.values is None else self.values[self.value_calls]
+        # the n-th call's scripted value; past the script the last one (the gate's chunk-end
+        # value, V after a recovery chunk, is one more call at the episode's end)
+        v = 0.5 if self.values is None else self.values[min(self.value_calls, len(self.values) - 1)]
         self.value_calls += 1
         return v
 
@@ -102,13 +104,24 @@ def _drive(gate, start, n, human=(), info_at=None):
     return out
 
 
-def _new_gate(models, **kwargs):
+WARM_V = 0.5  # value of the K history steps _warm pretends the gate has already seen
+
+
+def _warm(gate):
+    """Fills the value history with K real steps (value WARM_V) after a reset, as if the episode
+    were already K steps old, so that step 0 of a test is the first step the gate may decide at
+    (it makes no decision before K real history steps; the warm-up has its own tests below)."""
+    gate.history.extend([WARM_V] * gate.K)
+    return gate
+
+
+def _new_gate(models, warm=True, **kwargs):
     kwargs.setdefault("history_len", 2)
     kwargs.setdefault("cooldown_steps", 2)
     kwargs.setdefault("max_chunks", 2)
     gate = UniInterveneGate(models, **kwargs)
     gate.reset(_obs(0))
-    return gate
+    return _warm(gate) if warm else gate
 
 
 # ------------------------------------------------------------------ scripted logic
@@ -257,39 +270,55 @@ def test_recovery_steps_count_only_executed_recovery_actions():
     assert gate.summary()["gate_recovery_steps"] == executed_recovery
 
 
-def test_value_history_is_padded_with_v0_and_slides():
-    # K=3; values 0.1, 0.2, ... (one value call per ready step); never triggers -> every step scored.
-    values = [round(0.1 * (i + 1), 1) for i in range(10)]
-    models = ScriptedModels(values=values)
-    gate = _new_gate(models, history_len=3)
-    _drive(gate, 0, 5)
-    expected = [
-        [0.1, 0.1, 0.1, 0.1],
-        [0.1, 0.1, 0.1, 0.2],
-        [0.1, 0.1, 0.2, 0.3],
-        [0.1, 0.2, 0.3, 0.4],
-        [0.2, 0.3, 0.4, 0.5],
-    ]
+def test_no_decision_before_k_real_history_steps_and_no_padding():
+    """Issue 13: the history used to be padded with V_0, so the first step of every episode was
+    scored (and, with a positive padded TVR, fired). Now the gate scores nothing until the
+    history [V_{t-K} .. V_t] holds K real steps before V_t (step t = K); meanwhile it executes
+    the policy's action, counted as history_warmup_steps."""
+    # K=3; values 0.1, 0.2, ... (one value call per ready step); always triggering when scored.
+    values = [round(0.1 * (i + 1), 1) for i in range(12)]
+    models = ScriptedModels(values=values, triggers=[False] * 20)
+    gate = _new_gate(models, history_len=3, warm=False)
+    steps = _drive(gate, 0, 5)
+    assert [s[2] for s in steps[:3]] == [POLICY] * 3  # steps 0, 1, 2: no decision
+    for s_ in steps[:3]:
+        np.testing.assert_array_equal(s_[1], POLICY_ACTION)
+    assert models.scored_steps == [3, 4]  # the first decision at t = K
+    assert models.value_calls == 5  # V is still computed (and recorded) at every ready step
+    expected = [[0.1, 0.2, 0.3, 0.4], [0.2, 0.3, 0.4, 0.5]]  # real values only, oldest first
     for (_, _, hist), want in zip(models.score_calls, expected):
         assert hist.dtype == np.float32 and hist.shape == (4,)
         np.testing.assert_allclose(hist, want, rtol=1e-6)
-    # A new episode starts a new padded history from its own first value (0.6).
+    stats = gate.stats()
+    assert stats["history_warmup_steps"] == 3.0 and stats["trigger_rate"] == 0.0
+    # A new episode starts an empty history again: its first K steps are not scored either.
     gate.reset(_obs(0))
-    _drive(gate, 0, 2)
-    np.testing.assert_allclose(models.score_calls[5][2], [0.6] * 4, rtol=1e-6)
-    np.testing.assert_allclose(models.score_calls[6][2], [0.6, 0.6, 0.6, 0.7], rtol=1e-6)
+    _drive(gate, 0, 4)
+    assert models.scored_steps == [3, 4, 3]
+    np.testing.assert_allclose(models.score_calls[2][2], [0.6, 0.7, 0.8, 0.9], rtol=1e-6)
+    assert gate.summary()["gate_history_warmup_steps"] == 3  # the open episode's are added at close()
+    gate.close()
+    assert gate.summary()["gate_history_warmup_steps"] == 6
+
+
+def test_first_step_never_fires_even_when_the_model_would():
+    models = ScriptedModels(triggers=[True] * 10, H=2)
+    gate = _new_gate(models, history_len=2, warm=False)
+    steps = _drive(gate, 0, 3)
+    assert [s[2] for s in steps] == [POLICY, POLICY, RECOVERY] and models.scored_steps == [2]
 
 
 def test_value_history_keeps_running_during_a_chunk():
-    # K=2, H=2: trigger at step 0 (history [.1 .1 .1]); steps 0, 1 chunk; step 2 re-evaluated with
-    # the values of steps 0..2, which kept being recorded during the chunk.
-    models = ScriptedModels(triggers=[True, False], values=[0.1, 0.2, 0.3, 0.4], H=2)
-    gate = _new_gate(models, history_len=2, cooldown_steps=1)
-    _drive(gate, 0, 3)
-    assert models.scored_steps == [0, 2]
-    np.testing.assert_allclose(models.score_calls[0][2], [0.1, 0.1, 0.1], rtol=1e-6)
-    np.testing.assert_allclose(models.score_calls[1][2], [0.1, 0.2, 0.3], rtol=1e-6)
-    assert models.value_calls == 3
+    # K=2, H=2: after two warm-up steps, trigger at step 2 (history [.1 .2 .3]); steps 2, 3 chunk;
+    # step 4 re-evaluated with the values of steps 2..4, which kept being recorded during the chunk.
+    models = ScriptedModels(triggers=[True, False], values=[0.1, 0.2, 0.3, 0.4, 0.5], H=2)
+    gate = _new_gate(models, history_len=2, cooldown_steps=1, warm=False)
+    _drive(gate, 0, 5)
+    assert models.scored_steps == [2, 4]
+    np.testing.assert_allclose(models.score_calls[0][2], [0.1, 0.2, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(models.score_calls[1][2], [0.3, 0.4, 0.5], rtol=1e-6)
+    # 5 step values + V after the chunk's last action (observe of step 3, the chunk-end value)
+    assert models.value_calls == 6
 
 
 def test_no_goal_means_no_chunk():
@@ -366,7 +395,7 @@ def test_stats_and_summary_over_two_episodes():
     assert s1["tau"] == 0.5 and s1["ready"] == 1.0
     # Episode 2: trigger with no goal at step 0, then a trigger with a goal at step 1 (chunk
     # 1..3, H=3), then the human takes over at step 2 (abort: row 2 was still pending).
-    gate.reset(_obs(0))
+    _warm(gate.reset(_obs(0)) or gate)
     models.H = 3
     models.triggers += [True, True]
     models.goal_none = True
@@ -397,13 +426,14 @@ def test_timeline_records_each_step_of_each_episode(tmp_path):
     # (prob 0.8, trigger) -> chunk at 1, 2; step 3 re-evaluated (prob 0.3) -> cooldown; step 4
     # cooldown; human takes over at step 4.
     models = ScriptedModels(triggers=[False, True, False, False], probs=[0.2, 0.8, 0.3, 0.4, 0.1],
-                            values=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], H=2)
+                            # 0.35: V after the chunk's last action (observe of step 2)
+                            values=[0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8], H=2)
     gate = UniInterveneGate(models, history_len=1, cooldown_steps=1, max_chunks=4,
                             timeline_path=str(path), timeline_every=1)
-    gate.reset(_obs(0))
+    _warm(gate.reset(_obs(0)) or gate)
     ep0 = _drive(gate, 0, 5, human=(4,))
     # Episode 1: not ready for 1 step, then ready; success reported at the last step.
-    gate.reset(_obs(0))
+    _warm(gate.reset(_obs(0)) or gate)
     models.ready = False
     ep1 = _drive(gate, 0, 1)
     models.ready = True
@@ -699,7 +729,7 @@ def test_replan_every_repredicts_the_running_chunk_toward_the_same_goal():
 
     models = Models()
     gate = UniInterveneGate(models, history_len=2, cooldown_steps=0, max_chunks=1, replan_every=2)
-    gate.reset({"state": np.zeros(3, np.float32)})
+    _warm(gate.reset({"state": np.zeros(3, np.float32)}) or gate)
     executed = []
     for t in range(4):
         obs = {"state": np.full(3, float(t), np.float32)}
@@ -727,7 +757,7 @@ def test_for_evaluation_copies_settings_shares_models_and_keeps_state_apart(tmp_
     assert (ev.K, ev.cooldown_steps, ev.max_chunks, ev.replan_every, ev.use_memory_goal, ev.propose_under_human) == (
         2, 3, 5, 2, False, False)
     assert ev.timeline_path is None and not ev.chunk and not ev.history
-    ev.reset(_obs(0))
+    _warm(ev.reset(_obs(0)) or ev)
     models.triggers += [True]
     out = _drive(ev, 0, 4)
     assert [s for _, _, s, _ in out[:3]] == [RECOVERY] * 3  # its own chunk from its own trigger
@@ -738,3 +768,86 @@ def test_for_evaluation_copies_settings_shares_models_and_keeps_state_apart(tmp_
     gate.close()
     rows = [json.loads(line) for line in open(path)]
     assert len(rows) == 1 and len(rows[0]["source"]) == 2  # only the training gate's steps
+
+
+# ------------------------------------------------------------------ issue 13: gate stats, threshold sweep
+def test_trigger_rate_and_recovery_value_gain_stats():
+    # Episode 1 (K=2 warm, H=2, cooldown 1): trigger at 0 (V 0.2) -> chunk 0, 1; V after its last
+    # action (observe of step 1) 0.7 -> gain 0.5; step 2 re-evaluated (no trigger), 3 cooldown,
+    # 4 and 5 scored: 4 decisions, 1 trigger.
+    models = ScriptedModels(triggers=[True, False, False, False], H=2, values=[0.2, 0.3, 0.7, 0.7, 0.7, 0.7])
+    gate = _new_gate(models, cooldown_steps=1, max_chunks=4)
+    _drive(gate, 0, 6)
+    s1 = gate.stats()
+    assert s1["trigger_rate"] == pytest.approx(0.25)
+    assert s1["recovery_value_gain"] == pytest.approx(0.5)
+    # Episode 2: trigger at 0 (V 0.4), H=3; the episode ends after step 1, inside the chunk: the
+    # chunk ends there, its gain uses V of the last observation it reached (0.6) -> 0.2.
+    _warm(gate.reset(_obs(0)) or gate)
+    models.H, models.values, models.value_calls = 3, [0.4, 0.45, 0.6], 0
+    models.triggers += [True]
+    _drive(gate, 0, 2)
+    s2 = gate.stats()
+    assert s2["trigger_rate"] == 1.0 and s2["recovery_value_gain"] == pytest.approx(0.2)
+    # Episode 3: a chunk aborted by the human has no gain; no ended chunk -> key omitted.
+    _warm(gate.reset(_obs(0)) or gate)
+    models.triggers += [True]
+    _drive(gate, 0, 2, human=(1,))
+    s3 = gate.stats()
+    assert s3["aborted_chunks"] == 1.0 and "recovery_value_gain" not in s3 and s3["trigger_rate"] == 1.0
+    # Episode 4: not ready -> no decision -> no trigger_rate.
+    _warm(gate.reset(_obs(0)) or gate)
+    models.ready = False
+    _drive(gate, 0, 2)
+    s4 = gate.stats()
+    assert "trigger_rate" not in s4 and "recovery_value_gain" not in s4
+    summary = gate.summary()
+    assert summary["gate_decisions"] == 6 and summary["gate_triggers"] == 3
+    assert summary["gate_trigger_rate"] == pytest.approx(3 / 6)
+    assert summary["gate_recovery_chunks"] == 3 and summary["gate_recovery_chunks_ended"] == 2
+    assert summary["gate_recovery_value_gain_mean"] == pytest.approx((0.5 + 0.2) / 2)
+    assert summary["gate_recovery_value_gain_sum"] == pytest.approx(0.7)
+    for key in ("gate_recovery_chunks", "gate_recovery_chunks_ended", "gate_recovery_value_gain_sum",
+                "gate_history_warmup_steps"):
+        assert key in UniInterveneGate.summary_counters
+    assert set(UniInterveneGate.summary_counters) <= set(summary)
+    assert "gate_trigger_rate" not in UniInterveneGate.summary_counters  # ratios do not add up
+    fresh = UniInterveneGate(ScriptedModels(), history_len=2).summary()
+    assert fresh["gate_trigger_rate"] is None and fresh["gate_recovery_value_gain_mean"] is None
+    assert fresh["gate_recovery_chunks"] == 0
+
+
+def _sweep_loop(probs, labels, thresholds):
+    """Plain-loop reference of the official threshold_sweep_metrics (pred = prob >= t here)."""
+    best = (-1.0, None, None, None, None)
+    for t in thresholds:
+        tp = sum(1 for p, y in zip(probs, labels) if p >= t and y)
+        fp = sum(1 for p, y in zip(probs, labels) if p >= t and not y)
+        fn = sum(1 for p, y in zip(probs, labels) if p < t and y)
+        prec, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
+        if f1 > best[0]:
+            best = (f1, t, prec, rec, sum(p >= t for p in probs) / len(probs))
+    return best
+
+
+def test_threshold_sweep_best_f1_against_a_loop():
+    from uniintervene_jax.gate import SWEEP_THRESHOLDS, threshold_sweep
+
+    assert SWEEP_THRESHOLDS[0] == 0.05 and SWEEP_THRESHOLDS[-1] == 0.95 and len(SWEEP_THRESHOLDS) == 19
+    r = np.random.default_rng(0)
+    labels = r.random(300) < 0.2
+    probs = np.clip(0.45 + 0.1 * labels + r.normal(0, 0.05, 300), 0, 1)  # a narrow band, like the issue's
+    out = threshold_sweep(probs, labels)
+    f1, t, prec, rec, rate = _sweep_loop(probs, labels, SWEEP_THRESHOLDS)
+    assert out["best_threshold"] == t and out["best_f1"] == pytest.approx(f1)
+    assert (out["precision_at_best"], out["recall_at_best"], out["trigger_rate_at_best"]) == pytest.approx((prec, rec, rate))
+    assert 0.4 < out["best_threshold"] < 0.6  # inside the band, not 0.4 below all of it
+    assert out["n_pos"] == int(labels.sum()) and out["n_total"] == 300 and len(out["sweep"]) == 19
+    assert 0.0 < out["auprc"] <= 1.0
+    # hand case: probs [0.9, 0.6, 0.3], labels [1, 0, 1]: t=0.05..0.3 -> P 2/3 R 1 F1 0.8 (best, lowest)
+    hand = threshold_sweep([0.9, 0.6, 0.3], [True, False, True])
+    assert hand["best_threshold"] == 0.05 and hand["best_f1"] == pytest.approx(0.8)
+    assert threshold_sweep([], [])["best_threshold"] is None
+    with pytest.raises(ValueError):
+        threshold_sweep([0.1, 0.2], [True])

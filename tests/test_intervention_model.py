@@ -168,7 +168,7 @@ def test_head_shapes_mlp_and_cnn(data):
     np.testing.assert_allclose(out["q"], np.minimum(out["q1"], out["q2"]))
     assert not np.allclose(out["q1"], out["q2"])  # two independent heads
     np.testing.assert_allclose(out["trigger_prob"], 1 / (1 + np.exp(-out["risk"].astype(np.float64))), rtol=1e-6)
-    fires = trigger_rule(out, ds.value_history[:64], 0.5, True, 0.3)  # the gate's rule
+    fires = trigger_rule(out, 0.5)  # the gate's rule
     assert fires.dtype == bool and np.array_equal(fires, out["trigger_prob"] >= 0.5)
 
     obs = {"pixels": np.zeros((16, 16, 3), np.uint8), "state": np.zeros(3, np.float32)}
@@ -192,34 +192,75 @@ def _fixed_batch_loss_drop(model, batch, steps=40):
     return first, float(last["loss"]), info
 
 
-@pytest.mark.parametrize("flag, missing_terms, missing_params, missing_out", [
-    ("use_future", ("future_loss",), ("future_head",), ("z_pred",)),
-    ("use_value", ("q_loss", "value_loss"), ("q_head", "value_head"), ("q", "q1", "q2", "v_now")),
-    ("use_tvr", ("risk_tvr_loss",), (), ()),
-])
-def test_ablation_switch_removes_its_term_and_still_trains(data, flag, missing_terms, missing_params, missing_out):
-    ds = data[0]
-    batch = ds.batch(np.arange(64))
-    full = _model({})
-    abl = _model({flag: False})
+def _risk_input_width(params, head):
+    """Input width of the trigger head ``head`` (the first kernel of its MLP)."""
+    return int(params[head]["MLP_0"]["Dense_0"]["kernel"].shape[0])
+
+
+def test_no_future_ablation_has_no_future_head_and_trains(data):
+    """w/o future prediction (official variant no_future): no future head, no future loss; the Q
+    and trigger heads read h_t (H = 32) instead of z (D = 8)."""
+    batch = data[0].batch(np.arange(64))
+    full, abl = _model({}), _model({"use_future": False})
     _, info_full = full.update(batch)
     _, info_abl = abl.update(batch)
-    for term in missing_terms:
-        assert term in info_full and term not in info_abl
-    for p in missing_params:
-        assert p in full.params and p not in abl.params
+    assert "future_loss" in info_full and "future_loss" not in info_abl
+    assert "future_head" in full.params and "future_head" not in abl.params
     out = abl.predict(batch["observations"], batch["instr_ids"], batch["actions"], batch["value_history"])
-    for k in missing_out:
-        assert k not in out
-    if flag == "use_tvr":
-        # same parameters, one term fewer -> the loss changes by exactly that term
-        _, info_same = _model({flag: False}).update(batch)
-        assert float(info_full["loss"]) - float(info_same["loss"]) == pytest.approx(
-            float(info_full["risk_tvr_loss"]), rel=1e-4)
-        fires = trigger_rule(out, batch["value_history"], 0.5, False, 0.3)  # plain value-threshold gate
-        np.testing.assert_array_equal(fires, out["q"] < 0.3)
+    assert "z_pred" not in out and out["q"].shape == (64,)
+    # risk head input: [z or h, history embedding (32), Q_min (1)]
+    assert _risk_input_width(full.params, "risk_head") == 8 + 32 + 1
+    assert _risk_input_width(abl.params, "risk_head") == 32 + 32 + 1
     first, last, _ = _fixed_batch_loss_drop(abl, batch)
     assert last < 0.7 * first
+
+
+def test_no_value_cond_ablation_drops_only_the_q_input(data):
+    """w/o value prediction (official no_value_cond): the trigger head gets no stop_grad(Q_min);
+    the Q head and its loss stay, and the trigger output no longer depends on Q."""
+    batch = data[0].batch(np.arange(64))
+    full, abl = _model({}), _model({"use_value_cond": False})
+    assert _risk_input_width(full.params, "risk_head") - _risk_input_width(abl.params, "risk_head") == 1
+    _, info = abl.update(batch)
+    assert "q_loss" in info and "risk_tvr_loss" in info
+    # perturbing the Q head changes the full model's risk but not the ablation's
+    def shifted(m):
+        p = jax.tree_util.tree_map(lambda x: x, m.params)
+        p["q_head"] = jax.tree_util.tree_map(lambda x: x + 0.5, p["q_head"])
+        return m.replace(state=m.state.replace(params=p))
+    args = (batch["observations"], batch["instr_ids"], batch["actions"], batch["value_history"])
+    assert not np.allclose(full.predict(*args)["risk"], shifted(full).predict(*args)["risk"])
+    np.testing.assert_array_equal(abl.predict(*args)["risk"], shifted(abl).predict(*args)["risk"])
+    first, last, _ = _fixed_batch_loss_drop(abl, batch)
+    assert last < 0.7 * first
+
+
+def test_binary_head_is_the_no_tvr_trigger(data):
+    """head_type="binary" (official InterventionHead; the w/o-TVR ablation): a separate focal
+    head in -> 4 in -> 1 over [z, stop_grad(Q_min)]; no value history, no TVR target, no
+    current-value head; the value history does not change its output."""
+    batch = data[0].batch(np.arange(64))
+    full, binary = _model({}), _model({"head_type": "binary"})
+    for p in ("history_encoder", "risk_head", "value_head"):
+        assert p in full.params and p not in binary.params
+    assert "trigger_head" in binary.params and _risk_input_width(binary.params, "trigger_head") == 8 + 1
+    assert binary.params["trigger_head"]["MLP_0"]["Dense_0"]["kernel"].shape == (9, 4 * 8)  # official: Linear(in + 1, 4 in)
+    _, info_full = full.update(batch)
+    _, info_bin = binary.update(batch)
+    for term in ("risk_tvr_loss", "value_loss"):
+        assert term in info_full and term not in info_bin
+    assert "focal_loss" in info_bin and "q_loss" in info_bin
+    no_tvr = {k: v for k, v in batch.items() if k not in ("tvr", "values_now")}
+    binary.update(no_tvr)  # the binary head needs neither the TVR target nor V_t
+    args = (batch["observations"], batch["instr_ids"], batch["actions"])
+    out = binary.predict(*args, batch["value_history"])
+    assert "v_now" not in out
+    np.testing.assert_array_equal(out["risk"], binary.predict(*args, np.zeros_like(batch["value_history"]))["risk"])
+    np.testing.assert_array_equal(trigger_rule(out, 0.5), out["trigger_prob"] >= 0.5)
+    first, last, _ = _fixed_batch_loss_drop(binary, batch)
+    assert last < 0.7 * first
+    with pytest.raises(ValueError, match="head_type"):
+        _model({"head_type": "current_value"})
 
 
 def test_training_separates_falling_from_rising_histories(data, trained):
@@ -227,7 +268,7 @@ def test_training_separates_falling_from_rising_histories(data, trained):
     assert history[-1]["loss"] < history[0]["loss"]
     te = data[1]
     out = model.predict(te.observations, te.instr_ids, te.actions, te.value_history)
-    _, _, f1 = trigger_metrics(trigger_rule(out, te.value_history, 0.5, True, 0.3), te.labels)
+    _, _, f1 = trigger_metrics(trigger_rule(out, 0.5), te.labels)
     assert f1 > 0.8
     # the regressed risk tracks the TVR target
     assert np.corrcoef(out["risk"], te.tvr)[0, 1] > 0.8
@@ -270,15 +311,21 @@ def test_bad_inputs_raise(data):
                             target_latents_next=np.zeros((0, 4)), episode_index=[], t=[])
 
 
-def test_balanced_sampling(data):
+def test_natural_frequency_sampling_over_decision_rows(data):
+    """Batches are drawn at the natural class frequency (official code; no 50/50 balancing on
+    top of the focal alpha) and only from decision rows t >= K (full real value history)."""
     ds = data[0]
     rare = ds.subset(np.concatenate([np.nonzero(ds.labels)[0][:20], np.nonzero(~ds.labels)[0][:380]]))
-    assert rare.labels.mean() == pytest.approx(0.05)
+    decide = rare.decision_mask
+    assert np.array_equal(decide, rare.t >= K) and 0 < decide.sum() < len(rare)
+    natural = rare.labels[decide].mean()
     rng = np.random.default_rng(0)
-    idx = rare.sample_indices(rng, 1000, balanced=True, positive_fraction=0.5)
-    assert rare.labels[idx].mean() == pytest.approx(0.5)
-    idx = rare.sample_indices(rng, 4000, balanced=False)
-    assert rare.labels[idx].mean() < 0.1
+    idx = rare.sample_indices(rng, 20000)
+    assert np.all(rare.t[idx] >= K)
+    assert rare.labels[idx].mean() == pytest.approx(natural, abs=0.01)  # was 0.5 with balancing
+    assert natural < 0.1
+    batch = rare.sample(rng, 64)
+    assert batch["labels"].shape == (64,)
 
 
 # ------------------------------------------------------------------ dataset building
@@ -400,9 +447,13 @@ def test_intervention_report(tmp_path, trained):
               "false_trigger_rate_success"):
         assert k in rep
     out = model.predict(ds.observations, ds.instr_ids, ds.actions, ds.value_history)
-    pred = trigger_rule(out, ds.value_history, 0.5, True, 0.3)
+    decide = ds.t >= K  # no decision before K real history steps
+    pred = trigger_rule(out, 0.5) & decide
     assert (rep["trigger_precision"], rep["trigger_recall"], rep["trigger_f1"]) == pytest.approx(
-        trigger_metrics(pred, ds.labels))
+        trigger_metrics(pred[decide], ds.labels[decide]))
+    assert rep["num_decisions"] == int(decide.sum()) and rep["tau"] == 0.5
+    assert rep["best_threshold"] in [round(0.05 * i, 2) for i in range(1, 20)]
+    assert 0.0 <= rep["auprc"] <= 1.0 and len(rep["threshold_sweep"]) == 19
     trig_eps = [pred[ds.episode_index == e] for e in range(4)]
     leads = [x for x in lead_times([trig_eps[1], trig_eps[3]], [20, 20], 20) if x is not None]
     assert rep["trigger_lead_steps"] == (float(np.median(leads)) if leads else None)

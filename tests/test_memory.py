@@ -381,10 +381,30 @@ def test_memory_audit_hand_values(tmp_path):
         memory_audit(mem, np.zeros((0, 2)), np.zeros(0), "a")
 
 
-def test_normalize_value_curve_by_hand():
-    from uniintervene_jax.labels import normalize_value_curve
+def test_online_memory_mines_stores_and_retrieves_on_the_raw_value_scale():
+    """One value scale (the raw proxy value) for mining, the stored goal values and the gate's
+    retrieval filter, as the official code. Before issue 13 the curves were min-max normalised
+    per episode before mining: the low ramp below (0.1 -> 0.65) was mined as a 0 -> 1 window and
+    its goal stored as 1.0, then compared with a raw V(o_t) at retrieval."""
+    import ml_collections
 
-    out = normalize_value_curve([0.2, 0.4, 0.6, 0.3])  # (v - 0.2) / 0.4
-    np.testing.assert_allclose(out, [0.0, 0.5, 1.0, 0.25], atol=1e-6)
-    assert out.dtype == np.float32
-    np.testing.assert_array_equal(normalize_value_curve([0.5, 0.5005, 0.5]), [0.0, 0.0, 0.0])  # flat: no window
+    from uniintervene_jax.memory.mining import mine_online_memory
+
+    c = ml_collections.ConfigDict({"memory_preset": "default", "memory_demo_delta": 0.0})
+    low, v_low = ramp_episode(0, T=40, ramp_start=10, ramp_len=6, task="pick-place")
+    high, v_high = ramp_episode(1, T=40, ramp_start=10, ramp_len=6, task="pick-place")
+    v_low = (0.1 + 0.55 * v_low).astype(np.float32)  # rises 0.55 >= delta but ends at 0.65 < 0.75
+    v_high = (0.2 + 0.6 * v_high).astype(np.float32)  # 0.2 -> 0.8
+    for e in (low, high):
+        e["metadata"]["source"] = "demo"
+    items, fallback = mine_online_memory([low, high], [v_low, v_high], embed_state, c, "pick-place")
+    assert not fallback and len(items) > 0
+    assert set(items.episode_id.tolist()) == {1}  # the low ramp's goal is not high enough on the raw scale
+    for i in range(len(items)):
+        np.testing.assert_allclose(items.goal_value[i], v_high[items.end[i]])  # raw, not normalised
+        np.testing.assert_allclose(items.start_value[i], v_high[items.start[i]])
+    assert items.goal_value.max() == pytest.approx(0.8)
+    memory = RecoveryMemory(MemoryConfig(), items)
+    query = embed_state({"state": np.array([[1.0, 12.0]], np.float32)})[0]
+    assert memory.retrieve(query, "pick-place", 0.79) is not None  # goal 0.8 above V = 0.79
+    assert memory.retrieve(query, "pick-place", 0.81) is None  # no goal above V = 0.81 on the same scale

@@ -63,6 +63,14 @@ def test_pipeline_end_to_end(tmp_path):
 
     value = ProxyValue.load(os.path.join(run_dir, "models", "value"))
     InterventionModel.load(os.path.join(run_dir, "models", "intervention"))
+    # The trigger threshold is calibrated on the held-out episodes (best F1 of the sweep) and
+    # stored in the model folder; the report uses the same tau.
+    tau = InterventionModel.saved_trigger_threshold(os.path.join(run_dir, "models", "intervention"))
+    sweep = json.load(open(os.path.join(run_dir, "report", "intervention_report.json")))
+    assert tau is not None and metrics["trigger_threshold"] == tau == sweep["tau"]
+    if sweep["best_threshold"] is not None and any(p["f1"] > 0 for p in sweep["threshold_sweep"]):
+        assert tau == sweep["best_threshold"]
+    assert metrics["head_type"] == "tvr_history" and metrics["ablations"]["use_tvr"] is True
     RecoveryPolicy.load(os.path.join(run_dir, "models", "recovery"))
     memory = RecoveryMemory.load(os.path.join(run_dir, "memory"))
     assert len(memory) == metrics["memory_size"]

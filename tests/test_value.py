@@ -88,15 +88,23 @@ def test_loss_on_three_samples_by_hand():
         mc_returns=f([0.3, 0.0, 1.0]), success=f([1, 0, 1]), weights=f([1, 2, 1]),
     )
     loss, info = proxy_value_loss(**args, gamma=0.5)
-    # targets y = [0.3, 0.05, 1.0]
-    td = ((0.5 - 0.3) ** 2 + 2 * (0.2 - 0.05) ** 2 + (0.9 - 1) ** 2) / 3 \
-        + ((0.4 - 0.3) ** 2 + 2 * (0.3 - 0.05) ** 2 + (0.8 - 1) ** 2) / 3
-    assert float(info["td_loss"]) == pytest.approx(0.09, abs=1e-6) and td == pytest.approx(0.09)
-    assert float(info["label_loss"]) == pytest.approx((0.01 + 0.05) / 3, abs=1e-6)
-    assert float(info["progress_loss"]) == pytest.approx((0.01 + 2 * 0.13 + 0.05) / 3, abs=1e-6)
-    assert float(info["conservative_loss"]) == pytest.approx((0.3 + 2 * 0.5 + 0.0) / 3, abs=1e-6)
-    total = 0.09 + 0.3 * 0.02 + 0.32 / 3 + 0.05 * 1.3 / 3
-    assert float(loss) == pytest.approx(total, abs=1e-6)
+    # Official train_vf_stitched.compute_value_losses_from_preds: each term is
+    # 0.5 * (head 1 + head 2) of a weighted mean sum(w x) / sum(w); here sum(w) = 4.
+    # TD targets y = [0.3, 0.05, 1.0]
+    td = 0.5 * ((0.04 + 2 * 0.0225 + 0.01) / 4 + (0.01 + 2 * 0.0625 + 0.04) / 4)
+    assert float(info["td_loss"]) == pytest.approx(td, abs=1e-6) and td == pytest.approx(0.03375)
+    # label target G_MC + progress * success = [0.8, 0.0, 2.0], on all samples
+    label = 0.5 * ((0.09 + 2 * 0.04 + 1.21) / 4 + (0.16 + 2 * 0.09 + 1.44) / 4)
+    assert float(info["label_loss"]) == pytest.approx(label, abs=1e-6) and label == pytest.approx(0.395)
+    # progress term on successful samples only: weights w * success = [1, 0, 1], sum 2
+    prog = 0.5 * ((0.0 + 0.01) / 2 + (0.01 + 0.04) / 2)
+    assert float(info["progress_loss"]) == pytest.approx(prog, abs=1e-6) and prog == pytest.approx(0.015)
+    cons = 0.5 * ((0.2 + 2 * 0.2) / 4 + (0.1 + 2 * 0.3) / 4)
+    assert float(info["conservative_loss"]) == pytest.approx(cons, abs=1e-6)
+    total = td + 0.3 * label + 1.0 * prog + 0.05 * cons
+    assert float(loss) == pytest.approx(total, abs=1e-6) and total == pytest.approx(0.175375)
+    # The label term is no longer a copy of the progress term (it was before issue 13).
+    assert float(info["label_loss"]) != pytest.approx(float(info["progress_loss"]), rel=0.1)
     # The TD target is stopped: no gradient reaches v_next.
     g = jax.grad(lambda vn: proxy_value_loss(**dict(args, v_next=vn), gamma=0.5)[0])(args["v_next"])
     np.testing.assert_array_equal(np.asarray(g), 0.0)

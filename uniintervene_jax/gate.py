@@ -3,7 +3,10 @@
 Per actor step (DESIGN section 4 "Online", the guide's "Inference in a HiL-RL loop")::
 
     V_t = V(o_t, l)                                    # proxy value, appended to the history
-    if a recovery chunk is running:   execute its next action              (source RECOVERY)
+    if fewer than K+1 values this episode: execute the policy's action     (source POLICY; no
+                                      decision until the history [V_{t-K} .. V_t] holds K real
+                                      steps before V_t, i.e. from step t = K on: no V_0 padding)
+    elif a recovery chunk is running: execute its next action              (source RECOVERY)
     elif a chunk just ended:          re-evaluate (below) without cooldown; after max_chunks
                                       chunks in a row, or when no longer triggered -> cooldown
     elif cooling down:                execute the policy's action           (source POLICY)
@@ -22,10 +25,14 @@ The model calls sit behind :class:`GateModels` so the gate logic is tested with 
 outputs; :class:`NetworkGateModels` is the real implementation (jitted networks + faiss memory).
 
 The trigger and its threshold tau live here and nowhere else: :func:`trigger_rule` (used by
-the gate and by the offline report), :func:`get_trigger_config` (the initial tau,
+the gate and by the offline report), :func:`get_trigger_config` (the default tau,
 ``config.uniintervene.trigger`` online, ``config.trigger`` of the offline pipeline) and
-:func:`calibrated_tau` (what the learner computes with ``tau_quantile`` > 0). tau's run-time
-value comes with the learner's message (``payload["tau"]``, :mod:`uniintervene_jax.message`).
+:func:`threshold_sweep` (the official ``threshold_sweep_metrics``: tau = the best-F1 threshold
+against the mined labels on held-out episodes). The offline pipeline stores the calibrated tau
+in the intervention model folder (``model.json`` extra ``trigger_threshold``); the online
+learner starts from it and keeps it fixed unless ``tau_recalibrate`` re-sweeps it at a refresh
+on held-out online episodes. tau's run-time value comes with the learner's message
+(``payload["tau"]``, :mod:`uniintervene_jax.message`).
 """
 
 import collections
@@ -33,7 +40,7 @@ import json
 import os
 import threading
 import time
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -45,61 +52,88 @@ from uniintervene_jax.message import PART_NAME
 
 # ------------------------------------------------------------------ the trigger and tau
 def get_trigger_config() -> ml_collections.ConfigDict:
-    """The trigger's config (DESIGN section 4): the initial threshold and the ablation's rule."""
+    """The trigger's config (DESIGN section 4): the default threshold."""
     c = ml_collections.ConfigDict()
-    # Fire when sigmoid(risk) >= tau_int (DESIGN section 4: 0.5). Online this is the initial tau;
-    # the learner may raise it (tau_quantile) and pushes the value in use with its message.
+    # Fire when sigmoid(risk) >= tau_int (DESIGN section 4 and the official default: 0.5). Used
+    # only until a calibrated threshold exists: the offline pipeline replaces it by the best-F1
+    # threshold on held-out episodes (threshold_sweep), which the online run then starts from.
     c.tau_int = 0.5
-    # With the intervention model's use_tvr=False (the w/o-TVR ablation) the trigger is a plain
-    # value threshold: fire when the predicted value (min Q with use_value, else the last
-    # history value V_t) is below this.
-    c.value_threshold = 0.3
     return c
 
 
 def check_trigger_config(c: Any) -> None:
-    """Raises ValueError for ``tau_int`` outside (0, 1) or a non-finite ``value_threshold``."""
+    """Raises ValueError for ``tau_int`` outside (0, 1)."""
     if not 0.0 < float(c.tau_int) < 1.0:
         raise ValueError(f"trigger.tau_int must be in (0, 1), got {c.tau_int}")
-    if not np.isfinite(float(c.value_threshold)):
-        raise ValueError(f"trigger.value_threshold must be finite, got {c.value_threshold}")
 
 
-def trigger_rule(outputs: Dict[str, Any], value_history: Any, tau: float, use_tvr: bool,
-                 value_threshold: float) -> np.ndarray:
-    """Whether each scored row fires: bool ``(B,)``.
-
-    ``use_tvr`` (the paper): ``sigmoid(risk) >= tau`` (DESIGN section 4, tau_int = 0.5; the
-    learner's calibrated tau online). ``use_tvr=False`` (w/o-TVR ablation): the predicted value
-    (``q`` = min of the twin Q heads when the model has them, else ``V_t``, the last column of
-    the history) is below ``value_threshold``.
+def trigger_rule(outputs: Dict[str, Any], tau: float) -> np.ndarray:
+    """Whether each scored row fires: bool ``(B,)`` = ``sigmoid(risk) >= tau`` (DESIGN section 4),
+    in both head modes and every ablation (the w/o-TVR ablation is the learned ``binary`` head).
 
     Args:
-      outputs: :meth:`InterventionModel.predict` output (``trigger_prob`` float32 ``(B,)``,
-        ``q`` ``(B,)`` with ``use_value``).
-      value_history: float ``(B, K+1)``, oldest first.
-      tau: threshold in [0, 1]; use_tvr: the model's ``use_tvr``; value_threshold: float.
+      outputs: :meth:`InterventionModel.predict` output (``trigger_prob`` float32 ``(B,)``).
+      tau: threshold in [0, 1] (the calibrated one from the model folder / the learner's message).
     Raises KeyError when ``outputs`` has no ``trigger_prob``.
     """
-    if use_tvr:
-        return np.asarray(outputs["trigger_prob"]) >= float(tau)
-    value = outputs["q"] if "q" in outputs else np.asarray(value_history)[:, -1]
-    return np.asarray(value) < float(value_threshold)
+    return np.asarray(outputs["trigger_prob"]) >= float(tau)
 
 
-def calibrated_tau(probs: Any, tau_int: float, quantile: float) -> float:
-    """The learner's tau: the ``quantile`` quantile of ``probs`` (sigmoid(risk) over the policy
-    steps of recent successful episodes, float ``(N,)``, N >= 1), never below ``tau_int``: at most
-    ``1 - quantile`` of those good steps would fire.
+SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95, official np.arange(0.05, 1, 0.05)
 
-    Raises ValueError for empty ``probs`` or ``quantile`` outside [0, 1].
+
+def threshold_sweep(probs: Any, labels: Any, thresholds: Sequence[float] = SWEEP_THRESHOLDS) -> Dict[str, Any]:
+    """Best-F1 threshold of the trigger against the mined labels (official
+    ``vq1_heads.threshold_sweep_metrics``; the sweep its report logs).
+
+    For each ``t`` in ``thresholds`` a row fires when ``prob >= t`` (the gate's rule; the official
+    code writes ``prob > t``, which differs only at exact ties); precision ``tp / max(1, tp+fp)``,
+    recall ``tp / max(1, tp+fn)``, F1. The best F1 wins (the first, i.e. lowest, threshold on a
+    tie). AUPRC: trapezoid over (recall, precision) of the sweep plus thresholds 0 and 1, as the
+    official code.
+
+    Args:
+      probs: float ``(N,)`` sigmoid(risk) of the decision rows of held-out episodes.
+      labels: bool ``(N,)`` stagnation labels of the same rows.
+      thresholds: increasing floats in (0, 1).
+    Returns:
+      ``{"best_threshold", "best_f1", "precision_at_best", "recall_at_best",
+      "trigger_rate_at_best", "auprc", "n_pos", "n_total", "sweep": [{"threshold", "precision",
+      "recall", "f1", "trigger_rate"}, ...]}``; with no rows, ``best_threshold`` is None.
+    Raises ValueError for shapes that differ or an empty threshold list.
     """
-    probs = np.asarray(probs, np.float64)
-    if probs.size == 0:
-        raise ValueError("calibrated_tau needs at least one probability")
-    if not 0.0 <= float(quantile) <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
-    return max(float(tau_int), float(np.quantile(probs, float(quantile))))
+    p = np.asarray(probs, np.float64).reshape(-1)
+    y = np.asarray(labels).astype(bool).reshape(-1)
+    if p.shape != y.shape:
+        raise ValueError(f"probs {p.shape} and labels {y.shape} differ")
+    ts = [float(t) for t in thresholds]
+    if not ts:
+        raise ValueError("threshold_sweep needs at least one threshold")
+
+    def point(t):
+        pred = p >= t
+        tp, fp, fn = float(np.sum(pred & y)), float(np.sum(pred & ~y)), float(np.sum(~pred & y))
+        prec, rec = tp / max(1.0, tp + fp), tp / max(1.0, tp + fn)
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
+        return {"threshold": t, "precision": prec, "recall": rec, "f1": f1,
+                "trigger_rate": float(pred.mean()) if p.size else 0.0}
+
+    out: Dict[str, Any] = {"n_pos": int(y.sum()), "n_total": int(y.size)}
+    if p.size == 0:
+        out.update(best_threshold=None, best_f1=None, precision_at_best=None, recall_at_best=None,
+                   trigger_rate_at_best=None, auprc=None, sweep=[])
+        return out
+    sweep = [point(t) for t in ts]
+    best = max(sweep, key=lambda r: r["f1"])  # max keeps the first of equal F1s
+    curve = [point(t) for t in [0.0] + ts + [1.0 + 1e-9]]
+    rc = np.array([r["recall"] for r in curve])
+    pr = np.array([r["precision"] for r in curve])
+    order = np.argsort(rc, kind="stable")
+    trapz = getattr(np, "trapezoid", None) or np.trapz
+    out.update(best_threshold=best["threshold"], best_f1=best["f1"], precision_at_best=best["precision"],
+               recall_at_best=best["recall"], trigger_rate_at_best=best["trigger_rate"],
+               auprc=max(0.0, float(trapz(pr[order], rc[order]))), sweep=sweep)
+    return out
 
 
 class GateModels(Protocol):
@@ -149,7 +183,8 @@ class UniInterveneGate(BaseGate):
 
     part_name = PART_NAME
     summary_counters = ("gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal",
-                        "gate_decisions", "gate_proposals_under_human")
+                        "gate_decisions", "gate_proposals_under_human", "gate_recovery_chunks",
+                        "gate_recovery_chunks_ended", "gate_recovery_value_gain_sum", "gate_history_warmup_steps")
 
     def __init__(self, models: GateModels, history_len: int = 8, cooldown_steps: int = 4, max_chunks: int = 4,
                  use_memory_goal: bool = True, timeline_path: Optional[str] = None, timeline_every: int = 5,
@@ -178,6 +213,9 @@ class UniInterveneGate(BaseGate):
         self._ep = collections.Counter()
         self._timeline: Optional[Dict[str, list]] = None
         self._pending: Optional[Tuple[float, float, int]] = None  # (value, prob, trigger) of this step
+        self._chunk_open = False  # a started recovery chunk has not ended (or been aborted) yet
+        self._chunk_start_value = float("nan")
+        self._chunk_last_obs = None  # next observation after the chunk's latest executed action
 
     @property
     def ready(self) -> bool:
@@ -203,6 +241,7 @@ class UniInterveneGate(BaseGate):
         self.cooldown = 0
         self.human_active = False
         self._ep = collections.Counter()
+        self._chunk_open, self._chunk_last_obs = False, None
         record = self.timeline_path is not None and self.timeline_every > 0 and self.episode % self.timeline_every == 0
         self._timeline = {"value": [], "risk": [], "trigger": [], "source": [], "success": False} if record else None
 
@@ -214,10 +253,7 @@ class UniInterveneGate(BaseGate):
             self._pending = (float("nan"), float("nan"), 0)
             return policy_action, POLICY
         v = float(models.value(observation))
-        if not self.history:
-            self.history.extend([v] * (self.K + 1))  # V_0 padding (history_windows convention)
-        else:
-            self.history.append(v)
+        self.history.append(v)  # real values only: no V_0 padding
         self._pending = (v, float("nan"), 0)
         if self.human_active:
             if not self.propose_under_human:
@@ -251,6 +287,9 @@ class UniInterveneGate(BaseGate):
         if self.cooldown > 0:
             self.cooldown -= 1
             return policy_action, POLICY
+        if len(self.history) <= self.K:  # fewer than K real steps before V_t: no decision yet
+            self._ep["history_warmup_steps"] += 1
+            return policy_action, POLICY
         action = self._evaluate(observation, policy_action, v)
         return action if action is not None else (policy_action, POLICY)
 
@@ -280,6 +319,8 @@ class UniInterveneGate(BaseGate):
                 self._goal, self._chunk_t = goal, 0
                 self.chunks_in_row += 1
                 self._ep["triggers"] += 1
+                self._ep["recovery_chunks"] += 1
+                self._chunk_open, self._chunk_start_value, self._chunk_last_obs = True, float(v), None
                 self._pending = (v, float(prob), 1)
                 result = (self._next_chunk_action(), RECOVERY)
         self.latencies_ms.append(1e3 * (time.perf_counter() - t0))
@@ -300,6 +341,7 @@ class UniInterveneGate(BaseGate):
                 self._ep["aborted_chunks"] += int(bool(self.chunk))
                 self.chunk.clear()
                 self.chunks_in_row = 0
+            self._chunk_open, self._chunk_last_obs = False, None  # an aborted chunk has no gain
             self.human_active = True
         elif self.human_active:  # the human handed back
             self.human_active = False
@@ -312,9 +354,22 @@ class UniInterveneGate(BaseGate):
             self._timeline["source"].append(int(source))
             self._timeline["success"] = self._timeline["success"] or bool(info.get("success", False))
         self._pending = None
+        if source == RECOVERY and self._chunk_open:
+            self._chunk_last_obs = next_observation
+            if not self.chunk:  # the chunk's last action was executed: it ended
+                self._end_chunk()
         self._ep["recovery_steps"] += int(source == RECOVERY)  # executed, not overridden
         self._ep["steps"] += 1
         self.total["steps"] += 1
+
+    def _end_chunk(self) -> None:
+        """Records ``V(o after the chunk's last executed action) - V(o at its start)``."""
+        if self._chunk_open and self._chunk_last_obs is not None and self.models.ready:
+            gain = float(self.models.value(self._chunk_last_obs)) - self._chunk_start_value
+            if np.isfinite(gain):
+                self._ep["recovery_chunks_ended"] += 1
+                self._ep["recovery_value_gain_sum"] += gain
+        self._chunk_open, self._chunk_last_obs = False, None
 
     # ------------------------------------------------------------------ params
     def load_params(self, payload: Dict[str, Any]) -> None:
@@ -326,10 +381,24 @@ class UniInterveneGate(BaseGate):
         loader(payload)
 
     # ------------------------------------------------------------------ reporting
+    _COUNTS = ("triggers", "recovery_steps", "aborted_chunks", "no_goal", "decisions", "proposals_under_human",
+               "recovery_chunks", "recovery_chunks_ended", "recovery_value_gain_sum", "history_warmup_steps")
+
     def stats(self) -> Dict[str, float]:
-        """Per-episode scalars (logged under ``gate/``); also adds them to the run totals."""
+        """Per-episode scalars (logged under ``gate/``); also adds them to the run totals.
+
+        A chunk still running when the episode ends ends there (its gain uses the last
+        observation it reached). Keys: ``triggers``, ``recovery_steps``, ``aborted_chunks``,
+        ``no_goal``, ``proposals_under_human``, ``history_warmup_steps`` (policy steps before
+        the first possible decision), ``ready``, ``tau``, ``version``; ``trigger_rate``
+        (triggers / decisions; omitted without a decision), ``mean_risk_prob`` (idem),
+        ``recovery_value_gain`` (mean over the chunks that ended in the episode of V at the
+        chunk's end minus V at its start, proxy-value units; omitted without one),
+        ``decision_latency_ms_p50``.
+        """
+        self._end_chunk()
         ep = self._ep
-        for k in ("triggers", "recovery_steps", "aborted_chunks", "no_goal", "decisions", "proposals_under_human"):
+        for k in self._COUNTS:
             self.total[k] += ep[k]
         out = {
             "triggers": float(ep["triggers"]),
@@ -337,27 +406,43 @@ class UniInterveneGate(BaseGate):
             "aborted_chunks": float(ep["aborted_chunks"]),
             "no_goal": float(ep["no_goal"]),
             "proposals_under_human": float(ep["proposals_under_human"]),
+            "history_warmup_steps": float(ep["history_warmup_steps"]),
             "ready": float(bool(self.models.ready)),
             "tau": float(getattr(self.models, "tau", float("nan"))),
             "version": float(getattr(self.models, "version", -1)),
         }
         if ep["decisions"]:
             out["mean_risk_prob"] = ep["prob_sum"] / ep["decisions"]
+            out["trigger_rate"] = ep["triggers"] / ep["decisions"]
+        if ep["recovery_chunks_ended"]:
+            out["recovery_value_gain"] = ep["recovery_value_gain_sum"] / ep["recovery_chunks_ended"]
         if self.latencies_ms:
             out["decision_latency_ms_p50"] = float(np.percentile(self.latencies_ms, 50))
         return out
 
     def summary(self) -> Dict[str, Any]:
-        """Run totals for ``summary.json``: triggers, recovery steps, aborted chunks, decision
-        latency p50/p99 (ms; model + retrieval + chunk)."""
+        """Run totals for ``summary.json``: triggers, recovery steps, aborted chunks, decisions,
+        ``gate_trigger_rate`` (triggers / decisions over the run; None without decisions),
+        ``gate_recovery_chunks`` (chunks started), ``gate_recovery_value_gain_mean`` (mean V gain
+        of the chunks that ended; None without one; its sum and count are the counters
+        ``gate_recovery_value_gain_sum`` / ``gate_recovery_chunks_ended``), decision latency
+        p50/p99 (ms; model + retrieval + chunk)."""
         lat = np.asarray(self.latencies_ms, np.float64)
+        t = self.total
         return {
-            "gate_triggers": int(self.total["triggers"]),
-            "gate_recovery_steps": int(self.total["recovery_steps"]),
-            "gate_aborted_chunks": int(self.total["aborted_chunks"]),
-            "gate_no_goal": int(self.total["no_goal"]),
-            "gate_decisions": int(self.total["decisions"]),
-            "gate_proposals_under_human": int(self.total["proposals_under_human"]),
+            "gate_triggers": int(t["triggers"]),
+            "gate_recovery_steps": int(t["recovery_steps"]),
+            "gate_aborted_chunks": int(t["aborted_chunks"]),
+            "gate_no_goal": int(t["no_goal"]),
+            "gate_decisions": int(t["decisions"]),
+            "gate_proposals_under_human": int(t["proposals_under_human"]),
+            "gate_recovery_chunks": int(t["recovery_chunks"]),
+            "gate_recovery_chunks_ended": int(t["recovery_chunks_ended"]),
+            "gate_recovery_value_gain_sum": float(t["recovery_value_gain_sum"]),
+            "gate_history_warmup_steps": int(t["history_warmup_steps"]),
+            "gate_trigger_rate": t["triggers"] / t["decisions"] if t["decisions"] else None,
+            "gate_recovery_value_gain_mean": (t["recovery_value_gain_sum"] / t["recovery_chunks_ended"]
+                                              if t["recovery_chunks_ended"] else None),
             "gate_latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
             "gate_latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
         }
@@ -399,13 +484,11 @@ class NetworkGateModels:
         c = config.uniintervene
         self.task = config.task
         self.instr = tokenize_instruction(instruction_for(self.task))
-        self.use_tvr = bool(c.intervention.use_tvr)
-        self.value_threshold = float(c.trigger.value_threshold)
         self.embedding_dim = int(c.value.latent_dim)
         self._value, self._intervention, self._recovery = build_models(config, obs_spec, action_dim)
         self._memory = None
         self.ready = False
-        self.tau = float(c.trigger.tau_int)  # until the first message brings the learner's tau
+        self.tau = float(c.trigger.tau_int)  # until the first message brings the learner's (calibrated) tau
         self.version = -1
         self._lock = threading.Lock()
 
@@ -443,7 +526,7 @@ class NetworkGateModels:
         obs = {k: np.asarray(v)[None] for k, v in observation.items()}
         history = np.asarray(value_history, np.float32)[None]
         out = self._intervention.predict(obs, self.instr, np.asarray(policy_action, np.float32)[None], history)
-        fires = trigger_rule(out, history, self.tau, self.use_tvr, self.value_threshold)
+        fires = trigger_rule(out, self.tau)
         return float(out["trigger_prob"][0]), bool(fires[0])
 
     def goal(self, observation, value: float):

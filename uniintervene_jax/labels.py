@@ -7,9 +7,9 @@ online). DESIGN.md section 4.
 
 * proxy-value labels: :func:`nttg_progress`, :func:`monte_carlo_returns`, :func:`episode_success`
   (and :func:`episode_succeeded`, the memory's and the recovery pairs' rule);
-* value curves: :func:`check_value_curve`, :func:`normalize_curve` (stagnation mining),
-  :func:`normalize_value_curve` (recovery-memory mining), :func:`value_history`,
-  :func:`value_deltas`;
+* value curves: :func:`check_value_curve`, :func:`normalize_curve` (stagnation mining only;
+  the recovery memory mines, stores and retrieves on the raw proxy value, as the official
+  code), :func:`value_history`, :func:`value_deltas`;
 * stagnation labels: :func:`decline_labels`, :func:`plateau_labels`, :func:`abrupt_labels`,
   :func:`guide_trigger_labels` and their union :func:`mine_stagnation` (thresholds:
   :func:`get_mining_config`);
@@ -355,24 +355,6 @@ def normalize_curve(values: Any) -> np.ndarray:
     if hi - lo <= 1e-8:
         return np.zeros_like(v)
     return (v - lo) / (hi - lo)
-
-
-def normalize_value_curve(curve: Any) -> np.ndarray:
-    """Per-episode min-max normalisation of a proxy-value curve to [0, 1] before recovery-memory
-    mining (DESIGN section 4 uses V in [0, 1] "after normalisation"; stagnation mining
-    normalises the same way, :func:`normalize_curve`).
-
-    Args:
-      curve: float ``(T+1,)`` raw proxy values of one episode.
-    Returns:
-      float32 ``(T+1,)`` in [0, 1]; a curve whose range is below 1e-3 maps to zeros, so no window
-      of it can qualify as a recovery.
-    """
-    curve = np.asarray(curve, np.float32)
-    lo, hi = float(curve.min()), float(curve.max())
-    if hi - lo < 1e-3:
-        return np.zeros_like(curve)
-    return np.clip((curve - lo) / (hi - lo), 0.0, 1.0)
 
 
 def value_history(values: Any, K: int = 8) -> np.ndarray:

@@ -25,9 +25,11 @@ The learner process of ``hil_serl+uniintervene`` (``serl_ext/loop/learner.py``) 
    the agent still waits for ``learner.training_starts`` transitions (:meth:`warmup_step`);
 5. hands the learner a **payload** for the actor (``payload()``,
    :func:`uniintervene_jax.message.make_payload`): parameters of the three models, the memory
-   items, the trigger threshold tau (``trigger.tau_int``, or the calibrated value of
-   :func:`uniintervene_jax.gate.calibrated_tau` with ``tau_quantile > 0``), ``ready`` and a
-   version number that increases whenever anything in it changed.
+   items, the trigger threshold tau (``trigger.tau_int``, the offline best-F1 threshold when
+   the run starts from a pipeline folder, kept fixed unless ``tau_recalibrate``: then each
+   refresh re-sweeps it, :func:`uniintervene_jax.gate.threshold_sweep`, on the held-out online
+   episodes, every ``tau_holdout_every``-th, which the intervention model never trains on),
+   ``ready`` and a version number that increases whenever anything in it changed.
 
 Its config is ``config.uniintervene`` (``uniintervene_jax/online_config.py``); episodes are cut
 by ``serl_ext.data.episodes.EpisodeAssembler``; the learner's extension slot holds it through
@@ -51,17 +53,37 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from serl_ext.data.episodes import EpisodeAssembler
-from uniintervene_jax.gate import calibrated_tau
-from uniintervene_jax.labels import label_episodes, value_history
+from uniintervene_jax.gate import threshold_sweep
+from uniintervene_jax.labels import label_episodes
 from uniintervene_jax.memory.mining import mine_online_memory
 from uniintervene_jax.message import build_models, make_payload
 from uniintervene_jax.online_config import check_online_config
 from uniintervene_jax.recovery.dataset import (
+    current_observation_goals,
     online_recovery_pairs,
     recovery_batch_indices,
     retrieved_goals,
     take_pairs,
 )
+
+
+def make_target_encoder(c, obs_spec, seed: int):
+    """The frozen future-target encoder of ``c.target_encoder`` (``config.uniintervene``):
+    ``"random"`` (a fixed random projection of the observation to ``c.value.latent_dim`` dims,
+    seeded; DESIGN section 4 asks for a frozen target and the paper's is a frozen V-JEPA 2, which
+    needs images) or ``"hf:/local/folder"`` (a frozen transformers vision model).
+
+    Raises ValueError for another value."""
+    from uniintervene_jax.intervention.target_encoders import HFVisionTargetEncoder, RandomProjectionEncoder
+
+    name = str(c.target_encoder)
+    if name == "random":
+        from serl_ext.loop.common import example_observation
+
+        return RandomProjectionEncoder(example_observation(obs_spec), int(c.value.latent_dim), seed=int(seed) + 29)
+    if name.startswith("hf:"):
+        return HFVisionTargetEncoder(name[3:])
+    raise ValueError(f"uniintervene.target_encoder must be 'random' or 'hf:PATH', got {name!r}")
 
 
 class OnlineUniIntervene:
@@ -94,6 +116,9 @@ class OnlineUniIntervene:
         self.online: collections.deque = collections.deque(maxlen=int(self.c.max_episodes))
         self.assembler = EpisodeAssembler(self.task)
         self.rng = np.random.default_rng(self.seed + 17)
+        # The future head's target: a frozen encoder built once (never retrained nor rebuilt), so
+        # its latents do not drift between rebuilds and are not the proxy value's input.
+        self.target_encoder = make_target_encoder(self.c, obs_spec, self.seed)
         self.memory_items = None
         self.tau = float(self.c.trigger.tau_int)  # the learner's tau, pushed with every payload
         self.version = 0
@@ -173,7 +198,6 @@ class OnlineUniIntervene:
     # ---- labels, datasets, memory
     def _rebuild(self) -> None:
         from uniintervene_jax.intervention.dataset import build_dataset
-        from uniintervene_jax.intervention.target_encoders import ProxyValueTargetEncoder
         from uniintervene_jax.value.dataset import ValueDataset
         from uniintervene_jax.value.model import value_curves
 
@@ -186,8 +210,11 @@ class OnlineUniIntervene:
             episodes, task=self.task, gamma=float(c.value.gamma), failure_weight=float(c.value.failure_weight))
         curves = value_curves(self.value, episodes, task=self.task)
         labels, tvr = label_episodes(episodes, curves, c.labels, history_len=int(c.intervention.history_len))
+        held = self._held_out(episodes)
+        train = [i for i in range(len(episodes)) if i not in held] or list(range(len(episodes)))
         self._intervention_data = build_dataset(
-            episodes, curves, labels, tvr, ProxyValueTargetEncoder(self.value), instr_ids=self.instr,
+            [episodes[i] for i in train], [curves[i] for i in train], [labels[i] for i in train],
+            [tvr[i] for i in train], self.target_encoder, instr_ids=self.instr,
             history_len=int(c.intervention.history_len), keep_next_observations=False)
 
         def embed(obs):
@@ -197,13 +224,16 @@ class OnlineUniIntervene:
         self.memory_items = items
         self.last_info["uniintervene/memory_demo_fallback"] = float(from_demo_fallback)
         pairs = online_recovery_pairs(episodes, curves, c)
-        if pairs is not None and len(pairs["actions"]) and c.recovery_goals == "retrieved":
+        if pairs is not None and len(pairs["actions"]) and not bool(c.use_memory_goal):
+            pairs = current_observation_goals(pairs)  # w/o memory goal: the gate's run-time input
+        elif pairs is not None and len(pairs["actions"]) and c.recovery_goals == "retrieved":
             anchor_values = np.array([curves[e][t] for e, t in zip(pairs["episode_index"], pairs["t"])], np.float64)
             pairs, found = retrieved_goals(pairs, anchor_values, self.value, self.instr, self.task, items)
             self.last_info["uniintervene/recovery_goal_retrieved"] = found
         self._recovery_pairs = pairs if pairs is not None and len(pairs["actions"]) else None
-        if float(c.tau_quantile) > 0:
-            self._calibrate_tau(episodes, curves)
+        if bool(c.tau_recalibrate) and held:
+            self._calibrate_tau([episodes[i] for i in held], [curves[i] for i in held],
+                                [labels[i] for i in held], [tvr[i] for i in held])
         self.counters["refreshes"] += 1
         self.last_info.update({
             "uniintervene/episodes": float(len(self.online)),
@@ -214,23 +244,32 @@ class OnlineUniIntervene:
             "uniintervene/tau": self.tau,
         })
 
-    def _calibrate_tau(self, episodes, curves) -> None:
-        """tau = :func:`uniintervene_jax.gate.calibrated_tau` of sigmoid(risk) over the policy
-        steps of recent successful online episodes (``tau_quantile``, at least ``trigger.tau_int``);
-        unchanged when there are none."""
-        probs = []
-        for e, curve in zip(episodes, curves):
-            if e["metadata"].get("source") != "online" or not e["metadata"].get("success"):
-                continue
-            mask = np.asarray(e["action_source"]) == 0
-            if not mask.any():
-                continue
-            hist = value_history(curve[:-1], int(self.c.intervention.history_len))
-            obs = {k: v[:-1][mask] for k, v in e["observations"].items()}
-            out = self.intervention.predict(obs, self.instr, e["actions"][mask], hist[mask])
-            probs.append(out["trigger_prob"])
-        if probs:
-            self.tau = calibrated_tau(np.concatenate(probs), float(self.c.trigger.tau_int), float(self.c.tau_quantile))
+    def _held_out(self, episodes) -> List[int]:
+        """Indices of the online episodes held out from intervention training for the threshold
+        recalibration: every ``tau_holdout_every``-th online episode (by run-wide index), only
+        with ``tau_recalibrate``; empty otherwise."""
+        if not bool(self.c.tau_recalibrate):
+            return []
+        every = int(self.c.tau_holdout_every)
+        return [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "online"
+                and int(e["metadata"].get("online_index", 0)) % every == every - 1]
+
+    def _calibrate_tau(self, episodes, curves, labels, tvr) -> None:
+        """tau = the best-F1 threshold (:func:`uniintervene_jax.gate.threshold_sweep`) of the
+        current intervention model on the decision rows of the held-out online ``episodes``
+        against their mined labels; unchanged when they hold no positive label."""
+        from uniintervene_jax.intervention.dataset import build_dataset
+        from uniintervene_jax.intervention.report import predict_dataset
+
+        data = build_dataset(episodes, curves, labels, tvr, self.target_encoder, instr_ids=self.instr,
+                             history_len=int(self.c.intervention.history_len), keep_next_observations=False)
+        rows = data.decision_mask
+        if not rows.any() or not data.labels[rows].any():
+            return
+        sweep = threshold_sweep(predict_dataset(self.intervention, data)["trigger_prob"][rows], data.labels[rows])
+        self.tau = float(sweep["best_threshold"])
+        self.counters["tau_recalibrations"] += 1
+        self.last_info["uniintervene/tau_best_f1"] = float(sweep["best_f1"])
 
     # ---- updates
     def _update_value(self) -> None:
@@ -244,9 +283,7 @@ class OnlineUniIntervene:
     def _update_intervention(self) -> None:
         if self._intervention_data is None:
             return
-        batch = self._intervention_data.sample(self.rng, int(self.c.batch_size),
-                                               balanced=bool(self.c.intervention.balanced_sampling),
-                                               positive_fraction=float(self.c.intervention.positive_fraction))
+        batch = self._intervention_data.sample(self.rng, int(self.c.batch_size))
         self.intervention, info = self.intervention.update(batch)
         self.counters["intervention_updates"] += 1
         self.last_info["uniintervene/intervention_loss"] = float(info["loss"])

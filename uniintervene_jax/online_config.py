@@ -33,17 +33,14 @@ def get_online_config() -> ml_collections.ConfigDict:
     # The trigger (uniintervene_jax/gate.py): fire when sigmoid(risk) >= tau. trigger.tau_int is
     # the initial tau; the learner pushes the tau in use with every message.
     c.trigger = get_trigger_config()
-    # Online trigger threshold 0.4, not the paper's 0.5: the risk scalar is both the focal logit
-    # and regressed to the TVR target (near 0), so sigmoid(risk) sits at 0.45-0.55 and 0.5 fires
-    # on about half of the decisions whatever the state; at a recovery chunk's end, after the
-    # value rose, it then hands the robot back to a base policy that cannot do the task yet
-    # (benchmarks/results/compare/results.md: hil_serl+uniintervene-tau05 cuts IR by 13% on
-    # average, this default by 25%).
-    c.trigger.tau_int = 0.4
-    # With tau_quantile > 0 the learner instead sets tau to that quantile of sigmoid(risk) over
-    # the policy steps of recent successful episodes (at most 1 - tau_quantile of good steps
-    # would fire), never below trigger.tau_int (gate.calibrated_tau).
-    c.tau_quantile = 0.0
+    # tau stays fixed for the run (the paper's 0.5 here; a run started from an offline pipeline
+    # folder uses the best-F1 threshold calibrated there). With tau_recalibrate each refresh
+    # (every refresh_episodes episodes) re-sweeps it (gate.threshold_sweep, 0.05 .. 0.95, best F1
+    # against the mined labels) on the held-out online episodes: every tau_holdout_every-th
+    # online episode, which the intervention model then never trains on. The new tau goes out
+    # with the next message (its version increases with every refresh).
+    c.tau_recalibrate = False
+    c.tau_holdout_every = 5
     # 0: execute each recovery chunk open loop (the paper). n > 0: receding horizon, the rest of
     # the running chunk is re-predicted every n steps from the current observation toward the
     # same goal (benchmarks/recovery_bound.py measures why this matters at 20 Hz).
@@ -60,7 +57,8 @@ def get_online_config() -> ml_collections.ConfigDict:
     # While the human holds control, the robot's proposal (judged by the human's hand-back) is
     # the recovery policy's action rather than the base policy's (gate.UniInterveneGate).
     c.propose_under_human = True
-    # Ablation: False -> the recovery goal is the current observation (no memory retrieval).
+    # Ablation (w/o memory goal): False -> the recovery goal is the current observation, at run
+    # time (the gate) and in the recovery policy's training pairs alike (no memory retrieval).
     c.use_memory_goal = True
     # Evaluations (actor.eval_period) also run the whole system, base policy + a copy of the
     # gate with no human, on the same seeds: summary.json's eval_system_success_rate beside the
@@ -72,6 +70,11 @@ def get_online_config() -> ml_collections.ConfigDict:
     c.value = value_config()
     c.value.hidden_dims = (256, 256)
     c.intervention = intervention_config()
+    # The future head's frozen target encoder (uniintervene_jax/online.py:make_target_encoder):
+    # "random" (a fixed, seeded random projection of the observation to value.latent_dim dims;
+    # built once, never trained, so it neither drifts between rebuilds nor equals the proxy
+    # value's input) or "hf:/local/folder" (a frozen transformers vision model, e.g. V-JEPA 2).
+    c.target_encoder = "random"
     c.recovery = recovery_config()
     # Online the recovery policy uses the continuous chunk head: the FAST token head needs a
     # tokenizer fitted on the chunks first (offline pipeline); see README.
@@ -160,7 +163,7 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
     if c.recovery_buffer not in RECOVERY_BUFFERS:
         raise ValueError(f"uniintervene.recovery_buffer must be one of {RECOVERY_BUFFERS}, got {c.recovery_buffer!r}")
     for name in ("train_period", "refresh_episodes", "max_episodes", "batch_size",
-                 "recovery_batch_size", "publish_period", "max_chunks", "recovery_updates"):
+                 "recovery_batch_size", "publish_period", "max_chunks", "recovery_updates", "tau_holdout_every"):
         if int(c[name]) < 1:
             raise ValueError(f"uniintervene.{name} must be >= 1, got {c[name]}")
     for name in ("cooldown_steps", "pretrain_steps", "min_episodes", "min_updates", "timeline_every", "replan_every"):
@@ -168,8 +171,8 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"uniintervene.{name} must be >= 0, got {c[name]}")
     if not float(c.wait_for_ready_s) >= 0.0:
         raise ValueError(f"uniintervene.wait_for_ready_s must be >= 0, got {c.wait_for_ready_s}")
-    if not 0.0 <= float(c.tau_quantile) < 1.0:
-        raise ValueError(f"uniintervene.tau_quantile must be in [0, 1), got {c.tau_quantile}")
+    if not (str(c.target_encoder) == "random" or str(c.target_encoder).startswith("hf:")):
+        raise ValueError(f"uniintervene.target_encoder must be 'random' or 'hf:PATH', got {c.target_encoder!r}")
     check_trigger_config(c.trigger)
     resolve_labels_config(c.labels)
     value_config(c.value)

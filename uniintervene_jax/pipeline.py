@@ -11,8 +11,9 @@ value     proxy value V(o, l) on the training split; report       ``models/value
           (AUROC, monotonic fraction, curves plot)                ``report/value_*``
 labels    value curves of every episode, stagnation labels        ``labels.npz``
           (mining rules), TVR targets (``labels.label_episodes``)
-interv    intervention model (target encoder: the frozen proxy    ``models/intervention/``,
-          value encoder); report on held-out episodes             ``report/intervention_*``
+interv    intervention model (frozen target encoder); trigger     ``models/intervention/``,
+          threshold = best F1 on held-out episodes (stored in     ``report/intervention_*``
+          the model folder); report on held-out episodes
 memory    recovery memory from successful episodes, keyed by      ``memory/``,
           the proxy value encoder; audit                          ``report/memory_audit*``
 recovery  FAST tokenizer + goal-conditioned recovery policy;      ``models/recovery/``,
@@ -73,20 +74,27 @@ def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     c.labels = get_labels_config()
     c.intervention = intervention_config()
     c.intervention_steps = 2000
-    # The trigger rule of the held-out report (uniintervene_jax/gate.py): tau_int, value_threshold.
+    # The trigger (uniintervene_jax/gate.py): tau_int is used only when calibrate_threshold is
+    # off; otherwise tau = the best-F1 threshold of the sweep 0.05 .. 0.95 on the held-out
+    # episodes' decision rows (gate.threshold_sweep, the official threshold_sweep_metrics),
+    # stored in models/intervention/model.json (extra trigger_threshold); an online run started
+    # from this folder keeps it.
     c.trigger = get_trigger_config()
-    # Frozen target encoder of the future latent: "proxy_value" (the trained proxy value's
-    # encoder, default), "random" (a fixed random projection of the state; a no-training
-    # baseline) or "hf:/local/folder" (a transformers vision model such as V-JEPA 2 or SigLIP
-    # saved with save_pretrained; needs image observations and `pip install -e .[vlm]`).
-    c.target_encoder = "proxy_value"
+    c.calibrate_threshold = True
+    # Frozen target encoder of the future latent: "random" (default: a fixed, seeded random
+    # projection of the observation, independent of the proxy value), "proxy_value" (the trained
+    # proxy value's encoder, frozen after the value stage; the Q head then reads V's own input)
+    # or "hf:/local/folder" (a transformers vision model such as V-JEPA 2, the paper's target,
+    # or SigLIP saved with save_pretrained; needs image observations and `pip install -e .[vlm]`).
+    c.target_encoder = "random"
     c.memory = ml_collections.ConfigDict()
     c.memory.preset = "default"  # "default" (120 items, 10 bins, span 8, delta 0.5) | "fold_towel".
     c.memory.index_type = "flat"  # "flat" (exact inner product) | "hnsw" (approximate).
     c.recovery = recovery_config()
     c.recovery_steps = 1500
     c.recovery_batch_size = 64
-    # Ablation: False -> the closed loop's recovery goal is the current observation (no memory).
+    # Ablation (w/o memory goal): False -> the recovery policy is trained with, and the closed loop
+    # run with, the current observation as its goal (no memory).
     c.use_memory_goal = True
     c.closed_loop = ml_collections.ConfigDict()
     c.closed_loop.episodes = 10  # Held-out takeover states tried.
@@ -256,7 +264,8 @@ class Pipeline:
         )
 
     def stage_intervention(self):
-        from uniintervene_jax.intervention.report import intervention_report
+        from uniintervene_jax.gate import threshold_sweep
+        from uniintervene_jax.intervention.report import intervention_report, predict_dataset
         from uniintervene_jax.intervention.train import train_intervention_model
 
         data = self.data()
@@ -265,9 +274,18 @@ class Pipeline:
         model, _ = train_intervention_model(train_set, self.config.intervention,
                                             steps=int(self.config.intervention_steps),
                                             progress_bar=self.config.progress_bar)
-        model.save(os.path.join(self.run_dir, "models", "intervention"))
         held_set = self._intervention_dataset(data["held"], target)
-        report = intervention_report(model, held_set, out_dir=self.report_dir, trigger=self.config.trigger)
+        tau = float(self.config.trigger.tau_int)
+        sweep = None
+        if bool(self.config.calibrate_threshold):
+            rows = held_set.decision_mask
+            sweep = threshold_sweep(predict_dataset(model, held_set)["trigger_prob"][rows], held_set.labels[rows])
+            if sweep["best_threshold"] is not None and sweep["n_pos"] > 0:
+                tau = float(sweep["best_threshold"])
+        model.save(os.path.join(self.run_dir, "models", "intervention"),
+                   extra={"trigger_threshold": tau, "threshold_source": "held_out_best_f1" if sweep else "tau_int",
+                          "threshold_sweep": sweep["sweep"] if sweep else None})
+        report = intervention_report(model, held_set, out_dir=self.report_dir, tau=tau)
         report = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
         self._write_json("intervention_summary.json", report)
         return report
@@ -303,13 +321,12 @@ class Pipeline:
     def stage_memory(self):
         from uniintervene_jax.memory.audit import memory_audit
         from uniintervene_jax.memory.memory import MemoryConfig, RecoveryMemory
-        from uniintervene_jax.labels import normalize_value_curve
         from uniintervene_jax.memory.mining import mine_recovery_items, mining_preset
 
         data = self.data()
         table = self._labels()
         episodes = data["train"]
-        curves = [normalize_value_curve(table[e["metadata"]["episode_id"]][0]) for e in episodes]
+        curves = [table[e["metadata"]["episode_id"]][0] for e in episodes]  # raw V: one scale (mining.py)
         items = mine_recovery_items(
             episodes, curves, self._embed_fn(), mining_preset(self.config.memory.preset),
             episode_ids=list(range(len(episodes))), tasks=[self.config.task] * len(episodes),
@@ -346,7 +363,7 @@ class Pipeline:
         return queries, values
 
     def stage_recovery(self):
-        from uniintervene_jax.recovery.dataset import recovery_training_pairs
+        from uniintervene_jax.recovery.dataset import current_observation_goals, recovery_training_pairs
         from uniintervene_jax.recovery.train import train_recovery_policy
 
         data = self.data()
@@ -354,7 +371,9 @@ class Pipeline:
 
         def pairs_for(episodes):
             curves = [table[e["metadata"]["episode_id"]][0] for e in episodes]
-            return recovery_training_pairs(episodes, curves, horizon=int(self.config.recovery.horizon))
+            pairs = recovery_training_pairs(episodes, curves, horizon=int(self.config.recovery.horizon))
+            # w/o memory goal: trained on the input the closed loop (and the gate) gives it.
+            return pairs if bool(self.config.use_memory_goal) else current_observation_goals(pairs)
 
         train_pairs = pairs_for(data["train"])
         policy, history = train_recovery_policy(
@@ -463,6 +482,10 @@ class Pipeline:
             "trigger_precision": interv.get("trigger_precision"),
             "trigger_recall": interv.get("trigger_recall"),
             "trigger_f1": interv.get("trigger_f1"),
+            "trigger_threshold": interv.get("tau"),
+            "trigger_auprc": interv.get("auprc"),
+            "trigger_rate": interv.get("trigger_rate"),
+            "head_type": str(self.config.intervention.head_type),
             "trigger_lead_steps": interv.get("trigger_lead_steps"),
             "false_trigger_rate_success": interv.get("false_trigger_rate_success"),
             "q_loss": interv.get("q_loss"),
@@ -474,7 +497,8 @@ class Pipeline:
             "closed_loop_recovery_rate": recovery.get("closed_loop_recovery_rate"),
             "closed_loop_attempts": recovery.get("closed_loop_attempts"),
             "data": {k: manifest[k] for k in ("demos", "rollouts", "assisted") if k in manifest},
-            "ablations": dict({k: bool(self.config.intervention[k]) for k in ("use_future", "use_value", "use_tvr")},
+            "ablations": dict({k: bool(self.config.intervention[k]) for k in ("use_future", "use_value_cond")},
+                              use_tvr=str(self.config.intervention.head_type) == "tvr_history",
                               use_memory_goal=bool(self.config.use_memory_goal)),
             "target_encoder": str(self.config.target_encoder),
             "tvr_form": "clipped" if self.config.labels.tvr_clip_negative else "signed",

@@ -1,13 +1,16 @@
 """Training data of the intervention model: per-step arrays of many episodes.
 
-* :class:`InterventionDataset` -- per-step arrays (N, ...) with optional balanced sampling;
+* :class:`InterventionDataset` -- per-step arrays (N, ...), natural-frequency batches over the
+  decision rows (t >= K);
 * :func:`build_dataset` -- assembles a dataset from episodes plus per-episode proxy values,
   stagnation labels and TVR targets (:func:`uniintervene_jax.labels.label_episodes`) and a
   frozen target encoder.
 
 Value history convention: row t is ``[V_{t-K}, ..., V_{t-1}, V_t]`` (oldest first,
 ``K = config.history_len``), indices below 0 padded with ``V_0``
-(:func:`uniintervene_jax.labels.value_history`); the K deltas ``dV`` are computed inside the
+(:func:`uniintervene_jax.labels.value_history`); only rows ``t >= K`` (no padding,
+:attr:`InterventionDataset.decision_mask`) are sampled for training and scored by the report,
+since the gate makes no decision before K real steps. The K deltas ``dV`` are computed inside the
 network (:class:`~uniintervene_jax.intervention.network.ValueHistoryEncoder`), so the dataset
 stores only the ``(N, K+1)`` values.
 """
@@ -162,25 +165,29 @@ class InterventionDataset:
             "target_latents_next": self.target_latents_next[idx],
         }
 
-    def sample_indices(self, rng: np.random.Generator, batch_size: int, balanced: bool = True,
-                       positive_fraction: float = 0.5) -> np.ndarray:
-        """``batch_size`` row indices drawn with replacement. ``balanced``: round(
-        positive_fraction * batch_size) from positive labels and the rest from negatives when
-        both classes exist; otherwise uniform over all rows."""
+    @property
+    def decision_mask(self) -> np.ndarray:
+        """bool ``(N,)``: rows ``t >= K`` (``K = history_len``), whose value history holds K real
+        steps before ``V_t`` (no ``V_0`` padding). The gate decides only at such steps
+        (:class:`uniintervene_jax.gate.UniInterveneGate`), so training batches, the held-out
+        report and the threshold calibration use only these rows."""
+        return self.t >= self.history_len
+
+    def sample_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """``batch_size`` row indices drawn uniformly with replacement from the decision rows
+        (:attr:`decision_mask`; all rows when there is none): positives appear at their natural
+        frequency, as in the official code (the focal alpha 0.75 is the only class weighting).
+        Raises ValueError for ``batch_size < 1``."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        pos = np.nonzero(self.labels)[0]
-        neg = np.nonzero(~self.labels)[0]
-        if balanced and len(pos) > 0 and len(neg) > 0:
-            n_pos = int(round(positive_fraction * batch_size))
-            idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, batch_size - n_pos)])
-            return rng.permutation(idx)
-        return rng.integers(0, len(self), batch_size)
+        rows = np.flatnonzero(self.decision_mask)
+        if rows.size == 0:
+            return rng.integers(0, len(self), batch_size)
+        return rows[rng.integers(0, rows.size, batch_size)]
 
-    def sample(self, rng: np.random.Generator, batch_size: int, balanced: bool = True,
-               positive_fraction: float = 0.5) -> Dict[str, Any]:
+    def sample(self, rng: np.random.Generator, batch_size: int) -> Dict[str, Any]:
         """A training batch (see :meth:`sample_indices`, :meth:`batch`)."""
-        return self.batch(self.sample_indices(rng, batch_size, balanced, positive_fraction))
+        return self.batch(self.sample_indices(rng, batch_size))
 
 
 def build_dataset(episodes: Sequence[Any], values_per_episode: Sequence[Any], labels_per_episode: Sequence[Any],

@@ -4,17 +4,18 @@ All functions are pure ``jax.numpy`` code (jittable, differentiable) and also ac
 arrays. Shape checks are static (they raise at trace time); value checks (NaN) are left to
 the callers that see concrete data (:mod:`uniintervene_jax.intervention.train`).
 
-Total loss (all weights 1 by default, DESIGN section 4)::
+Total loss (all weights 1 by default, DESIGN section 4, official lambda_future / lambda_q /
+lambda_v_curr / lambda_tvr / lambda_intervention)::
 
-    L = w_f * normalized_mse(z_pred, z_target(o_{t+1}))              # future head
+    L = w_f * normalized_mse(z_pred, z_target(o_{t+1}))              # future head (use_future)
       + w_q * [smooth_l1(q1, V(t+1)) + smooth_l1(q2, V(t+1))]         # twin Q head
-      + w_v * smooth_l1(v_now, V_t)                                   # current-value head
-      + w_r * smooth_l1(risk, TVR_t)                                  # risk regression
-      + w_c * sigmoid_focal_loss(risk, label_t, alpha=0.75, gamma=2)  # risk as trigger logit
+      + w_v * smooth_l1(v_now, V_t)                                   # current-value head (tvr_history)
+      + w_r * smooth_l1(risk, TVR_t)                                  # risk regression (tvr_history)
+      + w_c * sigmoid_focal_loss(risk, label_t, alpha=0.75, gamma=2)  # trigger logit
 
-The same risk scalar is both regressed to the temporal value-risk target and used as the
-logit of the stagnation label (DESIGN section 4). Ablations drop terms (see
-:func:`intervention_loss`).
+With ``head_type="tvr_history"`` the same risk scalar is both regressed to the temporal
+value-risk target and used as the logit of the stagnation label (DESIGN section 4); with
+``"binary"`` the trigger head's logit has the focal term only. See :func:`intervention_loss`.
 """
 
 from __future__ import annotations
@@ -121,20 +122,19 @@ def intervention_loss(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.
 
     Args:
       outputs: dict from :class:`~uniintervene_jax.intervention.model.InterventionNet`:
-        ``risk`` (B,) always; ``z_pred`` (B, D) when ``use_future``; ``q1``, ``q2``,
-        ``v_now`` (B,) when ``use_value``.
+        ``risk``, ``q1``, ``q2`` (B,) always; ``z_pred`` (B, D) when ``use_future``;
+        ``v_now`` (B,) with ``tvr_history``.
       batch: ``target_latents_next`` (B, D) latent of o_{t+1} under the frozen target
-        encoder (used when ``use_future``), ``values_next`` (B,) proxy V(t+1) and
-        ``values_now`` (B,) proxy V_t (when ``use_value``), ``tvr`` (B,) TVR target (when
-        ``use_tvr``), ``labels`` (B,) bool stagnation labels.
-      config: ConfigDict or mapping with ``use_future``, ``use_value``, ``use_tvr`` (bool,
-        default True), weights ``future_weight``, ``q_weight``, ``value_weight``,
-        ``tvr_weight``, ``focal_weight`` (default 1), ``focal_alpha`` (0.75),
-        ``focal_gamma`` (2.0), ``smooth_l1_beta`` (1.0).
+        encoder (used when ``use_future``), ``values_next`` (B,) proxy V(t+1), ``values_now``
+        (B,) proxy V_t and ``tvr`` (B,) TVR target (``tvr_history``), ``labels`` (B,) bool
+        stagnation labels.
+      config: ConfigDict or mapping with ``use_future`` (bool, default True), ``head_type``
+        (default ``"tvr_history"``), weights ``future_weight``, ``q_weight``,
+        ``value_weight``, ``tvr_weight``, ``focal_weight`` (default 1), ``focal_alpha``
+        (0.75), ``focal_gamma`` (2.0), ``smooth_l1_beta`` (1.0).
 
-    Ablations: ``use_future=False`` drops ``future_loss``; ``use_value=False`` drops
-    ``q_loss`` and ``value_loss``; ``use_tvr=False`` drops ``risk_tvr_loss`` (the risk is
-    then trained only by the focal loss). The focal term is always on.
+    ``use_future=False`` drops ``future_loss``; ``head_type="binary"`` drops ``value_loss``
+    and ``risk_tvr_loss``. The Q and focal terms are always on.
 
     Returns: ``(loss, info)``; ``info`` holds float32 scalars ``loss`` and each active term
     (``future_loss``, ``q_loss`` = sum of both heads' smooth-L1, ``q1_loss``, ``q2_loss``,
@@ -142,8 +142,7 @@ def intervention_loss(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.
     Raises: ValueError (KeyError-like message) when a needed output or batch key is missing.
     """
     use_future = bool(_flag(config, "use_future", True))
-    use_value = bool(_flag(config, "use_value", True))
-    use_tvr = bool(_flag(config, "use_tvr", True))
+    use_tvr = str(_flag(config, "head_type", "tvr_history")) == "tvr_history"
     beta = float(_flag(config, "smooth_l1_beta", 1.0))
 
     def need(d, key, what):
@@ -158,16 +157,15 @@ def intervention_loss(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.
         z_target = jax.lax.stop_gradient(jnp.asarray(need(batch, "target_latents_next", "batch")))
         terms["future_loss"] = normalized_mse(need(outputs, "z_pred", "outputs"), z_target)
         weights["future_loss"] = float(_flag(config, "future_weight", 1.0))
-    if use_value:
-        v_next = jnp.asarray(need(batch, "values_next", "batch"), jnp.float32)
-        q1_loss = smooth_l1(need(outputs, "q1", "outputs"), v_next, beta)
-        q2_loss = smooth_l1(need(outputs, "q2", "outputs"), v_next, beta)
-        terms["q_loss"] = q1_loss + q2_loss
-        weights["q_loss"] = float(_flag(config, "q_weight", 1.0))
+    v_next = jnp.asarray(need(batch, "values_next", "batch"), jnp.float32)
+    q1_loss = smooth_l1(need(outputs, "q1", "outputs"), v_next, beta)
+    q2_loss = smooth_l1(need(outputs, "q2", "outputs"), v_next, beta)
+    terms["q_loss"] = q1_loss + q2_loss
+    weights["q_loss"] = float(_flag(config, "q_weight", 1.0))
+    if use_tvr:
         terms["value_loss"] = smooth_l1(need(outputs, "v_now", "outputs"),
                                         jnp.asarray(need(batch, "values_now", "batch"), jnp.float32), beta)
         weights["value_loss"] = float(_flag(config, "value_weight", 1.0))
-    if use_tvr:
         terms["risk_tvr_loss"] = smooth_l1(risk, jnp.asarray(need(batch, "tvr", "batch"), jnp.float32), beta)
         weights["risk_tvr_loss"] = float(_flag(config, "tvr_weight", 1.0))
     terms["focal_loss"] = sigmoid_focal_loss(risk, need(batch, "labels", "batch"),
@@ -179,9 +177,8 @@ def intervention_loss(outputs: Mapping[str, jax.Array], batch: Mapping[str, jax.
     info = dict(terms)
     info["loss"] = loss
     info["risk_mean"] = jnp.mean(risk)
-    if use_value:
-        info["q1_loss"] = q1_loss
-        info["q2_loss"] = q2_loss
-        info["q_mean"] = jnp.mean(outputs["q"]) if "q" in outputs else jnp.mean(
-            jnp.minimum(outputs["q1"], outputs["q2"]))
+    info["q1_loss"] = q1_loss
+    info["q2_loss"] = q2_loss
+    info["q_mean"] = jnp.mean(outputs["q"]) if "q" in outputs else jnp.mean(
+        jnp.minimum(outputs["q1"], outputs["q2"]))
     return loss, info

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import flax.struct as struct
@@ -43,7 +44,8 @@ def make_network(config: ml_collections.ConfigDict, target_dim: int) -> Interven
         instr_dim=int(m.instr_dim), target_dim=int(target_dim), head_hidden_dims=tuple(m.head_hidden_dims),
         history_hidden_dims=tuple(m.history_hidden_dims), history_dim=int(m.history_dim),
         history_delta_scale=float(m.history_delta_scale), use_future=bool(config.use_future),
-        use_value=bool(config.use_value), use_layer_norm=bool(m.use_layer_norm))
+        use_value_cond=bool(config.use_value_cond), head_type=str(config.head_type),
+        use_layer_norm=bool(m.use_layer_norm))
 
 
 def _make_tx(config) -> optax.GradientTransformation:
@@ -188,11 +190,9 @@ class InterventionModel(struct.PyTreeNode):
                                             batch["value_history"])
         out = {"observations": obs, "instr_ids": ids, "actions": act, "value_history": vh}
         cfg = json.loads(self.config_json)
-        scalars = ["labels"]
-        if cfg["use_value"]:
-            scalars += ["values_now", "values_next"]
-        if cfg["use_tvr"]:
-            scalars.append("tvr")
+        scalars = ["labels", "values_next"]
+        if cfg["head_type"] == "tvr_history":
+            scalars += ["values_now", "tvr"]
         for key in scalars:
             if key not in batch:
                 raise ValueError(f"batch has no key {key!r} (needed by this config); keys: {sorted(batch)}")
@@ -216,8 +216,8 @@ class InterventionModel(struct.PyTreeNode):
         """One Adam step on :func:`~uniintervene_jax.intervention.losses.intervention_loss`.
 
         ``batch``: ``observations`` dict (B, ...), ``instr_ids`` (B, L) int, ``actions``
-        (B, A), ``value_history`` (B, K+1), ``labels`` (B,) bool, plus ``values_now``,
-        ``values_next`` (use_value), ``tvr`` (use_tvr), ``target_latents_next`` (B, D)
+        (B, A), ``value_history`` (B, K+1), ``labels`` (B,) bool, ``values_next`` (B,), plus
+        ``values_now`` and ``tvr`` (``tvr_history``), ``target_latents_next`` (B, D)
         (use_future); extra keys are ignored. Validated in Python, then a jitted step.
         Returns ``(new_model, info)`` with float32 scalars (``loss``, each term,
         ``grad_norm``). Raises ValueError/TypeError for missing keys, shapes, NaN.
@@ -230,8 +230,8 @@ class InterventionModel(struct.PyTreeNode):
 
         Args: ``observations`` dict (B, ...); ``instr_ids`` (B, L) or one (L,) broadcast;
           ``actions`` (B, A); ``value_history`` (B, K+1) (oldest first, V_t last).
-        Returns dict of numpy arrays: network outputs (``h``, ``risk``, and ``z_pred`` /
-          ``q1``, ``q2``, ``q``, ``v_now`` when their heads exist) and ``trigger_prob`` =
+        Returns dict of numpy arrays: network outputs (``h``, ``risk``, ``q1``, ``q2``, ``q``,
+          and ``z_pred`` / ``v_now`` when their heads exist) and ``trigger_prob`` =
           sigmoid(risk) (B,) float32. Whether a row fires is the gate's rule
           (:func:`uniintervene_jax.gate.trigger_rule`, with tau from the learner's message).
         Raises: ValueError / TypeError for bad inputs.
@@ -255,6 +255,22 @@ class InterventionModel(struct.PyTreeNode):
         extra = dict(extra or {})
         extra.setdefault("train_steps", int(self.state.step))
         return model_io.save_model(directory, MODEL_KIND, cfg, self.state.params, extra)
+
+    @staticmethod
+    def saved_trigger_threshold(directory: str) -> Optional[float]:
+        """The calibrated trigger threshold stored in the folder's ``model.json`` extra
+        ``trigger_threshold`` (the offline pipeline's held-out best-F1 threshold,
+        :func:`uniintervene_jax.gate.threshold_sweep`), or None when the folder has none.
+        Raises FileNotFoundError / ValueError as ``io.load_model``, ValueError for a stored
+        value outside (0, 1)."""
+        with open(os.path.join(directory, "model.json")) as f:
+            extra = json.load(f).get("extra", {})
+        tau = extra.get("trigger_threshold")
+        if tau is None:
+            return None
+        if not 0.0 < float(tau) < 1.0:
+            raise ValueError(f"{directory}: trigger_threshold {tau} outside (0, 1)")
+        return float(tau)
 
     @classmethod
     def load(cls, directory: str) -> "InterventionModel":

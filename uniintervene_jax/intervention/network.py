@@ -12,15 +12,27 @@ frozen V-JEPA 2 future target. Here the backbone is pluggable and trains from sc
 * twin Q head (two independent MLPs, ``nn.vmap`` ensemble) on ``z_pred`` -> ``q1, q2``,
   ``q = min(q1, q2)``; both regress the proxy value V(t+1);
 * current-value head on ``h_t`` -> ``v_now`` (regresses V_t);
-* value-history encoder: MLP over ``[V_{t-K..t}, delta_scale * dV]`` -> 32-d embedding,
-  ``dV_i = V_{t-K+i} - V_{t-K+i-1}`` (K values) computed here from the ``(B, K+1)`` history;
-* risk head on ``[z_pred, history embedding, stop_gradient(q)]`` -> one scalar ``risk``,
-  regressed to the TVR target and used as the logit of the trigger (DESIGN section 4). The
-  Q input is detached, as the guide's ``trigger_head(z_pred.detach(), q_pred.detach())``;
-  ``z_pred`` is not detached, so the risk losses also shape the backbone.
+* current-value head on ``h_t`` -> ``v_now`` (regresses V_t; ``tvr_history`` only, the
+  official ``VCurrHead``);
+* trigger head, by ``head_type`` (official ``--intervention_head_type``):
 
-Ablations (config): ``use_future=False`` -> no future head, Q and risk read ``h_t``;
-``use_value=False`` -> no Q / value heads, the risk reads ``[z, history]`` only.
+  - ``"tvr_history"`` (the paper's, configs/vq1/full_tvr_history.yaml): value-history encoder,
+    MLP over ``[V_{t-K..t}, delta_scale * dV]`` -> 32-d embedding, ``dV_i = V_{t-K+i} -
+    V_{t-K+i-1}`` (K values) computed here from the ``(B, K+1)`` history; risk head on
+    ``[z, history embedding, stop_gradient(q)]`` -> one scalar ``risk``, regressed to the TVR
+    target and used as the focal logit of the trigger (DESIGN section 4). The official risk
+    head reads ``[z, history]``; the detached Q input is ours (kept so that the
+    ``use_value_cond`` ablation changes this mode too);
+  - ``"binary"`` (the official argparse default, ``InterventionHead``): a separate focal head
+    ``Dense(4 F) -> GELU -> Dense(1)`` over ``[z, stop_gradient(q)]`` (F = width of z); no
+    value history, no TVR target.
+
+  ``z`` is not detached, so the trigger losses also shape the backbone; ``risk`` is the trigger
+  logit in both modes (probability ``sigmoid(risk)``).
+
+Ablations (config, official ``VARIANT_SPEC``): ``use_future=False`` (``no_future``) -> no future
+head, Q and trigger heads read ``h_t``; ``use_value_cond=False`` (``no_value_cond``) -> the trigger
+head gets no Q input (the Q head is still trained). The w/o-TVR ablation is ``head_type="binary"``.
 """
 
 from __future__ import annotations
@@ -38,6 +50,9 @@ from serl_ext.networks.mlp import MLP, default_init
 from uniintervene_jax.instructions import InstructionEncoder
 
 BACKBONES = ("mlp", "cnn")
+# Trigger head modes of the official code (research_impl/vq1_heads.py, hil_vlm_train.py
+# --intervention_head_type): "tvr_history" (the paper's configuration) and "binary".
+HEAD_TYPES = ("tvr_history", "binary")
 
 
 def _check_inputs(observations, instr_ids, actions, value_history=None) -> int:
@@ -174,15 +189,18 @@ class InterventionNet(nn.Module):
       target_dim: D, width of the target encoder's latent.
       head_hidden_dims: hidden widths of the Q, value and risk heads.
       history_hidden_dims, history_dim, history_delta_scale: value-history encoder.
-      use_future: future head on (else Q and risk read ``h_t``).
-      use_value: Q and current-value heads on (else the risk reads no Q).
+      use_future: future head on (else Q and the trigger head read ``h_t``).
+      use_value_cond: the trigger head also reads ``stop_gradient(q)``.
+      head_type: ``"tvr_history"`` or ``"binary"`` (module docstring).
 
     ``__call__(observations, instr_ids, actions, value_history)``: observations dict of
     batched arrays ``(B, ...)``, ``instr_ids`` int32 ``(B, L)``, ``actions`` float ``(B, A)``,
     ``value_history`` float ``(B, K+1)``. Returns a dict of float32 arrays: ``h`` (B, H),
-    ``risk`` (B,) (a logit: trigger probability ``sigmoid(risk)``), and ``z_pred`` (B, D)
-    when ``use_future``; ``q1``, ``q2``, ``q`` (= min), ``v_now`` (B,) when ``use_value``.
-    Raises ValueError on inconsistent batch sizes / ranks or an unknown backbone.
+    ``risk`` (B,) (the trigger logit: probability ``sigmoid(risk)``; with ``tvr_history`` also
+    the TVR regression), ``q1``, ``q2``, ``q`` (= min) (B,), ``z_pred`` (B, D) when
+    ``use_future``, ``v_now`` (B,) with ``tvr_history``. ``value_history`` is read only by
+    ``tvr_history`` (its shape is checked in both modes).
+    Raises ValueError on inconsistent batch sizes / ranks, an unknown backbone or head type.
     """
 
     backbone: str = "mlp"
@@ -199,10 +217,13 @@ class InterventionNet(nn.Module):
     history_dim: int = 32
     history_delta_scale: float = 10.0
     use_future: bool = True
-    use_value: bool = True
+    use_value_cond: bool = True
+    head_type: str = "tvr_history"
     use_layer_norm: bool = True
 
     def setup(self):
+        if self.head_type not in HEAD_TYPES:
+            raise ValueError(f"head_type must be one of {HEAD_TYPES}, got {self.head_type!r}")
         if self.backbone == "mlp":
             self.encoder = MLPBackbone(tuple(self.hidden_dims), self.instr_vocab_size, self.instr_dim,
                                        self.use_layer_norm)
@@ -215,13 +236,16 @@ class InterventionNet(nn.Module):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.use_future:
             self.future_head = FutureHead(self.target_dim)
-        if self.use_value:
-            head = functools.partial(ScalarHead, tuple(self.head_hidden_dims), self.use_layer_norm)
-            self.q_head = Ensemble(head, num=2)
+        head = functools.partial(ScalarHead, tuple(self.head_hidden_dims), self.use_layer_norm)
+        self.q_head = Ensemble(head, num=2)
+        if self.head_type == "tvr_history":
             self.value_head = ScalarHead(tuple(self.head_hidden_dims), self.use_layer_norm)
-        self.history_encoder = ValueHistoryEncoder(tuple(self.history_hidden_dims), self.history_dim,
-                                                   self.history_delta_scale)
-        self.risk_head = ScalarHead(tuple(self.head_hidden_dims), self.use_layer_norm)
+            self.history_encoder = ValueHistoryEncoder(tuple(self.history_hidden_dims), self.history_dim,
+                                                       self.history_delta_scale)
+            self.risk_head = ScalarHead(tuple(self.head_hidden_dims), self.use_layer_norm)
+        else:  # binary: official InterventionHead, in -> 4 in -> 1 (no LayerNorm)
+            z_dim = self.target_dim if self.use_future else int(self.hidden_dims[-1])
+            self.trigger_head = ScalarHead((4 * z_dim,), use_layer_norm=False)
 
     def __call__(self, observations, instr_ids, actions, value_history) -> Dict[str, jax.Array]:
         instr_ids = jnp.asarray(instr_ids)
@@ -235,12 +259,14 @@ class InterventionNet(nn.Module):
             out["z_pred"] = z
         else:
             z = h
-        risk_in = [z, self.history_encoder(value_history)]
-        if self.use_value:
-            qs = self.q_head(z)  # (2, B)
-            out["q1"], out["q2"] = qs[0], qs[1]
-            out["q"] = jnp.minimum(qs[0], qs[1])
+        qs = self.q_head(z)  # (2, B)
+        out["q1"], out["q2"] = qs[0], qs[1]
+        out["q"] = jnp.minimum(qs[0], qs[1])
+        q_in = [jax.lax.stop_gradient(out["q"])[:, None]] if self.use_value_cond else []
+        if self.head_type == "tvr_history":
             out["v_now"] = self.value_head(h)
-            risk_in.append(jax.lax.stop_gradient(out["q"])[:, None])
-        out["risk"] = self.risk_head(jnp.concatenate(risk_in, axis=-1))
+            x = jnp.concatenate([z, self.history_encoder(value_history)] + q_in, axis=-1)
+            out["risk"] = self.risk_head(x)
+        else:
+            out["risk"] = self.trigger_head(jnp.concatenate([z] + q_in, axis=-1))
         return out

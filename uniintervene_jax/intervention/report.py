@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from uniintervene_jax.gate import get_trigger_config, trigger_rule
+from uniintervene_jax.gate import get_trigger_config, threshold_sweep, trigger_rule
 from uniintervene_jax.intervention.losses import intervention_loss
 
 DEFAULT_LEAD_WINDOW = 50
@@ -168,11 +168,14 @@ def _plot_timeline(path: str, t: np.ndarray, values: np.ndarray, prob: np.ndarra
 
 def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
                         lead_window: int = DEFAULT_LEAD_WINDOW, batch_size: int = 1024,
-                        example_episode: Optional[int] = None, trigger: Optional[Any] = None) -> Dict[str, Any]:
+                        example_episode: Optional[int] = None, tau: Optional[float] = None) -> Dict[str, Any]:
     """Evaluates ``model`` (an ``InterventionModel``) on ``dataset`` (an ``InterventionDataset``,
-    ideally held-out episodes). A row fires by the gate's rule
-    (:func:`uniintervene_jax.gate.trigger_rule`) with ``trigger`` (``tau_int``,
-    ``value_threshold``; None: :func:`uniintervene_jax.gate.get_trigger_config`).
+    ideally held-out episodes). A decision row (``dataset.decision_mask``: t >= K, where the
+    gate decides) fires by the gate's rule (:func:`uniintervene_jax.gate.trigger_rule`) with
+    ``tau`` (None: ``get_trigger_config().tau_int``); the other rows never fire. Precision,
+    recall, F1, label and trigger rates are over the decision rows; so is
+    :func:`uniintervene_jax.gate.threshold_sweep` (the best-F1 threshold, official
+    ``threshold_sweep_metrics``).
 
     Returned dict (floats, or None when undefined):
       * ``q_loss`` (sum of both Q heads' smooth-L1 to V(t+1), as in training; None without
@@ -187,7 +190,11 @@ def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
       * ``false_trigger_rate_success`` / ``false_trigger_step_rate_success`` --
         :func:`false_trigger_rate` over successful episodes without any operator step
         (None when the dataset has no success information or no such episode);
-      * ``num_samples``, ``num_episodes``, ``label_rate``, ``trigger_rate``;
+      * ``num_samples``, ``num_decisions``, ``num_episodes``, ``label_rate``, ``trigger_rate``,
+        ``tau``;
+      * ``best_threshold``, ``best_f1``, ``precision_at_best``, ``recall_at_best``,
+        ``trigger_rate_at_best``, ``auprc`` and ``threshold_sweep`` (the list of sweep points),
+        from :func:`~uniintervene_jax.gate.threshold_sweep`;
       * ``timeline_plot``: path of the plot when ``out_dir`` is given.
 
     With ``out_dir`` it also writes ``intervention_report.json`` and
@@ -198,15 +205,16 @@ def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
     if len(dataset) == 0:
         raise ValueError("intervention_report: empty dataset")
     cfg = model.config
-    trigger = get_trigger_config() if trigger is None else trigger
+    tau = float(get_trigger_config().tau_int if tau is None else tau)
     out = predict_dataset(model, dataset, batch_size)
     batch = {"values_now": dataset.values_now, "values_next": dataset.values_next, "tvr": dataset.tvr,
              "labels": dataset.labels, "target_latents_next": dataset.target_latents_next}
     _, info = intervention_loss(out, batch, cfg)
     info = {k: float(v) for k, v in info.items()}
-    trig = trigger_rule(out, dataset.value_history, float(trigger.tau_int), bool(cfg.use_tvr),
-                        float(trigger.value_threshold))
-    precision, recall, f1 = trigger_metrics(trig, dataset.labels)
+    decide = dataset.decision_mask if dataset.decision_mask.any() else np.ones(len(dataset), bool)
+    trig = trigger_rule(out, tau) & decide
+    precision, recall, f1 = trigger_metrics(trig[decide], dataset.labels[decide])
+    sweep = threshold_sweep(out["trigger_prob"][decide], dataset.labels[decide])
 
     episodes = _episodes(dataset)
     trig_eps = [trig[rows] for rows in episodes]
@@ -227,9 +235,12 @@ def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
 
     report: Dict[str, Any] = {
         "num_samples": int(len(dataset)),
+        "num_decisions": int(decide.sum()),
         "num_episodes": int(len(episodes)),
-        "label_rate": float(np.mean(dataset.labels)),
-        "trigger_rate": float(np.mean(trig)),
+        "label_rate": float(np.mean(dataset.labels[decide])),
+        "trigger_rate": float(np.mean(trig[decide])),
+        "tau": tau,
+        "head_type": str(cfg.head_type),
         "loss": info["loss"],
         "q_loss": info.get("q_loss"),
         "value_loss": info.get("value_loss"),
@@ -245,6 +256,9 @@ def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
         "takeovers_anticipated": (len(found) / len(with_takeover)) if with_takeover else None,
         "false_trigger_rate_success": fts,
         "false_trigger_step_rate_success": fts_step,
+        **{k: sweep[k] for k in ("best_threshold", "best_f1", "precision_at_best", "recall_at_best",
+                                 "trigger_rate_at_best", "auprc")},
+        "threshold_sweep": sweep["sweep"],
     }
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
@@ -258,7 +272,7 @@ def intervention_report(model: Any, dataset: Any, out_dir: Optional[str] = None,
         rows = episodes[pick]
         path = os.path.join(out_dir, f"timeline_episode{ep_ids[pick]}.png")
         _plot_timeline(path, dataset.t[rows], dataset.values_now[rows], out["trigger_prob"][rows], trig[rows],
-                       dataset.labels[rows], dataset.interventions[rows], float(trigger.tau_int),
+                       dataset.labels[rows], dataset.interventions[rows], tau,
                        f"episode {ep_ids[pick]}")
         report["timeline_plot"] = path
         with open(os.path.join(out_dir, "intervention_report.json"), "w") as f:

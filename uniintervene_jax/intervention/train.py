@@ -20,9 +20,9 @@ def train_intervention_model(dataset: InterventionDataset, config: Any = None, s
                              ) -> Tuple[InterventionModel, List[Dict[str, float]]]:
     """Trains (or continues training ``model``) for ``steps`` Adam steps.
 
-    Batches of ``config.batch_size`` are sampled with replacement from ``dataset``
-    (balanced per ``config.balanced_sampling`` / ``positive_fraction``; numpy generator
-    seeded with ``config.seed``). A new model is created from ``dataset``'s first row (the
+    Batches of ``config.batch_size`` are sampled with replacement from the decision rows of
+    ``dataset`` at natural class frequency (:meth:`InterventionDataset.sample_indices`; numpy
+    generator seeded with ``config.seed``). A new model is created from ``dataset``'s first row (the
     PRNG key from ``config.seed``). Returns ``(model, history)``; ``history`` holds a dict
     of floats (``step`` + the update info) every ``config.log_every`` steps and at the end.
     Raises ValueError when ``dataset.history_len`` differs from ``config.history_len`` or
@@ -49,7 +49,7 @@ def train_intervention_model(dataset: InterventionDataset, config: Any = None, s
         iterator = bar
     log_every = max(1, int(cfg.log_every))
     for step in iterator:
-        batch = dataset.sample(rng, int(cfg.batch_size), bool(cfg.balanced_sampling), float(cfg.positive_fraction))
+        batch = dataset.sample(rng, int(cfg.batch_size))
         model, info = model.update(batch)
         if step % log_every == 0 or step == steps:
             row = {"step": step, **{k: float(v) for k, v in info.items()}}

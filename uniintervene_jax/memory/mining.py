@@ -4,7 +4,9 @@ DESIGN section 4 "Recovery memory" (the guide's "Step 5: Build the Recovery Memo
 item is a fixed-span window ``[s, s + span]`` of a successful episode whose proxy value rises by at
 least ``delta`` (``V[s + span] - V[s] >= delta``) and ends high (``V[s + span] >= goal_min_value``,
 0.75). The start ``s`` is the key (a state from which the episode recovered), the end ``s + span``
-is the goal.
+is the goal. ``V`` is the raw proxy value (no per-episode normalisation), the scale of the stored
+``start_value`` / ``goal_value`` and of the gate's retrieval filter "goal value above V(o_t)", as
+in the official code (``scripts/build_vf_delta_bank_fast.py``, ``memory/``).
 
 Selection (deterministic, documented here because the paper only names its ingredients):
 
@@ -31,7 +33,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from uniintervene_jax.labels import check_value_curve, episode_succeeded, normalize_value_curve
+from uniintervene_jax.labels import check_value_curve, episode_succeeded
 
 EmbedFn = Callable[[Dict[str, np.ndarray]], Any]
 
@@ -385,8 +387,9 @@ def mine_online_memory(episodes: Sequence[Mapping[str, Any]], curves: Sequence[A
 
     Args:
       episodes: episode dicts (demos first or not; ``metadata["source"]`` says which).
-      curves: one proxy-value curve float ``(T+1,)`` per episode (raw; min-max normalised here
-        per episode, as the offline pipeline does).
+      curves: one raw proxy-value curve float ``(T+1,)`` in [0, 1] per episode. Mining, the
+        stored goal values and the gate's retrieval filter all use this one scale, as the
+        official code does (no per-episode normalisation).
       embed: ``observations -> float32 (B, D)`` key/goal embedding.
       c: ``config.uniintervene`` (reads ``memory_preset`` and ``memory_demo_delta``).
       task: task name stored with the items.
@@ -400,7 +403,7 @@ def mine_online_memory(episodes: Sequence[Mapping[str, Any]], curves: Sequence[A
     def mine(idx, config):
         if not idx:
             return None
-        return mine_recovery_items([episodes[i] for i in idx], [normalize_value_curve(curves[i]) for i in idx],
+        return mine_recovery_items([episodes[i] for i in idx], [curves[i] for i in idx],
                                    embed, config, episode_ids=idx, tasks=[task] * len(idx))
 
     demo_idx = [i for i, e in enumerate(episodes) if e["metadata"].get("source") == "demo"]

@@ -262,3 +262,15 @@ def retrieved_goals(pairs: Dict[str, Any], values: np.ndarray, value, instr: np.
         for k in goals:
             goals[k][row] = item.goal_observations[k]
     return dict(pairs, goal_observations=goals), hit / max(len(found), 1)
+
+
+def current_observation_goals(pairs: Dict[str, Any]) -> Dict[str, Any]:
+    """The w/o-memory-goal ablation's training goals: each pair's goal is its own anchor
+    observation ``o_t`` (a copy), the input the gate gives the recovery policy at run time with
+    ``use_memory_goal=False`` (``uniintervene_jax/gate.py``), so training and acting see the same
+    non-memory goal input.
+
+    Args: pairs: :func:`recovery_training_pairs` output (``observations`` dict of ``(N, ...)``).
+    Returns: the pairs with ``goal_observations`` equal to ``observations``.
+    """
+    return dict(pairs, goal_observations={k: np.array(v, copy=True) for k, v in pairs["observations"].items()})
