@@ -8,7 +8,9 @@
           numpy<2, which jax cannot use; mink serves only robosuite's humanoid IK)
   vlm   : transformers + a CPU torch build for frozen vision encoders
   rlds  : tensorflow-datasets export/import
-  dev   : pytest and friends
+  wandb : Weights & Biases logging beside tensorboard (--config.logging.wandb=True)
+  video : mp4 evaluation videos (imageio-ffmpeg: an ffmpeg binary for imageio)
+  dev   : pytest and friends, and what the wandb-offline and video tests need
 """
 
 from setuptools import find_packages, setup
@@ -46,7 +48,9 @@ EXTRAS_REQUIRE = {
     # tfds writes and reads RLDS (array_record) without TensorFlow; tfrecord needs tensorflow-cpu.
     # importlib_resources: tfds' builders import it, but tfds requires it only on Python < 3.9.
     "rlds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.2"],
+    "wandb": ["wandb>=0.17"],
+    "video": ["imageio-ffmpeg>=0.4.9"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.2", "wandb>=0.17", "imageio-ffmpeg>=0.4.9"],
 }
 
 setup(

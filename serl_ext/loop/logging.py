@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 
@@ -131,7 +132,7 @@ def _init_wandb(run_dir: str, name: str, settings: Dict[str, Any]):
         with open(id_path) as f:
             run_id = f.read().strip()
     else:
-        run_id = wandb.util.generate_id()
+        run_id = uuid.uuid4().hex[:12]  # wandb run ids: lowercase letters and digits
         with open(id_path, "w") as f:
             f.write(run_id)
     settings.setdefault("dir", run_dir)  # wandb writes into {dir}/wandb/
