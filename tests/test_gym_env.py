@@ -177,10 +177,9 @@ def test_env_interventions_from_info_are_stored_as_human_steps(tmp_path):
     assert summary["intervention_rate"] == pytest.approx(expected.mean())
 
 
-@pytest.mark.timeout(300)
-def test_user_package_env_trains_through_learner_and_actor_launchers(tmp_path):
-    """The worked example's shape on a user env: hil_serl, no demos, the env's own
-    interventions, learner.sh + actor.sh as two processes; only PYTHONPATH names the package."""
+def _run_launchers(tmp_path, spec, max_env_steps, training_starts, steps_per_update=0):
+    """learner.sh + actor.sh as two processes with tiny budgets; only PYTHONPATH names the user
+    package (tests/). Returns (summary.json, learner_summary.json)."""
     import socket
 
     socks = [socket.socket() for _ in range(2)]
@@ -189,20 +188,20 @@ def test_user_package_env_trains_through_learner_and_actor_launchers(tmp_path):
     ports = [s.getsockname()[1] for s in socks]
     for s in socks:
         s.close()
-    spec = f"{REACH_INTERVENE},hil_serl"
     flags = [
         f"--config.run_root={tmp_path / 'runs'}",
         f"--config.transport.port={ports[0]}",
         f"--config.transport.broadcast_port={ports[1]}",
         "--config.agent.hidden_dims=(16, 16)",
         "--config.learner.batch_size=16",
-        "--config.learner.training_starts=60",
+        f"--config.learner.training_starts={training_starts}",
         "--config.learner.publish_period=10",
         "--config.learner.checkpoint_period=0",
-        "--config.actor.max_env_steps=160",
+        f"--config.actor.max_env_steps={max_env_steps}",
         "--config.actor.eval_period=0",
         "--config.actor.eval_episodes=1",
-        "--config.actor.steps_per_update=0",
+        f"--config.actor.steps_per_update={steps_per_update}",
+        "--config.actor.throttle_slack=20",
         "--config.logging.progress_bar=False",
         "--config.logging.tensorboard=False",
     ]
@@ -219,10 +218,28 @@ def test_user_package_env_trains_through_learner_and_actor_launchers(tmp_path):
     finally:
         if learner.poll() is None:
             learner.kill()
-    run_dir = tmp_path / "runs" / "gym:gym_user_env:SerlTestReachIntervene-v0" / "hil_serl" / "seed0"
-    summary = json.loads((run_dir / "summary.json").read_text())
-    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    task, algorithm = spec.rsplit(",", 1)
+    run_dir = tmp_path / "runs" / task / algorithm / "seed0"
+    return (json.loads((run_dir / "summary.json").read_text()),
+            json.loads((run_dir / "learner_summary.json").read_text()))
+
+
+@pytest.mark.timeout(300)
+def test_user_package_env_trains_through_learner_and_actor_launchers(tmp_path):
+    """A user's package env (gym:MODULE:ENV_ID), hil_serl with no demos and the env's own
+    interventions, through learner.sh + actor.sh: the interventions fill the demo buffer."""
+    summary, learner_summary = _run_launchers(tmp_path, f"{REACH_INTERVENE},hil_serl", 160, 60)
     assert summary["env_steps"] == 160 and summary["delivered_to_learner"] is True
     assert summary["human_steps"] == 40 and summary["eval_success_rate"] is not None
     assert learner_summary["learner_steps"] > 0
     assert learner_summary["demo_size"] == 40  # the env's interventions, no demos
+
+
+@pytest.mark.timeout(300)
+def test_pendulum_worked_example_trains_through_learner_and_actor_launchers(tmp_path):
+    """The README's worked example with tiny budgets: gym:Pendulum-v1,sac (one 200-step episode),
+    the actor kept within one env step per learner step (+ 20) of the learner, so it trains."""
+    summary, learner_summary = _run_launchers(tmp_path, "gym:Pendulum-v1,sac", 200, 100, steps_per_update=1)
+    assert summary["env_steps"] == 200 and summary["episodes"] == 1 and summary["human_steps"] == 0
+    assert summary["eval_history"][-1]["return"] < 0.0  # Pendulum's own reward, not clipped to [0, 1]
+    assert learner_summary["learner_steps"] >= 60 and learner_summary["demo_size"] == 0
