@@ -66,6 +66,29 @@ def _flags(tmp_path, ports, max_env_steps):
     ]
 
 
+def _run_task(tmp_path, max_env_steps):
+    """launchers/run_task.sh: demos (already there), learner --quiet and actor; the terminal gets
+    the actor's output only and a result table at the end; both logs are in the run folder."""
+    flags = _flags(tmp_path, _free_ports(2), max_env_steps)
+    run = subprocess.run(["bash", "launchers/run_task.sh", "pick-place,hil_serl", *flags], cwd=REPO,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=500)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
+    header, rule, row, folder = run.stdout.strip().splitlines()[-4:]
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "task", "method", "env steps", "minutes", "final SR", "IR"]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["pick-place", "hil_serl", str(max_env_steps)]
+    assert folder == f"run folder: {os.path.relpath(run_dir, REPO)}"
+    assert "[learner]" not in run.stdout + run.stderr  # the learner's console went to its log
+    learner_log = (run_dir / "logs" / "learner.log").read_text()
+    assert "[learner] done:" in learner_log and "resumed from checkpoint" in learner_log
+    assert "[actor] eval at" in (run_dir / "logs" / "actor.log").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    return run_dir, summary, learner_summary
+
+
 def _run_pair(tmp_path, max_env_steps):
     ports = _free_ports(2)
     flags = _flags(tmp_path, ports, max_env_steps)
@@ -120,8 +143,9 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
     assert (run_dir / "metrics" / "learner.jsonl").exists()
     first_steps = learner_summary["learner_steps"]
 
-    # Second run: both processes resume (actor counters, learner checkpoint with buffers).
-    run_dir, summary2, learner_summary2 = _run_pair(tmp_path, 400)
+    # Second run, through run_task.sh: both processes resume (actor counters, learner checkpoint
+    # with buffers); the terminal shows the actor only and ends with the result table.
+    run_dir, summary2, learner_summary2 = _run_task(tmp_path, 400)
     assert summary2["env_steps"] == 400
     assert learner_summary2["replay_size"] == 400
     assert learner_summary2["learner_steps"] > first_steps

@@ -136,7 +136,7 @@ def _init_wandb(run_dir: str, name: str, settings: Dict[str, Any]):
         with open(id_path, "w") as f:
             f.write(run_id)
     settings.setdefault("dir", run_dir)  # wandb writes into {dir}/wandb/
-    return wandb.init(id=run_id, resume="allow", reinit="create_new", **settings)
+    return wandb.init(id=run_id, resume="allow", **settings)
 
 
 def read_jsonl(path: str):
