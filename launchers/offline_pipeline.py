@@ -7,6 +7,23 @@
 Stages: data, value, labels, intervention, memory, recovery, report (see
 ``uniintervene_jax/pipeline.py``). Outputs: models under ``models/``, the memory under
 ``memory/``, plots and JSON under ``report/``, ``metrics.json`` and ``report.md``.
+
+The per-task flow in the paper's order (issue 13 item 1), one command per step:
+
+  # 1. offline data: scripted demos, rollouts of the SFT base policy (BC on the demos) that fail
+  #    or stall, and rollouts with the operator's intervention segments (stage "data"; or
+  #    launchers/collect_offline.py --out=DIR and --config.data.dir=DIR);
+  # 2. proxy value, labels, intervention model (threshold: best F1 on the held-out episodes,
+  #    stored in models/intervention/model.json), memory, recovery policy; 3. the offline report:
+  python launchers/offline_pipeline.py --task=pick-place --run_dir=runs/offline/pick-place
+  # 4. the online run started from these models (the learner keeps refining them and pushes
+  #    them with a version; uniintervene_jax/online_config.py documents the schedule):
+  bash launchers/run_task.sh pick-place,hil_serl+uniintervene \
+      --config.uniintervene.init_from=runs/offline/pick-place
+
+The online run needs the folder's value and intervention models to match its observations
+(same task and observation mode) and ``intervention.history_len``; the offline recovery policy
+is reused only with ``--config.recovery.head=continuous`` (the online head).
 """
 
 import json

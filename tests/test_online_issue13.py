@@ -97,3 +97,39 @@ def test_tau_fixed_by_default_and_recalibrated_on_held_out_online_episodes(demos
     assert ui.tau in [round(0.05 * i, 2) for i in range(1, 20)]
     assert "uniintervene/tau_best_f1" in ui.last_info
     assert ui.payload()["tau"] == ui.tau
+
+
+def test_online_run_starts_from_an_offline_pipeline_folder(demos, tmp_path):
+    """uniintervene.init_from: the learner and the actor's gate build the models of the folder,
+    start from its held-out threshold and its memory, and use its frozen target encoder."""
+    from uniintervene_jax.gate import NetworkGateModels
+    from uniintervene_jax.intervention.target_encoders import RandomProjectionEncoder
+    from uniintervene_jax.memory.memory import RecoveryMemory
+    from uniintervene_jax.online_config import check_online_config
+
+    base = OnlineUniIntervene(_config(), SPEC, A, demos)
+    base.pretrain()
+    folder = tmp_path / "offline"
+    base.value.save(str(folder / "models" / "value"))
+    base.intervention.save(str(folder / "models" / "intervention"), extra={
+        "trigger_threshold": 0.35, "target_encoder": {"name": "random", "dim": 8, "seed": 3}})
+    RecoveryMemory(items=base.memory_items).save(str(folder / "memory"))
+
+    config = _config()
+    config.uniintervene.init_from = str(folder)
+    check_online_config(config.uniintervene)
+    ui = OnlineUniIntervene(config, SPEC, A, demos)
+    assert ui.tau == 0.35 and len(ui.memory_items) == len(base.memory_items)
+    probe = {"state": demos[0]["observations"]["state"][:5]}
+    ids = np.broadcast_to(ui.instr, (5, ui.instr.shape[0]))
+    np.testing.assert_allclose(ui.value.values(probe, ids), base.value.values(probe, ids), rtol=1e-6)
+    expected = RandomProjectionEncoder({"state": (39,)}, 8, seed=3).encode(probe)
+    np.testing.assert_array_equal(ui.target_encoder.encode(probe, ids), expected)
+    models = NetworkGateModels(config, SPEC, A)
+    assert models.tau == 0.35  # before any message, the folder's calibrated threshold
+    models.load(ui.payload())  # same structures on both sides
+    assert models.tau == 0.35 and models.version == ui.version
+
+    config.uniintervene.init_from = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="init_from"):
+        check_online_config(config.uniintervene)

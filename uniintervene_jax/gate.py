@@ -484,11 +484,16 @@ class NetworkGateModels:
         c = config.uniintervene
         self.task = config.task
         self.instr = tokenize_instruction(instruction_for(self.task))
-        self.embedding_dim = int(c.value.latent_dim)
         self._value, self._intervention, self._recovery = build_models(config, obs_spec, action_dim)
+        self.embedding_dim = int(self._value.config.latent_dim)  # the folder's with uniintervene.init_from
         self._memory = None
         self.ready = False
         self.tau = float(c.trigger.tau_int)  # until the first message brings the learner's (calibrated) tau
+        if str(c.get("init_from", "") or ""):
+            from uniintervene_jax.intervention.model import InterventionModel
+
+            saved = InterventionModel.saved_trigger_threshold(os.path.join(str(c.init_from), "models", "intervention"))
+            self.tau = self.tau if saved is None else saved
         self.version = -1
         self._lock = threading.Lock()
 

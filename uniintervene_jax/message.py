@@ -14,6 +14,7 @@ Payload (all numpy / plain Python, msgpack-able by ``serl_ext.transport``)::
 * :func:`memory_to_payload` / :func:`memory_from_payload` -- the recovery memory on the wire.
 """
 
+import json
 from typing import Any, Dict, Optional
 
 import jax
@@ -29,8 +30,22 @@ def build_models(config, obs_spec, action_dim: int):
     """The three UniIntervene models of ``config.uniintervene`` with fresh parameters, seeded by
     ``config.seed`` (the actor builds the same structures and loads pushed parameters into them).
 
+    With ``uniintervene.init_from`` (an offline pipeline run folder, ``uniintervene_jax/pipeline.py``)
+    the proxy value and the intervention model are loaded from ``{init_from}/models/value`` and
+    ``{init_from}/models/intervention`` (their structure and parameters: learner and actor build
+    the same networks from the folder), and the recovery policy from ``{init_from}/models/recovery``
+    when that one has the continuous chunk head (online needs it); a token-head (FAST) policy is
+    not loaded and a fresh continuous one is built from ``config.uniintervene.recovery``.
+
     Returns ``(ProxyValue, InterventionModel, RecoveryPolicy)``.
+    Raises:
+      FileNotFoundError: a model folder of ``init_from`` is missing.
+      ValueError: a loaded model's observation spec, action size or value-history K differs
+        from this run's.
     """
+    import os
+
+    from serl_ext.agents.common import make_obs_spec
     from serl_ext.loop.common import example_observation
     from uniintervene_jax.intervention.model import InterventionModel
     from uniintervene_jax.recovery.model import RecoveryPolicy
@@ -40,9 +55,33 @@ def build_models(config, obs_spec, action_dim: int):
     example = example_observation(obs_spec)
     key = jax.random.PRNGKey(int(config.seed) + 101)
     k1, k2, k3 = jax.random.split(key, 3)
-    value = ProxyValue.create(k1, example, c.value)
-    intervention = InterventionModel.create(k2, example, int(action_dim), int(c.value.latent_dim), c.intervention)
-    recovery = RecoveryPolicy.create(k3, example, int(action_dim), c.recovery)
+    source = str(c.get("init_from", "") or "")
+    if not source:
+        value = ProxyValue.create(k1, example, c.value)
+        intervention = InterventionModel.create(k2, example, int(action_dim), int(c.value.latent_dim), c.intervention)
+        recovery = RecoveryPolicy.create(k3, example, int(action_dim), c.recovery)
+        return value, intervention, recovery
+    spec = make_obs_spec(example)
+    models = os.path.join(source, "models")
+    value = ProxyValue.load(os.path.join(models, "value"))
+    intervention = InterventionModel.load(os.path.join(models, "intervention"))
+    for name, model in (("value", value), ("intervention", intervention)):
+        if tuple(model.obs_spec) != tuple(spec):
+            raise ValueError(f"{models}/{name}: observation spec {model.obs_spec} differs from this run's {spec}")
+    if intervention.action_dim != int(action_dim):
+        raise ValueError(f"{models}/intervention: action_dim {intervention.action_dim} != {action_dim}")
+    if int(intervention.config.history_len) != int(c.intervention.history_len):
+        raise ValueError(f"{models}/intervention: history_len {intervention.config.history_len} != "
+                         f"uniintervene.intervention.history_len {c.intervention.history_len} (the gate's K)")
+    recovery = None
+    rec_dir = os.path.join(models, "recovery")
+    if os.path.isdir(rec_dir):
+        with open(os.path.join(rec_dir, "model.json")) as f:
+            head = json.load(f).get("config", {}).get("head")
+        if head == "continuous":
+            recovery = RecoveryPolicy.load(rec_dir, seed=int(config.seed))
+    if recovery is None:
+        recovery = RecoveryPolicy.create(k3, example, int(action_dim), c.recovery)
     return value, intervention, recovery
 
 

@@ -71,15 +71,31 @@ def make_target_encoder(c, obs_spec, seed: int):
     """The frozen future-target encoder of ``c.target_encoder`` (``config.uniintervene``):
     ``"random"`` (a fixed random projection of the observation to ``c.value.latent_dim`` dims,
     seeded; DESIGN section 4 asks for a frozen target and the paper's is a frozen V-JEPA 2, which
-    needs images) or ``"hf:/local/folder"`` (a frozen transformers vision model).
+    needs images) or ``"hf:/local/folder"`` (a frozen transformers vision model). With
+    ``c.init_from`` the encoder the offline intervention model was trained against
+    (``model.json`` extra ``target_encoder``: the same random projection, a frozen copy of the
+    offline proxy value, or the same transformers folder).
 
     Raises ValueError for another value."""
-    from uniintervene_jax.intervention.target_encoders import HFVisionTargetEncoder, RandomProjectionEncoder
+    from serl_ext.loop.common import example_observation
+    from uniintervene_jax.intervention.target_encoders import (
+        HFVisionTargetEncoder, ProxyValueTargetEncoder, RandomProjectionEncoder)
 
+    if str(c.get("init_from", "") or ""):
+        folder = os.path.join(str(c.init_from), "models")
+        with open(os.path.join(folder, "intervention", "model.json")) as f:
+            spec = json.load(f).get("extra", {}).get("target_encoder") or {}
+        if spec.get("name") == "random":
+            return RandomProjectionEncoder(example_observation(obs_spec), int(spec["dim"]), seed=int(spec["seed"]))
+        if spec.get("name") == "proxy_value":
+            from uniintervene_jax.value.model import ProxyValue
+
+            return ProxyValueTargetEncoder(ProxyValue.load(os.path.join(folder, "value")))  # a frozen copy
+        if str(spec.get("name", "")).startswith("hf:"):
+            return HFVisionTargetEncoder(str(spec["name"])[3:])
+        raise ValueError(f"{folder}/intervention/model.json names no known target encoder: {spec!r}")
     name = str(c.target_encoder)
     if name == "random":
-        from serl_ext.loop.common import example_observation
-
         return RandomProjectionEncoder(example_observation(obs_spec), int(c.value.latent_dim), seed=int(seed) + 29)
     if name.startswith("hf:"):
         return HFVisionTargetEncoder(name[3:])
@@ -121,6 +137,8 @@ class OnlineUniIntervene:
         self.target_encoder = make_target_encoder(self.c, obs_spec, self.seed)
         self.memory_items = None
         self.tau = float(self.c.trigger.tau_int)  # the learner's tau, pushed with every payload
+        if str(self.c.init_from):
+            self._init_from(str(self.c.init_from))
         self.version = 0
         self.counters = collections.Counter()
         self.episodes_seen = 0
@@ -129,6 +147,21 @@ class OnlineUniIntervene:
         self._intervention_data = None
         self._recovery_pairs = None
         self.last_info: Dict[str, float] = {}
+
+    def _init_from(self, run_dir: str) -> None:
+        """Starts from an offline pipeline folder (``config.uniintervene.init_from``): its
+        held-out best-F1 threshold and its recovery memory (the models themselves come from
+        :func:`uniintervene_jax.message.build_models`). The memory is mined again from the demos
+        and online episodes at the first refresh."""
+        from uniintervene_jax.intervention.model import InterventionModel
+        from uniintervene_jax.memory.memory import RecoveryMemory
+
+        tau = InterventionModel.saved_trigger_threshold(os.path.join(run_dir, "models", "intervention"))
+        if tau is not None:
+            self.tau = tau
+        mem_dir = os.path.join(run_dir, "memory")
+        if os.path.isdir(mem_dir):
+            self.memory_items = RecoveryMemory.load(mem_dir).items
 
     # ---- data
     def insert(self, transition: Dict[str, Any]) -> None:

@@ -27,6 +27,13 @@ def get_online_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # Off for plain HiL-SERL; the hil_serl+uniintervene algorithms switch it on.
     c.enabled = False
+    # Start the online run from an offline pipeline run folder (launchers/offline_pipeline.py
+    # --run_dir=...; "" = fresh models): the proxy value and the intervention model (structure
+    # and parameters, uniintervene_jax/message.py:build_models), the recovery memory, the
+    # held-out best-F1 trigger threshold (models/intervention/model.json, trigger_threshold)
+    # and the frozen future-target encoder come from it; the recovery policy too when it has
+    # the continuous head. The learner then keeps refining them on the schedule below.
+    c.init_from = ""
     # --- gate (actor) ---
     # The value-history window K is intervention.history_len (8) and the recovery chunk length H
     # is recovery.horizon (8; the gate re-evaluates at a chunk's end).
@@ -160,6 +167,11 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
     from uniintervene_jax.recovery.config import resolve_config as recovery_config
     from uniintervene_jax.value.config import resolve_config as value_config
 
+    import os
+
+    if str(c.init_from) and not os.path.isdir(os.path.join(str(c.init_from), "models", "intervention")):
+        raise ValueError(f"uniintervene.init_from={c.init_from!r} has no models/intervention folder "
+                         "(run launchers/offline_pipeline.py --run_dir=... first)")
     if c.recovery_buffer not in RECOVERY_BUFFERS:
         raise ValueError(f"uniintervene.recovery_buffer must be one of {RECOVERY_BUFFERS}, got {c.recovery_buffer!r}")
     for name in ("train_period", "refresh_episodes", "max_episodes", "batch_size",

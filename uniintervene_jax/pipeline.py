@@ -284,11 +284,22 @@ class Pipeline:
                 tau = float(sweep["best_threshold"])
         model.save(os.path.join(self.run_dir, "models", "intervention"),
                    extra={"trigger_threshold": tau, "threshold_source": "held_out_best_f1" if sweep else "tau_int",
-                          "threshold_sweep": sweep["sweep"] if sweep else None})
+                          "threshold_sweep": sweep["sweep"] if sweep else None,
+                          "target_encoder": self._target_encoder_spec()})
         report = intervention_report(model, held_set, out_dir=self.report_dir, tau=tau)
         report = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
         self._write_json("intervention_summary.json", report)
         return report
+
+    RANDOM_TARGET_DIM = 64
+
+    def _target_encoder_spec(self) -> Dict[str, Any]:
+        """What rebuilds the frozen target encoder elsewhere (an online run started from this
+        folder, ``uniintervene_jax/online.py:make_target_encoder``)."""
+        name = str(self.config.target_encoder)
+        if name == "random":
+            return {"name": "random", "dim": self.RANDOM_TARGET_DIM, "seed": int(self.config.seed)}
+        return {"name": name}
 
     def _target_encoder(self):
         """The frozen target encoder named by ``config.target_encoder``.
@@ -304,7 +315,8 @@ class Pipeline:
             return ProxyValueTargetEncoder(self.value_model())
         if name == "random":
             first = self.data()["train"][0]["observations"]
-            return RandomProjectionEncoder({k: v.shape[1:] for k, v in first.items()}, 64, seed=int(self.config.seed))
+            return RandomProjectionEncoder({k: v.shape[1:] for k, v in first.items()}, self.RANDOM_TARGET_DIM,
+                                           seed=int(self.config.seed))
         if name.startswith("hf:"):
             return HFVisionTargetEncoder(name[3:])
         raise ValueError(f"config.target_encoder must be 'proxy_value', 'random' or 'hf:PATH', got {name!r}")
