@@ -9,6 +9,8 @@ Importing it registers:
   style: on every step ``t`` (1-based since reset) with ``t % 4 == 0`` the env executes
   ``INTERVENE_ACTION`` instead of the agent's action and reports it in
   ``info["intervene_action"]`` (env units).
+* ``SerlTestImages-v0``: LeRobot gym_hil's observation layout, Dict(``agent_pos`` Box(3),
+  ``pixels`` Dict(``front``, ``wrist``: uint8 (8, 8, 3))), Box(-1, 1, (3,)) actions.
 * ``SerlTestDiscrete-v0``: Discrete actions (refused by the gym task kind).
 * ``SerlTestNoLimit-v0``: the reach env without a TimeLimit (refused without
   ``env.max_episode_steps``).
@@ -63,6 +65,30 @@ class ReachEnv(gym.Env):
         return self._obs(), -dist, False, False, info
 
 
+class ImageEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self):
+        image = spaces.Box(0, 255, (8, 8, 3), np.uint8)
+        self.observation_space = spaces.Dict({
+            "agent_pos": spaces.Box(-1.0, 1.0, (3,), np.float32),
+            "pixels": spaces.Dict({"front": image, "wrist": image}),
+        })
+        self.action_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+    def _obs(self, value):
+        image = np.full((8, 8, 3), value, np.uint8)
+        return {"agent_pos": np.full(3, value / 255.0, np.float32),
+                "pixels": {"front": image, "wrist": 255 - image}}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(10), {}
+
+    def step(self, action):
+        return self._obs(20), 0.0, False, False, {}
+
+
 def _register(env_id, max_episode_steps=EPISODE_STEPS, **kwargs):
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=ReachEnv, max_episode_steps=max_episode_steps, kwargs=kwargs)
@@ -71,4 +97,6 @@ def _register(env_id, max_episode_steps=EPISODE_STEPS, **kwargs):
 _register("SerlTestReach-v0")
 _register("SerlTestReachIntervene-v0", intervene=True)
 _register("SerlTestDiscrete-v0", discrete=True)
+if "SerlTestImages-v0" not in gym.registry:
+    gym.register("SerlTestImages-v0", entry_point=ImageEnv, max_episode_steps=5)
 _register("SerlTestNoLimit-v0", max_episode_steps=None)

@@ -109,6 +109,18 @@ def test_user_env_dict_observation_success_and_sparse_reward():
     assert terminated and rewards[-1] == 1.0 and sum(rewards) == 1.0
 
 
+def test_images_pass_through_under_their_keys_and_the_encoder_must_name_them():
+    env = make_env("gym:gym_user_env:SerlTestImages-v0")
+    assert set(env.observation_space.spaces) == {"state", "pixels_front", "pixels_wrist"}
+    assert env.observation_space["pixels_front"].dtype == np.uint8
+    obs, _ = env.reset(seed=0)
+    assert obs["pixels_front"][0, 0, 0] == 10 and obs["pixels_wrist"][0, 0, 0] == 245
+    np.testing.assert_allclose(obs["state"], np.full(3, 10 / 255.0), rtol=1e-6)
+    config = get_config("gym:gym_user_env:SerlTestImages-v0,sac")
+    with pytest.raises(ValueError, match="pixels_front"):
+        common.create_agent(config, common.observation_spec(env), 3)
+
+
 def test_lerobot_style_intervention_keys_are_read():
     env = make_env(REACH)
     base = env.env

@@ -152,3 +152,44 @@ def test_tfrecord_round_trip_with_tensorflow(tmp_path):
     assert any(".tfrecord" in n for n in os.listdir(folder))
     for a, b in zip(episodes, rlds.import_rlds(folder)):
         _assert_same(rlds.validate_episode(a), b)
+
+
+def test_import_reads_a_plain_rlds_dataset_written_elsewhere(tmp_path):
+    """An RLDS dataset with only the standard step fields and a non-dict observation (as
+    other tools write them): defaults for what it lacks."""
+    import tensorflow_datasets as tfds
+
+    F = tfds.features
+
+    class PlainRlds(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("0.1.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, disable_shuffling=True, features=F.FeaturesDict({
+                "steps": F.Dataset({
+                    "observation": F.Tensor(shape=(3,), dtype=np.float32),
+                    "action": F.Tensor(shape=(2,), dtype=np.float32),
+                    "reward": F.Scalar(dtype=np.float32), "discount": F.Scalar(dtype=np.float32),
+                    "is_first": F.Scalar(dtype=np.bool_), "is_last": F.Scalar(dtype=np.bool_),
+                    "is_terminal": F.Scalar(dtype=np.bool_)})}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i, (T, terminal) in enumerate(((3, True), (2, False))):
+                yield i, {"steps": [{
+                    "observation": np.full(3, t, np.float32), "action": np.full(2, t, np.float32),
+                    "reward": np.float32(t), "discount": np.float32(1.0), "is_first": t == 0,
+                    "is_last": t == T, "is_terminal": terminal and t == T} for t in range(T + 1)]}
+
+    builder = PlainRlds(data_dir=str(tmp_path), file_format="array_record")
+    builder.download_and_prepare()
+    first, second = rlds.import_rlds(builder.data_dir)
+    np.testing.assert_array_equal(first["observations"]["state"][:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(first["actions"][:, 0], [0, 1, 2])  # the last step's action is dropped
+    np.testing.assert_array_equal(first["rewards"], [0, 1, 2])
+    assert first["terminals"].tolist() == [False, False, True] and not first["truncations"].any()
+    assert second["truncations"].tolist() == [False, True] and not second["terminals"].any()
+    assert not first["interventions"].any() and (first["action_source"] == 0).all()
+    assert first["metadata"] == {}
