@@ -8,6 +8,7 @@ actions from a PRNG key derived from that seed, so it is reproducible too.
 
 import math
 import os
+import warnings
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -173,7 +174,9 @@ def training_video_spec(config, run_dir: str, eval_index: int, env_steps: int, n
     if "problem" not in _RENDERING_PROBLEM:
         from serl_ext.envs import check_rendering
 
-        problem = check_rendering()
+        with warnings.catch_warnings():  # the probe's subprocess: fork + exec at once, no JAX in the child
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            problem = check_rendering()
         if problem is None:
             try:
                 import imageio_ffmpeg  # noqa: F401

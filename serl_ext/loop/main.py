@@ -172,7 +172,9 @@ def _run_role(config):
         from serl_ext.loop.logging import result_table
 
         summary = run_actor(config)
-        print("\n" + result_table(summary, os.path.relpath(run_dir_for(config))))
+        run_dir = run_dir_for(config)
+        inside = os.path.commonpath([run_dir, os.getcwd()]) == os.getcwd()
+        print("\n" + result_table(summary, os.path.relpath(run_dir) if inside else run_dir))
     elif _LEARNER.value:
         from serl_ext.loop.learner import run_learner
 
@@ -209,6 +211,7 @@ def main(argv):
                             force=True)
         # Orbax and friends log every checkpoint step at INFO through absl; keep the console readable.
         absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)  # "No OpenGL_accelerate module loaded"
         try:
             _run_role(config)
         except SystemExit as e:

@@ -9,6 +9,7 @@ camera of a video is independent of the env's image observation.
 
 import dataclasses
 import os
+import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -110,10 +111,12 @@ class VideoRecorder:
             raise ValueError("no frames recorded")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         frames = overlay_plot(self._frames, self._infos)
-        with imageio.get_writer(path, fps=int(self.spec.fps), codec="libx264", macro_block_size=16,
-                                ffmpeg_log_level="error") as writer:
-            for image in frames:
-                writer.append_data(image)
+        with warnings.catch_warnings():  # imageio-ffmpeg starts ffmpeg (fork + exec: no JAX in the child)
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            with imageio.get_writer(path, fps=int(self.spec.fps), codec="libx264", macro_block_size=16,
+                                    ffmpeg_log_level="error") as writer:
+                for image in frames:
+                    writer.append_data(image)
         return path
 
     def close(self) -> None:
