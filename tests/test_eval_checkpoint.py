@@ -80,3 +80,62 @@ def test_checkpoints_to_keep(tmp_path):
     ckpt.close()
     with pytest.raises(ValueError, match="max_to_keep"):
         Checkpointer(str(tmp_path / "x"), max_to_keep=-1)
+
+
+class _PartGate:
+    """A method's gate in miniature: takes its models as a parameter-message part, recovers every
+    other step once it has them, and reports step_info()."""
+
+    part_name = "toy"
+    eval_with_gate = True
+
+    def __init__(self, models=None):
+        self.models, self.t = models, 0
+
+    @property
+    def ready(self):
+        return self.models is not None
+
+    def reset(self, observation):
+        self.t = 0
+
+    def select_action(self, observation, policy_action):
+        from serl_ext.loop.gate import POLICY, RECOVERY
+
+        self.t += 1
+        return policy_action, (RECOVERY if self.ready and self.t % 2 else POLICY)
+
+    def observe(self, *args):
+        pass
+
+    def load_params(self, part):
+        self.models = dict(part)
+
+    def for_evaluation(self):
+        return _PartGate(self.models)
+
+    def step_info(self):
+        return {"value": 0.5, "triggered": self.t % 2 == 1}
+
+
+class _ToyExtension:
+    name = "toy"
+
+    def __init__(self, run_dir, resumed):
+        self.resumed = resumed
+
+    def message_part(self, learner_step, force):
+        return {"version": 3, "resumed": self.resumed}
+
+
+def test_gate_on_loads_the_method_models_from_the_run_folder(tmp_path):
+    from serl_ext.loop import components
+
+    components.register("toy_gate", lambda config, spec, a, run_dir: _PartGate())
+    components.register("toy_ext", lambda config, spec, a, run_dir, resumed: _ToyExtension(run_dir, resumed))
+    config = _config(tmp_path)
+    config.components.gate, config.components.learner_extension = "toy_gate", "toy_ext"
+    _save_steps(config, [2])
+    result = evaluate_checkpoint(config, episodes=1, gate_mode="auto")  # the method evaluates with its gate
+    assert result["with_gate"] is True and result["recovery_fraction"] == pytest.approx(0.6)  # 3 of 5 steps
+    assert evaluate_checkpoint(config, episodes=1, gate_mode="off")["with_gate"] is False
