@@ -107,3 +107,13 @@ def test_training_videos_every_nth_evaluation(tmp_path, monkeypatch, rendering_p
     assert spec.camera == config.logging.video_camera and spec.episodes == 1
     assert training_video_spec(config, str(tmp_path), 1, 200) is None
     assert training_video_spec(config, str(tmp_path), 2, 300) is not None
+
+
+def test_videos_are_logged_with_their_run_folder_path(tmp_path):
+    from serl_ext.loop.logging import MetricLogger, read_jsonl
+
+    logger = MetricLogger(str(tmp_path), "actor", tensorboard=False)
+    logger.log_video("eval_system/video", str(tmp_path / "videos" / "eval_system_00000100_ep0.mp4"), 100)
+    logger.close()
+    [row] = read_jsonl(str(tmp_path / "metrics" / "actor.jsonl"))
+    assert row["step"] == 100 and row["eval_system/video"] == "videos/eval_system_00000100_ep0.mp4"
