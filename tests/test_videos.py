@@ -117,3 +117,34 @@ def test_videos_are_logged_with_their_run_folder_path(tmp_path):
     logger.close()
     [row] = read_jsonl(str(tmp_path / "metrics" / "actor.jsonl"))
     assert row["step"] == 100 and row["eval_system/video"] == "videos/eval_system_00000100_ep0.mp4"
+
+
+class _NoRenderEnv:
+    """Two steps, no rendering (render() is None, as a gymnasium env without render_mode)."""
+
+    def reset(self, seed=None):
+        self.t = 0
+        return {"state": np.zeros(3, np.float32)}, {}
+
+    def step(self, action):
+        self.t += 1
+        return {"state": np.zeros(3, np.float32)}, 0.0, False, self.t >= 2, {}
+
+    def render(self):
+        return None
+
+    def close(self):
+        pass
+
+
+def test_an_env_that_cannot_render_fails_clearly_or_goes_unfilmed_in_training(tmp_path, monkeypatch):
+    import dataclasses
+
+    from serl_ext.loop import common
+
+    monkeypatch.setattr(common, "make_env", lambda config, seed, with_operator: _NoRenderEnv())
+    spec = VideoSpec(directory=str(tmp_path), name="x", size=32)
+    with pytest.raises(RuntimeError, match="render_mode='rgb_array'"):
+        run_episodes(_ZeroAgent(), _config(tmp_path), 1, video=spec)
+    [record] = run_episodes(_ZeroAgent(), _config(tmp_path), 1, video=dataclasses.replace(spec, optional=True))
+    assert record["video"] is None and record["length"] == 2

@@ -6,6 +6,7 @@ Episode ``i`` uses the env seed ``common.eval_seed(config, i)``; stochastic eval
 actions from a PRNG key derived from that seed, so it is reproducible too.
 """
 
+import logging
 import math
 import os
 import warnings
@@ -14,6 +15,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from serl_ext.loop import common
+
+_log = logging.getLogger(__name__)
 
 
 def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: bool = False,
@@ -50,7 +53,12 @@ def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: boo
             if video is not None and i < int(video.episodes):
                 from serl_ext.loop.video import VideoRecorder
 
-                recorder = VideoRecorder(env, video)
+                try:
+                    recorder = VideoRecorder(env, video)
+                except (RuntimeError, ValueError) as e:
+                    if not video.optional:
+                        raise
+                    _log.warning("episode %d not filmed: %s", i, e)
             key = jax.random.PRNGKey(seed)
             obs, _ = env.reset(seed=seed)
             if gate is not None:
@@ -67,7 +75,7 @@ def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: boo
                     action, source = gate.select_action(obs, action)
                 if recorder is not None:
                     step_info = getattr(gate, "step_info", None) if gate is not None else None
-                    recorder.frame(step_info() if callable(step_info) else None)
+                    recorder = _film(recorder, step_info() if callable(step_info) else None)
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 if gate is not None:
                     gate.observe(obs, action, source, reward, next_obs, info)
@@ -78,8 +86,8 @@ def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: boo
                 success = success or bool(info.get("success", False))
                 done = terminated or truncated
             path = None
+            recorder = _film(recorder, None) if recorder is not None else None  # the final state
             if recorder is not None:
-                recorder.frame(None)  # the final state
                 path = recorder.write(video.path(i))
         finally:
             if recorder is not None:
@@ -88,6 +96,19 @@ def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: boo
         records.append({"seed": int(seed), "success": bool(success), "return": ret, "length": length,
                         "recovery_steps": recovery, "video": path})
     return records
+
+
+def _film(recorder, step_info):
+    """``recorder.frame(step_info)``; an optional video that fails to render is dropped (None)."""
+    try:
+        recorder.frame(step_info)
+    except RuntimeError as e:
+        if not recorder.spec.optional:
+            raise
+        _log.warning("video dropped: %s", e)
+        recorder.close()
+        return None
+    return recorder
 
 
 def summarize(records: List[Dict[str, Any]], prefix: str = "eval", with_gate: bool = False) -> Dict[str, float]:
@@ -166,8 +187,6 @@ def training_video_spec(config, run_dir: str, eval_index: int, env_steps: int, n
     never) into ``{run_dir}/videos/{name}_{env_steps:08d}_ep{i}.mp4``. When rendering is not
     available (probed once per process) or imageio-ffmpeg is missing, a warning is logged once
     and no video is filmed; training goes on."""
-    import logging as _logging
-
     period = int(config.logging.get("video_period", 0))
     if period <= 0 or eval_index % period:
         return None
@@ -184,9 +203,12 @@ def training_video_spec(config, run_dir: str, eval_index: int, env_steps: int, n
                 problem = "imageio-ffmpeg is not installed (pip install -e '.[video]')"
         _RENDERING_PROBLEM["problem"] = problem
         if problem:
-            _logging.getLogger(__name__).warning("evaluation videos off: %s", problem)
+            _log.warning("evaluation videos off: %s", problem)
     if _RENDERING_PROBLEM["problem"]:
         return None
     from serl_ext.loop.video import spec_from_config
 
-    return spec_from_config(config, os.path.join(run_dir, "videos"), f"{name}_{int(env_steps):08d}")
+    import dataclasses
+
+    spec = spec_from_config(config, os.path.join(run_dir, "videos"), f"{name}_{int(env_steps):08d}")
+    return dataclasses.replace(spec, optional=True)

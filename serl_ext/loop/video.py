@@ -30,6 +30,8 @@ class VideoSpec:
       camera: a camera of the env (Meta-World: ``serl_ext.envs.metaworld_env.CAMERAS``).
       size: frame width and height in pixels (a multiple of 16, for the H.264 encoder).
       fps: frames per second (one frame per agent step; 20 = the 20 Hz control rate).
+      optional: True (the actor's training-time videos): a recorder that cannot render logs a
+        warning and the episode goes on unfilmed; False: the error is raised.
     """
 
     directory: str
@@ -38,6 +40,7 @@ class VideoSpec:
     camera: str = "corner"
     size: int = 256
     fps: int = 20
+    optional: bool = False
 
     def __post_init__(self):
         if int(self.size) < 16 or int(self.size) % 16:
@@ -97,7 +100,8 @@ class VideoRecorder:
         else:
             image = np.asarray(self._env.render())
             if image.ndim != 3:
-                raise RuntimeError(f"env.render() gave an array of shape {image.shape}, not an RGB image")
+                raise RuntimeError(f"env.render() gave {image.shape if image.ndim else image!r}, not an RGB image "
+                                   "(an env without render_mode='rgb_array' cannot be filmed)")
             image = _resize(image, int(self.spec.size))
         self._frames.append(np.ascontiguousarray(image[..., :3], dtype=np.uint8))
         self._infos.append({str(k): float(v) for k, v in (step_info or {}).items()
