@@ -36,6 +36,10 @@ def main(argv):
     from serl_ext.loop import common
     from serl_ext.loop.rollouts import expert_policy, run_episode
 
+    if _TASK.value.startswith("gym:"):
+        raise SystemExit(f"{_TASK.value}: gym tasks have no scripted expert to record demos "
+                         "with; record your own episodes (teleop, or launchers/import_rlds.py) "
+                         "and pass --config.demos.path=DIR --config.demos.num_demos=N")
     config = get_config(f"{_TASK.value},{_ALGO.value}")
     out = os.path.abspath(_OUT.value or os.path.join("demos", _TASK.value))
     os.makedirs(out, exist_ok=True)

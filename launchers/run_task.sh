@@ -17,7 +17,10 @@ for arg in "${ARGS[@]}"; do  # the demos the learner will read: --config.demos.p
     --config.demos.num_demos=*) NUM_DEMOS="${arg#*=}" ;;
   esac
 done
-python launchers/collect_demos.py --task="$TASK" --num_demos="$NUM_DEMOS" "${DEMO_FLAGS[@]}"
+# gym:ENV_ID tasks have no scripted expert: their demos, if any, are the user's own files.
+if [[ "$TASK" != gym:* && "$NUM_DEMOS" != "0" ]]; then
+  python launchers/collect_demos.py --task="$TASK" --num_demos="$NUM_DEMOS" "${DEMO_FLAGS[@]}"
+fi
 launchers/learner.sh "$SPEC" "${ARGS[@]}" --quiet &
 LEARNER_PID=$!
 trap 'kill "$LEARNER_PID" 2>/dev/null || true' EXIT

@@ -6,6 +6,7 @@ trained through learner.sh / actor.sh with no code change."""
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -255,3 +256,12 @@ def test_pendulum_worked_example_trains_through_learner_and_actor_launchers(tmp_
     assert summary["env_steps"] == 200 and summary["episodes"] == 1 and summary["human_steps"] == 0
     assert summary["eval_history"][-1]["return"] < 0.0  # Pendulum's own reward, not clipped to [0, 1]
     assert learner_summary["learner_steps"] >= 60 and learner_summary["demo_size"] == 0
+
+
+def test_collect_demos_refuses_a_gym_task_with_the_way_to_bring_own_demos(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "launchers/collect_demos.py", "--task=gym:Pendulum-v1",
+         f"--out={tmp_path}/demos"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no scripted expert" in proc.stderr and "--config.demos.path" in proc.stderr
+    assert not os.path.exists(tmp_path / "demos")
