@@ -1,4 +1,4 @@
-"""launchers/eval.sh in process (serl_ext.loop.main.evaluate_checkpoint): any kept checkpoint
+"""launchers/eval.sh in process (serl_ext.loop.checkpoint_eval.evaluate_checkpoint): any kept checkpoint
 step, deterministic or stochastic, K episodes on fixed seeds, intervals; an unknown step lists
 the kept ones; learner.checkpoints_to_keep."""
 
@@ -10,7 +10,7 @@ import pytest
 from configs.train import get_config
 from serl_ext.loop import common
 from serl_ext.loop.checkpoint import Checkpointer
-from serl_ext.loop.main import evaluate_checkpoint
+from serl_ext.loop.checkpoint_eval import evaluate_checkpoint
 
 
 def _config(tmp_path):
