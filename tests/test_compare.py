@@ -206,15 +206,18 @@ def test_main_report_only_and_unknown_method(tmp_path):
 
 
 def test_build_run_command():
-    budget = launch.task_budget("assembly", 0)
-    assert budget == 60_000 and launch.task_budget("assembly", 30_000) == 30_000
+    from configs.tasks import TASK_OVERRIDES
+
+    budget = launch.task_budget("assembly", 0)  # the task config's budget (the HiL-SERL row's)
+    assert budget == TASK_OVERRIDES["assembly"]["max_env_steps"] == 50_000
+    assert launch.task_budget("assembly", 30_000) == 30_000
     cmd = launch.build_run_command("/x/out", "assembly", UI, 2, budget, slot=3, eval_period=1000,
                                    eval_episodes=5, extra=["--config.learner.utd_ratio=4"])
     assert cmd[:3] == ["bash", "launchers/run_task.sh", f"assembly,{UI}"]
     for a in ["--config.seed=2", "--config.run_root=/x/out/runs", "--config.actor.eval_period=1000",
               "--config.actor.eval_episodes=5", "--config.logging.progress_bar=False",
               "--config.transport.port=5630", "--config.transport.broadcast_port=5631",
-              "--config.actor.max_env_steps=60000"]:
+              "--config.actor.max_env_steps=50000"]:
         assert a in cmd, a
     assert cmd[-1] == "--config.learner.utd_ratio=4"
     # The run folder is serl_ext.loop.common.run_dir_for's default name under run_root.
