@@ -31,6 +31,9 @@ SUMMARY_KEYS = {
 GATE_SUMMARY_KEYS = {
     "gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",
     "gate_proposals_under_human", "gate_latency_ms_p50", "gate_latency_ms_p99",
+    # issue 13: trigger rate per decision, recovery chunks and their value gain, history warm-up
+    "gate_trigger_rate", "gate_recovery_chunks", "gate_recovery_chunks_ended",
+    "gate_recovery_value_gain_sum", "gate_recovery_value_gain_mean", "gate_history_warmup_steps",
 }
 
 
@@ -79,7 +82,9 @@ def _run_task(tmp_path, max_env_steps):
         "task", "method", "env steps", "minutes", "final SR", "IR"]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:3] == ["pick-place", "hil_serl", str(max_env_steps)]
-    assert folder == f"run folder: {os.path.relpath(run_dir, REPO)}"
+    # Relative to the working folder (the repo) when inside it, else absolute (serl_ext/loop/main.py).
+    inside = os.path.commonpath([str(run_dir), REPO]) == REPO
+    assert folder == f"run folder: {os.path.relpath(run_dir, REPO) if inside else run_dir}"
     assert "[learner]" not in run.stdout + run.stderr  # the learner's console went to its log
     learner_log = (run_dir / "logs" / "learner.log").read_text()
     assert "[learner] done:" in learner_log and "resumed from checkpoint" in learner_log
