@@ -168,9 +168,12 @@ def test_missing_seeds_marked_and_fairness_checked(tmp_path):
     assert "[2/3]" in md and "Fewer seeds than asked" in md
     assert any("assembly: `operator` differs" in i for i in res["fairness_issues"])
     assert "not like for like" in md
-    # Asked: the task defaults (50k / 60k); the runs' actor_config.json says 1,000: reported as used.
+    # Asked: the task defaults (configs/tasks.py); the runs' actor_config.json says 1,000: reported as used.
     assert res["budget_env_steps"] == {"pick-place": 1000, "assembly": 1000}
-    assert "assembly: runs used 1,000 env steps (this command's --max_env_steps gives 60,000)" in md
+    from configs.tasks import TASK_OVERRIDES
+
+    asked = TASK_OVERRIDES["assembly"]["max_env_steps"]
+    assert f"assembly: runs used 1,000 env steps (this command's --max_env_steps gives {asked:,})" in md
     assert "runs used eval_period=500" in md and "every 500 env steps" in md
 
 
