@@ -49,11 +49,6 @@ def _free_ports(n):
     return ports
 
 
-# The HiL-SERL launcher tests run a Meta-World v3 task that is not one of the five stand-ins:
-# any task trains by its name through the launchers with no code change (issue 18).
-TASK = "drawer-open"
-
-
 def _flags(tmp_path, ports, max_env_steps):
     return [
         f"--config.run_root={tmp_path / 'runs'}",
@@ -78,15 +73,15 @@ def _run_task(tmp_path, max_env_steps):
     """launchers/run_task.sh: demos (already there), learner --quiet and actor; the terminal gets
     the actor's output only and a result table at the end; both logs are in the run folder."""
     flags = _flags(tmp_path, _free_ports(2), max_env_steps)
-    run = subprocess.run(["bash", "launchers/run_task.sh", f"{TASK},hil_serl", *flags], cwd=REPO,
+    run = subprocess.run(["bash", "launchers/run_task.sh", "pick-place,hil_serl", *flags], cwd=REPO,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    run_dir = tmp_path / "runs" / TASK / "hil_serl" / "seed0"
+    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
     header, rule, row, folder = run.stdout.strip().splitlines()[-4:]
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "task", "method", "env steps", "minutes", "final SR", "IR"]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:3] == [TASK, "hil_serl", str(max_env_steps)]
+    assert cells[:3] == ["pick-place", "hil_serl", str(max_env_steps)]
     # Relative to the working folder (the repo) when inside it, else absolute (serl_ext/loop/main.py).
     inside = os.path.commonpath([str(run_dir), REPO]) == REPO
     assert folder == f"run folder: {os.path.relpath(run_dir, REPO) if inside else run_dir}"
@@ -104,12 +99,12 @@ def _run_pair(tmp_path, max_env_steps):
     flags = _flags(tmp_path, ports, max_env_steps)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     learner = subprocess.Popen(
-        ["bash", "launchers/learner.sh", f"{TASK},hil_serl", *flags],
+        ["bash", "launchers/learner.sh", "pick-place,hil_serl", *flags],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         actor = subprocess.run(
-            ["bash", "launchers/actor.sh", f"{TASK},hil_serl", *flags],
+            ["bash", "launchers/actor.sh", "pick-place,hil_serl", *flags],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
         )
         assert actor.returncode == 0, actor.stdout[-3000:] + actor.stderr[-3000:]
@@ -118,7 +113,7 @@ def _run_pair(tmp_path, max_env_steps):
     finally:
         if learner.poll() is None:
             learner.kill()
-    run_dir = tmp_path / "runs" / TASK / "hil_serl" / "seed0"
+    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
     summary = json.loads((run_dir / "summary.json").read_text())
     learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
     return run_dir, summary, learner_summary
@@ -127,7 +122,7 @@ def _run_pair(tmp_path, max_env_steps):
 @pytest.mark.timeout(900)
 def test_actor_and_learner_processes_train_and_resume(tmp_path):
     demos = subprocess.run(
-        [sys.executable, "launchers/collect_demos.py", f"--task={TASK}", "--num_demos=2",
+        [sys.executable, "launchers/collect_demos.py", "--task=pick-place", "--num_demos=2",
          f"--out={tmp_path / 'demos'}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -139,7 +134,7 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
     for key in ("task", "algorithm", "seed", "env_steps", "episodes", "eval_success_rate",
                 "intervention_rate", "wall_clock_s"):
         assert key in summary, key
-    assert summary["task"] == TASK and summary["algorithm"] == "hil_serl"
+    assert summary["task"] == "pick-place" and summary["algorithm"] == "hil_serl"
     assert summary["env_steps"] == 300
     assert 0.0 <= summary["intervention_rate"] <= 1.0
     assert 0.0 <= summary["eval_success_rate"] <= 1.0
@@ -163,7 +158,7 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
 
     # Evaluation mode restores the newest learner checkpoint and writes eval.json.
     evaluation = subprocess.run(
-        ["bash", "launchers/eval.sh", f"{TASK},hil_serl", *_flags(tmp_path, [0, 0], 400), "--eval_episodes=2"],
+        ["bash", "launchers/eval.sh", "pick-place,hil_serl", *_flags(tmp_path, [0, 0], 400), "--eval_episodes=2"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
