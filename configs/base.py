@@ -67,6 +67,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.learner.checkpoints_to_keep = 2
     config.learner.max_steps = 1_000_000  # Hard cap on learner steps.
     config.learner.idle_timeout_s = 0.0  # >0: stop when no actor data arrived for this long.
+    # Hold the learner to the actor: it waits while its step is above (online transitions
+    # received - training_starts) / actor.steps_per_update + hold_slack. The actor's throttle
+    # keeps env steps from running ahead of the learner; this keeps the learner from running
+    # ahead while the actor evaluates or is slowed, so every method gets the same learner steps
+    # per env step. False (or actor.steps_per_update = 0): upstream HiL-SERL, not held.
+    config.learner.hold_to_actor = True
+    config.learner.hold_slack = 200  # Learner steps the learner may run ahead of the ratio.
     # Liveness: no message from the actor for this long (s) => the learner logs that the actor
     # seems to have stopped and counts it (learner_summary.json actor_silences); it keeps serving
     # (idle_timeout_s stops it). Above the actor's longest silent phase (its evaluations). 0: off.

@@ -180,21 +180,27 @@ def test_parameter_slot_refuses_a_bad_message_whole(caplog):
 
 # ------------------------------------------------------------------------------ the learner
 class FakeServer:
-    """Stands in for TrainerServer: on start() inserts ``n`` transitions into the online store;
-    records what is published; ``last_contact_time`` as given."""
+    """Stands in for TrainerServer: on start() inserts ``n`` transitions into the online store
+    (``late`` of them only once the learner published a step after its first, i.e. after the
+    first update compiled, so an idle clock starts after it); records what is published;
+    ``last_contact_time`` as given."""
 
-    def __init__(self, n, last_contact_time=None):
+    def __init__(self, n, last_contact_time=None, late=0):
         self.n, self.stores, self.published = n, {}, []
         self.num_rejected = 0
         self.last_contact_time = last_contact_time
+        self.late, self.first_step = late, None
 
     def register_data_store(self, name, store):
         self.stores[name] = store
 
     def start(self, threaded=True):
-        rng = np.random.default_rng(0)
+        self._insert(self.n - self.late, seed=0)
+
+    def _insert(self, n, seed):
+        rng = np.random.default_rng(seed)
         obs = {"state": rng.normal(size=39).astype(np.float32)}
-        for t in range(self.n):
+        for t in range(n):
             nxt = {"state": rng.normal(size=39).astype(np.float32)}
             self.stores[DATA_STORE].insert({
                 "observations": obs, "next_observations": nxt, "actions": rng.uniform(-1, 1, A).astype(np.float32),
@@ -204,6 +210,10 @@ class FakeServer:
 
     def publish_network(self, message):
         self.published.append(message)
+        self.first_step = message["learner_step"] if self.first_step is None else self.first_step
+        if self.late and message["learner_step"] > self.first_step:  # an update has run
+            late, self.late = self.late, 0
+            self._insert(late, seed=1)
 
     def stop(self):
         pass
@@ -304,6 +314,55 @@ def test_divergence_without_a_checkpoint_stops_with_a_clear_error(tmp_path, monk
     assert summary["actor_status"] == "never connected"
 
 
+def test_hold_limit_by_hand():
+    from serl_ext.loop.learner import hold_limit
+
+    # (online - training_starts) / steps_per_update + slack
+    assert hold_limit(60, 20, 1.0, 5) == 45.0
+    assert hold_limit(60, 20, 2.0, 5) == 25.0
+    assert hold_limit(10, 20, 1.0, 5) == -5.0  # before training_starts: never ahead of it
+
+
+def test_learner_waits_for_the_actor_when_held_and_runs_on_when_not(tmp_path):
+    """60 transitions arrive once. Not held, the learner runs to max_steps on them; held, it
+    stops at (60 - 20) / 1 + 5 = 45 steps and waits (the idle timeout then ends it: time spent
+    waiting counts as idle; the last transition arrives after the first update compiled, so
+    the idle clock measures the wait only)."""
+    from serl_ext.loop.learner import run_learner
+
+    config = _learner_config(tmp_path / "free", max_steps=60, checkpoint_period=0)
+    config.learner.hold_to_actor = False
+    free = run_learner(config, server=FakeServer(60))
+    assert free["learner_steps"] == 60 and free["hold_waits"] == 0 and free["online_transitions"] == 60
+
+    config = _learner_config(tmp_path / "held", max_steps=60, checkpoint_period=0)
+    config.learner.hold_to_actor = True
+    config.learner.hold_slack = 5
+    config.learner.idle_timeout_s = 3.0
+    config.actor.steps_per_update = 1.0
+    held = run_learner(config, server=FakeServer(60, late=1))
+    assert held["learner_steps"] == 45 and held["online_transitions"] == 60
+    assert held["hold_waits"] == 1 and held["hold_wait_s"] > 0.5
+    assert held["updates_per_env_step"] == pytest.approx(45 / 40)
+
+
+def test_learner_hold_counts_online_transitions_across_a_resume(tmp_path):
+    """The count of online transitions is checkpointed: a resumed learner holds against the
+    whole run's count, not only what reached this process."""
+    from serl_ext.loop.learner import run_learner
+
+    config = _learner_config(tmp_path, max_steps=10, checkpoint_period=0)
+    config.learner.hold_slack = 5
+    first = run_learner(config, server=FakeServer(40))  # ends at max_steps, below the hold (25)
+    assert first["learner_steps"] == 10 and first["online_transitions"] == 40
+    config.learner.max_steps = 100
+    config.learner.idle_timeout_s = 3.0
+    second = run_learner(config, server=FakeServer(30, late=1))
+    # 40 + 30 online transitions: (70 - 20) + 5 = 55 learner steps, then the wait.
+    assert second["restored_step"] == 10 and second["online_transitions"] == 70
+    assert second["learner_steps"] == 55
+
+
 def _flip_byte(step_dir):
     """Flips one byte in the largest file of a checkpoint step folder."""
     files = [os.path.join(root, f) for root, _, names in os.walk(step_dir) for f in names
@@ -329,7 +388,7 @@ def test_learner_falls_back_to_an_intact_checkpoint_and_reports_it(tmp_path, cap
     _flip_byte(os.path.join(ckpt_dir, "5"))
 
     config.learner.max_steps = 6
-    second = run_learner(config, server=FakeServer(30))
+    second = run_learner(config, server=FakeServer(30, late=1))
     out = capsys.readouterr().out
     assert second["restored_step"] == 4 and len(second["restore_report"]) == 1
     assert "step 5" in second["restore_report"][0] and "resumed from checkpoint 4" in out

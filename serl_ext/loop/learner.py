@@ -112,6 +112,40 @@ class _Control:
         return {"ok": False, "error": f"unknown request {request_type!r}"}
 
 
+class _CountingStore:
+    """A transport data store that inserts into ``store`` and counts the inserts (``count``,
+    from ``start``): the online transitions received over the run, which ``len(store)`` stops
+    telling once a bounded buffer is full."""
+
+    def __init__(self, store, start: int = 0):
+        self.store = store
+        self.count = int(start)
+
+    def insert(self, transition):
+        self.store.insert(transition)
+        self.count += 1
+
+    def __len__(self):
+        return len(self.store)
+
+
+def hold_limit(online_transitions: int, training_starts: int, steps_per_update: float, slack: int) -> float:
+    """The learner step the learner may reach before it waits for more actor data.
+
+    Args:
+      online_transitions: online transitions received so far (int, the whole run).
+      training_starts: ``learner.training_starts`` (transitions before the first update).
+      steps_per_update: ``actor.steps_per_update`` (env steps per learner step, > 0).
+      slack: ``learner.hold_slack`` (learner steps).
+    Returns:
+      ``(online_transitions - training_starts) / steps_per_update + slack`` (float); the
+      learner updates while its step is below it. With the actor's throttle (env steps at most
+      ``training_starts + steps_per_update * learner_step + throttle_slack``) the two can never
+      wait on each other at once while both slacks are positive.
+    """
+    return (int(online_transitions) - int(training_starts)) / float(steps_per_update) + int(slack)
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     """True when every float leaf of ``tree`` (agent, update info) is finite; one bool scalar."""
@@ -158,7 +192,10 @@ def run_learner(config, server=None) -> Dict[str, Any]:
       ``demo_out_of_bounds``; ``divergence_recoveries``, ``divergence_restores``;
       ``actor_status`` ("done", "silent", "connected", "never connected", "unknown"),
       ``actor_silences``, ``actor_last_contact_age_s``, ``actor_report`` (the actor's final
-      delivery counters, when it sent them).
+      delivery counters, when it sent them); the hold (``learner.hold_to_actor``):
+      ``online_transitions`` (received over the run), ``updates_per_env_step`` (learner steps
+      per online transition after ``training_starts``), ``hold_to_actor``, ``hold_wait_s``
+      (seconds spent waiting for the actor) and ``hold_waits`` (how often it started waiting).
     Raises:
       SystemExit: checkpoints exist but none is intact (the message lists each step and why).
       FloatingPointError: training keeps diverging (``learner.max_divergence_restores``).
@@ -188,7 +225,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
     policy_spec = make_policy_spec(config, spec, action_dim)  # load_agent(run_dir) rebuilds the policy from it
     step, version = 0, 0
     # Run totals as of the restored checkpoint (the transport counters of earlier processes).
-    totals = {"stored": 0, "insert_errors": 0}
+    totals = {"stored": 0, "insert_errors": 0, "online": 0}
     restored_step: Optional[int] = None
     restore_report: List[str] = []
     if checkpointer.latest_step() is not None:
@@ -213,8 +250,10 @@ def run_learner(config, server=None) -> Dict[str, Any]:
         del buffers
         restored_step, restore_report = checkpointer.restored_step, list(checkpointer.restore_report)
         step, version = int(counters["learner_step"]), int(counters["version"])
-        for k in totals:
+        for k in ("stored", "insert_errors"):
             totals[k] = int(counters.get("transport_totals", {}).get(k, 0))
+        # Older checkpoints have no count of online transitions: the buffer's size is the best guess.
+        totals["online"] = int(counters.get("online_transitions", len(replay)))
         log.info("resumed learner at step %d (%d online, %d demo transitions)", step, len(replay), len(demo))
         older = f" (newer steps not intact: {len(restore_report)}, see the log)" if restore_report else ""
         tqdm.write(f"[learner] resumed from checkpoint {restored_step} at learner step {step}{older}; "
@@ -225,10 +264,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
 
     ext = components.make_learner_extension(config, spec, action_dim, run_dir, resumed=step > 0)
 
-    if ext is None:
-        server.register_data_store(DATA_STORE, replay)
-    else:  # every transition also goes to the learner extension
-        server.register_data_store(DATA_STORE, TeeStore(replay, ext.on_transition))
+    online = _CountingStore(replay if ext is None else TeeStore(replay, ext.on_transition), start=totals["online"])
+    server.register_data_store(DATA_STORE, online)  # with an extension, every transition also goes to it
     server.register_data_store(INTERVENTION_STORE, demo)
     server.start(threaded=True)
     logger = make_logger(config, run_dir, "learner")
@@ -255,13 +292,15 @@ def run_learner(config, server=None) -> Dict[str, Any]:
         with (hold() if hold is not None else contextlib.nullcontext([])) as ids:
             buffers = {"replay": replay.state_dict(), "demo": demo.state_dict()}
             run_counts = run_totals()
+            online_count = online.count
             if ext is not None:
                 ext.save(os.path.join(run_dir, ext.name))
         checkpointer.save(
             step,
             agent,
             buffers,
-            {"learner_step": step, "version": version, "transport_ids": ids, "transport_totals": run_counts},
+            {"learner_step": step, "version": version, "transport_ids": ids, "transport_totals": run_counts,
+             "online_transitions": online_count},
             policy_spec=policy_spec,
         )
         if hasattr(server, "mark_durable"):
@@ -328,6 +367,10 @@ def run_learner(config, server=None) -> Dict[str, Any]:
     utd = int(config.learner.utd_ratio)
     demo_fraction = float(config.learner.demo_fraction)
     training_starts = max(int(config.learner.training_starts), 1)
+    steps_per_update = float(config.actor.get("steps_per_update", 0.0) or 0.0)
+    hold = bool(config.learner.get("hold_to_actor", False)) and steps_per_update > 0
+    hold_slack = int(config.learner.get("hold_slack", 200))
+    held = {"wait_s": 0.0, "waits": 0, "waiting": False}
     start = time.time()
     publish()
     last_publish = time.time()
@@ -354,6 +397,17 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 if not worked:
                     time.sleep(0.01)
                 continue
+            if hold and step >= hold_limit(online.count, training_starts, steps_per_update, hold_slack):
+                # Ahead of the actor: wait for its data (heartbeats keep the actor's view of us alive).
+                if not held["waiting"]:
+                    held["waiting"], held["waits"] = True, held["waits"] + 1
+                if time.time() - last_publish > 1.0:
+                    publish()
+                    last_publish = time.time()
+                time.sleep(0.002)
+                held["wait_s"] += time.time() - now
+                continue
+            held["waiting"] = False
             if len(demo) == 0 or demo_fraction <= 0:
                 fractions = (1.0, 0.0)
             else:
@@ -386,6 +440,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 scalars["train/demo_out_of_bounds"] = demo.num_out_of_bounds
                 scalars["train/divergence_recoveries"] = guard["recoveries"]
                 scalars["train/divergence_restores"] = guard["restores"]
+                scalars["train/hold_wait_s"] = held["wait_s"]
+                scalars["train/updates_per_env_step"] = step / max(online.count - training_starts, 1)
                 if ext is not None:
                     scalars.update(ext.stats())
                 window_t, window_steps = now, step
@@ -441,6 +497,11 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "actor_silences": live["silences"],
             "actor_last_contact_age_s": None if last is None else round(time.time() - last, 3),
             "actor_report": dict(control.actor_report),
+            "online_transitions": online.count,
+            "updates_per_env_step": step / max(online.count - training_starts, 1),
+            "hold_to_actor": hold,
+            "hold_wait_s": round(held["wait_s"], 3),
+            "hold_waits": held["waits"],
         })
         if ext is not None:
             summary.update({k.replace("/", "_"): v for k, v in ext.stats().items()})
