@@ -308,6 +308,28 @@ def test_first_step_never_fires_even_when_the_model_would():
     assert [s[2] for s in steps] == [POLICY, POLICY, RECOVERY] and models.scored_steps == [2]
 
 
+def test_step_info_reports_each_steps_value_decision_and_source():
+    # K=2, H=2: steps 0-1 warm up (no decision), step 2 fires (p 0.8) and starts a chunk, step 3
+    # runs its second action (no decision), step 4 is re-evaluated (p 0.3, no trigger: policy).
+    models = ScriptedModels(triggers=[True, False], probs=[0.8, 0.3], values=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], H=2)
+    gate = _new_gate(models, history_len=2, cooldown_steps=1, warm=False)
+    infos = []
+    for t in range(5):
+        gate.select_action(_obs(t), POLICY_ACTION)
+        infos.append(gate.step_info())
+        gate.observe(_obs(t), POLICY_ACTION, POLICY, 0.0, _obs(t + 1), {})
+    assert [i["value"] for i in infos[:3]] == pytest.approx([0.1, 0.2, 0.3])
+    probs = [i["risk_prob"] for i in infos]
+    assert np.isnan(probs[0]) and np.isnan(probs[1]) and np.isnan(probs[3])
+    assert probs[2] == pytest.approx(0.8) and probs[4] == pytest.approx(0.3)
+    assert [i["triggered"] for i in infos] == [False, False, True, False, False]
+    assert [i["recovery"] for i in infos] == [False, False, True, True, False]
+    not_ready = _new_gate(ScriptedModels(ready=False))
+    not_ready.select_action(_obs(0), POLICY_ACTION)
+    info = not_ready.step_info()
+    assert np.isnan(info["value"]) and info["triggered"] is False and info["recovery"] is False
+
+
 def test_value_history_keeps_running_during_a_chunk():
     # K=2, H=2: after two warm-up steps, trigger at step 2 (history [.1 .2 .3]); steps 2, 3 chunk;
     # step 4 re-evaluated with the values of steps 2..4, which kept being recorded during the chunk.

@@ -84,10 +84,19 @@ def test_policy_alone_video_has_no_side_plot_and_bad_camera_is_refused(tmp_path,
 
 
 def test_overlay_shades_trigger_steps():
+    from serl_ext.loop.video import _FLAG_COLOURS
+
     frames = [np.zeros((32, 32, 3), np.uint8) for _ in range(4)]
-    infos = [{"triggered": t == 2, "value": 0.5} for t in range(4)]
+    infos = [{"triggered": t == 2, "recovery": t >= 2, "value": 0.5} for t in range(4)]
     out = overlay_plot(frames, infos)
     assert out[0].shape == (48, 32, 3)
+    panel = out[0][32:]  # 16 rows; step 2 spans columns 21-31 of 32, step 0 columns 0-10
+    background = (20, 20, 20)
+    # Each bool key shades its steps in its own colour (the second as an inset band); the
+    # value (0.5) is a line at row 13; unset steps keep the background.
+    assert tuple(panel[15, 25]) == _FLAG_COLOURS[0] and tuple(panel[11, 25]) == _FLAG_COLOURS[1]
+    assert tuple(panel[15, 10]) == background and tuple(panel[11, 10]) == background
+    assert tuple(panel[13, 10]) == (80, 160, 255)
     assert overlay_plot(frames, [{}] * 4) is frames  # nothing to draw: unchanged
 
 

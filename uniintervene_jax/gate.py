@@ -213,6 +213,7 @@ class UniInterveneGate(BaseGate):
         self._ep = collections.Counter()
         self._timeline: Optional[Dict[str, list]] = None
         self._pending: Optional[Tuple[float, float, int]] = None  # (value, prob, trigger) of this step
+        self._last_source: Optional[int] = None  # the source select_action returned last
         self._chunk_open = False  # a started recovery chunk has not ended (or been aborted) yet
         self._chunk_start_value = float("nan")
         self._chunk_last_obs = None  # next observation after the chunk's latest executed action
@@ -247,6 +248,24 @@ class UniInterveneGate(BaseGate):
 
     # ------------------------------------------------------------------ acting
     def select_action(self, observation, policy_action) -> Tuple[np.ndarray, int]:
+        action, source = self._select(observation, policy_action)
+        self._last_source = source
+        return action, source
+
+    def step_info(self) -> Dict[str, Any]:
+        """The last :meth:`select_action` step, for the evaluation video's side plot.
+
+        Returns:
+          ``{"value": V(o_t) (float, the proxy value; NaN while the models are not ready),
+          "risk_prob": sigmoid(risk) of this step's decision (float in [0, 1]; NaN on a step
+          with no decision: warm-up, cooldown, inside a chunk), "triggered": a chunk started at
+          this step (bool), "recovery": the executed action is the recovery policy's (bool)}``.
+        """
+        value, prob, trigger = self._pending if self._pending is not None else (float("nan"),) * 2 + (0,)
+        return {"value": float(value), "risk_prob": float(prob), "triggered": bool(trigger),
+                "recovery": self._last_source == RECOVERY}
+
+    def _select(self, observation, policy_action) -> Tuple[np.ndarray, int]:
         models = self.models
         policy_action = np.asarray(policy_action, np.float32)
         if not models.ready:

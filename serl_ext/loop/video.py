@@ -17,6 +17,7 @@ import numpy as np
 # Colours of the plotted series (RGB), in the order the keys first appear.
 _COLOURS = [(80, 160, 255), (255, 120, 60), (120, 220, 120), (230, 200, 60), (200, 120, 230)]
 _TRIGGER_COLOUR = (150, 30, 30)
+_FLAG_COLOURS = [_TRIGGER_COLOUR, (30, 80, 140), (30, 120, 60), (120, 100, 20)]  # shades of bool keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,8 @@ class VideoRecorder:
                                    "(an env without render_mode='rgb_array' cannot be filmed)")
             image = _resize(image, int(self.spec.size))
         self._frames.append(np.ascontiguousarray(image[..., :3], dtype=np.uint8))
-        self._infos.append({str(k): float(v) for k, v in (step_info or {}).items()
+        self._infos.append({str(k): (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
+                            for k, v in (step_info or {}).items()
                             if isinstance(v, (bool, int, float, np.number, np.bool_))})
 
     def write(self, path: str) -> str:
@@ -148,8 +150,9 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 def overlay_plot(frames: List[np.ndarray], infos: List[Dict[str, float]]) -> List[np.ndarray]:
     """Adds a side plot below each frame of the scalars in ``infos`` (one dict per frame).
 
-    Booleans (values all 0/1 whose key names a trigger, e.g. ``triggered``) shade the steps where
-    they are set; the other scalars are drawn as lines (those within [0, 1] on that scale, others
+    Flags shade the steps where they are set, each in its own colour: keys whose values are all
+    bools (e.g. ``triggered``, ``recovery``), and keys naming a trigger whose values are all 0/1;
+    the other scalars are drawn as lines (those within [0, 1] on that scale, others
     scaled to their own range), each with its current value in the legend; a white cursor marks
     the frame's step. No scalars at all: the frames unchanged.
     """
@@ -164,7 +167,9 @@ def overlay_plot(frames: List[np.ndarray], infos: List[Dict[str, float]]) -> Lis
     panel_h = max(16, (height // 32) * 16)
     n = len(frames)
     series = {k: np.array([info.get(k, np.nan) for info in infos], dtype=np.float64) for k in keys}
-    flags = [k for k in keys if "trigger" in k.lower() and set(np.unique(series[k][np.isfinite(series[k])])) <= {0.0, 1.0}]
+    booleans = [k for k in keys if all(isinstance(info[k], (bool, np.bool_)) for info in infos if k in info)]
+    flags = [k for k in keys if k in booleans or (
+        "trigger" in k.lower() and set(np.unique(series[k][np.isfinite(series[k])])) <= {0.0, 1.0})]
     lines = [k for k in keys if k not in flags]
 
     def x_of(t):
@@ -172,9 +177,10 @@ def overlay_plot(frames: List[np.ndarray], infos: List[Dict[str, float]]) -> Lis
 
     background = Image.new("RGB", (width, panel_h), (20, 20, 20))
     draw = ImageDraw.Draw(background)
-    for k in flags:
+    for i, k in enumerate(flags):  # later flags are drawn as thinner bands, so overlaps stay visible
+        inset = min(i * 3, panel_h // 3)
         for t in np.flatnonzero(series[k] > 0.5):
-            draw.rectangle([x_of(t), 0, x_of(t + 1), panel_h - 1], fill=_TRIGGER_COLOUR)
+            draw.rectangle([x_of(t), inset, x_of(t + 1), panel_h - 1 - inset], fill=_FLAG_COLOURS[i % len(_FLAG_COLOURS)])
     top, bottom = 12, panel_h - 2
     scaled = {}
     for k in lines:
@@ -196,9 +202,10 @@ def overlay_plot(frames: List[np.ndarray], infos: List[Dict[str, float]]) -> Lis
         for i, k in enumerate(keys):
             value = series[k][t]
             text = f"{k} {value:.2f}" if np.isfinite(value) else f"{k} -"
-            colour = _TRIGGER_COLOUR if k in flags else _COLOURS[lines.index(k) % len(_COLOURS)]
-            if k in flags:
-                colour = (255, 90, 90)
+            if k in flags:  # the legend text in a light tint of the flag's shade
+                colour = tuple(min(255, c + 105) for c in _FLAG_COLOURS[flags.index(k) % len(_FLAG_COLOURS)])
+            else:
+                colour = _COLOURS[lines.index(k) % len(_COLOURS)]
             d.text((x, 0), text, fill=colour)
             x += 6 * len(text) + 8
         out.append(np.concatenate([image, np.asarray(panel, dtype=np.uint8)], axis=0))
