@@ -258,3 +258,12 @@ def test_small_cnn_images_build_and_train():
     model = train_proxy_value(eps, cfg, steps=2, progress_bar=False)
     v = model.values(eps[0]["observations"], tokenize_instruction(instruction_for("pick-place")))
     assert v.shape == (5,) and np.all(np.isfinite(v))
+
+
+def test_instruction_for_stand_ins_and_any_other_task():
+    assert instruction_for("pick-place") == instruction_for("pick-place-v3") == "pick up the object and place it at the goal"
+    assert instruction_for("drawer-open-v3") == instruction_for("drawer-open") == "drawer open"
+    assert instruction_for("gym:Pendulum-v1") == "pendulum"
+    assert instruction_for("gym:my_pkg.envs:ReachTarget-v0") == "reach target"
+    with pytest.raises(ValueError, match="no words"):
+        instruction_for("---")

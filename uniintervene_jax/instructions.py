@@ -1,7 +1,7 @@
 """Task instructions and their token ids.
 
 The paper conditions every model on a language instruction ``l``. Meta-World has none, so each
-stand-in task gets a fixed English instruction; it is tokenised by hashing lower-cased words
+stand-in task gets a fixed English instruction (any other task: the words of its name); it is tokenised by hashing lower-cased words
 into ``vocab_size`` buckets (CRC-32, deterministic across processes and machines), so models
 can condition on it without a pretrained language model or any download. A learned embedding
 of these ids (:class:`InstructionEncoder`) is the instruction part of the encoders.
@@ -27,15 +27,27 @@ PAD_ID = 0
 
 
 def instruction_for(task: str) -> str:
-    """The instruction of a stand-in task (short or ``-v3`` name).
+    """The instruction of a task: the stand-in tasks' fixed English sentence, else the words of
+    the task's name (``"drawer-open-v3"`` -> ``"drawer open"``, ``"gym:Pendulum-v1"`` ->
+    ``"pendulum"``; a ``gym:MODULE:ENV_ID`` kind uses ``ENV_ID``), so any task the loop runs can
+    be conditioned on.
 
+    Args:
+      task: the config's task name (short, ``-v3`` or a ``gym:`` kind).
+    Returns:
+      the instruction (str, lower case).
     Raises:
-      KeyError: unknown task (the message lists the known ones).
+      ValueError: a name with no letters or digits at all (nothing to say).
     """
     name = task[:-3] if task.endswith("-v3") else task
-    if name not in TASK_INSTRUCTIONS:
-        raise KeyError(f"no instruction for task {task!r}; known: {sorted(TASK_INSTRUCTIONS)}")
-    return TASK_INSTRUCTIONS[name]
+    if name in TASK_INSTRUCTIONS:
+        return TASK_INSTRUCTIONS[name]
+    env_id = name.split(":")[-1] if name.startswith("gym:") else name
+    env_id = re.sub(r"-v\d+$", "", env_id)  # the version is not part of what to do
+    words = re.findall(r"[a-z0-9]+", re.sub(r"(?<=[a-z])(?=[A-Z])", " ", env_id).lower())
+    if not words:
+        raise ValueError(f"task name {task!r} has no words to make an instruction from")
+    return " ".join(words)
 
 
 def tokenize_instruction(text: str, vocab_size: int = 512, max_len: int = 16) -> np.ndarray:

@@ -71,7 +71,7 @@ class ValueDataset:
         Raises:
           ValueError: empty list, an episode with no steps, inconsistent observation
             keys/shapes, NaN/inf in float observations, no task known for an episode.
-          KeyError: unknown task name (from ``instruction_for``).
+          ValueError: a task name with no words (from ``instruction_for``).
         """
         if isinstance(episodes, Mapping):
             raise TypeError("from_episodes takes a sequence of episodes, got a single episode dict")
