@@ -133,3 +133,13 @@ def test_online_run_starts_from_an_offline_pipeline_folder(demos, tmp_path):
     config.uniintervene.init_from = str(tmp_path / "missing")
     with pytest.raises(ValueError, match="init_from"):
         check_online_config(config.uniintervene)
+
+    # An ablation run refuses a folder trained for another configuration of the trigger head.
+    from uniintervene_jax.message import build_models
+
+    for field, value in (("use_future", False), ("use_value_cond", False), ("head_type", "binary")):
+        ablation = _config()
+        ablation.uniintervene.init_from = str(folder)
+        ablation.uniintervene.intervention[field] = value
+        with pytest.raises(ValueError, match=f"trained with {field}="):
+            build_models(ablation, SPEC, A)

@@ -40,8 +40,8 @@ def build_models(config, obs_spec, action_dim: int):
     Returns ``(ProxyValue, InterventionModel, RecoveryPolicy)``.
     Raises:
       FileNotFoundError: a model folder of ``init_from`` is missing.
-      ValueError: a loaded model's observation spec, action size or value-history K differs
-        from this run's.
+      ValueError: a loaded model's observation spec, action size, value-history K or ablation
+        switch (``head_type``, ``use_future``, ``use_value_cond``) differs from this run's.
     """
     import os
 
@@ -73,6 +73,13 @@ def build_models(config, obs_spec, action_dim: int):
     if int(intervention.config.history_len) != int(c.intervention.history_len):
         raise ValueError(f"{models}/intervention: history_len {intervention.config.history_len} != "
                          f"uniintervene.intervention.history_len {c.intervention.history_len} (the gate's K)")
+    # The ablation switches decide what the folder's model is: a run of one ablation must not
+    # start from a folder trained for another (pipeline: --config.intervention.<field>).
+    for field in ("head_type", "use_future", "use_value_cond"):
+        if field in c.intervention and intervention.config.get(field) != c.intervention[field]:
+            raise ValueError(f"{models}/intervention was trained with {field}={intervention.config.get(field)!r}, "
+                             f"this run has uniintervene.intervention.{field}={c.intervention[field]!r}; run the "
+                             f"offline pipeline with --config.intervention.{field}={c.intervention[field]!r}")
     recovery = None
     rec_dir = os.path.join(models, "recovery")
     if os.path.isdir(rec_dir):
