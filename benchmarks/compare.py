@@ -4,7 +4,9 @@
       --tasks=pick-place,peg-insert-side,assembly,sweep-into,box-close --seeds=0,1,2 \
       --max_env_steps=30000 --out=benchmarks/results/compare [--parallel=1] [--report_only] \
       [--baseline=hil_serl] [--eval_period=2500] [--eval_episodes=10] \
-      [--machine="2 CPU cores, no GPU"] [-- --config.X=Y ...]
+      [--machine="2 CPU cores, no GPU"] [--commit] \
+      [--method_flags='hil_serl+uniintervene=--config.uniintervene.init_from=OFFLINE/{task}' ...] \
+      [-- --config.X=Y ...]
 
 Methods are algorithm names of ``configs/algorithms.py`` (``ALGORITHMS``), tasks the keys of
 ``configs/tasks.py`` (``TASK_OVERRIDES``). What is held identical across the methods of a task:
@@ -12,7 +14,11 @@ the env-step budget (``--config.actor.max_env_steps``: ``--max_env_steps`` or th
 default when 0, always passed explicitly), the demos folder (``demos/TASK``, collected once per
 task before any run, sequentially, so parallel runs never race on it), the simulated operator
 config (nothing here overrides it; extra ``--config`` flags after ``--`` go to every run), the
-evaluation schedule (``--eval_period``, ``--eval_episodes``) and the seeds. The report checks the
+evaluation schedule (``--eval_period``, ``--eval_episodes``) and the seeds. A method's own
+flags (``--method_flags=METHOD=FLAG``, ``{task}`` and ``{seed}`` filled in per run; e.g. the
+offline pipeline folder UniIntervene starts from) go to that method's runs only and may not set
+any of the held settings. ``--commit`` git-commits each finished run (its folder without
+checkpoints, its log) with the report so far, so a sweep cut short keeps what finished. The report checks the
 resolved ``actor_config.json`` of every run and lists any difference in those settings.
 
 Each run is ``bash launchers/run_task.sh TASK,METHOD --config.seed=S ...`` (learner and actor as
@@ -70,9 +76,12 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.comparison.launch import collect_demos, launch_runs, validate  # noqa: E402
+from benchmarks.comparison.launch import (  # noqa: E402
+    collect_demos, launch_runs, log_path, parse_method_flags, run_dir, validate)
 from benchmarks.comparison.render import DEFAULT_MACHINE, report  # noqa: E402
 from serl_ext.files import atomic_write  # noqa: E402
+
+REPORT_FILES = ("results.json", "results.md", "curves.png", "timeline.png")  # what report() writes
 
 _METHODS = flags.DEFINE_list("methods", ["hil_serl", "hil_serl+uniintervene"],
                              "Algorithm names of configs/algorithms.py to compare.")
@@ -89,6 +98,10 @@ _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 10, "Episodes per evaluat
 _NUM_DEMOS = flags.DEFINE_integer("num_demos", 20, "Scripted demos per task (shared by every method).")
 _BASE_PORT = flags.DEFINE_integer("base_port", 5600, "Run slot k uses ports base + 10k and base + 10k + 1.")
 _MACHINE = flags.DEFINE_string("machine", DEFAULT_MACHINE, "Where the runs ran, for the report header.")
+_METHOD_FLAGS = flags.DEFINE_multi_string(
+    "method_flags", [], "METHOD=--config.FIELD=VALUE: a flag for that method's runs only ({task} and {seed} "
+    "are filled in), e.g. hil_serl+uniintervene=--config.uniintervene.init_from=OFFLINE/{task}; repeatable.")
+_COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run (its folder and log) and the report.")
 
 
 def main(argv):
@@ -104,20 +117,43 @@ def main(argv):
     try:
         seeds = [int(s) for s in _SEEDS.value]
         validate(methods, tasks, _BASELINE.value)
+        method_flags = parse_method_flags(_METHOD_FLAGS.value, methods)
     except ValueError as e:
         raise app.UsageError(str(e))
     out = os.path.abspath(_OUT.value)
     os.makedirs(out, exist_ok=True)
     command = "python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    def write_report():
+        return report(out, tasks, methods, seeds, baseline=_BASELINE.value, max_env_steps=_MAX_STEPS.value,
+                      eval_period=_EVAL_PERIOD.value, eval_episodes=_EVAL_EPISODES.value, machine=_MACHINE.value,
+                      command=command, parallel=_PARALLEL.value, num_demos=_NUM_DEMOS.value)
+
+    def commit_run(task, method, seed, ok):
+        # The run (its folder's committable files: .gitignore drops checkpoints), its log and the
+        # report over what has finished, so that a sweep cut short keeps every finished run.
+        from benchmarks.hil_serl import git_commit
+
+        if not ok:
+            return
+        write_report()
+        paths = [run_dir(out, task, method, seed), log_path(out, task, method, seed)]
+        paths += [os.path.join(out, f) for f in REPORT_FILES + ("command.txt",) if os.path.exists(os.path.join(out, f))]
+        git_commit(paths, f"Comparison {os.path.basename(out)}: {task} {method} seed {seed}")
+
     if not _REPORT_ONLY.value:
         atomic_write(os.path.join(out, "command.txt"), (command + "\n").encode())
         collect_demos(out, tasks, _NUM_DEMOS.value)
         launch_runs(out, tasks, methods, seeds, _MAX_STEPS.value, parallel=_PARALLEL.value,
                     eval_period=_EVAL_PERIOD.value, eval_episodes=_EVAL_EPISODES.value,
-                    base_port=_BASE_PORT.value, extra=extra)
-    report(out, tasks, methods, seeds, baseline=_BASELINE.value, max_env_steps=_MAX_STEPS.value,
-           eval_period=_EVAL_PERIOD.value, eval_episodes=_EVAL_EPISODES.value, machine=_MACHINE.value,
-           command=command, parallel=_PARALLEL.value, num_demos=_NUM_DEMOS.value)
+                    base_port=_BASE_PORT.value, extra=extra, method_flags=method_flags,
+                    on_finish=commit_run if _COMMIT.value else None)
+    write_report()
+    if _COMMIT.value:
+        from benchmarks.hil_serl import git_commit
+
+        git_commit([os.path.join(out, f) for f in REPORT_FILES if os.path.exists(os.path.join(out, f))],
+                   f"Comparison {os.path.basename(out)}: report")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,36 @@ def test_launch_runs_skips_finished_and_uses_distinct_ports(tmp_path, monkeypatc
     assert os.path.exists(launch.log_path(str(tmp_path), "pick-place", UI, 1))
 
 
+def test_method_flags_reach_only_their_method_with_task_and_seed_filled(tmp_path, monkeypatch):
+    flags = launch.parse_method_flags([f"{UI}=--config.uniintervene.init_from=/off/{{task}}",
+                                       f"{UI}=--config.uniintervene.tag=s{{seed}}"], METHODS)
+    assert flags == {UI: ["--config.uniintervene.init_from=/off/{task}", "--config.uniintervene.tag=s{seed}"]}
+    assert launch.method_run_flags(flags, "assembly", UI, 2) == [
+        "--config.uniintervene.init_from=/off/assembly", "--config.uniintervene.tag=s2"]
+    assert launch.method_run_flags(flags, "assembly", BASE, 2) == []
+    for bad, match in ((["nonsense"], "METHOD="), ([f"{UI}=x"], "METHOD="),
+                       (["rlpd=--config.x=1"], "not among"),
+                       ([f"{UI}=--config.actor.max_env_steps=5"], "identical"),
+                       ([f"{UI}=--config.operator.enabled=False"], "identical")):
+        with pytest.raises(ValueError, match=match):
+            launch.parse_method_flags(bad, METHODS)
+    seen, finished = {}, []
+
+    def fake_run(cmd, cwd, stdout, stderr, env):
+        task, method = cmd[2].split(",")
+        seed = int(next(a for a in cmd if a.startswith("--config.seed=")).split("=")[1])
+        seen[(method, seed)] = [a for a in cmd if a.startswith("--config.uniintervene")]
+        _make_run(tmp_path, task, method, seed, 0.5, 0.3)
+        return type("P", (), {"returncode": 0})()
+
+    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    launch.launch_runs(str(tmp_path), ["pick-place"], METHODS, [1], 0, method_flags=flags,
+                       on_finish=lambda *a: finished.append(a))
+    assert seen == {(BASE, 1): [], (UI, 1): ["--config.uniintervene.init_from=/off/pick-place",
+                                             "--config.uniintervene.tag=s1"]}
+    assert sorted(finished) == sorted([("pick-place", BASE, 1, True), ("pick-place", UI, 1, True)])
+
+
 def test_plots_on_plain_dicts(tmp_path):
     band = compare_plots.mean_band([[(0, 0.0), (10, 1.0)], [(0, 0.5), (10, 0.5)]])
     assert band["mean"].tolist() == [0.25, 0.75] and band["lo"].tolist() == [0.0, 0.5]

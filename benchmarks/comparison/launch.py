@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -103,6 +103,37 @@ def build_run_command(out: str, task: str, method: str, seed, budget: int, slot:
     ]
 
 
+def parse_method_flags(entries: Sequence[str], methods: Sequence[str]) -> Dict[str, List[str]]:
+    """``["METHOD=--config.x=y", ...]`` -> ``{METHOD: [flag, ...]}`` (in the given order).
+
+    A flag may name ``{task}`` and ``{seed}``; :func:`method_run_flags` fills them per run. These
+    flags are each method's own (e.g. the offline folder a method starts from); the settings
+    the comparison holds identical must never be among them.
+    Raises:
+      ValueError: an entry without ``=`` or ``--config.``, a method not among ``methods``, or a
+        flag that sets a held-identical setting (budget, evaluation, seed, demos, operator).
+    """
+    held = ("--config.actor.max_env_steps", "--config.actor.eval_", "--config.seed", "--config.demos",
+            "--config.operator", "--config.run_root", "--config.transport")
+    out: Dict[str, List[str]] = {}
+    for entry in entries:
+        method, sep, flag = entry.partition("=")
+        if not sep or not flag.startswith("--config."):
+            raise ValueError(f"--method_flags entry {entry!r} is not METHOD=--config.FIELD=VALUE")
+        if method not in methods:
+            raise ValueError(f"--method_flags entry {entry!r}: {method!r} is not among --methods={list(methods)}")
+        if flag.startswith(held):
+            raise ValueError(f"--method_flags entry {entry!r} sets a setting the comparison holds identical "
+                             "across methods; pass it after -- (every method) instead")
+        out.setdefault(method, []).append(flag)
+    return out
+
+
+def method_run_flags(method_flags: Dict[str, Sequence[str]], task: str, method: str, seed) -> List[str]:
+    """The flags of ``method`` for one run, ``{task}`` and ``{seed}`` filled in."""
+    return [f.replace("{task}", task).replace("{seed}", str(int(seed))) for f in method_flags.get(method, ())]
+
+
 def _subprocess_env() -> Dict[str, str]:
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
@@ -134,8 +165,13 @@ def collect_demos(out: str, tasks: Sequence[str], num_demos: int) -> None:
 
 def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence, max_env_steps: int,
                 parallel: int = 1, eval_period: int = 2500, eval_episodes: int = 10, base_port: int = 5600,
-                extra: Sequence[str] = ()) -> Dict[str, int]:
+                extra: Sequence[str] = (), method_flags: Optional[Dict[str, Sequence[str]]] = None,
+                on_finish: Optional[Callable[[str, str, int, bool], None]] = None) -> Dict[str, int]:
     """Runs every (task, method, seed) that has no ``summary.json`` yet, ``parallel`` at a time.
+
+    ``extra`` goes to every run, then ``method_flags[method]`` (:func:`method_run_flags`) to that
+    method's runs. ``on_finish(task, method, seed, ok)`` is called after each run (under the
+    lock; e.g. to commit it).
 
     Order: seed-major (all tasks and methods of seed 0 first), so an interrupted sweep leaves
     complete comparisons. A run folder without ``summary.json`` is removed first (the run
@@ -177,7 +213,8 @@ def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: S
         try:
             cmd = build_run_command(out, task, method, seed, task_budget(task, max_env_steps), slot=slot,
                                     eval_period=eval_period, eval_episodes=eval_episodes,
-                                    base_port=base_port, extra=extra)
+                                    base_port=base_port,
+                                    extra=[*extra, *method_run_flags(method_flags or {}, task, method, seed)])
             t0 = time.time()
             with lock:
                 tqdm.write(f"[compare] start {task} {method} seed {seed} (slot {slot}, "
@@ -191,6 +228,8 @@ def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: S
                            f"{proc.returncode} after {(time.time() - t0) / 60:.1f} min"
                            + ("" if ok else f" (log: {log_path(out, task, method, seed)})"))
                 bar.update(1)
+                if on_finish is not None:
+                    on_finish(task, method, seed, ok)
         finally:
             slots.put(slot)
 
