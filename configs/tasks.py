@@ -1,8 +1,11 @@
 """Per-task overrides applied on top of the base config.
 
 Tasks: the Meta-World stand-ins (``TASK_OVERRIDES``), any other Meta-World v3 task by its name,
-or any registered gymnasium env with Box actions as ``gym:ENV_ID`` / ``gym:MODULE:ENV_ID``
-(``serl_ext/envs/gym_env.py``; ``GYM_OVERRIDES`` and :func:`finish_gym_task`).
+any registered gymnasium env with Box actions as ``gym:ENV_ID`` / ``gym:MODULE:ENV_ID``
+(``serl_ext/envs/gym_env.py``; ``GYM_OVERRIDES`` and :func:`finish_gym_task`), and the UR arm
+(``serl_ext/envs/ur_tasks.py``): the simulated UR5e ``ur5e-sim-lift`` / ``ur5e-sim-wipe``
+(``UR_SIM_OVERRIDES``) and a real arm ``ur:ROBOT_CONFIG`` (``UR_REAL_OVERRIDES``), which carry
+their robot config as ``config.robot`` (:func:`finish_task`).
 
 Episode lengths, expert parameters and operator stall windows live with the tasks in
 ``serl_ext/envs/tasks.py`` (measured there); here only training-run choices differ per task.
@@ -65,6 +68,49 @@ def finish_gym_task(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     return config
 
 
+# The UR arm at 10 Hz, one env step per agent step. Simulated UR5e budgets: provisional (not yet
+# measured like the stand-ins' HiL-SERL row; the benchmark on the simulated arm sets them).
+UR_SIM_OVERRIDES = {
+    "ur5e-sim-lift": dict(max_env_steps=20_000, discount=0.97),
+    "ur5e-sim-wipe": dict(max_env_steps=40_000, discount=0.97),
+}
+# A real arm: HiL-SERL's real tasks train in 1-2.5 h of interaction, 36k-90k steps at 10 Hz.
+UR_REAL_OVERRIDES = dict(max_env_steps=50_000, discount=0.97)
+
+
+def _apply_ur_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
+    from serl_ext.envs.ur_tasks import is_ur_real_task, robot_config_for
+
+    try:
+        robot = robot_config_for(task)
+    except ValueError as error:
+        raise KeyError(str(error)) from None
+    overrides = UR_REAL_OVERRIDES if is_ur_real_task(task) else UR_SIM_OVERRIDES[task]
+    config.task = task
+    config.robot = robot  # every field settable: --config.robot.host=10.0.0.3
+    config.actor.max_env_steps = overrides["max_env_steps"]
+    config.agent.discount = overrides["discount"]
+    config.env.action_repeat = 1  # the arm's policy loop: robot.control.policy_hz
+    config.env.reward_type = "sparse"
+    # One physical arm: evaluate on the training env, between its episodes (the simulated arm
+    # builds fresh envs; True there tests the robot's path).
+    config.actor.eval_on_training_env = is_ur_real_task(task)
+    if is_ur_real_task(task):
+        config.human_input = "spacemouse"
+    return config
+
+
+def finish_task(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """After the algorithm: :func:`finish_gym_task`, and on a real arm (``ur:``) no simulated
+    operator (a person takes over, ``human_input="spacemouse"``). Other tasks unchanged."""
+    from serl_ext.envs.ur_tasks import is_ur_real_task
+
+    finish_gym_task(config)
+    if is_ur_real_task(config.task):
+        config.operator.enabled = False
+    return config
+
+
 def apply_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
     """Sets ``config.task`` and the task's overrides.
 
@@ -73,14 +119,22 @@ def apply_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.C
     ``gym:[MODULE:]ENV_ID`` (its module imported and its id checked, no env built), which gets
     ``GYM_OVERRIDES``, action repeat 1, the env's own reward and no TD-target clip.
 
+    A UR task (``ur5e-sim-lift``, ``ur5e-sim-wipe``, ``ur:ROBOT_CONFIG``) gets
+    ``UR_SIM_OVERRIDES`` / ``UR_REAL_OVERRIDES``, action repeat 1, its robot config as
+    ``config.robot`` and ``actor.eval_on_training_env`` (True on a real arm, which also gets
+    ``human_input="spacemouse"``).
+
     Raises:
       KeyError: ``task`` is none of these (the message lists the known names, or says why the
-        gym task is not found).
+        gym task or the robot config is not found).
     """
     from serl_ext.envs.gym_env import is_gym_task
+    from serl_ext.envs.ur_tasks import is_ur_task
 
     if is_gym_task(task):
         return _apply_gym_task(config, task)
+    if is_ur_task(task):
+        return _apply_ur_task(config, task)
     if task not in TASK_OVERRIDES:
         from serl_ext.envs.tasks import get_task_spec
 

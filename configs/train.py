@@ -6,6 +6,8 @@ Examples::
   --config=configs/train.py:assembly,rlpd --config.learner.utd_ratio=4
   --config=configs/train.py:gym:Pendulum-v1,sac                 # any gymnasium env, Box actions
   --config=configs/train.py:gym:my_pkg.envs:MyEnv-v0,hil_serl    # import my_pkg.envs, then make it
+  --config=configs/train.py:ur5e-sim-lift,hil_serl                # the simulated UR5e (robosuite)
+  --config=configs/train.py:ur:ur5e,hil_serl --config.robot.host=10.0.0.3   # a real UR5e
 """
 
 from typing import Optional
@@ -14,7 +16,7 @@ import ml_collections
 
 from configs.algorithms import apply_algorithm
 from configs.base import get_base_config
-from configs.tasks import apply_task, finish_gym_task
+from configs.tasks import apply_task, finish_task
 
 
 def get_config(config_string: Optional[str] = None) -> ml_collections.ConfigDict:
@@ -22,7 +24,7 @@ def get_config(config_string: Optional[str] = None) -> ml_collections.ConfigDict
 
     Args:
       config_string: ``"TASK,ALGORITHM"``; ``"TASK"`` alone means ``hil_serl``. TASK may be
-        ``gym:ENV_ID`` or ``gym:MODULE:ENV_ID`` (configs/tasks.py).
+        ``gym:ENV_ID`` or ``gym:MODULE:ENV_ID``, or a UR task (configs/tasks.py).
     Raises:
       ValueError: no config string (``--config=configs/train.py`` without ``:TASK``: a run
         must name its task rather than silently train pick-place) or a malformed one.
@@ -39,4 +41,4 @@ def get_config(config_string: Optional[str] = None) -> ml_collections.ConfigDict
     config = get_base_config()
     apply_task(config, task)
     apply_algorithm(config, algorithm)
-    return finish_gym_task(config)
+    return finish_task(config)

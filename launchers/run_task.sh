@@ -15,6 +15,7 @@ for arg in "${ARGS[@]}"; do  # the demos the learner will read: --config.demos.p
   case "$arg" in
     --config.demos.path=*) DEMO_FLAGS+=("--out=${arg#*=}") ;;
     --config.demos.num_demos=*) NUM_DEMOS="${arg#*=}" ;;
+    --config.robot.*|--config.human_input=*) DEMO_FLAGS+=("$arg") ;;  # ur: tasks (teleop demos)
   esac
 done
 # gym:ENV_ID tasks have no scripted expert: their demos, if any, are the user's own files.

@@ -289,6 +289,10 @@ class _Human7Base(gym.Wrapper):
     policy's). A success mark ends the episode with ``terminated=True``,
     ``reward = max(reward, success_reward)`` and ``info["success"] = True``; a failure mark
     with ``truncated=True`` and ``info["success"] = False``; both set ``info["operator_mark"]``.
+
+    ``takeover`` (attribute, default True): False ignores the device's motion and gripper (the
+    policy acts every step) but keeps the success / failure marks, as evaluation on a real arm
+    needs (``serl_ext.loop.evaluation.human_input_off``).
     """
 
     def __init__(self, env: gym.Env, device_frame: str = "base", success_reward: float = 1.0):
@@ -299,6 +303,7 @@ class _Human7Base(gym.Wrapper):
         self.success_reward = float(success_reward)
         self._human_gripper: Optional[float] = None
         self._intervening = False
+        self.takeover = True
 
     def _read(self):
         raise NotImplementedError
@@ -332,6 +337,8 @@ class _Human7Base(gym.Wrapper):
             raise ValueError(f"action has non-finite values: {policy_action}")
         motion, gripper, mark = self._read()
         motion = np.clip(np.asarray(motion, np.float32).reshape(6), -1.0, 1.0)
+        if not self.takeover:  # marks only (evaluation)
+            motion, gripper = np.zeros(6, np.float32), None
         active = bool(np.any(motion != 0.0)) or gripper is not None
         if not active:
             self._intervening = False

@@ -277,10 +277,15 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     def wall_clock():
         return wall_offset + time.time() - start_time
 
+    # One arm (actor.eval_on_training_env): evaluate on the training env, between episodes.
+    eval_env = env if common.eval_on_training_env(config) else None
+    eval_pending = False
+
     def run_eval():
         videos = []  # evaluation videos (logging.video_period), logged as eval/video, eval_system/video
         spec = training_video_spec(config, run_dir, len(state["eval_history"]), state["env_steps"])
-        metrics = evaluate(agent, config, int(config.actor.eval_episodes), video=spec, episode_records=videos)
+        metrics = evaluate(agent, config, int(config.actor.eval_episodes), video=spec, episode_records=videos,
+                           env=eval_env)
         entry = {
             "env_steps": state["env_steps"],
             "wall_clock_s": wall_clock(),
@@ -294,7 +299,8 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             sys_spec = spec and dataclasses.replace(spec, name=spec.name.replace("eval_", "eval_system_", 1))
             sys_records = []
             sys_metrics = evaluate(agent, config, int(config.actor.eval_episodes), gate=gate.for_evaluation(),
-                                   prefix="eval_system", video=sys_spec, episode_records=sys_records)
+                                   prefix="eval_system", video=sys_spec, episode_records=sys_records,
+                                   env=eval_env)
             videos += [dict(r, prefix="eval_system") for r in sys_records]
             metrics.update(sys_metrics)
             entry["system_success_rate"] = sys_metrics["eval_system/success_rate"]
@@ -578,7 +584,14 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                 end_episode(faulted=False)
 
             if int(config.actor.eval_period) and state["env_steps"] % int(config.actor.eval_period) == 0:
+                eval_pending = True
+            # On the training env an evaluation waits for the end of the training episode, and a
+            # new training episode begins after it (the evaluation reset the env).
+            if eval_pending and (eval_env is None or terminated or truncated):
+                eval_pending = False
                 run_eval()
+                if eval_env is not None:
+                    begin_episode()
 
         flush_held()
         swap_params()

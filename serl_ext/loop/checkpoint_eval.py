@@ -10,6 +10,9 @@ def evaluate_checkpoint(config, checkpoint_step=None, episodes=None, stochastic=
                         videos=0, camera=""):
     """Evaluates one checkpoint of the run folder of ``config`` (module docstring).
 
+    With ``actor.eval_on_training_env`` (a real arm) every episode runs on one env built with
+    the human input (its success / failure marks; no takeover, ``evaluation.human_input_off``).
+
     Args:
       config: the run's config (seeds, env, algorithm).
       checkpoint_step: a kept checkpoint step, None: the newest intact one.
@@ -55,7 +58,14 @@ def evaluate_checkpoint(config, checkpoint_step=None, episodes=None, stochastic=
         video = spec_from_config(config, os.path.join(run_dir, "videos"),
                                  f"checkpoint{step}_{mode}_{'gate' if gate else 'policy'}", episodes=videos,
                                  camera=camera or None)
-    records = run_episodes(agent, config, episodes, gate, stochastic=stochastic, video=video)
+    env = None
+    if common.eval_on_training_env(config):  # one arm: one env for every episode (success marks on)
+        env = common.make_env(config, common.eval_seed(config, 0), with_operator=True)
+    try:
+        records = run_episodes(agent, config, episodes, gate, stochastic=stochastic, video=video, env=env)
+    finally:
+        if env is not None:
+            env.close()
     metrics = summarize(records, "eval", with_gate=gate is not None)
     intervals = confidence_intervals(records)
     result = {

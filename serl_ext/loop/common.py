@@ -91,16 +91,21 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
     With ``with_operator`` the human input of ``config.human_input`` sits on top: the simulated
     operator (if ``config.operator.enabled``), a keyboard or a SpaceMouse; all put their action
     into ``info["intervene_action"]``. Evaluation envs are built with ``with_operator=False``.
+    UR tasks (``serl_ext/envs/ur_tasks.py``: 7-D actions) are built from ``config.robot`` and
+    get the 6-DoF devices (``SpaceMouse6Intervention``, ``Keyboard6Intervention``), whose
+    success / failure marks (``y`` / ``n`` typed in the actor's terminal, when it is one) end
+    an episode on a real arm.
 
     Raises:
-      ValueError: unknown ``config.human_input``.
+      ValueError: unknown ``config.human_input``, or ``"simulated"`` on a real arm.
     """
-    from serl_ext.envs import make_env as _make_env
+    from serl_ext.envs import is_ur_task, make_env as _make_env
 
     human_input = config.get("human_input", "simulated")
     if human_input not in HUMAN_INPUTS:
         raise ValueError(f"config.human_input must be one of {HUMAN_INPUTS}, got {human_input!r}")
     simulated = with_operator and human_input == "simulated" and config.operator.enabled
+    ur_task = is_ur_task(config.task)
     env = _make_env(
         config.task,
         seed,
@@ -111,8 +116,19 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
         image_size=config.env.image_size,
         state_obs=config.env.state_obs,
         operator=config.operator if simulated else None,
+        **({"robot": config.get("robot")} if ur_task else {}),
     )
-    if with_operator and human_input == "keyboard":
+    if with_operator and human_input in ("keyboard", "spacemouse") and ur_task:
+        from serl_ext.envs import intervention
+
+        if human_input == "keyboard":
+            env = intervention.Keyboard6Intervention(env)
+        else:
+            import sys
+
+            keys = intervention.StdinKeySource() if sys.stdin is not None and sys.stdin.isatty() else None
+            env = intervention.SpaceMouse6Intervention(env, key_source=keys)
+    elif with_operator and human_input == "keyboard":
         from serl_ext.envs.intervention import KeyboardIntervention
 
         env = KeyboardIntervention(env)
@@ -121,6 +137,12 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
 
         env = SpaceMouseIntervention(env)
     return env
+
+
+def eval_on_training_env(config: ml_collections.ConfigDict) -> bool:
+    """Whether evaluation runs on the actor's training env (one physical arm:
+    ``config.actor.eval_on_training_env``, True for ``ur:`` tasks) instead of fresh envs."""
+    return bool(config.actor.get("eval_on_training_env", False))
 
 
 def observation_spec(env) -> Dict[str, tuple]:
@@ -167,11 +189,22 @@ def value_bounds(env) -> Dict[str, Any]:
 
 
 def task_spaces(config: ml_collections.ConfigDict):
-    """Reads ``config.task``'s spaces from a throw-away env.
+    """Reads ``config.task``'s spaces from a throw-away env; a UR task's come from
+    ``config.robot`` alone (:func:`serl_ext.envs.ur_tasks.ur_task_spaces`: no robot, no
+    simulator, so the learner box needs neither).
 
     Returns:
       ``(observation spec, action_dim, value bounds)`` (:func:`value_bounds`).
     """
+    from serl_ext.envs.ur_tasks import is_ur_task, robot_config_for, ur_task_spaces
+
+    if is_ur_task(config.task):
+        from serl_ext.data.replay_buffer import value_bounds_from_spaces
+
+        robot = config.get("robot") or robot_config_for(config.task)
+        obs_space, action_space = ur_task_spaces(config.task, robot)
+        spec = {k: (tuple(s.shape), np.dtype(s.dtype)) for k, s in obs_space.spaces.items()}
+        return spec, int(action_space.shape[0]), value_bounds_from_spaces(obs_space, action_space)
     env = make_env(config, config.seed, with_operator=False)
     try:
         return observation_spec(env), int(env.action_space.shape[0]), value_bounds(env)

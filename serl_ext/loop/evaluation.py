@@ -4,8 +4,14 @@ Meta-World draws the task variant from the env's own generator, so a second ``re
 on one env may give another layout (DESIGN.md section 7): fresh envs keep evaluation exact.
 Episode ``i`` uses the env seed ``common.eval_seed(config, i)``; stochastic evaluation draws its
 actions from a PRNG key derived from that seed, so it is reproducible too.
+
+With one physical arm there is one env: ``run_episodes(..., env=training_env)`` evaluates on
+it (``common.eval_on_training_env``; the actor and ``launchers/eval.sh`` do so for ``ur:``
+tasks), resetting it with each evaluation seed, its human input switched off
+(:func:`human_input_off`).
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -19,8 +25,40 @@ from serl_ext.loop import common
 _log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def human_input_off(env):
+    """Within the block, nobody takes over ``env``: yields the env to evaluate on.
+
+    The simulated operators (``SimulatedOperator``, ``URSimOperator``) and the 4-D devices are
+    stepped around (the env below the innermost of them is yielded); the 6-DoF devices
+    (``SpaceMouse6Intervention``, ``Keyboard6Intervention``) stay, with ``takeover = False``:
+    the policy acts every step and the person's success / failure marks still end the episode
+    (a real arm has no success signal of its own). Restored on exit.
+    """
+    import gymnasium as gym
+
+    from serl_ext.envs.intervention import _Human7Base, _HumanInterventionBase
+    from serl_ext.envs.operator import SimulatedOperator
+    from serl_ext.envs.ur_tasks import URSimOperator
+
+    target, layer, switched = env, env, []
+    while isinstance(layer, gym.Wrapper):
+        if isinstance(layer, (SimulatedOperator, URSimOperator, _HumanInterventionBase)):
+            target, switched = layer.env, []  # everything above it is stepped around
+        elif isinstance(layer, _Human7Base):
+            switched.append((layer, layer.takeover))
+        layer = layer.env
+    for wrapper, _ in switched:
+        wrapper.takeover = False
+    try:
+        yield target
+    finally:
+        for wrapper, before in switched:
+            wrapper.takeover = before
+
+
 def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: bool = False,
-                 video=None) -> List[Dict[str, Any]]:
+                 video=None, env=None) -> List[Dict[str, Any]]:
     """Runs ``num_episodes`` evaluation episodes and returns one record per episode.
 
     Args:
@@ -34,12 +72,23 @@ def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: boo
       stochastic: sample actions (key ``PRNGKey(seed)`` folded with the step) instead of the mode.
       video: optional :class:`serl_ext.loop.video.VideoSpec`; its first ``episodes`` episodes
         are filmed (with the gate's :meth:`~serl_ext.loop.gate.Gate.step_info` as a side plot).
+      env: None: a fresh env per episode (``common.make_env(..., with_operator=False)``, closed
+        after it). An env: every episode runs on it (one arm: the actor's training env),
+        reset with the episode's seed, under :func:`human_input_off`; left open, and the
+        caller resets it before training on it again.
     Returns:
       ``[{"seed", "success" (bool), "return", "length", "recovery_steps", "video" (path or
       None)}]`` in episode order.
     Raises:
       ValueError / RuntimeError: from the video recorder (bad camera, no rendering).
     """
+    if env is not None:
+        with human_input_off(env) as eval_env:
+            return _run_episodes(agent, config, num_episodes, gate, stochastic, video, eval_env)
+    return _run_episodes(agent, config, num_episodes, gate, stochastic, video, None)
+
+
+def _run_episodes(agent, config, num_episodes, gate, stochastic, video, shared_env):
     import jax
 
     from serl_ext.loop.gate import RECOVERY
@@ -47,7 +96,7 @@ def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: boo
     records = []
     for i in range(num_episodes):
         seed = common.eval_seed(config, i)
-        env = common.make_env(config, seed, with_operator=False)
+        env = shared_env if shared_env is not None else common.make_env(config, seed, with_operator=False)
         recorder = None
         try:
             if video is not None and i < int(video.episodes):
@@ -92,7 +141,8 @@ def run_episodes(agent, config, num_episodes: int, gate=None, *, stochastic: boo
         finally:
             if recorder is not None:
                 recorder.close()
-            env.close()
+            if shared_env is None:
+                env.close()
         records.append({"seed": int(seed), "success": bool(success), "return": ret, "length": length,
                         "recovery_steps": recovery, "video": path})
     return records
@@ -164,15 +214,16 @@ def confidence_intervals(records: List[Dict[str, Any]], confidence: float = 0.95
 
 def evaluate(agent, config, num_episodes: int, gate=None, prefix: str = "eval", *,
              stochastic: bool = False, video=None,
-             episode_records: Optional[List[Dict[str, Any]]] = None) -> Dict[str, float]:
-    """Runs :func:`run_episodes` and returns :func:`summarize` of them (deterministic by default).
+             episode_records: Optional[List[Dict[str, Any]]] = None, env=None) -> Dict[str, float]:
+    """Runs :func:`run_episodes` (on ``env`` when given) and returns :func:`summarize` of them
+    (deterministic by default).
 
     Returns:
       ``{prefix/success_rate, prefix/return, prefix/length}`` (floats; SR in [0, 1]) and, with a
       gate, ``prefix/recovery_fraction``. ``episode_records``, when a list, receives the
       per-episode records (video paths included).
     """
-    records = run_episodes(agent, config, num_episodes, gate, stochastic=stochastic, video=video)
+    records = run_episodes(agent, config, num_episodes, gate, stochastic=stochastic, video=video, env=env)
     if episode_records is not None:
         episode_records.extend(records)
     return summarize(records, prefix, with_gate=gate is not None)
