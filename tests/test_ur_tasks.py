@@ -213,12 +213,14 @@ def _episode(env, policy, seed):
 def test_simulated_operator_rescues_an_idle_robot_and_leaves_the_expert_alone(lift_config):
     from serl_ext.envs.ur_tasks import expert_policy
 
-    env = common.make_env(lift_config, 0, with_operator=True)
+    config = get_config("ur5e-sim-lift,hil_serl")
+    config.env.max_episode_steps = 60
+    env = common.make_env(config, 0, with_operator=True)
     try:
         human, length, success, info = _episode(env, lambda obs, env: np.zeros(7, np.float32), seed=5)
         assert info["operator/trigger"] == "stall" and info["operator/takeovers"] >= 2
         assert info["operator/handback"] == "progress"  # past where the robot stood, then back to it
-        assert 0.3 < human / length < 0.8 and length == 80
+        assert 0.3 < human / length < 0.8 and length == 60
         first = (human, length)
         assert _episode(env, lambda obs, env: np.zeros(7, np.float32), seed=5)[:2] == first  # seeded
         human, length, success, info = _episode(env, expert_policy(), seed=5)
