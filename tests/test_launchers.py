@@ -168,6 +168,29 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
 
 
 @pytest.mark.timeout(600)
+def test_a_metaworld_task_that_is_no_stand_in_trains_through_the_launchers(tmp_path):
+    """drawer-open is none of the five stand-ins and has no entry in configs/tasks.py: by its
+    name alone, run_task.sh collects its scripted demos, and learner and actor train on it
+    (issue 18). Every transition reaches the learner, the operator's steps go to the demo
+    buffer, and the result table names the task."""
+    task, steps = "drawer-open", 200
+    flags = _flags(tmp_path, _free_ports(2), steps)
+    run = subprocess.run(["bash", "launchers/run_task.sh", f"{task},hil_serl", *flags], cwd=REPO,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=500)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert len(list((tmp_path / "demos").glob("*.npz"))) == 2  # collected by run_task.sh
+    run_dir = tmp_path / "runs" / task / "hil_serl" / "seed0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    assert summary["task"] == task and summary["env_steps"] == steps and set(summary) == SUMMARY_KEYS
+    assert learner_summary["replay_size"] == steps
+    assert learner_summary["demo_size"] - summary["human_steps"] > 0  # the demos are in
+    assert "[learner] done:" in (run_dir / "logs" / "learner.log").read_text()
+    cells = [c.strip() for c in run.stdout.strip().splitlines()[-2].strip("|").split("|")]
+    assert cells[:3] == [task, "hil_serl", str(steps)]
+
+
+@pytest.mark.timeout(600)
 def test_uniintervene_gate_end_to_end(tmp_path):
     """learner.sh + actor.sh with hil_serl+uniintervene and tiny budgets: the learner's online
     UniIntervene models become ready, are pushed, and the actor's gate scores with them."""
