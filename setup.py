@@ -11,6 +11,8 @@
   wandb : Weights & Biases logging beside tensorboard (--config.logging.wandb=True)
   video : mp4 evaluation videos (imageio-ffmpeg: an ffmpeg binary for imageio)
   dev   : pytest and friends, and what the wandb-offline and video tests need
+  cuda  : jax with CUDA 12 (NVIDIA wheels, no system CUDA needed) for the learner on a GPU box;
+          the learner then uses the GPU by itself (docs/gpu_and_devices.md)
 """
 
 from setuptools import find_packages, setup
@@ -50,6 +52,8 @@ EXTRAS_REQUIRE = {
     "rlds": ["tensorflow-datasets>=4.9.10", "importlib_resources"],
     "wandb": ["wandb>=0.17"],
     "video": ["imageio-ffmpeg>=0.4.9"],
+    # The same jax constraint as INSTALL_REQUIRES; jax pins jax-cuda12-plugin to its own version.
+    "cuda": ["jax[cuda12]>=0.4.30"],
     # dev: what the test suite needs (the RLDS round trip runs without TensorFlow).
     "dev": ["pytest>=8", "pytest-timeout>=2.2", "wandb>=0.17", "imageio-ffmpeg>=0.4.9",
             "tensorflow-datasets>=4.9.10", "importlib_resources"],

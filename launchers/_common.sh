@@ -7,6 +7,7 @@ if [[ $# -gt 0 && "$1" != --* ]]; then
 fi
 ARGS=("$@")
 export PYTHONUNBUFFERED=1
-# XLA on the CPU: the actor runs single-threaded so that it and the learner share two cores well.
-export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+# Devices: serl_ext.loop.main picks each process's device (serl_ext/devices.py): the learner an
+# accelerator when jax sees one, else the CPU (LEARNER_DEVICE=auto|cpu|gpu); actor and eval the
+# CPU (ACTOR_DEVICE, EVAL_DEVICE). An explicit JAX_PLATFORMS still limits what jax starts.
 export MUJOCO_GL="${MUJOCO_GL:-egl}"

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from serl_ext.agents.data_parallel import make_updater
 from serl_ext.loop import common, components
 from serl_ext.loop.checkpoint import CheckpointError, Checkpointer, make_policy_spec
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config
@@ -365,6 +366,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
 
     batch_size = int(config.learner.batch_size)
     utd = int(config.learner.utd_ratio)
+    # learner.data_parallel_devices >= 2: the update split over that many devices (0/1: off).
+    update_agent = make_updater(int(config.learner.get("data_parallel_devices", 0) or 0))
     demo_fraction = float(config.learner.demo_fraction)
     training_starts = max(int(config.learner.training_starts), 1)
     steps_per_update = float(config.actor.get("steps_per_update", 0.0) or 0.0)
@@ -413,7 +416,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             else:
                 fractions = (1.0 - demo_fraction, demo_fraction)
             batch = sample_mixed_many([replay, demo], batch_size, utd, fractions=fractions)
-            new_agent, info = agent.update(batch, utd)
+            new_agent, info = update_agent(agent, batch, utd)
             if not bool(_all_finite((new_agent, info))):  # the divergence guard
                 diverged(info)
                 continue

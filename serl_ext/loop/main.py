@@ -45,6 +45,10 @@ _GATE = flags.DEFINE_enum("gate", "auto", ["auto", "on", "off"],
                           "method has a gate that evaluates with it (auto).")
 _VIDEOS = flags.DEFINE_integer("videos", 0, "--eval: film the first N episodes into {run_dir}/videos.")
 _CAMERA = flags.DEFINE_string("camera", "", "--eval: video camera (default logging.video_camera).")
+_DEVICE = flags.DEFINE_enum("device", "", ["", "auto", "cpu", "gpu"],
+                            "Device of this process: auto (an accelerator when jax sees one, else the CPU), cpu "
+                            "or gpu; empty: {ROLE}_DEVICE from the environment, else auto for the learner and "
+                            "cpu for actor and eval (serl_ext/devices.py, docs/gpu_and_devices.md).")
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config as JSON and exit.")
 
 
@@ -96,6 +100,9 @@ def main(argv):
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger("OpenGL").setLevel(logging.WARNING)  # "No OpenGL_accelerate module loaded"
         try:
+            from serl_ext.devices import setup_device
+
+            setup_device(role, _DEVICE.value)  # before any jax computation; prints "[role] device: ..."
             _run_role(config)
         except SystemExit as e:
             if plog is not None and isinstance(e.code, str):
