@@ -9,15 +9,19 @@ partitioner inserts the all-reduces of the batch means (losses, gradients, metri
 result equals :meth:`SACAgent.update` on one device up to the order of float additions in
 those reductions (checked by ``tests/test_data_parallel.py``: rtol 1e-5).
 
-Random numbers: jax's threefry is partitionable (``jax_threefry_partitionable``, on by
-default since jax 0.5), so a draw of shape ``(B, A)`` gives the same values whatever its
-sharding; each device computes only its rows.
+Random numbers: a jitted computation's values do not depend on its shardings, so a draw of
+shape ``(B, A)`` from the agent's key is the same as on one device; with jax's partitionable
+threefry (``jax_threefry_partitionable``, the default since jax 0.5) each device also
+computes only its own rows.
 
 Layout: the learner's batch (``sample_mixed_many``) is ``utd_ratio`` minibatches stacked as
 ``(utd_ratio * B, ...)``. It is reshaped to ``(utd_ratio, B, ...)`` before placement and
 sharded on axis 1, so that every critic step of the scan works on ``B / N`` local rows (not
 whole minibatches per device); inside the jitted function it is flattened back for
-``_update_impl``, whose own split then undoes the flattening.
+``_update_impl``, whose own split then undoes the flattening. One exception: with image keys, random-crop
+augmentation and ``utd_ratio`` > 1, the augmentation runs on the flattened batch, a layout
+the mesh cannot split per minibatch, so XLA all-gathers the uint8 images once per update
+(seen in the compiled HLO on two CPU devices; the encoder and the losses stay split).
 
 Learner option: ``learner.data_parallel_devices`` (0 or 1: off; N >= 2: this update over the
 first N of ``jax.devices()``), docs/gpu_and_devices.md.
