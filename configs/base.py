@@ -74,6 +74,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # per env step. False (or actor.steps_per_update = 0): upstream HiL-SERL, not held.
     config.learner.hold_to_actor = True
     config.learner.hold_slack = 200  # Learner steps the learner may run ahead of the ratio.
+    # Data-parallel learner update (serl_ext/agents/data_parallel.py): 0 or 1 = off; N >= 2 splits
+    # every batch over the first N devices (parameters replicated); batch_size must be a multiple.
+    config.learner.data_parallel_devices = 0
     # Liveness: no message from the actor for this long (s) => the learner logs that the actor
     # seems to have stopped and counts it (learner_summary.json actor_silences); it keeps serving
     # (idle_timeout_s stops it). Above the actor's longest silent phase (its evaluations). 0: off.
