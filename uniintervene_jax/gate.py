@@ -515,6 +515,20 @@ class NetworkGateModels:
             self.tau = self.tau if saved is None else saved
         self.version = -1
         self._lock = threading.Lock()
+        self._warm_up(obs_spec, int(action_dim), int(self._intervention.config.history_len))
+
+    def _warm_up(self, obs_spec, action_dim: int, history_len: int) -> None:
+        """Compiles every call of a decision once, on a zero observation, so that no decision of
+        the run (and no ``gate_latency_ms`` sample) pays XLA's compile time (a first triggering
+        decision took 1.6 s). Loaded parameters keep the shapes, so nothing compiles again."""
+        from serl_ext.loop.common import example_observation
+
+        obs = example_observation(obs_spec)
+        action = np.zeros((action_dim,), np.float32)
+        self.value(obs)
+        self.score(obs, action, np.zeros((history_len + 1,), np.float32))
+        np.asarray(self._value.encode(obs, self.instr))
+        self.chunk(obs, obs)
 
     def load(self, payload: Dict[str, Any]) -> None:
         """Swaps in a learner payload (:func:`uniintervene_jax.message.make_payload`) atomically;
