@@ -73,6 +73,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # ahead while the actor evaluates or is slowed, so every method gets the same learner steps
     # per env step. False (or actor.steps_per_update = 0): upstream HiL-SERL, not held.
     config.learner.hold_to_actor = True
+    config.learner.num_actors = 1  # Actors feeding this learner; the run ends once all are done.
     config.learner.hold_slack = 200  # Learner steps the learner may run ahead of the ratio.
     # Data-parallel learner update (serl_ext/agents/data_parallel.py): 0 or 1 = off; N >= 2 splits
     # every batch over the first N devices (parameters replicated); batch_size must be a multiple.
@@ -95,6 +96,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Actor process.
     config.actor = ml_collections.ConfigDict()
     config.actor.max_env_steps = 50_000  # Agent steps (after action repeat) of the whole run.
+    # Several actors into one learner (robots or simulated workers): actor k of
+    # learner.num_actors runs its share of max_env_steps with its own episode seeds, files in
+    # {run_dir}/actors/actor{k}/ and transport name; actor 0 is the primary: it evaluates and
+    # writes {run_dir}/summary.json. Every actor and the learner get the same num_actors.
+    config.actor.actor_id = 0
     config.actor.send_period = 50  # Env steps between transport flushes to the learner.
     # Transitions kept until the learner has them in a checkpoint (durable acknowledgement), also
     # while the learner is away; must cover one learner checkpoint period (overflow drops the

@@ -6,6 +6,8 @@
 # messages; the learner runs --quiet (its console goes to logs/learner.log, a fatal error also
 # here). The run ends with a result table (task, method, env steps, minutes, final SR, IR, run
 # folder). Run folder: runs/TASK/ALGORITHM/seedN/ (summary.json, logs/actor.log, logs/learner.log).
+# --config.learner.num_actors=N starts N actors into the one learner (actor k > 0 in
+# runs/.../seedN/actors/actorK/).
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 TASK="${SPEC%%,*}"
@@ -22,14 +24,33 @@ done
 if [[ "$TASK" != gym:* && "$NUM_DEMOS" != "0" ]]; then
   python launchers/collect_demos.py --task="$TASK" --num_demos="$NUM_DEMOS" "${DEMO_FLAGS[@]}"
 fi
+NUM_ACTORS=1
+for arg in "${ARGS[@]}"; do
+  case "$arg" in --config.learner.num_actors=*) NUM_ACTORS="${arg#*=}" ;; esac
+done
 launchers/learner.sh "$SPEC" "${ARGS[@]}" --quiet &
 LEARNER_PID=$!
-trap 'kill "$LEARNER_PID" 2>/dev/null || true' EXIT
-launchers/actor.sh "$SPEC" "${ARGS[@]}"
+PIDS=("$LEARNER_PID")
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+# With --config.learner.num_actors=N, actors 1..N-1 run --quiet in the background (their logs in
+# RUN_FOLDER/actors/actorK/logs/), actor 0 in the foreground.
+ACTOR_STATUS=0
+for ((k = 1; k < NUM_ACTORS; k++)); do
+  launchers/actor.sh "$SPEC" "${ARGS[@]}" --config.actor.actor_id="$k" --quiet &
+  PIDS+=("$!")
+done
+launchers/actor.sh "$SPEC" "${ARGS[@]}" --config.actor.actor_id=0
+for pid in "${PIDS[@]:1}"; do
+  wait "$pid" || ACTOR_STATUS=$?
+done
 LEARNER_STATUS=0
 wait "$LEARNER_PID" || LEARNER_STATUS=$?
 trap - EXIT
+if [[ "$ACTOR_STATUS" -ne 0 ]]; then
+  echo "an actor exited with status $ACTOR_STATUS; see logs/actor.log under RUN_FOLDER/actors/actorK" >&2
+fi
 if [[ "$LEARNER_STATUS" -ne 0 ]]; then
   echo "the learner exited with status $LEARNER_STATUS; its log: logs/learner.log in the run folder above" >&2
   exit "$LEARNER_STATUS"
 fi
+exit "$ACTOR_STATUS"

@@ -27,6 +27,8 @@ SUMMARY_KEYS = {
     "policy_steps", "recovery_onsets", "takeover_onsets", "recovery_onsets_followed_by_takeover",
     "takeover_onsets_preceded_by_recovery", "recovery_runs_ended_by_human", "trigger_onset_precision",
     "trigger_onset_recall", "selectivity_window",
+    # several actors (issue 14 item 5)
+    "actor_id", "num_actors",
 }
 GATE_SUMMARY_KEYS = {
     "gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",

@@ -180,6 +180,12 @@ def _scalar_fault(value: Any, name: str) -> Optional[str]:
 def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     """Runs the actor until ``config.actor.max_env_steps`` agent steps; returns the summary.
 
+    Several actors (``actor.actor_id`` k of ``learner.num_actors`` N): this actor runs its share
+    of the budget (:func:`serl_ext.loop.common.actor_budget`) with its own episode seeds and
+    random numbers, keeps to 1/N of the data the learner's steps allow (the throttle), writes its
+    files (state, summary, logs, metrics) to :func:`serl_ext.loop.common.actor_dir_for` and talks
+    to the learner as ``actor{k}`` (``actor`` for k = 0). Only actor 0 evaluates.
+
     Sensor faults (issue 15): an observation (after ``reset`` or ``step``) that is not finite or
     lies outside the task's bounds (:func:`serl_ext.loop.common.value_bounds`), a non-finite
     reward or grasp penalty, and a policy, gate or human action that is not finite or outside
@@ -212,7 +218,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     bootstrap_at_limit = bool(config.actor.get("bootstrap_at_time_limit", True))
     from serl_ext.transport import QueuedDataStore, TrainerClient
 
-    run_dir = common.run_dir_for(config)
+    actor_id, num_actors = common.actor_fleet(config)
+    primary = actor_id == 0  # the primary actor evaluates; every actor has its own folder
+    run_dir = common.actor_dir_for(config)  # this actor's files (the run folder for actor 0)
     os.makedirs(run_dir, exist_ok=True)
     common.write_config(run_dir, config, "actor")
     state_path = os.path.join(run_dir, "actor_state.json")
@@ -252,7 +260,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     real_transport = make_client is None
     if make_client is None:
         client = TrainerClient(
-            "actor", config.transport.ip, transport_config(config), data_stores=stores, wait_for_server=False
+            "actor" if primary else f"actor{actor_id}", config.transport.ip, transport_config(config), data_stores=stores, wait_for_server=False
         )
     else:
         client = make_client(stores)
@@ -260,7 +268,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
     logger = make_logger(config, run_dir, "actor")
 
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state["env_steps"] + 1)
-    max_steps = int(config.actor.max_env_steps)
+    if not primary:
+        rng = jax.random.fold_in(rng, 1_000_000 + actor_id)
+    max_steps = common.actor_budget(config)
     max_faults = max(int(config.actor.get("max_consecutive_faults", 100)), 1)
     selectivity_window = int(config.actor.get("selectivity_window", 10))
     _warn_if_queue_too_small(config, max_steps - state["env_steps"])
@@ -339,8 +349,10 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             return False
         if time.time() - slot.last_receive_time > float(config.actor.learner_timeout_s):
             return False  # Learner away (or not started): keep acting with the last parameters.
+        # With several actors each keeps to its share of the data the learner's steps allow.
         allowed = (
-            int(config.learner.training_starts) + ratio * slot.learner_step + int(config.actor.throttle_slack)
+            (int(config.learner.training_starts) + ratio * slot.learner_step) / num_actors
+            + int(config.actor.throttle_slack)
         )
         return state["env_steps"] >= allowed
 
@@ -583,7 +595,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             if terminated or truncated:
                 end_episode(faulted=False)
 
-            if int(config.actor.eval_period) and state["env_steps"] % int(config.actor.eval_period) == 0:
+            if primary and int(config.actor.eval_period) and state["env_steps"] % int(config.actor.eval_period) == 0:
                 eval_pending = True
             # On the training env an evaluation waits for the end of the training episode, and a
             # new training episode begins after it (the evaluation reset the env).
@@ -595,20 +607,20 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
         flush_held()
         swap_params()
-        if not state["eval_history"] or state["eval_history"][-1]["env_steps"] != state["env_steps"]:
+        if primary and (not state["eval_history"] or state["eval_history"][-1]["env_steps"] != state["env_steps"]):
             run_eval()
         # Deliver what is still queued, tell the learner we are done, then wait for its final
         # checkpoint to acknowledge everything (durable acknowledgement), all within one bound.
         deadline = time.time() + float(config.actor.get("final_ack_timeout_s", 120.0))
         while not client.update() and time.time() < deadline:
             time.sleep(0.05)
-        client.request("actor_done", {"env_steps": state["env_steps"]})
+        client.request("actor_done", {"env_steps": state["env_steps"], "actor_id": actor_id})
         if hasattr(client, "num_items_acknowledged"):
             while any(len(s) for s in stores.values()) and time.time() < deadline:
                 client.update()
                 time.sleep(0.05)
             if getattr(client, "last_contact_time", None) is not None:
-                client.request("actor_closed", delivery_counters())
+                client.request("actor_closed", dict(delivery_counters(), actor_id=actor_id))
     finally:
         pbar.close()
         state["wall_clock_s"] = wall_clock()
@@ -727,6 +739,9 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
         "eval_history": history,
         "sensor_faults": int(state.get("sensor_faults", 0)),
         "action_faults": int(state.get("action_faults", 0)),
+        # several actors: this actor's index and how many there are (its counts are its own)
+        "actor_id": common.actor_fleet(config)[0],
+        "num_actors": common.actor_fleet(config)[1],
     }
     for k in _DELIVERY_KEYS:
         summary[f"transport_items_{k}"] = totals.get(k)

@@ -39,6 +39,36 @@ def run_dir_for(config: ml_collections.ConfigDict) -> str:
     return os.path.abspath(os.path.join(config.run_root, name))
 
 
+def actor_fleet(config: ml_collections.ConfigDict) -> tuple:
+    """``(actor_id, num_actors)`` of ``config.actor.actor_id`` / ``config.learner.num_actors``.
+
+    Raises:
+      ValueError: ``num_actors < 1`` or ``actor_id`` outside ``[0, num_actors)``.
+    """
+    n = int(config.learner.get("num_actors", 1))
+    k = int(config.actor.get("actor_id", 0))
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"need learner.num_actors >= 1 and 0 <= actor.actor_id < num_actors; got "
+                         f"actor_id={k}, num_actors={n} (give every actor and the learner the same num_actors)")
+    return k, n
+
+
+def actor_dir_for(config: ml_collections.ConfigDict) -> str:
+    """Where an actor writes its files: the run folder for actor 0 (the primary actor),
+    ``{run_dir}/actors/actor{k}`` for actor k > 0."""
+    k, _ = actor_fleet(config)
+    run_dir = run_dir_for(config)
+    return run_dir if k == 0 else os.path.join(run_dir, "actors", f"actor{k}")
+
+
+def actor_budget(config: ml_collections.ConfigDict) -> int:
+    """Env steps this actor runs: its share of ``actor.max_env_steps`` (the whole run's), the
+    remainder going to the lowest ids (7 steps over 2 actors: 4 and 3)."""
+    k, n = actor_fleet(config)
+    total = int(config.actor.max_env_steps)
+    return total // n + (1 if k < total % n else 0)
+
+
 def demo_dir_for(config: ml_collections.ConfigDict) -> str:
     return os.path.abspath(config.demos.path or os.path.join("demos", config.task))
 
@@ -269,8 +299,11 @@ def to_numpy_tree(tree):
 
 
 def episode_seed(config: ml_collections.ConfigDict, episode: int) -> int:
-    """Training episode ``episode`` resets with this seed (deterministic, resumable)."""
-    return int(config.seed) * 1_000_003 + int(episode)
+    """Training episode ``episode`` resets with this seed (deterministic, resumable); actor k > 0
+    of several (:func:`actor_fleet`) is offset by ``k * 100_003`` so that actors do not repeat
+    each other's episodes (disjoint for fewer than 100,003 episodes per actor)."""
+    k = int(config.actor.get("actor_id", 0))
+    return int(config.seed) * 1_000_003 + k * 100_003 + int(episode)
 
 
 def eval_seed(config: ml_collections.ConfigDict, index: int) -> int:

@@ -88,27 +88,54 @@ def load_demos(config, buffer) -> int:
 
 
 class _Control:
-    """Requests from the actor, handled on the transport thread."""
+    """Requests from the actors, handled on the transport thread.
 
-    def __init__(self):
+    With ``num_actors`` actors, ``actor_done`` / ``actor_closed`` are set once every actor id
+    ``0 .. num_actors - 1`` has sent its ``actor_done`` / ``actor_closed`` (a payload without
+    ``actor_id`` counts as actor 0; an id outside the range is refused). ``actor_report`` is
+    actor 0's final delivery counters, ``actor_reports`` every actor's by id.
+    """
+
+    def __init__(self, num_actors: int = 1):
+        self.num_actors = int(num_actors)
         self.actor_done = threading.Event()
         self.actor_closed = threading.Event()
         self.actor_stats: Dict[str, Any] = {}
-        self.actor_report: Dict[str, Any] = {}
+        self.actors_done: set = set()
+        self.actors_closed: set = set()
+        self.actor_reports: Dict[int, Dict[str, Any]] = {}
+
+    @property
+    def actor_report(self) -> Dict[str, Any]:
+        return self.actor_reports.get(0, {})
+
+    def _actor_id(self, payload: Any) -> Optional[int]:
+        k = payload.get("actor_id", 0) if isinstance(payload, dict) else 0
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_actors:
+            return None
+        return k
 
     def __call__(self, request_type: str, payload: Any):
-        if request_type == "actor_done":
-            self.actor_done.set()
+        if request_type in ("actor_done", "actor_closed"):
+            k = self._actor_id(payload)
+            if k is None:
+                return {"ok": False, "error": f"actor_id must be an int in [0, {self.num_actors}) "
+                                              "(learner.num_actors)"}
+            if request_type == "actor_done":
+                self.actors_done.add(k)
+                if len(self.actors_done) >= self.num_actors:
+                    self.actor_done.set()
+                return {"ok": True}
+            if isinstance(payload, dict):  # the actor's final delivery counters
+                self.actor_reports[k] = {str(key): v for key, v in payload.items()
+                                         if key != "actor_id" and (v is None or isinstance(v, (int, float)))}
+            self.actors_closed.add(k)
+            if len(self.actors_closed) >= self.num_actors:
+                self.actor_closed.set()
             return {"ok": True}
         if request_type == "actor_stats":
             if isinstance(payload, dict):
                 self.actor_stats = payload
-            return {"ok": True}
-        if request_type == "actor_closed":  # the actor's final delivery counters
-            if isinstance(payload, dict):
-                self.actor_report = {str(k): v for k, v in payload.items()
-                                     if v is None or isinstance(v, (int, float))}
-            self.actor_closed.set()
             return {"ok": True}
         return {"ok": False, "error": f"unknown request {request_type!r}"}
 
@@ -171,7 +198,9 @@ _SERVER_COUNTERS = {
 
 
 def run_learner(config, server=None) -> Dict[str, Any]:
-    """Runs the learner until the actor reports done (or ``learner.max_steps``).
+    """Runs the learner until the actor reports done (or ``learner.max_steps``); with
+    ``learner.num_actors`` N > 1, until all N actors (ids 0 .. N-1) reported done. Transitions of
+    every actor go to the same buffers; the hold counts them all.
 
     Args:
       config: the composed training config (configs/train.py).
@@ -193,7 +222,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
       ``demo_out_of_bounds``; ``divergence_recoveries``, ``divergence_restores``;
       ``actor_status`` ("done", "silent", "connected", "never connected", "unknown"),
       ``actor_silences``, ``actor_last_contact_age_s``, ``actor_report`` (the actor's final
-      delivery counters, when it sent them); the hold (``learner.hold_to_actor``):
+      delivery counters, when it sent them; actor 0's with several), ``num_actors``,
+      ``actors_done`` (the ids that reported done) and ``actor_reports`` (by id); the hold (``learner.hold_to_actor``):
       ``online_transitions`` (received over the run), ``updates_per_env_step`` (learner steps
       per online transition after ``training_starts``), ``hold_to_actor``, ``hold_wait_s``
       (seconds spent waiting for the actor) and ``hold_waits`` (how often it started waiting).
@@ -216,7 +246,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
     demo = common.make_buffer(spec, action_dim, int(config.learner.demo_capacity), seed=config.seed + 1,
                               with_extras=True, value_bounds=bounds)
 
-    control = _Control()
+    _, num_actors = common.actor_fleet(config)
+    control = _Control(num_actors)
     if server is None:
         server = TrainerServer(transport_config(config), request_callback=control, durable_ack=True)
     durable = bool(getattr(server, "durable_ack", False))
@@ -500,6 +531,9 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "actor_silences": live["silences"],
             "actor_last_contact_age_s": None if last is None else round(time.time() - last, 3),
             "actor_report": dict(control.actor_report),
+            "num_actors": num_actors,
+            "actors_done": sorted(control.actors_done),
+            "actor_reports": {str(k): dict(v) for k, v in sorted(control.actor_reports.items())},
             "online_transitions": online.count,
             "updates_per_env_step": step / max(online.count - training_starts, 1),
             "hold_to_actor": hold,

@@ -55,11 +55,11 @@ _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved con
 def _run_role(config):
     if _ACTOR.value:
         from serl_ext.loop.actor import run_actor
-        from serl_ext.loop.common import run_dir_for
+        from serl_ext.loop.common import actor_dir_for
         from serl_ext.loop.logging import result_table
 
         summary = run_actor(config)
-        run_dir = run_dir_for(config)
+        run_dir = actor_dir_for(config)
         inside = os.path.commonpath([run_dir, os.getcwd()]) == os.getcwd()
         print("\n" + result_table(summary, os.path.relpath(run_dir) if inside else run_dir))
     elif _LEARNER.value:
@@ -88,10 +88,11 @@ def main(argv):
         config.logging.progress_bar = False
     process_log = contextlib.nullcontext()
     if bool(config.logging.get("log_file", True)) or _QUIET.value:
-        from serl_ext.loop.common import run_dir_for
+        from serl_ext.loop.common import actor_dir_for, run_dir_for
         from serl_ext.loop.logging import ProcessLog
 
-        process_log = ProcessLog(os.path.join(run_dir_for(config), "logs", f"{role}.log"), quiet=_QUIET.value)
+        folder = actor_dir_for(config) if role == "actor" else run_dir_for(config)  # actor k: its own folder
+        process_log = ProcessLog(os.path.join(folder, "logs", f"{role}.log"), quiet=_QUIET.value)
     with process_log as plog:
         # After the console copy is in place, so that log records reach the log file too.
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
