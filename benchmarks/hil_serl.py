@@ -19,7 +19,9 @@ evaluation SR over the seeds stays >= ``--select_sr`` (0.8) up to the end of the
 per-task budget is ``--budget_factor`` (1.5) x that, rounded up to 10k env steps and capped at
 the runs' length (``benchmarks.run_metrics.select_budget``). The table reports the runs
 *truncated at that budget* (eval SR at the budget, IR over the run up to it and over its last
-quarter), which is what a run with that ``max_env_steps`` would have logged.
+quarter), which is what a run with that ``max_env_steps`` would have logged. Time to SR: the env
+steps and the wall-clock minutes (actor and learner as two processes on this machine) to the
+first evaluation with SR >= 0.8 and >= 0.9 (the end-to-end measure of issue 14 item 7).
 """
 
 import json
@@ -201,6 +203,9 @@ def row_at_budget(row, budget, target_sr=0.8):
         "env_steps_to_target": steps_to(hist, "env_steps", target_sr),
         "minutes_to_target": (lambda v: None if v is None else v / 60)(
             steps_to(hist, "wall_clock_s", target_sr)),
+        # issue 14 item 7: end to end, actor and learner as two processes, to 90% evaluation SR
+        "env_steps_to_90": steps_to(hist, "env_steps", 0.9),
+        "minutes_to_90": (lambda v: None if v is None else v / 60)(steps_to(hist, "wall_clock_s", 0.9)),
     }
 
 
@@ -223,7 +228,7 @@ def report(args, out, rows):
         per_run += truncated
         keys = ("eval_sr", "ir", "ir_last_quarter", "takeovers_per_episode",
                 "takeovers_per_episode_last_quarter", "train_sr", "autonomous_sr_last_quarter",
-                "env_steps_to_target", "minutes_to_target")
+                "env_steps_to_target", "minutes_to_target", "env_steps_to_90", "minutes_to_90")
         per_task[task] = {"seeds": [r["seed"] for r in rs], "run_env_steps": cap,
                           "converged_step": converged, "budget": budget,
                           "budget_met": budget is not None,
@@ -254,8 +259,8 @@ def report(args, out, rows):
         "| task | seeds | run length | converged | budget | eval SR at budget (median / mean) | IR whole run | "
         "IR last quarter | takeovers / episode (whole / last quarter) | train SR | "
         "autonomous SR, last quarter | env steps to SR >= 0.8 | minutes to SR >= 0.8 | "
-        "learner updates per env step (per seed, whole run) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "minutes to SR >= 0.9 | learner updates per env step (per seed, whole run) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, t in per_task.items():
         lines.append(
@@ -267,15 +272,17 @@ def report(args, out, rows):
             f"{fmt(t['takeovers_per_episode_last_quarter_median'])} | {fmt(t['train_sr_median'])} | "
             f"{fmt(t['autonomous_sr_last_quarter_median'])} | "
             f"{fmt(t['env_steps_to_target_median'], 0)} | {fmt(t['minutes_to_target_median'], 1)} | "
-            f"{' / '.join(f'{x:.2f}' for x in t['updates_per_env_step'])} |")
+            f"{fmt(t['minutes_to_90_median'], 1)} | {' / '.join(f'{x:.2f}' for x in t['updates_per_env_step'])} |")
     lines += ["", "Per run (truncated at the task's budget):", "",
               "| task | seed | eval SR | IR | IR last quarter | takeovers / ep | "
-              "env steps to 0.8 | minutes to 0.8 |", "|---|---|---|---|---|---|---|---|"]
+              "env steps to 0.8 | minutes to 0.8 | env steps to 0.9 | minutes to 0.9 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in per_run:
         lines.append(
             f"| {r['task']} | {r['seed']} | {fmt(r['eval_sr'])} | {fmt(r['ir'], 3)} | "
             f"{fmt(r['ir_last_quarter'], 3)} | {fmt(r['takeovers_per_episode'])} | "
-            f"{fmt(r['env_steps_to_target'], 0)} | {fmt(r['minutes_to_target'], 1)} |")
+            f"{fmt(r['env_steps_to_target'], 0)} | {fmt(r['minutes_to_target'], 1)} | "
+            f"{fmt(r['env_steps_to_90'], 0)} | {fmt(r['minutes_to_90'], 1)} |")
     lines += ["", "![curves](curves.png)", ""]
     atomic_write(os.path.join(out, "results.md"), "\n".join(lines).encode())
 
