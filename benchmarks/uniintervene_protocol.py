@@ -25,6 +25,8 @@ Parts, in the paper's order (each resumes: finished stages and runs are skipped)
               shared demos and the operator. Both methods run here, with the learner held to
               the actor (``learner.hold_to_actor``), so both get the same learner steps per env
               step.
+``tables``    ``benchmarks/protocol_tables.py``: the paper-shaped main and ablation tables and
+              the issue's done-when checks, ``OUT/tables.md`` / ``tables.json``.
 ``ablations`` ``benchmarks/compare.py`` in ``OUT/ablations``: ``hil_serl+uniintervene`` (the
               runs of ``OUT/compare``, linked, not rerun) against its four ablations on the
               ablation tasks (the paper's Pick and RAM: pick-place and assembly), each started
@@ -173,7 +175,7 @@ def commit_offline(rdir: str, task: str) -> None:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results/uniintervene_protocol")
-    p.add_argument("--parts", default="offline,compare,ablations")
+    p.add_argument("--parts", default="offline,compare,ablations,tables")
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--ablation_tasks", default=",".join(ABLATION_TASKS))
     p.add_argument("--seeds", default="0,1,2")
@@ -183,7 +185,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
     parts = [x for x in args.parts.split(",") if x]
-    unknown = [x for x in parts if x not in ("offline", "compare", "ablations")]
+    unknown = [x for x in parts if x not in ("offline", "compare", "ablations", "tables")]
     if unknown:
         p.error(f"unknown parts {unknown}")
     tasks = [t for t in args.tasks.split(",") if t]
@@ -218,6 +220,17 @@ def main(argv=None):
         print("[protocol]", " ".join(cmd), flush=True)
         if not args.dry_run:
             subprocess.run(cmd, cwd=REPO, env=env, check=False)
+    if "tables" in parts and not args.dry_run:
+        from benchmarks.protocol_tables import build as build_tables
+
+        build_tables(out, os.path.join(REPO, "benchmarks", "results", "sft", "results.json"),
+                     "python benchmarks/protocol_tables.py --out=" + os.path.relpath(out, REPO))
+        print(f"[protocol] tables: {os.path.join(out, 'tables.md')}", flush=True)
+        if args.commit:
+            from benchmarks.hil_serl import git_commit
+
+            git_commit([os.path.join(out, "tables.md"), os.path.join(out, "tables.json")],
+                       "UniIntervene protocol: tables and done-when checks")
 
 
 if __name__ == "__main__":
