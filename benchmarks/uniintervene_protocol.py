@@ -25,12 +25,12 @@ Parts, in the paper's order (each resumes: finished stages and runs are skipped)
               shared demos and the operator. Both methods run here, with the learner held to
               the actor (``learner.hold_to_actor``), so both get the same learner steps per env
               step.
-``tables``    ``benchmarks/protocol_tables.py``: the paper-shaped main and ablation tables and
-              the issue's done-when checks, ``OUT/tables.md`` / ``tables.json``.
 ``ablations`` ``benchmarks/compare.py`` in ``OUT/ablations``: ``hil_serl+uniintervene`` (the
               runs of ``OUT/compare``, linked, not rerun) against its four ablations on the
               ablation tasks (the paper's Pick and RAM: pick-place and assembly), each started
               from its own offline folder.
+``tables``    ``benchmarks/protocol_tables.py``: the paper-shaped main and ablation tables and
+              the issue's done-when checks, ``OUT/tables.md`` / ``tables.json``.
 
 With ``--commit`` every finished stage's report files (not the recorded data), the models, the
 memory, and every finished run are committed as they finish.
