@@ -11,18 +11,32 @@
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 TASK="${SPEC%%,*}"
-NUM_DEMOS="${NUM_DEMOS:-20}"
-DEMO_FLAGS=()
-for arg in "${ARGS[@]}"; do  # the demos the learner will read: --config.demos.path / .num_demos
+ALGORITHM="hil_serl"
+[[ "$SPEC" == *,* ]] && ALGORITHM="${SPEC#*,}"
+# The demos the learner will read: collect_demos.py builds the run's env (algorithm, --config.env.*,
+# --config.robot.*, --config.demos.*) and writes to the run's demo folder (serl_ext/loop/
+# demo_folders.py: demos/TASK for state, demos/TASK-pixelsS for images, ...). NUM_DEMOS=N (env)
+# overrides config.demos.num_demos.
+DEMO_FLAGS=("--algorithm=$ALGORITHM")
+[[ -n "${NUM_DEMOS:-}" ]] && DEMO_FLAGS+=("--num_demos=$NUM_DEMOS")
+DEMO_PATH_GIVEN=0
+for arg in "${ARGS[@]}"; do
   case "$arg" in
-    --config.demos.path=*) DEMO_FLAGS+=("--out=${arg#*=}") ;;
-    --config.demos.num_demos=*) NUM_DEMOS="${arg#*=}" ;;
-    --config.robot.*|--config.human_input=*) DEMO_FLAGS+=("$arg") ;;  # ur: tasks (teleop demos)
+    --config.demos.path=*) DEMO_PATH_GIVEN=1; DEMO_FLAGS+=("$arg") ;;
+    --config.env.*|--config.robot.*|--config.demos.*|--config.human_input=*) DEMO_FLAGS+=("$arg") ;;
   esac
 done
 # gym:ENV_ID tasks have no scripted expert: their demos, if any, are the user's own files.
-if [[ "$TASK" != gym:* && "$NUM_DEMOS" != "0" ]]; then
-  python launchers/collect_demos.py --task="$TASK" --num_demos="$NUM_DEMOS" "${DEMO_FLAGS[@]}"
+if [[ "$TASK" != gym:* ]]; then
+  DIR_FILE="$(mktemp)"
+  python launchers/collect_demos.py --task="$TASK" "${DEMO_FLAGS[@]}" --dir_file="$DIR_FILE"
+  DEMO_DIR="$(cat "$DIR_FILE")"
+  rm -f "$DIR_FILE"
+  # Learner and actor get the folder when it is not the one they default to (serl_ext/loop/
+  # common.py:demo_dir_for: demos/TASK), e.g. image demos.
+  if [[ "$DEMO_PATH_GIVEN" == 0 && "$DEMO_DIR" != "$PWD/demos/$TASK" ]]; then
+    ARGS+=("--config.demos.path=$DEMO_DIR")
+  fi
 fi
 NUM_ACTORS=1
 for arg in "${ARGS[@]}"; do

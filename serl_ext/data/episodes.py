@@ -77,6 +77,11 @@ class EpisodeFormatError(ValueError):
     """An episode file is unreadable, corrupt, of another version, or inconsistent."""
 
 
+class ObservationMismatchError(ValueError):
+    """Episodes whose observations (keys, per-step shapes, image vs. state arrays) or action
+    size differ from what a replay buffer stores (see `check_episode_fits`)."""
+
+
 # ------------------------------------------------------------- validation
 def _check_name(name: Any, what: str) -> None:
     if not isinstance(name, str) or not name or "/" in name:
@@ -627,6 +632,61 @@ class EpisodeRecorder:
 
 
 # ------------------------------------------------------------ into buffers
+def _describe_spec(spec: Mapping[str, tuple]) -> str:
+    return "{" + ", ".join(f"{k!r}: {tuple(shape)} {np.dtype(dtype).name}"
+                           for k, (shape, dtype) in sorted(spec.items())) + "}"
+
+
+def check_episode_fits(
+    episode: Mapping[str, Any],
+    observation_spec: Mapping[str, tuple],
+    action_dim: int | None = None,
+    source: str = "episode",
+    target: str = "buffer",
+) -> None:
+    """Check that `episode`'s observations and actions fit a buffer's specs.
+
+    Args:
+      episode: an episode dict (module table).
+      observation_spec: key -> (per-step shape, dtype), e.g. a `ReplayBuffer`'s
+        `observation_spec`.
+      action_dim: A of the buffer (None: not checked).
+      source: what the message names (a file path).
+      target: what the specs belong to, in the message ("buffer", "env").
+
+    Raises:
+      ObservationMismatchError: the observation keys differ, a key's per-step shape differs,
+        a key is an image (uint8) on one side only, or the action size differs. The message
+        names `source`, both layouts, every difference, and what to do (demos recorded with
+        other observation settings, e.g. state-only demos for an image config).
+    """
+    obs = episode["observations"]
+    got = {k: (tuple(np.shape(v)[1:]), np.asarray(v).dtype) for k, v in obs.items()}
+    want = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in observation_spec.items()}
+    problems = []
+    missing, unknown = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unknown:
+        problems.append(f"keys the {target} does not have {unknown}")
+    for k in sorted(set(got) & set(want)):
+        if got[k][0] != want[k][0]:
+            problems.append(f"{k!r} has shape {got[k][0]}, the {target} {want[k][0]}")
+        elif (got[k][1] == np.uint8) != (want[k][1] == np.uint8):
+            problems.append(f"{k!r} is {got[k][1].name}, the {target} {want[k][1].name}")
+    if action_dim is not None and np.shape(episode["actions"])[1] != int(action_dim):
+        problems.append(f"actions have size {np.shape(episode['actions'])[1]}, the {target} {int(action_dim)}")
+    if problems:
+        raise ObservationMismatchError(
+            f"{source}: episode observations {_describe_spec(got)} do not fit the {target}'s "
+            f"{_describe_spec(want)} ({'; '.join(problems)}). The episodes were recorded with other "
+            "observation settings (e.g. state-only demos for an image config): record demos with "
+            "this run's config (launchers/collect_demos.py --task=TASK --algorithm=ALGORITHM and the "
+            "run's --config.env.* flags; each observation mode has its own folder, "
+            "serl_ext/loop/demo_folders.py) or point --config.demos.path at a folder that matches"
+        )
+
+
 def _resolve_paths(paths_or_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     if isinstance(paths_or_dir, (str, os.PathLike)):
         p = os.fspath(paths_or_dir)
@@ -661,17 +721,23 @@ def load_episodes_into_buffer(
 
     Raises:
       FileNotFoundError, EpisodeFormatError: from `load_episode`.
+      ObservationMismatchError: (a ValueError) an episode's observation keys,
+        per-step shapes or action size differ from the buffer's
+        (`check_episode_fits`; the message names the file and both layouts).
       ValueError: an episode lacks an extra key the buffer requires and has
         no default for, or a transition does not fit the buffer's specs
         (wrong shape, NaN/inf; the message names the file).
     """
     wanted = set(getattr(buffer, "extra_spec", {}))
     defaults = dict(getattr(buffer, "extra_defaults", {}))
+    obs_spec = getattr(buffer, "observation_spec", None)
     inserted = 0
     for path in _resolve_paths(paths_or_dir):
         episode = load_episode(path)
         if filter is not None and not filter(episode):
             continue
+        if obs_spec is not None:
+            check_episode_fits(episode, obs_spec, getattr(buffer, "action_dim", None), source=path)
         absent = wanted - set(_extra_keys(episode))
         missing = absent - set(defaults)
         if missing:

@@ -1,0 +1,153 @@
+"""Every preset runs from launchers/run_task.sh (issue 17 item 1): demos and episodes are
+recorded with the same observation keys, each observation mode has its own demo folder, and a
+demo folder of another mode gets a clear error instead of a buffer insert failure."""
+
+import json
+import os
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from configs.algorithms import ALGORITHMS
+from configs.train import get_config
+from serl_ext.data.episodes import ObservationMismatchError, check_episode_fits, load_episodes_into_buffer, save_episode
+from serl_ext.loop.config_overrides import apply_overrides
+from serl_ext.loop.demo_folders import demo_dir_for, observation_tag
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_every_preset_composes_with_its_demo_folder(algorithm):
+    """State presets keep demos/TASK (existing folders and benchmarks); the pixel preset gets its
+    own folder; the folder follows the observation settings, not the algorithm's name."""
+    config = get_config(f"pick-place,{algorithm}")
+    folder = demo_dir_for(config)
+    assert os.path.isabs(folder)
+    if config.env.image_obs:
+        assert folder == os.path.abspath(f"demos/pick-place-pixels{int(config.env.image_size)}")
+    else:
+        assert folder == os.path.abspath("demos/pick-place")
+    # The same env settings give the same folder, whatever the algorithm.
+    state = get_config("pick-place,hil_serl")
+    apply_overrides(state, ["env.image_obs=True", f"env.image_size={int(config.env.image_size)}"])
+    if config.env.image_obs:
+        assert demo_dir_for(state) == folder
+    config.demos.path = "/somewhere/else"
+    assert demo_dir_for(config) == "/somewhere/else"
+
+
+def test_observation_tags_of_other_modes():
+    config = get_config("pick-place,hil_serl")
+    assert observation_tag(config) == ""
+    apply_overrides(config, ["env.state_obs=proprio"])
+    assert observation_tag(config) == "-proprio"
+    apply_overrides(config, ["env.image_obs=true", "env.image_size=32", "env.state_obs=full"])
+    assert observation_tag(config) == "-pixels32-full"
+    apply_overrides(config, ["env.state_obs=bogus"])
+    with pytest.raises(ValueError, match="state_obs"):
+        observation_tag(config)
+    # UR tasks: the task's own cameras keep the plain folder; other cameras get a suffix.
+    ur = get_config("ur5e-sim-lift,hil_serl")
+    assert observation_tag(ur) == ""
+    from configs.robots.ur5e import camera
+
+    ur.robot.cameras.front = camera("robosuite", device="frontview", width=64, height=64, size=(64, 64))
+    assert observation_tag(ur) == "-cams-front64x64"
+    assert observation_tag(get_config("ur:ur5e,hil_serl")) == ""  # its default cameras
+
+
+def _episode(obs):
+    T = 3
+    return {"observations": obs, "actions": np.zeros((T, 4), np.float32), "rewards": np.zeros(T, np.float32),
+            "terminals": np.array([0, 0, 1], bool), "truncations": np.zeros(T, bool),
+            "interventions": np.zeros(T, bool), "action_source": np.full(T, 2, np.int8),
+            "metadata": {"task": "pick-place"}}
+
+
+def test_a_state_demo_folder_for_an_image_buffer_names_the_mismatch(tmp_path):
+    from serl_ext.loop import common
+
+    save_episode(tmp_path / "episode_000000.npz", _episode({"state": np.zeros((4, 39), np.float32)}))
+    spec = {"pixels": ((32, 32, 3), np.dtype(np.uint8)), "state": ((4,), np.dtype(np.float32))}
+    buffer = common.make_buffer(spec, 4, 100, seed=0, with_extras=True)
+    with pytest.raises(ObservationMismatchError) as info:
+        load_episodes_into_buffer(str(tmp_path), buffer)
+    message = str(info.value)
+    assert "episode_000000.npz" in message and "missing keys ['pixels']" in message
+    assert "'state' has shape (39,), the buffer (4,)" in message and "state-only demos" in message
+    assert len(buffer) == 0
+    # A matching episode passes; an image key stored as float does not.
+    check_episode_fits(_episode({"pixels": np.zeros((4, 32, 32, 3), np.uint8),
+                                 "state": np.zeros((4, 4), np.float32)}), spec, 4)
+    with pytest.raises(ObservationMismatchError, match="'pixels' is float32, the buffer uint8"):
+        check_episode_fits(_episode({"pixels": np.zeros((4, 32, 32, 3), np.float32),
+                                     "state": np.zeros((4, 4), np.float32)}), spec)
+    with pytest.raises(ObservationMismatchError, match="actions have size 4, the buffer 7"):
+        check_episode_fits(_episode({"state": np.zeros((4, 4), np.float32),
+                                     "pixels": np.zeros((4, 32, 32, 3), np.uint8)}), spec, 7)
+
+
+def _free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.timeout(600)
+def test_run_task_trains_the_pixel_preset(tmp_path):
+    """run_task.sh TASK,hil_serl_pixels: collect_demos records image demos (the run's env: 32 px
+    camera + proprio), learner and actor train on them, every transition arrives."""
+    ports, steps = _free_ports(2), 150
+    demos = tmp_path / "demos"
+    flags = [
+        f"--config.run_root={tmp_path / 'runs'}", f"--config.demos.path={demos}", "--config.demos.num_demos=2",
+        f"--config.transport.port={ports[0]}", f"--config.transport.broadcast_port={ports[1]}",
+        "--config.env.image_size=32",
+        "--config.agent.hidden_dims=(16, 16)", "--config.agent.encoder.widths=(8, 8, 8, 8)",
+        "--config.agent.encoder.latent_dim=16", "--config.agent.encoder.num_spatial_features=2",
+        "--config.learner.batch_size=16", "--config.learner.training_starts=50",
+        "--config.learner.replay_capacity=1000", "--config.learner.demo_capacity=1000",
+        "--config.learner.publish_period=10", "--config.learner.checkpoint_period=0",
+        f"--config.actor.max_env_steps={steps}", "--config.actor.eval_period=0",
+        "--config.actor.eval_episodes=1", "--config.actor.steps_per_update=0",
+        "--config.logging.progress_bar=False",
+    ]
+    run = subprocess.run(["bash", "launchers/run_task.sh", "pick-place,hil_serl_pixels", *flags], cwd=REPO,
+                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=550)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    files = sorted(demos.glob("*.npz"))
+    assert len(files) == 2
+    with np.load(files[0]) as npz:
+        assert npz["observations/pixels"].shape[1:] == (32, 32, 3)
+        assert npz["observations/pixels"].dtype == np.uint8
+        assert npz["observations/state"].shape[1:] == (4,)
+    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl_pixels" / "seed0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    assert summary["algorithm"] == "hil_serl_pixels" and summary["env_steps"] == steps
+    assert learner_summary["replay_size"] == steps
+    assert learner_summary["demo_size"] - summary["human_steps"] > 0  # the image demos are in
+    assert learner_summary["learner_steps"] > 0
+
+
+def test_collect_demos_names_the_run_folder_and_skips_presets_without_demos(tmp_path):
+    """What run_task.sh reads back from collect_demos.py (--dir_file): the pixel preset's own
+    folder; sac (num_demos 0) collects nothing."""
+    dir_file = tmp_path / "dir"
+    run = subprocess.run(
+        ["python", "launchers/collect_demos.py", "--task=pick-place", "--algorithm=sac", f"--dir_file={dir_file}",
+         "--config.env.image_obs=True", "--config.env.image_size=48"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "nothing to do" in run.stdout
+    assert dir_file.read_text().strip() == os.path.join(REPO, "demos", "pick-place-pixels48")
+    assert not os.path.exists(os.path.join(REPO, "demos", "pick-place-pixels48"))
