@@ -187,3 +187,31 @@ def test_record_demos_command_writes_what_collect_demos_writes(tmp_path):
     buffer = common.make_buffer(spec, 4, 1000, seed=0, with_extras=True)
     assert load_episodes_into_buffer([path, reference], buffer) == len(episode["actions"]) + len(
         load_episode(reference)["actions"])
+
+
+def test_viewer_window_shows_frames_and_gives_its_keys(monkeypatch):
+    """ViewerWindow with a stand-in cv2 (no display here): frames resized and shown, the keys
+    typed into the window become a key source; an env without a renderer turns the view off."""
+    import types
+
+    from serl_ext.loop.recording import MergedKeys, ViewerWindow
+
+    shown, codes = [], iter([ord("y"), -1])
+    fake = types.SimpleNamespace(
+        INTER_NEAREST=0, resize=lambda frame, size, interpolation: np.zeros((*size, 3), np.uint8),
+        imshow=lambda title, frame: shown.append(frame.shape), waitKey=lambda ms: next(codes),
+        destroyAllWindows=lambda: None)
+    monkeypatch.setitem(sys.modules, "cv2", fake)
+
+    class _Rendered(_ReachEnv):
+        def render(self):
+            return np.zeros((8, 8, 3), np.uint8)
+
+    viewer = ViewerWindow(size=32)
+    viewer(_Rendered())
+    viewer(_Rendered())
+    assert shown == [(32, 32, 3), (32, 32, 3)]
+    assert MergedKeys(lambda: ["d"], viewer.keys)() == ["d", "y"] and viewer.keys() == []
+    viewer(_ReachEnv())  # gym.Env.render() raises NotImplementedError: the view goes off
+    viewer(_Rendered())
+    assert len(shown) == 2
