@@ -48,7 +48,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # Demonstrations (episode files written by launchers/collect_demos.py).
     config.demos = ml_collections.ConfigDict()
-    config.demos.path = ""  # Default: "demos/{task}" (relative to the working directory).
+    # Default: "demos/{task}{observation tag}" (relative to the working directory; the tag is
+    # empty for state observations: serl_ext/loop/demo_folders.py).
+    config.demos.path = ""
     config.demos.num_demos = 20  # Successful scripted demos collected when the folder is empty.
 
     # Learner process.

@@ -70,7 +70,12 @@ def actor_budget(config: ml_collections.ConfigDict) -> int:
 
 
 def demo_dir_for(config: ml_collections.ConfigDict) -> str:
-    return os.path.abspath(config.demos.path or os.path.join("demos", config.task))
+    """The run's demo folder: ``config.demos.path``, else one per observation mode
+    (``demos/TASK`` for state observations, ``demos/TASK-pixels64`` for images, ...;
+    :func:`serl_ext.loop.demo_folders.demo_dir_for`), so state and image demos never mix."""
+    from serl_ext.loop.demo_folders import demo_dir_for as _demo_dir_for
+
+    return _demo_dir_for(config)
 
 
 def write_config(run_dir: str, config: ml_collections.ConfigDict, name: str) -> None:

@@ -81,7 +81,8 @@ def load_demos(config, buffer) -> int:
     if not paths:
         raise FileNotFoundError(
             f"no demo episodes in {directory}; collect them first with "
-            f"`python launchers/collect_demos.py --task {config.task} --num_demos {config.demos.num_demos}` "
+            f"`python launchers/collect_demos.py --task {config.task} --algorithm {config.algorithm} "
+            f"--num_demos {config.demos.num_demos}` (with this run's --config.env.* flags) "
             "(launchers/run_task.sh does this automatically) or set --config.demos.num_demos=0"
         )
     return load_episodes_into_buffer(paths[: int(config.demos.num_demos)], buffer)
