@@ -132,7 +132,10 @@ class BCAgent(struct.PyTreeNode):
         params = {"encoder": enc_params, "actor": actor_def.init(k_actor, feats)["params"]}
         return cls(
             rng=rng,
-            actor=common.make_train_state(params, float(frozen.actor_lr)),
+            actor=common.make_train_state(
+                params, float(frozen.actor_lr),
+                tuple(("encoder",) + p for p in common.frozen_param_prefixes(frozen.encoder)),
+            ),
             config=frozen,
             encoder_def=encoder_def,
             actor_def=actor_def,

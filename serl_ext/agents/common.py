@@ -18,7 +18,8 @@ from flax.training import train_state
 
 from serl_ext.networks.augment import augment_observations
 from serl_ext.networks.encoders import ENCODER_TYPES, ObservationEncoder
-from serl_ext.networks.params import check_params_match, load_pretrained_encoder
+from serl_ext.networks.params import check_params_match
+from serl_ext.networks.pretrained import load_encoder_weights, read_encoder_meta
 
 # ((key, shape, dtype name), ...) sorted by key: hashable, so it can be a static field.
 ObsSpec = Tuple[Tuple[str, Tuple[int, ...], str], ...]
@@ -45,9 +46,17 @@ def encoder_config() -> ml_collections.ConfigDict:
     # Backbone channel widths; None = class default (SmallCNN (32, 64, 128, 256),
     # ResNet10 (64, 128, 256, 512)). Small values make fast tests.
     c.widths = ml_collections.config_dict.placeholder(tuple)
-    # Local .msgpack / .npz file with backbone params loaded into every camera's backbone
-    # (shapes checked); None = train from scratch. Never downloaded.
+    # Backbone weights loaded into every camera's backbone (shapes checked); None = train from
+    # scratch. Never downloaded. A weights folder written by launchers/pretrain_encoder.py (or
+    # its encoder.json; serl_ext/networks/pretrained.py): its architecture and widths must be
+    # type and widths here, and its image normalisation (mean / std) is applied before the
+    # backbone. Or a bare .msgpack / .npz params file (no normalisation).
     c.pretrained_path = ml_collections.config_dict.placeholder(str)
+    # Freeze the image backbone(s) (SmallCNN / ResNet10 part; the spatial embedding, Dense and
+    # LayerNorm still train): stop_gradient on the backbone output, and its params left out
+    # of the optimiser (optax.set_to_zero: no Adam state), target copies kept equal. Meant
+    # with pretrained_path (HiL-SERL's frozen pretrained ResNet-10).
+    c.freeze = False
     # "random_crop" (edge-pad + random shift, applied to image keys of observations and
     # next_observations in each update) or "none".
     c.augmentation = "random_crop"
@@ -74,8 +83,10 @@ def merge_config(defaults: ml_collections.ConfigDict, config: Any, drop_unknown:
 
 
 def validate_encoder_config(enc: Any, observations: Mapping[str, Any]) -> None:
-    """Raise ValueError for an encoder config inconsistent with the example observation,
-    FileNotFoundError for a ``pretrained_path`` that does not exist."""
+    """Raise ValueError for an encoder config inconsistent with the example observation (also:
+    a weights folder of another architecture than ``type``, unreadable ``encoder.json``,
+    ``freeze`` with ``type="state"``), FileNotFoundError for a ``pretrained_path`` that does not
+    exist."""
     if enc.type not in ENCODER_TYPES:
         raise ValueError(f"encoder.type must be one of {ENCODER_TYPES}, got {enc.type!r}")
     image_keys = tuple(enc.image_keys)
@@ -99,37 +110,75 @@ def validate_encoder_config(enc: Any, observations: Mapping[str, Any]) -> None:
         raise ValueError(f"encoder.augmentation must be 'random_crop' or 'none', got {enc.augmentation!r}")
     if int(enc.crop_pad) < 0:
         raise ValueError(f"encoder.crop_pad must be >= 0, got {enc.crop_pad}")
-    if enc.pretrained_path is not None and not os.path.isfile(enc.pretrained_path):
-        raise FileNotFoundError(
-            f"encoder.pretrained_path {enc.pretrained_path!r} does not exist (weights are never downloaded)"
-        )
+    if enc.pretrained_path is not None:
+        if not os.path.exists(enc.pretrained_path):
+            raise FileNotFoundError(
+                f"encoder.pretrained_path {enc.pretrained_path!r} does not exist (weights are never downloaded)"
+            )
+        meta = read_encoder_meta(enc.pretrained_path)  # a folder: readable metadata, right architecture
+        if meta is not None and meta.architecture != enc.type:
+            raise ValueError(
+                f"encoder.pretrained_path holds a {meta.architecture} backbone but encoder.type={enc.type!r}"
+            )
+    if bool(enc.get("freeze", False)) and enc.type == "state":
+        raise ValueError("encoder.freeze=True but encoder.type='state' has no backbone to freeze")
     if int(enc.latent_dim) < 1:
         raise ValueError(f"encoder.latent_dim must be >= 1, got {enc.latent_dim}")
 
 
 def make_encoder_def(enc: Any) -> ObservationEncoder:
-    """:class:`ObservationEncoder` for an encoder config (see :func:`encoder_config`)."""
+    """:class:`ObservationEncoder` for an encoder config (see :func:`encoder_config`).
+
+    With ``enc.pretrained_path`` a weights folder, the encoder normalises images with the
+    folder's ``image_mean`` / ``image_std``; with ``enc.freeze`` its backbones get no gradient.
+    Configs without a ``freeze`` field (written before it existed) read it as False.
+    Raises FileNotFoundError / ValueError for a missing or unreadable weights folder.
+    """
     widths = None if enc.widths is None else tuple(int(w) for w in enc.widths)
+    extra = {}
+    meta = None if enc.get("pretrained_path") is None else read_encoder_meta(enc.pretrained_path)
+    if meta is not None:
+        extra.update(image_mean=tuple(meta.image_mean), image_std=tuple(meta.image_std))
+    if bool(enc.get("freeze", False)):
+        extra.update(freeze_backbone=True)
     return ObservationEncoder(
         encoder_type=enc.type,
         image_keys=tuple(enc.image_keys),
         latent_dim=int(enc.latent_dim),
         num_spatial_features=int(enc.num_spatial_features),
         widths=widths,
+        **extra,
     )
+
+
+def frozen_param_prefixes(enc: Any) -> Tuple[Tuple[str, ...], ...]:
+    """Paths, inside the encoder's params, of the backbones ``enc.freeze`` freezes:
+    ``(("image_<key>", "backbone"), ...)``; ``()`` when not frozen."""
+    if not bool(enc.get("freeze", False)):
+        return ()
+    return tuple((f"image_{k}", "backbone") for k in enc.image_keys)
 
 
 def init_encoder(key: jax.Array, encoder_def: ObservationEncoder, enc: Any, obs_batch: Dict) -> Dict:
     """Initialise encoder params (``{}`` for the state encoder) and load pretrained
-    backbones from ``enc.pretrained_path`` into every camera (shape-checked)."""
+    backbones from ``enc.pretrained_path`` into every camera.
+
+    A weights folder is checked against ``enc.type`` / ``enc.widths`` and the initialised
+    backbone's shapes (:func:`serl_ext.networks.pretrained.load_encoder_weights`), a bare
+    params file against the shapes only; both for NaN / inf. Raises FileNotFoundError /
+    ValueError (message prefixed ``pretrained_encoder`` for a shape mismatch)."""
     params = encoder_def.init(key, obs_batch).get("params", {})
     params = dict(params)  # shallow copy; sub-dicts replaced below, never mutated
     if enc.pretrained_path is not None:
         if enc.type == "state":
             raise ValueError("encoder.pretrained_path is set but encoder.type='state' has no weights")
+        widths = None if enc.widths is None else tuple(int(w) for w in enc.widths)
         for key_name in enc.image_keys:
             sub = dict(params[f"image_{key_name}"])
-            loaded = load_pretrained_encoder(enc.pretrained_path, reference=sub["backbone"])
+            loaded, _ = load_encoder_weights(
+                enc.pretrained_path, architecture=enc.type, widths=widths, reference=sub["backbone"],
+                input_size=tuple(int(s) for s in np.shape(obs_batch[key_name])[1:3]),
+            )
             sub["backbone"] = jax.tree_util.tree_map(jnp.asarray, loaded)
             params[f"image_{key_name}"] = sub
     return params
@@ -260,10 +309,46 @@ def augment_batch(key: jax.Array, batch: Dict, enc: Any) -> Dict:
     return out
 
 
-def make_train_state(params: Any, learning_rate: float) -> train_state.TrainState:
-    """Adam TrainState (one per network) with a strongly typed int32 step counter."""
-    ts = train_state.TrainState.create(apply_fn=None, params=params, tx=optax.adam(learning_rate))
+def _has_prefix(path: Tuple[str, ...], prefixes: Sequence[Tuple[str, ...]]) -> bool:
+    return any(path[: len(p)] == tuple(p) for p in prefixes)
+
+
+def _path_names(path) -> Tuple[str, ...]:
+    return tuple(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path)
+
+
+def make_train_state(
+    params: Any, learning_rate: float, frozen_prefixes: Sequence[Tuple[str, ...]] = ()
+) -> train_state.TrainState:
+    """Adam TrainState (one per network) with a strongly typed int32 step counter.
+
+    ``frozen_prefixes``: key paths (tuples of dict keys from the root of ``params``, e.g.
+    ``("encoder", "image_pixels", "backbone")``); every leaf under one of them is left out of
+    Adam (``optax.multi_transform`` with ``optax.set_to_zero``: zero update, no moment state).
+    Empty (default): plain ``optax.adam`` over everything.
+    """
+    if not frozen_prefixes:
+        tx = optax.adam(learning_rate)
+    else:
+        labels = jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if _has_prefix(_path_names(path), frozen_prefixes) else "train", params
+        )
+        tx = optax.multi_transform({"train": optax.adam(learning_rate), "frozen": optax.set_to_zero()}, labels)
+    ts = train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
     return ts.replace(step=jnp.zeros((), jnp.int32))
+
+
+def copy_frozen(source: Any, target: Any, frozen_prefixes: Sequence[Tuple[str, ...]]) -> Any:
+    """``target`` with every leaf under ``frozen_prefixes`` (see :func:`make_train_state`)
+    taken from ``source`` (same tree structure); ``target`` itself when there are none.
+
+    Used after a Polyak update so that a frozen backbone's target copy stays bit-identical
+    (``tau * x + (1 - tau) * x`` is not ``x`` in float32)."""
+    if not frozen_prefixes:
+        return target
+    return jax.tree_util.tree_map_with_path(
+        lambda path, s, t: s if _has_prefix(_path_names(path), frozen_prefixes) else t, source, target
+    )
 
 
 def check_action_example(actions: Any) -> int:

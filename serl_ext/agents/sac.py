@@ -404,13 +404,24 @@ class SACAgent(struct.PyTreeNode):
         return cls(
             rng=parts["rng"],
             actor=common.make_train_state(parts["actor_params"], float(frozen.actor_lr)),
-            critic=common.make_train_state(critic_params, float(frozen.critic_lr)),
+            critic=common.make_train_state(critic_params, float(frozen.critic_lr), cls._frozen_prefixes(frozen)),
             target_critic_params=jax.tree_util.tree_map(jnp.array, critic_params),
             temp=common.make_train_state(_init_temp_params(frozen), float(frozen.temp_lr)),
             config=frozen,
             nets=nets,
             obs_spec=parts["obs_spec"],
         )
+
+    @staticmethod
+    def _frozen_prefixes(config: Any) -> Tuple[Tuple[str, ...], ...]:
+        """Paths in ``critic.params`` that ``encoder.freeze`` keeps fixed (the backbones)."""
+        return tuple(("encoder",) + p for p in common.frozen_param_prefixes(config.encoder))
+
+    def _polyak(self, critic_params: Any) -> Any:
+        """Target params after a Polyak step toward ``critic_params`` (rate ``tau``); frozen
+        backbones are copied, so their target stays equal to the online copy."""
+        target = optax.incremental_update(critic_params, self.target_critic_params, self.config.tau)
+        return common.copy_frozen(critic_params, target, self._frozen_prefixes(self.config))
 
     @classmethod
     def create(
@@ -519,8 +530,7 @@ class SACAgent(struct.PyTreeNode):
         rng, key = jax.random.split(self.rng)
         grads, info = jax.grad(self._critic_loss, has_aux=True)(self.critic.params, batch, key)
         critic = self.critic.apply_gradients(grads=grads)
-        target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
-        return self.replace(rng=rng, critic=critic, target_critic_params=target), info
+        return self.replace(rng=rng, critic=critic, target_critic_params=self._polyak(critic.params)), info
 
     def _temperature_grads(self, batch: Batch, log_probs: jax.Array, key: Optional[jax.Array]):
         """``(loss, grads)`` of the temperature loss at this agent's (pre-update) params.
@@ -585,7 +595,7 @@ class SACAgent(struct.PyTreeNode):
         log_probs = a_info.pop("log_probs")
         t_loss, t_grads = self._temperature_grads(batch, log_probs, k_temp)
         critic = self.critic.apply_gradients(grads=c_grads)
-        target = optax.incremental_update(critic.params, self.target_critic_params, self.config.tau)
+        target = self._polyak(critic.params)
         a_info.update(temperature=self.temperature, temperature_loss=t_loss)
         new = self.replace(
             rng=rng,

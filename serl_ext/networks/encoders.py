@@ -1,7 +1,8 @@
 """Observation encoders: state, SmallCNN and ResNet-10, with HiL-SERL's image head.
 
-Per camera (image key): ``uint8 (B, H, W, 3) -> float32 / 255 -> backbone (SmallCNN or
-ResNet10) -> SpatialLearnedEmbeddings -> Dense(latent_dim) -> LayerNorm -> tanh``
+Per camera (image key): ``uint8 (B, H, W, 3) -> float32 / 255 [-> (x - mean) / std, a
+pretrained backbone's normalisation] -> backbone (SmallCNN or ResNet10) [-> stop_gradient when
+frozen] -> SpatialLearnedEmbeddings -> Dense(latent_dim) -> LayerNorm -> tanh``
 (HiL-SERL ``serl_launcher/vision/resnet_v1.py`` + ``common/encoding.py``). Every camera
 has its own parameters; the camera latents are concatenated, then the flattened
 ``"state"`` is appended when present.
@@ -134,24 +135,53 @@ def make_backbone(encoder_type: str, widths: Optional[Sequence[int]] = None, **k
     raise ValueError(f"no image backbone for encoder type {encoder_type!r}; use small_cnn or resnet10")
 
 
+def normalize_images(x: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """``(x - mean) / std`` per channel (last axis) of float32 images in [0, 1].
+
+    ``mean`` and ``std`` have one float per channel (std > 0). Raises ValueError when their
+    length is not the channel count ``x.shape[-1]``.
+    """
+    mean = tuple(float(m) for m in mean)
+    std = tuple(float(s) for s in std)
+    if len(mean) != x.shape[-1] or len(std) != x.shape[-1]:
+        raise ValueError(f"image_mean / image_std need {x.shape[-1]} values, got {mean} / {std}")
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
 class ImageEncoder(nn.Module):
     """One camera: backbone -> SpatialLearnedEmbeddings -> Dense -> LayerNorm -> tanh.
 
     Input ``(B, H, W, C)`` uint8 (or float in [0, 1]); output float32 ``(B, latent_dim)``.
     Parameters live under ``backbone``, ``spatial``, ``proj``, ``proj_norm``.
+
+    ``image_mean`` / ``image_std`` (None, or one float per channel): normalise the [0, 1]
+    input to ``(x - mean) / std`` before the backbone, the normalisation a pretrained backbone
+    was trained with (``serl_ext.networks.pretrained``). ``freeze_backbone``: no gradient
+    reaches the backbone's params (``jax.lax.stop_gradient`` on its output); the spatial
+    embedding, Dense and LayerNorm still train. Defaults: neither (the parameter tree is the
+    same either way).
     """
 
     encoder_type: str = "small_cnn"
     latent_dim: int = 256
     num_spatial_features: int = 8
     widths: Optional[Sequence[int]] = None
+    image_mean: Optional[Sequence[float]] = None
+    image_std: Optional[Sequence[float]] = None
+    freeze_backbone: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         if images.ndim != 4:
             raise ValueError(f"expected images (B, H, W, C), got shape {images.shape}")
+        if (self.image_mean is None) != (self.image_std is None):
+            raise ValueError("give both image_mean and image_std, or neither")
         x = images_to_float(images)
+        if self.image_mean is not None:
+            x = normalize_images(x, self.image_mean, self.image_std)
         x = make_backbone(self.encoder_type, self.widths, name="backbone")(x)
+        if self.freeze_backbone:
+            x = jax.lax.stop_gradient(x)
         x = SpatialLearnedEmbeddings(self.num_spatial_features, name="spatial")(x)
         x = nn.Dense(self.latent_dim, name="proj")(x)
         x = nn.LayerNorm(name="proj_norm")(x)
@@ -175,6 +205,8 @@ class ObservationEncoder(nn.Module):
       num_spatial_features: F of :class:`SpatialLearnedEmbeddings`.
       widths: optional backbone widths.
       use_state: append the flattened ``"state"`` (when the key is present).
+      image_mean, image_std, freeze_backbone: per-camera normalisation and frozen backbone,
+        see :class:`ImageEncoder` (defaults: none, trained).
 
     Input: dict with batched arrays, ``"state"`` ``(B, D...)`` and images ``(B, H, W, C)``
     uint8; keys not used are ignored. Output float32 ``(B, F)`` with
@@ -187,6 +219,9 @@ class ObservationEncoder(nn.Module):
     num_spatial_features: int = 8
     widths: Optional[Sequence[int]] = None
     use_state: bool = True
+    image_mean: Optional[Sequence[float]] = None
+    image_std: Optional[Sequence[float]] = None
+    freeze_backbone: bool = False
 
     @nn.compact
     def __call__(self, observations: Dict[str, jax.Array]) -> jax.Array:
@@ -206,6 +241,9 @@ class ObservationEncoder(nn.Module):
                     self.latent_dim,
                     self.num_spatial_features,
                     self.widths,
+                    image_mean=self.image_mean,
+                    image_std=self.image_std,
+                    freeze_backbone=self.freeze_backbone,
                     name=f"image_{key}",
                 )(observations[key])
             )

@@ -129,14 +129,17 @@ def load_pretrained_encoder(path: str, reference: Optional[Any] = None) -> Dict[
     """Load image-backbone weights (``SmallCNN`` / ``ResNet10`` params) from a local file.
 
     Args:
-      path: ``.msgpack`` or ``.npz`` file written by :func:`save_params`.
+      path: ``.msgpack`` or ``.npz`` file written by :func:`save_params`, or a weights folder
+        (or its ``encoder.json``) written by
+        :func:`serl_ext.networks.pretrained.save_encoder_weights`; only the params are
+        returned (the folder's normalisation: ``pretrained.read_encoder_meta``).
       reference: optional params tree to match; when given, every path, shape and dtype
         is checked with :func:`check_params_match`.
 
     Returns a nested dict of float ``np.ndarray``.
-    Raises FileNotFoundError (missing file) or ValueError (bad format, mismatched shapes).
+    Raises FileNotFoundError (missing file) or ValueError (bad format, mismatched shapes,
+    NaN / inf values).
     """
-    params = load_params(path)
-    if reference is not None:
-        check_params_match(reference, params, name="pretrained_encoder")
-    return params
+    from serl_ext.networks.pretrained import load_encoder_weights
+
+    return load_encoder_weights(path, reference=reference)[0]
