@@ -28,6 +28,7 @@ from serl_ext.networks.params import (
     save_params,
     to_numpy_tree,
 )
+from serl_ext.networks.pretrained import load_encoder_weights, read_encoder_meta, save_encoder_weights
 
 __all__ = [
     "ENCODER_TYPES",
@@ -46,8 +47,11 @@ __all__ = [
     "check_params_match",
     "flatten_params",
     "load_params",
+    "load_encoder_weights",
     "load_pretrained_encoder",
     "random_crop",
+    "read_encoder_meta",
+    "save_encoder_weights",
     "save_params",
     "subsample_ensemble",
     "subsample_indices",
