@@ -200,6 +200,11 @@ def _launcher(name):
 
 
 def test_pretrain_encoder_script_writes_loadable_weights(tmp_path):
+    from serl_ext.envs import check_rendering
+
+    reason = check_rendering()
+    if reason is not None:
+        pytest.skip(f"headless rendering unavailable: {reason}")
     out = str(tmp_path / "weights")
     report = _launcher("pretrain_encoder").pretrain_encoder(
         "pick-place", out, frames=60, encoder="small_cnn", size=16, widths=WIDTHS, steps=5, batch_size=8,

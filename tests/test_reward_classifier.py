@@ -170,6 +170,11 @@ def test_wrapper_reward_termination_and_info():
 
 
 def test_train_reward_classifier_script_end_to_end(tmp_path):
+    from serl_ext.envs import check_rendering
+
+    reason = check_rendering()
+    if reason is not None:
+        pytest.skip(f"headless rendering unavailable: {reason}")
     out = str(tmp_path / "clf")
     run = subprocess.run(
         [sys.executable, "launchers/train_reward_classifier.py", "--task=pick-place", f"--out={out}", "--episodes=6",
