@@ -28,6 +28,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.env.reward_type = "sparse"  # "sparse": 1 on success then terminate; "dense": shaped.
     config.env.image_obs = False  # Add a rendered "pixels" uint8 (S, S, 3) observation.
     config.env.image_size = 64  # S in pixels when image_obs.
+    # Reward classifier folder (launchers/train_reward_classifier.py): the actor's training env
+    # takes its reward and termination from it (serl_ext/envs/reward_classifier.py); "" = the
+    # simulator's success flag. Evaluation keeps the true success.
+    config.env.reward_classifier = ""
+    # Threshold on p(success); None = the one stored with the classifier.
+    config.env.reward_classifier_threshold = ml_collections.config_dict.placeholder(float)
     # "full": 39-D Meta-World state; "proprio": hand xyz + gripper; None: full without images,
     # proprio with images.
     config.env.state_obs = ml_collections.config_dict.placeholder(str)

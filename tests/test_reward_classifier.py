@@ -198,3 +198,38 @@ def test_train_reward_classifier_script_end_to_end(tmp_path):
     assert reward in (0.0, 1.0) and 0.0 <= info["classifier_prob"] <= 1.0 and "true_success" in info
     with pytest.raises(ValueError, match="image_obs=True"):
         RewardClassifierWrapper(make_env("pick-place", 0), clf)
+
+
+def test_training_env_takes_the_classifier_reward_and_evaluation_keeps_the_true_one(tmp_path, monkeypatch):
+    """config.env.reward_classifier wraps the actor's training env (with_operator=True) only."""
+    from configs.train import get_config
+    from serl_ext.envs import check_rendering
+    from serl_ext.envs import reward_classifier as rc
+    from serl_ext.loop import common
+
+    reason = check_rendering()
+    if reason is not None:
+        pytest.skip(f"headless rendering unavailable: {reason}")
+    loaded = []
+
+    class Sure:
+        image_keys, threshold = ("pixels",), 0.5
+
+        def predict_proba(self, obs):
+            return 1.0
+
+    monkeypatch.setattr(rc.RewardClassifier, "load", classmethod(lambda cls, d: loaded.append(d) or Sure()))
+    config = get_config("pick-place,hil_serl_pixels")
+    config.env.image_size = 16
+    config.env.reward_classifier = str(tmp_path / "clf")
+    train_env = common.make_env(config, 0, with_operator=True)
+    train_env.reset(seed=0)
+    _, reward, terminated, _, info = train_env.step(np.zeros(train_env.action_space.shape, np.float32))
+    assert loaded == [str(tmp_path / "clf")]
+    assert reward == 1.0 and terminated and info["classifier_prob"] == 1.0 and info["true_success"] is False
+    eval_env = common.make_env(config, 0, with_operator=False)
+    eval_env.reset(seed=0)
+    _, reward, terminated, _, info = eval_env.step(np.zeros(eval_env.action_space.shape, np.float32))
+    assert "classifier_prob" not in info and reward == 0.0 and not terminated
+    train_env.close()
+    eval_env.close()

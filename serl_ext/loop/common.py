@@ -129,7 +129,10 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
     UR tasks (``serl_ext/envs/ur_tasks.py``: 7-D actions) are built from ``config.robot`` and
     get the 6-DoF devices (``SpaceMouse6Intervention``, ``Keyboard6Intervention``), whose
     success / failure marks (``y`` / ``n`` typed in the actor's terminal, when it is one) end
-    an episode on a real arm.
+    an episode on a real arm. With ``config.env.reward_classifier`` (a classifier folder) the
+    training env (``with_operator``) takes its reward and termination from the classifier
+    (:class:`serl_ext.envs.reward_classifier.RewardClassifierWrapper`; the true success stays in
+    ``info["true_success"]``); evaluation envs keep the simulator's success.
 
     Raises:
       ValueError: unknown ``config.human_input``, or ``"simulated"`` on a real arm.
@@ -141,6 +144,9 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
         raise ValueError(f"config.human_input must be one of {HUMAN_INPUTS}, got {human_input!r}")
     simulated = with_operator and human_input == "simulated" and config.operator.enabled
     ur_task = is_ur_task(config.task)
+    # A learned reward (HiL-SERL's reward classifier) on the training env only: it decides
+    # success and termination, so the env itself must not end the episode on its own success.
+    classifier = str(config.env.get("reward_classifier", "") or "") if with_operator else ""
     env = _make_env(
         config.task,
         seed,
@@ -152,7 +158,13 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
         state_obs=config.env.state_obs,
         operator=config.operator if simulated else None,
         **({"robot": config.get("robot")} if ur_task else {}),
+        **({"terminate_on_success": False} if classifier else {}),
     )
+    if classifier:
+        from serl_ext.envs.reward_classifier import RewardClassifier, RewardClassifierWrapper
+
+        env = RewardClassifierWrapper(env, RewardClassifier.load(classifier),
+                                      threshold=config.env.get("reward_classifier_threshold"))
     if with_operator and human_input in ("keyboard", "spacemouse") and ur_task:
         from serl_ext.envs import intervention
 
