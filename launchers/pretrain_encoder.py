@@ -23,21 +23,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-_TASK = flags.DEFINE_string("task", "pick-place", "Meta-World task (serl_ext/envs/tasks.py).")
-_OUT = flags.DEFINE_string("out", "", "Weights folder to write (e.g. weights/pick-place-resnet10-64).")
-_FRAMES = flags.DEFINE_integer("frames", 20000, "Rendered frames in all (training + held-out).")
-_ENCODER = flags.DEFINE_enum("encoder", "resnet10", ["resnet10", "small_cnn"], "Backbone architecture.")
-_SIZE = flags.DEFINE_integer("size", 64, "Frame size in pixels (the agent's env.image_size).")
-_WIDTHS = flags.DEFINE_string("widths", "", "Backbone widths, comma separated ('' = the class default).")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Adam steps.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Frames per step.")
-_LR = flags.DEFINE_float("lr", 3e-4, "Adam learning rate.")
-_CROP = flags.DEFINE_integer("crop_pad", -1, "Random-crop padding in pixels (-1: size // 16, the agent's 4 at 64 px).")
-_CAMERA = flags.DEFINE_string("camera", "corner", "Meta-World camera (the env's default: corner).")
-_HOLDOUT = flags.DEFINE_float("holdout", 0.2, "Share of episodes held out.")
-_EPISODE_STEPS = flags.DEFINE_integer("episode_steps", 50, "Agent steps per rendered episode.")
-_EXPERT = flags.DEFINE_float("expert_fraction", 0.5, "Share of scripted-expert episodes (rest: random actions).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the episodes, the init and the batches.")
+
+def _define_flags() -> None:
+    """The command line's flags, defined only when this file runs as a script: importing it
+    (the tests call :func:`pretrain_encoder`) must not add flags to absl's global registry,
+    where another module's ``--out`` would collide."""
+    global _TASK, _OUT, _FRAMES, _ENCODER, _SIZE, _WIDTHS, _STEPS, _BATCH, _LR, _CROP, _CAMERA
+    global _HOLDOUT, _EPISODE_STEPS, _EXPERT, _SEED
+    _TASK = flags.DEFINE_string("task", "pick-place", "Meta-World task (serl_ext/envs/tasks.py).")
+    _OUT = flags.DEFINE_string("out", "", "Weights folder to write (e.g. weights/pick-place-resnet10-64).")
+    _FRAMES = flags.DEFINE_integer("frames", 20000, "Rendered frames in all (training + held-out).")
+    _ENCODER = flags.DEFINE_enum("encoder", "resnet10", ["resnet10", "small_cnn"], "Backbone architecture.")
+    _SIZE = flags.DEFINE_integer("size", 64, "Frame size in pixels (the agent's env.image_size).")
+    _WIDTHS = flags.DEFINE_string("widths", "", "Backbone widths, comma separated ('' = the class default).")
+    _STEPS = flags.DEFINE_integer("steps", 3000, "Adam steps.")
+    _BATCH = flags.DEFINE_integer("batch_size", 64, "Frames per step.")
+    _LR = flags.DEFINE_float("lr", 3e-4, "Adam learning rate.")
+    _CROP = flags.DEFINE_integer("crop_pad", -1, "Random-crop padding in pixels (-1: size // 16, the agent's 4 at 64 px).")
+    _CAMERA = flags.DEFINE_string("camera", "corner", "Meta-World camera (the env's default: corner).")
+    _HOLDOUT = flags.DEFINE_float("holdout", 0.2, "Share of episodes held out.")
+    _EPISODE_STEPS = flags.DEFINE_integer("episode_steps", 50, "Agent steps per rendered episode.")
+    _EXPERT = flags.DEFINE_float("expert_fraction", 0.5, "Share of scripted-expert episodes (rest: random actions).")
+    _SEED = flags.DEFINE_integer("seed", 0, "Seed of the episodes, the init and the batches.")
 
 
 def pretrain_encoder(task, out, *, frames=20000, encoder="resnet10", size=64, widths=None, steps=3000,
@@ -102,4 +109,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
