@@ -315,7 +315,7 @@ def _fill_random(buffer, spec, action_dim: int, n: int, rng, human: bool) -> Non
 
 
 def run_learner() -> dict:
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # as launchers/_common.sh; XLA_FLAGS left alone
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the CPU learner measured here; XLA_FLAGS left alone
     import jax
 
     from serl_ext.data.replay_buffer import sample_mixed_many
