@@ -143,3 +143,26 @@ def test_online_run_starts_from_an_offline_pipeline_folder(demos, tmp_path):
         ablation.uniintervene.intervention[field] = value
         with pytest.raises(ValueError, match=f"trained with {field}="):
             build_models(ablation, SPEC, A)
+
+
+@pytest.mark.parametrize("init_from", ["", "/some/offline/folder"])
+def test_learner_extension_pretrains_on_demos_only_without_an_offline_folder(tmp_path, monkeypatch, init_from):
+    """Started from an offline folder the models are not pretrained again on the demos alone."""
+    from uniintervene_jax import extension
+
+    calls = []
+
+    class Fake:
+        def __init__(self, config, obs_spec, action_dim, demos):
+            self.version = 0
+
+        def pretrain(self, steps=None, progress_bar=False):
+            calls.append(steps)
+            return {}
+
+    monkeypatch.setattr(extension, "OnlineUniIntervene", Fake)
+    config = _config()
+    config.uniintervene.init_from = init_from
+    config.demos.path = str(tmp_path / "no_demos")
+    ext = extension.make_learner_extension(config, SPEC, A, str(tmp_path / "run"), resumed=False)
+    assert ext is not None and calls == ([0] if init_from else [None])

@@ -67,8 +67,10 @@ def make_learner_extension(config, obs_spec, action_dim: int, run_dir: str,
                            resumed: bool) -> Optional[UniInterveneLearnerExtension]:
     """The learner-extension factory of the ``hil_serl+uniintervene`` algorithms
     (``config.components.learner_extension``): restored from ``{run_dir}/uniintervene`` on
-    resume, else pretrained on the first ``config.demos.num_demos`` demo episodes. None when
-    ``config.uniintervene.enabled`` is off.
+    resume; else, started from ``uniintervene.init_from`` (an offline pipeline folder), its
+    models as they are (no demo pretraining; datasets and memory built from the demos); else
+    pretrained on the first ``config.demos.num_demos`` demo episodes (``pretrain_steps``).
+    None when ``config.uniintervene.enabled`` is off.
 
     Raises:
       ValueError: bad ``config.uniintervene`` (:func:`check_online_config`).
@@ -88,6 +90,14 @@ def make_learner_extension(config, obs_spec, action_dim: int, run_dir: str,
                                        bool(config.uniintervene.train_during_warmup))
     if resumed and ui.restore(os.path.join(run_dir, ext.name)):
         tqdm.write(f"[learner] UniIntervene models restored (version {ui.version})")
+    elif str(config.uniintervene.get("init_from", "") or ""):
+        # Started from an offline pipeline folder: its models were trained on the offline data
+        # (demos, failing and assisted rollouts); a demos-only burst would pull the proxy value
+        # toward successes only. Only the datasets and the memory are built here.
+        t0 = time.time()
+        ui.pretrain(steps=0)
+        tqdm.write(f"[learner] UniIntervene started from {config.uniintervene.init_from} (no demo pretraining); "
+                   f"datasets and memory built in {time.time() - t0:.1f} s")
     else:
         t0 = time.time()
         ui.pretrain(progress_bar=config.logging.progress_bar)
