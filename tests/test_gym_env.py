@@ -13,6 +13,7 @@ import pytest
 
 import gym_user_env
 from configs.train import get_config
+from launcher_runs import cpu_env, find_free_ports, read_run, run_learner_and_actor, tiny_flags
 from serl_ext.envs import make_env
 from serl_ext.envs.gym_env import GymTask, parse_gym_task
 from serl_ext.loop import common
@@ -193,48 +194,14 @@ def test_env_interventions_from_info_are_stored_as_human_steps(tmp_path):
 def _run_launchers(tmp_path, spec, max_env_steps, training_starts, steps_per_update=0):
     """learner.sh + actor.sh as two processes with tiny budgets; only PYTHONPATH names the user
     package (tests/). Returns (summary.json, learner_summary.json)."""
-    import socket
-
-    socks = [socket.socket() for _ in range(2)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    flags = [
-        f"--config.run_root={tmp_path / 'runs'}",
-        f"--config.transport.port={ports[0]}",
-        f"--config.transport.broadcast_port={ports[1]}",
-        "--config.agent.hidden_dims=(16, 16)",
-        "--config.learner.batch_size=16",
-        f"--config.learner.training_starts={training_starts}",
-        "--config.learner.publish_period=10",
-        "--config.learner.checkpoint_period=0",
-        f"--config.actor.max_env_steps={max_env_steps}",
-        "--config.actor.eval_period=0",
-        "--config.actor.eval_episodes=1",
-        f"--config.actor.steps_per_update={steps_per_update}",
-        "--config.actor.throttle_slack=20",
-        "--config.logging.progress_bar=False",
-        "--config.logging.tensorboard=False",
-    ]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+    flags = tiny_flags(tmp_path, find_free_ports(2), max_env_steps, demos=False, hidden_dims="(16, 16)",
+                       batch_size=16, training_starts=training_starts, steps_per_update=steps_per_update)
+    flags += ["--config.actor.throttle_slack=20", "--config.logging.tensorboard=False"]
+    env = cpu_env(PYTHONPATH=os.pathsep.join(
         [TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    learner = subprocess.Popen(["bash", "launchers/learner.sh", spec, *flags], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        actor = subprocess.run(["bash", "launchers/actor.sh", spec, *flags], cwd=REPO, env=env,
-                               capture_output=True, text=True, timeout=240)
-        assert actor.returncode == 0, actor.stdout[-3000:] + actor.stderr[-3000:]
-        out, _ = learner.communicate(timeout=120)
-        assert learner.returncode == 0, out[-3000:]
-    finally:
-        if learner.poll() is None:
-            learner.kill()
-    task, algorithm = spec.rsplit(",", 1)
-    run_dir = tmp_path / "runs" / task / algorithm / "seed0"
-    return (json.loads((run_dir / "summary.json").read_text()),
-            json.loads((run_dir / "learner_summary.json").read_text()))
+    run_learner_and_actor(spec, flags, env=env, actor_timeout=240)
+    _, summary, learner_summary = read_run(tmp_path, spec)
+    return summary, learner_summary
 
 
 @pytest.mark.timeout(300)

@@ -114,7 +114,6 @@ def test_grasp_critic_learns_best_gripper_command():
     """One-step task: reward 1 only for gripper command +1 -> greedy gripper becomes +1."""
     agent = make_agent(critic_lr=1e-2)
     n = 48
-    r = np.random.default_rng(0)
     obs = {"state": np.tile(np.ones(OBS_DIM, np.float32), (n, 1))}
     actions = np.zeros((n, ACT_DIM), np.float32)
     actions[:, -1] = np.tile([-1.0, 0.0, 1.0], n // 3)

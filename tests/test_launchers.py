@@ -3,13 +3,13 @@ processes talking over loopback, then a second run of both that resumes from the
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from launcher_runs import (REPO, collect_demos, find_free_ports, read_run, replace_flags, run_learner_and_actor,
+                           run_task, tiny_flags)
 
 
 # summary.json keys of every run (serl_ext/loop/actor.py:write_summary), and those a gate with
@@ -39,46 +39,15 @@ GATE_SUMMARY_KEYS = {
 }
 
 
-def _free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _flags(tmp_path, ports, max_env_steps):
-    return [
-        f"--config.run_root={tmp_path / 'runs'}",
-        f"--config.demos.path={tmp_path / 'demos'}",
-        "--config.demos.num_demos=2",
-        f"--config.transport.port={ports[0]}",
-        f"--config.transport.broadcast_port={ports[1]}",
-        "--config.agent.hidden_dims=(32, 32)",
-        "--config.learner.batch_size=32",
-        "--config.learner.training_starts=100",
-        "--config.learner.publish_period=10",
-        "--config.learner.checkpoint_period=0",
-        f"--config.actor.max_env_steps={max_env_steps}",
-        "--config.actor.eval_period=0",
-        "--config.actor.eval_episodes=1",
-        "--config.actor.steps_per_update=0",
-        "--config.logging.progress_bar=False",
-    ]
+    return tiny_flags(tmp_path, ports, max_env_steps)
 
 
 def _run_task(tmp_path, max_env_steps):
     """launchers/run_task.sh: demos (already there), learner --quiet and actor; the terminal gets
     the actor's output only and a result table at the end; both logs are in the run folder."""
-    flags = _flags(tmp_path, _free_ports(2), max_env_steps)
-    run = subprocess.run(["bash", "launchers/run_task.sh", "pick-place,hil_serl", *flags], cwd=REPO,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=500)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
+    run = run_task("pick-place,hil_serl", _flags(tmp_path, find_free_ports(2), max_env_steps))
+    run_dir, summary, learner_summary = read_run(tmp_path, "pick-place,hil_serl")
     header, rule, row, folder = run.stdout.strip().splitlines()[-4:]
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "task", "method", "env steps", "minutes", "final SR", "IR"]
@@ -91,45 +60,17 @@ def _run_task(tmp_path, max_env_steps):
     learner_log = (run_dir / "logs" / "learner.log").read_text()
     assert "[learner] done:" in learner_log and "resumed from checkpoint" in learner_log
     assert "[actor] eval at" in (run_dir / "logs" / "actor.log").read_text()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
     return run_dir, summary, learner_summary
 
 
 def _run_pair(tmp_path, max_env_steps):
-    ports = _free_ports(2)
-    flags = _flags(tmp_path, ports, max_env_steps)
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    learner = subprocess.Popen(
-        ["bash", "launchers/learner.sh", "pick-place,hil_serl", *flags],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        actor = subprocess.run(
-            ["bash", "launchers/actor.sh", "pick-place,hil_serl", *flags],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=400,
-        )
-        assert actor.returncode == 0, actor.stdout[-3000:] + actor.stderr[-3000:]
-        out, _ = learner.communicate(timeout=120)
-        assert learner.returncode == 0, out[-3000:]
-    finally:
-        if learner.poll() is None:
-            learner.kill()
-    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
-    summary = json.loads((run_dir / "summary.json").read_text())
-    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
-    return run_dir, summary, learner_summary
+    run_learner_and_actor("pick-place,hil_serl", _flags(tmp_path, find_free_ports(2), max_env_steps))
+    return read_run(tmp_path, "pick-place,hil_serl")
 
 
 @pytest.mark.timeout(900)
 def test_actor_and_learner_processes_train_and_resume(tmp_path):
-    demos = subprocess.run(
-        [sys.executable, "launchers/collect_demos.py", "--task=pick-place", "--num_demos=2",
-         f"--out={tmp_path / 'demos'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert demos.returncode == 0, demos.stderr[-3000:]
-    assert len(list((tmp_path / "demos").glob("*.npz"))) == 2
+    collect_demos("pick-place", tmp_path / "demos")
 
     run_dir, summary, learner_summary = _run_pair(tmp_path, 300)
     assert set(summary) == SUMMARY_KEYS
@@ -176,14 +117,9 @@ def test_a_metaworld_task_that_is_no_stand_in_trains_through_the_launchers(tmp_p
     (issue 18). Every transition reaches the learner, the operator's steps go to the demo
     buffer, and the result table names the task."""
     task, steps = "drawer-open", 200
-    flags = _flags(tmp_path, _free_ports(2), steps)
-    run = subprocess.run(["bash", "launchers/run_task.sh", f"{task},hil_serl", *flags], cwd=REPO,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=500)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run = run_task(f"{task},hil_serl", _flags(tmp_path, find_free_ports(2), steps))
     assert len(list((tmp_path / "demos").glob("*.npz"))) == 2  # collected by run_task.sh
-    run_dir = tmp_path / "runs" / task / "hil_serl" / "seed0"
-    summary = json.loads((run_dir / "summary.json").read_text())
-    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    run_dir, summary, learner_summary = read_run(tmp_path, f"{task},hil_serl")
     assert summary["task"] == task and summary["env_steps"] == steps and set(summary) == SUMMARY_KEYS
     assert learner_summary["replay_size"] == steps
     assert learner_summary["demo_size"] - summary["human_steps"] > 0  # the demos are in
@@ -196,21 +132,12 @@ def test_a_metaworld_task_that_is_no_stand_in_trains_through_the_launchers(tmp_p
 def test_uniintervene_gate_end_to_end(tmp_path):
     """learner.sh + actor.sh with hil_serl+uniintervene and tiny budgets: the learner's online
     UniIntervene models become ready, are pushed, and the actor's gate scores with them."""
-    import time
-
-    demos = subprocess.run(
-        [sys.executable, "launchers/collect_demos.py", "--task=pick-place", "--num_demos=2",
-         f"--out={tmp_path / 'demos'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert demos.returncode == 0, demos.stderr[-3000:]
-    ports = _free_ports(2)
+    collect_demos("pick-place", tmp_path / "demos")
     # The actor keeps to one env step per learner step (plus slack), also through the learner's
     # compile pauses (learner_timeout_s), so that the learner's UniIntervene models become
     # ready while the actor still has episodes to run.
-    replaced = ("--config.learner.training_starts", "--config.actor.steps_per_update")
-    flags = [f for f in _flags(tmp_path, ports, 800) if not f.startswith(replaced)]
-    flags += [
+    flags = replace_flags(
+        _flags(tmp_path, find_free_ports(2), 800),
         "--config.learner.training_starts=300",
         "--config.actor.steps_per_update=1",
         "--config.actor.throttle_slack=100",
@@ -230,30 +157,11 @@ def test_uniintervene_gate_end_to_end(tmp_path):
         "--config.uniintervene.intervention.model.head_hidden_dims=(32,)",
         "--config.uniintervene.recovery.cond_hidden_dims=(32,)",
         "--config.uniintervene.recovery.chunk_hidden_dims=(32,)",
-    ]
-    spec = "pick-place,hil_serl+uniintervene"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    log_path = tmp_path / "learner.log"
-    with open(log_path, "w") as log:
-        learner = subprocess.Popen(["bash", "launchers/learner.sh", spec, *flags],
-                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        # Start the actor once the learner has pretrained and is about to publish (before that
-        # the actor would run unthrottled: the learner counts as away).
-        deadline = time.time() + 300
-        while "UniIntervene pretrained" not in log_path.read_text():
-            assert learner.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
-        actor = subprocess.run(
-            ["bash", "launchers/actor.sh", spec, *flags],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=500,
-        )
-        assert actor.returncode == 0, actor.stdout[-3000:] + actor.stderr[-3000:]
-        learner.wait(timeout=120)
-        assert learner.returncode == 0, log_path.read_text()[-3000:]
-    finally:
-        if learner.poll() is None:
-            learner.kill()
+    )
+    # Start the actor once the learner has pretrained and is about to publish (before that the
+    # actor would run unthrottled: the learner counts as away).
+    run_learner_and_actor("pick-place,hil_serl+uniintervene", flags, actor_timeout=500,
+                          learner_log=tmp_path / "learner.log", start_actor_when="UniIntervene pretrained")
     run_dir = tmp_path / "runs" / "pick-place" / "hil_serl+uniintervene" / "seed0"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["algorithm"] == "hil_serl+uniintervene" and summary["env_steps"] == 800

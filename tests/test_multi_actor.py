@@ -3,15 +3,13 @@ end-of-run logic, and two simulated actors through the real launchers counting e
 
 import json
 import os
-import subprocess
 
 import pytest
 
 from configs.train import get_config
+from launcher_runs import collect_demos, find_free_ports, run_task, tiny_flags
 from serl_ext.loop import common
 from serl_ext.loop.learner import _Control
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(actor_id=0, num_actors=1, steps=7):
@@ -60,16 +58,9 @@ def test_learner_ends_once_every_actor_is_done_and_keeps_each_report():
 
 @pytest.mark.timeout(600)
 def test_two_actors_into_one_learner_through_run_task(tmp_path):
-    from test_launchers import _flags, _free_ports
-
-    demos = subprocess.run(["python", "launchers/collect_demos.py", "--task=pick-place", "--num_demos=2",
-                            f"--out={tmp_path / 'demos'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert demos.returncode == 0, demos.stderr[-3000:]
+    collect_demos("pick-place", tmp_path / "demos")
     steps = 301  # actor 0 runs 151, actor 1 150
-    flags = _flags(tmp_path, _free_ports(2), steps) + ["--config.learner.num_actors=2"]
-    run = subprocess.run(["bash", "launchers/run_task.sh", "pick-place,hil_serl", *flags], cwd=REPO,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=500)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_task("pick-place,hil_serl", tiny_flags(tmp_path, find_free_ports(2), steps) + ["--config.learner.num_actors=2"])
     run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
     first = json.loads((run_dir / "summary.json").read_text())
     second = json.loads((run_dir / "actors" / "actor1" / "summary.json").read_text())

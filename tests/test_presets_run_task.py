@@ -2,9 +2,7 @@
 recorded with the same observation keys, each observation mode has its own demo folder, and a
 demo folder of another mode gets a clear error instead of a buffer insert failure."""
 
-import json
 import os
-import socket
 import subprocess
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 
 from configs.algorithms import ALGORITHMS
 from configs.train import get_config
+from launcher_runs import find_free_ports, read_run, run_task
 from serl_ext.data.episodes import ObservationMismatchError, check_episode_fits, load_episodes_into_buffer, save_episode
 from serl_ext.loop.config_overrides import apply_overrides
 from serl_ext.loop.demo_folders import demo_dir_for, observation_tag
@@ -90,23 +89,11 @@ def test_a_state_demo_folder_for_an_image_buffer_names_the_mismatch(tmp_path):
                                      "pixels": np.zeros((4, 32, 32, 3), np.uint8)}), spec, 7)
 
 
-def _free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.timeout(600)
 def test_run_task_trains_the_pixel_preset(tmp_path):
     """run_task.sh TASK,hil_serl_pixels: collect_demos records image demos (the run's env: 32 px
     camera + proprio), learner and actor train on them, every transition arrives."""
-    ports, steps = _free_ports(2), 150
+    ports, steps = find_free_ports(2), 150
     demos = tmp_path / "demos"
     flags = [
         f"--config.run_root={tmp_path / 'runs'}", f"--config.demos.path={demos}", "--config.demos.num_demos=2",
@@ -121,18 +108,14 @@ def test_run_task_trains_the_pixel_preset(tmp_path):
         "--config.actor.eval_episodes=1", "--config.actor.steps_per_update=0",
         "--config.logging.progress_bar=False",
     ]
-    run = subprocess.run(["bash", "launchers/run_task.sh", "pick-place,hil_serl_pixels", *flags], cwd=REPO,
-                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=550)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_task("pick-place,hil_serl_pixels", flags, timeout=550)
     files = sorted(demos.glob("*.npz"))
     assert len(files) == 2
     with np.load(files[0]) as npz:
         assert npz["observations/pixels"].shape[1:] == (32, 32, 3)
         assert npz["observations/pixels"].dtype == np.uint8
         assert npz["observations/state"].shape[1:] == (4,)
-    run_dir = tmp_path / "runs" / "pick-place" / "hil_serl_pixels" / "seed0"
-    summary = json.loads((run_dir / "summary.json").read_text())
-    learner_summary = json.loads((run_dir / "learner_summary.json").read_text())
+    _, summary, learner_summary = read_run(tmp_path, "pick-place,hil_serl_pixels")
     assert summary["algorithm"] == "hil_serl_pixels" and summary["env_steps"] == steps
     assert learner_summary["replay_size"] == steps
     assert learner_summary["demo_size"] - summary["human_steps"] > 0  # the image demos are in

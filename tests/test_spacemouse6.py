@@ -178,7 +178,6 @@ def test_spacemouse_reader_with_both_pyspacemouse_apis(monkeypatch, api):
 
 
 def test_spacemouse_reader_errors_surface(monkeypatch):
-    import time
     import types
 
     from serl_ext.robots.spacemouse import SpaceMouse

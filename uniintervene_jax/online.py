@@ -187,9 +187,10 @@ class OnlineUniIntervene:
         self.version += 1
         return dict(self.last_info)
 
-    def step(self, learner_step: int) -> Dict[str, float]:
+    def step(self, learner_step: int) -> Dict[str, Any]:
         """Called once per agent update: folds in finished episodes (relabel + rebuild every
-        ``refresh_episodes``) and, every ``train_period`` steps, updates each model once."""
+        ``refresh_episodes``) and, every ``train_period`` steps, updates each model once.
+        Returns ``last_info`` (its losses are device scalars; :meth:`stats` gives floats)."""
         return self._step(learner_step % int(self.c.train_period) == 0)
 
     def warmup_step(self) -> Dict[str, float]:
@@ -311,7 +312,7 @@ class OnlineUniIntervene:
         batch = self._value_data.sample(self.rng, int(self.c.batch_size), float(self.c.value.failure_fraction))
         self.value, info = self.value.update(batch)
         self.counters["value_updates"] += 1
-        self.last_info["uniintervene/value_loss"] = float(info["loss"])
+        self.last_info["uniintervene/value_loss"] = info["loss"]  # a device scalar: stats() converts
 
     def _update_intervention(self) -> None:
         if self._intervention_data is None:
@@ -319,7 +320,7 @@ class OnlineUniIntervene:
         batch = self._intervention_data.sample(self.rng, int(self.c.batch_size))
         self.intervention, info = self.intervention.update(batch)
         self.counters["intervention_updates"] += 1
-        self.last_info["uniintervene/intervention_loss"] = float(info["loss"])
+        self.last_info["uniintervene/intervention_loss"] = info["loss"]
 
     def _update_recovery(self) -> None:
         if self._recovery_pairs is None:
@@ -328,7 +329,7 @@ class OnlineUniIntervene:
                                      self.c.recovery_demo_fraction, self.rng)
         self.recovery, info = self.recovery.update(take_pairs(self._recovery_pairs, idx))
         self.counters["recovery_updates"] += 1
-        self.last_info["uniintervene/recovery_loss"] = float(info["train/loss"] if "train/loss" in info else info["loss"])
+        self.last_info["uniintervene/recovery_loss"] = info["train/loss"] if "train/loss" in info else info["loss"]
 
     # ---- actor payload, persistence
     def payload(self) -> Dict[str, Any]:
@@ -338,7 +339,10 @@ class OnlineUniIntervene:
                             self.memory_items)
 
     def stats(self) -> Dict[str, float]:
-        out = dict(self.last_info)
+        """The last losses and refresh numbers, the counters, ``ready`` and ``version``, as
+        floats. The losses are kept as device scalars until here, so that an update does not
+        wait for its result (one host sync per stats call instead of one per update)."""
+        out = {k: float(v) for k, v in self.last_info.items()}
         out.update({f"uniintervene/{k}": float(v) for k, v in self.counters.items()})
         out["uniintervene/ready"] = float(self.ready)
         out["uniintervene/version"] = float(self.version)

@@ -127,9 +127,13 @@ def get_online_config() -> ml_collections.ConfigDict:
     # --- learner schedule ---
     c.batch_size = 128
     c.recovery_batch_size = 128
-    # One update of each UniIntervene model every train_period agent updates (about 12-18 ms for
-    # the three on this 2-core CPU against about 10 ms per agent update at UTD 2).
-    c.train_period = 8
+    # One round (one update of the proxy value and of the intervention model, recovery_updates
+    # of the recovery policy) every train_period agent updates: the slow refinement schedule of
+    # a run started from offline models (issue 13). A round costs about 12 ms on this 2-core CPU
+    # (benchmarks/results/uniintervene_latency.md: 1.6 + 3.6 + 4 x 1.7 ms) against about 5.6 ms
+    # per agent update at UTD 2; every 8 updates cost the learner 26% of its updates per second,
+    # every 16 about 12% (issue 14 item 2: at least 85% of HiL-SERL's).
+    c.train_period = 16
     # Recovery-policy updates per round (behaviour cloning is cheap and data grows fast).
     c.recovery_updates = 4
     # Updates of the proxy value and the recovery policy on the demos before training starts.
