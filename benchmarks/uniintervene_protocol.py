@@ -172,6 +172,32 @@ def commit_offline(rdir: str, task: str) -> None:
         git_commit(paths, f"UniIntervene protocol: offline models and report of {os.path.basename(rdir)}")
 
 
+def note_provenance(out: str, parts: Sequence[str], commit: bool) -> None:
+    """Appends to ``OUT/provenance.txt`` which code this invocation runs: the commit of the
+    checkout holding this script (a git worktree keeps a sweep on one code version while main
+    moves on), whether it had uncommitted changes, the parts and the time (UTC)."""
+    import datetime
+
+    def git(*a):
+        r = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else "?"
+
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "uniintervene_jax", "serl_ext", "configs",
+                "launchers", "benchmarks")
+    line = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: parts {','.join(parts)} from "
+            f"{REPO} at commit {git('rev-parse', '--short', 'HEAD')}"
+            f"{' (with uncommitted changes)' if dirty and dirty != '?' else ''}\n")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "provenance.txt")
+    with open(path, "a") as f:
+        f.write(line)
+    print("[protocol]", line.strip(), flush=True)
+    if commit:
+        from benchmarks.hil_serl import git_commit
+
+        git_commit([path], "UniIntervene protocol: provenance")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results/uniintervene_protocol")
@@ -191,6 +217,8 @@ def main(argv=None):
     tasks = [t for t in args.tasks.split(",") if t]
     ablation_tasks = [t for t in args.ablation_tasks.split(",") if t]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    if not args.dry_run and not args.report_only:
+        note_provenance(out, parts, args.commit)
     if "offline" in parts and not args.report_only:
         for rdir, cmd, prepare in offline_commands(out, tasks, ablation_tasks):
             print("[protocol]", " ".join(cmd), flush=True)
