@@ -5,9 +5,10 @@ Structure follows ikostrikov/rlpd and dibyaghosh/jaxrl_m: the agent is an immuta
 temperature), the target critic parameters and a carried ``rng``; every update returns
 ``(new_agent, info)``. High-UTD updates (default ``update_order="sac"``) follow SERL's
 ``update_high_utd``: the batch is split into ``utd_ratio`` minibatches, the critic is updated
-on each inside ``lax.scan`` (Polyak target update after every critic step), then actor and
-temperature are updated once on the last minibatch (after the critic steps, with the new
-critic). ``update_order="upstream"`` gives HiL-SERL's learner step (below).
+on each inside ``lax.scan`` (unrolled by ``fused_update``; Polyak target update after every
+critic step), then actor and temperature are updated once on the last minibatch (after the
+critic steps, with the new critic). ``update_order="upstream"`` gives HiL-SERL's learner step
+(below).
 
 Losses (pure functions below):
 
@@ -120,6 +121,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     # from the pre-update actor (HiL-SERL's GeqLagrangeMultiplier). Both start at
     # init_temperature.
     c.temperature_parameterization = "exp"
+    # Optimised update (issue 14): with utd_ratio <= FUSED_UNROLL_MAX_UTD the critic steps of one
+    # update are unrolled into straight-line code (``lax.scan(..., unroll=True)``), so XLA can
+    # schedule and fuse across steps and its cost analysis counts every step; the same math as
+    # the rolled scan, results equal to float rounding (tests/test_learner_fused_update.py).
+    # False = the rolled ``lax.scan`` of earlier versions (kept for comparison).
+    c.fused_update = True
     # Bounds of the actor's standard deviation (log-std clipped to [log min, log max]).
     c.std_min = 1e-5
     c.std_max = 5.0
@@ -192,6 +199,9 @@ def temperature_loss(log_alpha: jax.Array, log_probs: jax.Array, target_entropy:
 
 
 UPDATE_ORDERS = ("sac", "upstream")
+#: Largest ``utd_ratio`` whose critic steps ``fused_update`` unrolls (compile time grows with the
+#: number of unrolled steps; above it the scan stays rolled).
+FUSED_UNROLL_MAX_UTD = 8
 TEMPERATURE_PARAMETERIZATIONS = ("exp", "softplus")
 
 
@@ -275,6 +285,8 @@ def validate_sac_config(config: Any) -> None:
         raise ValueError(
             f"config.temperature_parameterization must be one of {TEMPERATURE_PARAMETERIZATIONS}, got {param!r}"
         )
+    if not isinstance(config.get("fused_update", True), bool):
+        raise TypeError(f"config.fused_update must be a bool, got {config.fused_update!r}")
     clip = _target_clip(config.critic_target_clip)
     if clip is not None:
         if len(tuple(clip)) != 2 or not float(clip[0]) < float(clip[1]):
@@ -347,6 +359,7 @@ class SACAgent(struct.PyTreeNode):
             update_order=str(config.get("update_order", "sac")),
             idle_adam_steps=bool(config.get("idle_adam_steps", False)),
             temperature_parameterization=str(config.get("temperature_parameterization", "exp")),
+            fused_update=bool(config.get("fused_update", True)),
         )
         resolved.update(extra_resolved or {})
         frozen = _freeze_config(config, **resolved)
@@ -695,12 +708,23 @@ class SACAgent(struct.PyTreeNode):
 # --------------------------------------------------------------------------- jitted
 
 
+def _scan_unroll(config: Any, num_steps: int) -> int:
+    """``unroll`` argument of the critic-step ``lax.scan`` over ``num_steps`` minibatches:
+    all of them with ``config.fused_update`` and ``num_steps <= FUSED_UNROLL_MAX_UTD``
+    (straight-line code), else 1 (a rolled loop)."""
+    if bool(config.get("fused_update", True)) and 1 <= num_steps <= FUSED_UNROLL_MAX_UTD:
+        return int(num_steps)
+    return 1
+
+
 def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
     if agent.config.update_order == "upstream":
         return _update_upstream_impl(agent, batch, utd_ratio)
     agent, batch = agent._augment(batch)
     minibatches = common.split_minibatches(batch, utd_ratio)
-    agent, critic_infos = jax.lax.scan(lambda a, mb: a._critic_step(mb), agent, minibatches)
+    agent, critic_infos = jax.lax.scan(
+        lambda a, mb: a._critic_step(mb), agent, minibatches, unroll=_scan_unroll(agent.config, utd_ratio)
+    )
     last = jax.tree_util.tree_map(lambda x: x[-1], minibatches)
     agent, actor_info = agent._actor_temp_step(last)
     info = {k: v.mean() for k, v in critic_infos.items()}
@@ -718,7 +742,9 @@ def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
     critic_infos = None
     if utd_ratio > 1:
         head = jax.tree_util.tree_map(lambda x: x[:-1], minibatches)
-        agent, critic_infos = jax.lax.scan(lambda a, mb: a._critic_only_step(mb), agent, head)
+        agent, critic_infos = jax.lax.scan(
+            lambda a, mb: a._critic_only_step(mb), agent, head, unroll=_scan_unroll(agent.config, utd_ratio - 1)
+        )
     agent, last_info, actor_info = agent._full_step(last)
     if critic_infos is None:
         info = dict(last_info)
