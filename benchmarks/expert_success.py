@@ -108,6 +108,8 @@ def main(argv=None) -> dict:
 
     results = {"command": "python benchmarks/expert_success.py " + " ".join(argv or sys.argv[1:]),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+               # ms/step is a speed figure only on a quiet machine (load about 0-1 on 2 cores).
+               "load_average_start": round(os.getloadavg()[0], 2),
                "action_repeat": 4, "reward_type": "sparse", "seeds": args.seeds,
                "operator_seeds": n_op, "operator_config": get_default_operator_config().to_dict(),
                "tasks": {}}
@@ -157,7 +159,9 @@ def to_markdown(results: dict) -> str:
         f"Command: `{results['command']}`  ",
         f"Machine: {results['machine']}. Action repeat 4 (20 Hz), sparse reward, terminate "
         f"on success, default episode length T (agent steps). {results['seeds']} seeds for "
-        f"the expert, {results['operator_seeds']} for each operator experiment.",
+        f"the expert, {results['operator_seeds']} for each operator experiment."
+        + (f" Load average at start {results['load_average_start']}: ms/step is a speed figure only "
+           "near 1 or below (other jobs share the cores)." if "load_average_start" in results else ""),
         "",
         "## Scripted expert",
         "",
