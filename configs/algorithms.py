@@ -2,8 +2,13 @@
 
 ``hil_serl``: SAC, critic ensemble 2 (min over both), UTD 2, demos + simulated operator
 (HiL-SERL defaults, DESIGN.md section 3). ``rlpd``: ensemble 10 with the min over a random
-subset of 2, no operator. ``hil_serl_pixels``: ``hil_serl`` from a 64 px camera image plus
-proprioception with the SmallCNN encoder. ``hil_serl_hybrid``: ``hil_serl`` with HiL-SERL's hybrid
+subset of 2, no operator. ``hil_serl_pixels``: ``hil_serl`` from one 64 px camera image
+(``pixels``, Meta-World's ``corner`` camera) plus proprioception with the SmallCNN encoder.
+``hil_serl_cameras``: HiL-SERL's camera setup, a ``front`` and a ``wrist`` camera at 128 px plus
+proprioception, no privileged object state (Meta-World: ``corner`` and ``gripperPOV``; the
+simulated UR5e: robosuite's ``agentview`` and ``robot0_eye_in_hand``); docs/learning_from_pixels.md.
+Both pixel presets take their encoder's ``image_keys`` from ``env.cameras`` (a shared field
+reference: ``--config.env.cameras="('front',)"`` changes both). ``hil_serl_hybrid``: ``hil_serl`` with HiL-SERL's hybrid
 agent (``agent_name="sac_hybrid"``, serl_ext/agents/sac_hybrid.py): the SAC actor drives the arm
 (xyz), a DQN gripper critic picks the gripper command in {-1, 0, +1}, trained on reward plus the
 grasp penalty (``agent.grasp_num_qs``, ``agent.grasp_target_clip`` are its fields). ``sac``:
@@ -26,6 +31,32 @@ from typing import Callable, Dict
 
 import ml_collections
 
+from ml_collections.config_dict import placeholder
+
+
+def camera_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the camera fields to ``config.env`` when missing (every composed config has them).
+
+    * ``env.cameras``: the image observation keys with ``env.image_obs`` (Meta-World tasks),
+      one uint8 (S, S, 3) frame each, S = ``env.image_size``: ``"pixels"`` (the historical
+      single image, ``corner`` camera), ``"front"`` (``corner``), ``"wrist"`` (``gripperPOV``)
+      or any Meta-World camera name (``serl_ext.envs.metaworld_env.CAMERA_KEYS``). Default
+      ``("pixels",)``.
+    * ``env.camera_crops``: one entry per camera key, None (no crop) or ``(top, bottom, left,
+      right)`` as fractions of the rendered frame, applied before the resize to S, e.g.
+      ``--config.env.camera_crops.wrist="(0.0, 0.8, 0.1, 0.9)"``
+      (``serl_ext.envs.metaworld_env.check_camera_crops`` says what is refused).
+
+    The simulated UR5e takes its cameras (and pixel crops) from ``config.robot.cameras``.
+    """
+    from serl_ext.envs.metaworld_env import CAMERA_KEYS, PIXELS_KEY
+
+    if "cameras" not in config.env:
+        config.env.cameras = (PIXELS_KEY,)
+    if "camera_crops" not in config.env:
+        config.env.camera_crops = ml_collections.ConfigDict({key: placeholder(tuple) for key in CAMERA_KEYS})
+    return config
+
 
 def _hil_serl(config):
     config.agent.num_qs = 2
@@ -46,12 +77,51 @@ def _rlpd(config):
 def _hil_serl_pixels(config):
     """HiL-SERL from a rendered camera image (64 px) plus proprioception, SmallCNN encoder."""
     _hil_serl(config)
+    camera_fields(config)
     config.env.image_obs = True
     config.env.image_size = 64
+    config.env.cameras = ("pixels",)
     config.agent.encoder.type = "small_cnn"
-    config.agent.encoder.image_keys = ("pixels",)
+    # The encoder reads every camera of the env: one field, two names.
+    config.agent.encoder.image_keys = config.env.get_ref("cameras")
     config.learner.replay_capacity = 100_000
     config.learner.demo_capacity = 50_000
+    return config
+
+
+#: The simulated UR5e's cameras in ``hil_serl_cameras``: observation key -> robosuite camera.
+#: ``agentview`` looks at the table from in front of the robot (cube and gripper large in the
+#: frame; ``frontview`` is farther away); ``robot0_eye_in_hand`` is the wrist camera.
+UR_SIM_CAMERAS = {"front": "agentview", "wrist": "robot0_eye_in_hand"}
+
+
+def _hil_serl_cameras(config):
+    """HiL-SERL's cameras: front + wrist at 128 px, proprioception only, SmallCNN encoder."""
+    from serl_ext.envs.ur_tasks import is_ur_sim_task
+
+    _hil_serl(config)
+    camera_fields(config)
+    config.agent.encoder.type = "small_cnn"
+    if is_ur_sim_task(config.get("task")) and "robot" in config:
+        from configs.robots.ur5e import camera
+
+        # Images come from the robot config (the arm's camera rig), not from env.image_obs.
+        config.robot.cameras = ml_collections.ConfigDict(
+            {key: camera("robosuite", device=device, width=128, height=128, size=(128, 128))
+             for key, device in UR_SIM_CAMERAS.items()})
+        config.robot.privileged_state = False  # no cube / marker state in the policy's input
+        config.agent.encoder.image_keys = tuple(UR_SIM_CAMERAS)
+    else:
+        config.env.image_obs = True
+        config.env.image_size = 128  # 64 (or 32 in tests) with --config.env.image_size
+        config.env.state_obs = "proprio"  # hand xyz + gripper opening (4,)
+        config.env.cameras = ("front", "wrist")
+        config.agent.encoder.image_keys = config.env.get_ref("cameras")
+    # 2 cameras x 128 x 128 x 3 bytes = 96 KiB per frame set; the buffers keep up to 2 frame
+    # sets per transition slot (docs/learning_from_pixels.md, replay memory): about 9.8 GB for
+    # 50k online transitions and 3.9 GB for 20k demo + intervention transitions at most.
+    config.learner.replay_capacity = 50_000
+    config.learner.demo_capacity = 20_000
     return config
 
 
@@ -125,6 +195,7 @@ def _hil_serl_uniintervene_replan1(config):
 ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
     "hil_serl": _hil_serl,
     "hil_serl_pixels": _hil_serl_pixels,
+    "hil_serl_cameras": _hil_serl_cameras,
     "hil_serl_hybrid": _hil_serl_hybrid,
     "rlpd": _rlpd,
     "sac": _sac,
@@ -143,6 +214,7 @@ def apply_algorithm(config: ml_collections.ConfigDict, algorithm: str) -> ml_col
     if algorithm not in ALGORITHMS:
         raise KeyError(f"Unknown algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}")
     config.algorithm = algorithm
+    camera_fields(config)
     return ALGORITHMS[algorithm](config)
 
 

@@ -1,4 +1,7 @@
-"""Cameras: crop/resize, latest-frame capture thread, stale-frame checks, UREnv images."""
+"""Cameras: crop/resize, latest-frame capture thread, stale-frame checks, UREnv images; the
+simulated tasks' camera observations (issue 17 item 1): Meta-World's ``front`` / ``wrist`` keys,
+per-camera crops as config data, the encoder's image keys following ``env.cameras``, random crop
+on every camera, and the simulated UR5e's robosuite cameras."""
 
 import sys
 import threading
@@ -193,5 +196,210 @@ def test_urenv_returns_images_with_timestamps_and_checks_their_age():
         assert env.control.arm.commands_named("servoStop"), "a stale frame stops the arm"
         with pytest.raises(RuntimeError, match="reset"):
             env.step(np.zeros(7, np.float32))
+    finally:
+        env.close()
+
+
+# ------------------------------------------------------------------ simulated task cameras
+def _needs_rendering():
+    from serl_ext.envs import check_rendering
+
+    reason = check_rendering()
+    if reason:
+        pytest.skip(reason)
+
+
+def test_camera_keys_resolve_and_bad_ones_are_refused():
+    from serl_ext.envs.metaworld_env import CAMERA_ALIASES, resolve_cameras
+
+    assert resolve_cameras(None) == {"pixels": "corner"}  # the historical single image
+    assert resolve_cameras(("pixels",), camera="topview") == {"pixels": "topview"}
+    assert resolve_cameras(("front", "wrist")) == {"front": "corner", "wrist": "gripperPOV"}
+    assert CAMERA_ALIASES == {"front": "corner", "wrist": "gripperPOV"}
+    assert resolve_cameras(("corner4", "behindGripper")) == {"corner4": "corner4", "behindGripper": "behindGripper"}
+    with pytest.raises(ValueError, match="unknown camera key 'side'"):
+        resolve_cameras(("front", "side"))
+    with pytest.raises(ValueError, match="given twice"):
+        resolve_cameras(("wrist", "wrist"))
+    with pytest.raises(ValueError, match="empty"):
+        resolve_cameras(())
+    with pytest.raises(ValueError, match="tuple of camera keys"):
+        resolve_cameras("front")
+    with pytest.raises(ValueError, match="camera must be one of"):
+        resolve_cameras(None, camera="nope")
+
+
+def test_camera_crops_are_validated_as_fractions():
+    from serl_ext.envs.metaworld_env import check_camera_crops, crop_pixels, render_size_for
+
+    keys = ("front", "wrist")
+    assert check_camera_crops(None, keys) == {}
+    assert check_camera_crops({"front": None, "corner3": None}, keys) == {}  # None: no crop, any key
+    assert check_camera_crops(ConfigDict({"wrist": (0, 0.5, 0.25, 1)}), keys) == {"wrist": (0.0, 0.5, 0.25, 1.0)}
+    bad = [({"topview": (0, 1, 0, 1)}, r"crop for 'topview', but the env's cameras are \('front', 'wrist'\)"),
+           ({"wrist": (0, 1, 0)}, "must be 4 numbers"),
+           ({"wrist": "0,1,0,1"}, "must be 4 numbers"),
+           ({"wrist": (0, 1, 0, True)}, "must be 4 numbers"),
+           ({"wrist": (0, float("nan"), 0, 1)}, "finite"),
+           ({"wrist": (0, 100, 0, 100)}, "pixels are not accepted"),
+           ({"wrist": (0.6, 0.2, 0, 1)}, "0 <= top < bottom <= 1"),
+           ({"wrist": (0, 1, 0.5, 0.5)}, "0 <= left < right <= 1"),
+           ((("wrist", (0, 1, 0, 1)),), "must be a mapping")]
+    for crops, message in bad:
+        with pytest.raises(ValueError, match=message):
+            check_camera_crops(crops, keys)
+    # A box holds at least S pixels along both sides before the resize (up to 1024).
+    assert render_size_for(32, None) == 32
+    assert render_size_for(32, (0.0, 0.5, 0.0, 1.0)) == 64
+    assert render_size_for(128, (0.0, 0.01, 0.0, 1.0)) == 1024
+    assert crop_pixels((0.0, 0.5, 0.25, 1.0), 64) == (0, 32, 16, 64)
+
+
+def test_camera_config_errors_surface_from_the_config():
+    from configs.train import get_config
+    from serl_ext.loop.config_overrides import apply_overrides
+    from serl_ext.loop.demo_folders import observation_tag
+
+    config = get_config("pick-place,hil_serl_cameras")
+    apply_overrides(config, ["env.camera_crops.wrist=(0, 100, 0, 100)"])
+    with pytest.raises(ValueError, match=r"camera_crops\['wrist'\].*fractions"):
+        observation_tag(config)
+    config = get_config("pick-place,hil_serl_cameras")
+    apply_overrides(config, ["env.camera_crops.topview=(0, 0.5, 0, 0.5)"])
+    with pytest.raises(ValueError, match="crop for 'topview'"):
+        observation_tag(config)
+
+
+def test_metaworld_front_and_wrist_cameras_beside_proprioception():
+    from serl_ext.envs import make_env
+
+    _needs_rendering()
+    env = make_env("pick-place", 0, image_obs=True, image_size=32, cameras=("front", "wrist"))
+    legacy = make_env("pick-place", 0, image_obs=True, image_size=32)
+    raw = make_env("pick-place", 0, image_obs=True, image_size=32, cameras=("corner", "gripperPOV"))
+    try:
+        spaces = env.observation_space.spaces
+        assert sorted(spaces) == ["front", "state", "wrist"]
+        assert spaces["front"].shape == spaces["wrist"].shape == (32, 32, 3) and spaces["front"].dtype == np.uint8
+        assert spaces["state"].shape == (4,)  # hand xyz + gripper: no object state with images
+        assert sorted(legacy.observation_space.spaces) == ["pixels", "state"]
+        obs, _ = env.reset(seed=3)
+        old, _ = legacy.reset(seed=3)
+        named, _ = raw.reset(seed=3)
+        assert sorted(obs) == ["front", "state", "wrist"]
+        for key in ("front", "wrist"):
+            assert obs[key].shape == (32, 32, 3) and obs[key].dtype == np.uint8 and obs[key].std() > 5
+        assert not np.array_equal(obs["front"], obs["wrist"])
+        np.testing.assert_array_equal(obs["front"], old["pixels"])  # front is the historical camera
+        np.testing.assert_array_equal(obs["front"], named["corner"])
+        np.testing.assert_array_equal(obs["wrist"], named["gripperPOV"])
+        np.testing.assert_array_equal(obs["state"], old["state"])
+        step, *_ = env.step(np.array([0.5, 0.0, -0.5, 1.0], np.float32))
+        assert not np.array_equal(step["wrist"], obs["wrist"])  # the wrist camera moves with the hand
+        assert env.unwrapped.image_keys == ("front", "wrist")
+        np.testing.assert_array_equal(env.unwrapped.render_image("wrist"), step["wrist"])
+        np.testing.assert_array_equal(env.unwrapped.render_image("gripperPOV"), step["wrist"])
+        with pytest.raises(ValueError, match="renders the cameras"):
+            env.unwrapped.render_image("topview")
+    finally:
+        for e in (env, legacy, raw):
+            e.close()
+
+
+def test_metaworld_crop_is_applied_before_the_resize():
+    """A crop of the top-left quadrant at S = 32 renders the camera at 64 px and keeps the
+    quadrant: exactly the top-left 32 x 32 pixels of the uncropped 64 px frame."""
+    from serl_ext.envs import make_env
+
+    _needs_rendering()
+    cropped = make_env("pick-place", 0, image_obs=True, image_size=32, cameras=("front", "wrist"),
+                       camera_crops={"front": (0.0, 0.5, 0.0, 0.5), "wrist": None})
+    full = make_env("pick-place", 0, image_obs=True, image_size=64, cameras=("front",))
+    try:
+        obs, _ = cropped.reset(seed=5)
+        ref, _ = full.reset(seed=5)
+        assert obs["front"].shape == (32, 32, 3)
+        np.testing.assert_array_equal(obs["front"], ref["front"][:32, :32])
+        # a box that is not a quadrant is resized to S x S
+        wide = make_env("pick-place", 0, image_obs=True, image_size=32, cameras=("wrist",),
+                        camera_crops={"wrist": (0.25, 0.75, 0.0, 1.0)})
+        try:
+            frame, _ = wide.reset(seed=5)
+            assert frame["wrist"].shape == (32, 32, 3) and frame["wrist"].std() > 5
+        finally:
+            wide.close()
+    finally:
+        cropped.close()
+        full.close()
+
+
+def test_encoder_image_keys_follow_the_env_cameras_and_every_camera_is_augmented():
+    import jax
+    import jax.numpy as jnp
+
+    from configs.train import get_config
+    from serl_ext.agents.common import augment_batch
+    from serl_ext.loop.config_overrides import apply_overrides
+    from serl_ext.envs.metaworld_env import camera_options
+
+    config = get_config("pick-place,hil_serl_cameras")
+    assert tuple(config.env.cameras) == ("front", "wrist") and int(config.env.image_size) == 128
+    assert tuple(config.agent.encoder.image_keys) == ("front", "wrist")
+    assert config.env.state_obs == "proprio" and config.env.image_obs
+    apply_overrides(config, ["env.cameras=('wrist',)", "env.image_size=64"])
+    assert tuple(config.agent.encoder.image_keys) == ("wrist",)
+    assert camera_options(config.env)["cameras"] == ("wrist",)
+    assert tuple(get_config("pick-place,hil_serl_pixels").agent.encoder.image_keys) == ("pixels",)
+    assert tuple(get_config("pick-place,hil_serl").agent.encoder.image_keys) == ()
+    assert camera_options(get_config("pick-place,hil_serl").env) == {}
+    # random crop: every camera key of observations and next_observations, independently
+    config = get_config("pick-place,hil_serl_cameras")
+    rng = np.random.default_rng(0)
+    image = lambda: jnp.asarray(rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))  # noqa: E731
+    batch = {f: {"state": jnp.zeros((4, 4)), "front": image(), "wrist": image()}
+             for f in ("observations", "next_observations")}
+    out = augment_batch(jax.random.PRNGKey(0), batch, config.agent.encoder)
+    for field in ("observations", "next_observations"):
+        for key in ("front", "wrist"):
+            assert out[field][key].shape == (4, 16, 16, 3)
+            assert not np.array_equal(np.asarray(out[field][key]), np.asarray(batch[field][key])), (field, key)
+        np.testing.assert_array_equal(out[field]["state"], batch[field]["state"])
+
+
+def test_ur5e_sim_cameras_front_and_wrist_without_privileged_state():
+    pytest.importorskip("robosuite")
+    from configs.train import get_config
+    from serl_ext.envs import make_env
+    from serl_ext.envs.robosuite_env import ProprioOnlyTask
+    from serl_ext.envs.ur_tasks import ur_task_spaces
+    from serl_ext.loop.demo_folders import observation_tag
+
+    config = get_config("ur5e-sim-lift,hil_serl_cameras")
+    assert {k: c.device for k, c in config.robot.cameras.items()} == {"front": "agentview", "wrist": "robot0_eye_in_hand"}
+    assert all(tuple(c.size) == (128, 128) for c in config.robot.cameras.values())
+    assert tuple(config.agent.encoder.image_keys) == ("front", "wrist") and not config.env.image_obs
+    assert observation_tag(config) == "-cams-front128x128-wrist128x128-proprio"
+    for cam in config.robot.cameras.values():  # small frames: fast on a CPU
+        cam.width = cam.height = 24
+        cam.size = (16, 16)
+    obs_space, _ = ur_task_spaces(config.task, config.robot)
+    assert obs_space["state"].shape == (19,) and obs_space["front"].shape == obs_space["wrist"].shape == (16, 16, 3)
+    config.robot.privileged_state = True
+    assert ur_task_spaces(config.task, config.robot)[0]["state"].shape == (25,)
+    config.robot.privileged_state = False
+    try:
+        env = make_env(config.task, 0, robot=config.robot)
+    except Exception as err:  # noqa: BLE001 - no EGL / OSMesa on this machine
+        pytest.skip(f"offscreen rendering unavailable: {err!r}")
+    try:
+        assert env.observation_space == obs_space
+        assert isinstance(env.unwrapped.task, ProprioOnlyTask)
+        obs, info = env.reset(seed=0)
+        assert "dense_reward" in info  # the operator's privileged progress still works
+        obs, *_ = env.step(np.zeros(7, np.float32))
+        assert obs["state"].shape == (19,)
+        for key in ("front", "wrist"):
+            assert obs[key].shape == (16, 16, 3) and obs[key].dtype == np.uint8 and obs[key].std() > 3
+        assert not np.array_equal(obs["front"], obs["wrist"])
     finally:
         env.close()

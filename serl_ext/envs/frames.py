@@ -59,6 +59,7 @@ def collect_frames(
     episode_steps: int = 50,
     image_key: str = "pixels",
     privileged: bool = False,
+    crop: Optional[Tuple[float, float, float, float]] = None,
 ) -> Dict[str, np.ndarray]:
     """Render ``num_frames`` labelled frames from simulated episodes of ``task``.
 
@@ -73,8 +74,12 @@ def collect_frames(
       expert_noise: ``(low, high)`` of the per-episode std of Gaussian noise added to the
         expert's actions (action units, actions in [-1, 1]); noisy episodes fail sometimes.
       episode_steps: agent steps per episode (the env does not end on success).
-      image_key: the env's image observation key.
+      image_key: the env's image observation key: ``"pixels"`` (rendered from ``camera``)
+        or a camera key of ``serl_ext.envs.metaworld_env.CAMERA_KEYS`` (``"front"``,
+        ``"wrist"``, ...), which renders that camera (``camera`` is then unused).
       privileged: also return ``privileged`` (raw Meta-World state, float32 (N, 39)).
+      crop: ``(top, bottom, left, right)`` fractions of the frame cropped before the resize
+        (the env's ``camera_crops`` for ``image_key``); None = the full frame.
 
     Returns the frame arrays of the module docstring.
     Raises ValueError for bad arguments or an env without ``image_key``.
@@ -93,6 +98,7 @@ def collect_frames(
         raise ValueError(f"expert_noise must be (low, high) with 0 <= low <= high, got {expert_noise}")
     rng = np.random.default_rng(seed)
     env = make_env(task, seed, image_obs=True, image_size=int(image_size), camera=camera,
+                   cameras=(image_key,), camera_crops=None if crop is None else {image_key: crop},
                    terminate_on_success=False, max_episode_steps=int(episode_steps))
     out = {k: [] for k in FRAME_KEYS + (("privileged",) if privileged else ())}
     total, episode = 0, 0

@@ -12,8 +12,15 @@ Tasks (``make_robosuite_ur_env``): ``"Lift"`` (pick the cube up, 4 cm above the 
 success, then terminate); ``info["success"]``. The observation is ``UREnv``'s ``"state"``
 (TCP pose relative to the reset pose, velocity, wrench, gripper) plus the task's privileged
 extra state (Lift: cube position in the base frame and cube minus TCP; Wipe: the centroid of the
-remaining markers relative to the TCP and the fraction wiped). ``scripted_expert(env)`` returns a
-policy ``obs -> action`` in the same 7-D convention.
+remaining markers relative to the TCP and the fraction wiped); with ``privileged_state=False`` in
+the robot config the policy sees UREnv's state alone (``ProprioOnlyTask``: pixel presets, where
+the cameras show the objects). ``scripted_expert(env)`` returns a policy ``obs -> action`` in the
+same 7-D convention.
+
+Cameras (``backend="robosuite"`` entries of the robot config's ``cameras``; the entry's name is
+the observation key): ``frontview`` / ``agentview`` (in front of the table; ``agentview`` is
+closer, cube and gripper large) and ``robot0_eye_in_hand`` (the wrist camera); also
+``birdview``, ``sideview``, ``robot0_robotview``.
 
 robosuite is imported lazily. Install: ``pip install -e .[robosuite]`` then
 ``pip install --no-deps robosuite==1.5.2`` (setup.py says why). It ships its own UR5e model;
@@ -248,6 +255,32 @@ class WipeTask:
         self.arm.reseed(int(rng.integers(2 ** 31 - 1)))
 
 
+class ProprioOnlyTask:
+    """Task hooks without the privileged extra state: ``extra_state_dim`` 0, so the observation's
+    ``"state"`` is UREnv's 19-D proprioception alone. Everything else (reward, reset, the
+    simulator reads of the scripted expert and the operator) is the wrapped hooks'.
+
+    Args:
+        hooks: ``LiftTask`` or ``WipeTask``.
+    """
+
+    extra_state_dim = 0
+
+    def __init__(self, hooks):
+        self.hooks = hooks
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["hooks"], name)
+
+    def extra_state(self) -> np.ndarray:
+        return np.zeros(0, np.float32)
+
+
+def task_hooks(task) -> object:
+    """The ``LiftTask`` / ``WipeTask`` under an optional ``ProprioOnlyTask``."""
+    return task.hooks if isinstance(task, ProprioOnlyTask) else task
+
+
 def make_robosuite_ur_env(task: str = "Lift", seed: int = 0, config=None):
     """``UREnv`` on a simulated UR5e (robosuite), lockstep clock, fake RTDE interfaces.
 
@@ -258,7 +291,9 @@ def make_robosuite_ur_env(task: str = "Lift", seed: int = 0, config=None):
         config: a robot config; None = ``configs/robots/ur5e_sim.py:get_config(task)``. Its
             ``cameras`` may hold ``backend="robosuite"`` entries (``device`` = a robosuite camera
             such as ``"frontview"`` or ``"robot0_eye_in_hand"``), rendered offscreen at every
-            step (``MUJOCO_GL=egl`` on a headless machine; slow on a CPU).
+            step (``MUJOCO_GL=egl`` on a headless machine; slow on a CPU). Its optional
+            ``privileged_state`` (default True): False drops the task's extra state from the
+            observation (``ProprioOnlyTask``).
     Returns:
         ``UREnv`` (``env.unwrapped.arm`` is the ``RobosuiteArm``, ``env.unwrapped.task`` the hooks).
     Raises:
@@ -279,6 +314,8 @@ def make_robosuite_ur_env(task: str = "Lift", seed: int = 0, config=None):
                        has_offscreen_renderer=len(cam_cfgs) > 0)
     clock.on_tick = arm.advance
     hooks = LiftTask(arm) if task == "Lift" else WipeTask(arm)
+    if not bool(config.get("privileged_state", True)):
+        hooks = ProprioOnlyTask(hooks)
     rig = None
     if len(cam_cfgs) > 0:
         from serl_ext.robots.cameras import Camera, CameraRig
@@ -356,7 +393,7 @@ def scripted_expert(env) -> Callable:
             delta[2] = nearest[2] + 0.005 - pose[2]
         return _to_action(base, delta, rot)
 
-    return lift_policy if base.task.__class__.__name__ == "LiftTask" else wipe_policy
+    return lift_policy if isinstance(task_hooks(base.task), LiftTask) else wipe_policy
 
 
 def run_expert(task: str, seeds, max_steps: Optional[int] = None) -> dict:

@@ -19,8 +19,10 @@ The simulated tasks (``make_ur_env`` on a ``ur5e-sim-*`` name) build::
 ``URSimTask`` adds the task's privileged progress (``info["dense_reward"]``, 0..10, for the
 operator's decisions) and its scripted expert (``expert_action()``, fresh each episode);
 ``URSimOperator`` is the simulated operator of DESIGN.md section 6 on the arm. Observations:
-``"state"`` float32 (19 + 6,) on Lift, (19 + 4,) on Wipe (``robosuite_env.py``); with
-``backend="robosuite"`` cameras in ``config.robot.cameras`` also one uint8 image per camera.
+``"state"`` float32 (19 + 6,) on Lift, (19 + 4,) on Wipe (``robosuite_env.py``), (19,) with
+``config.robot.privileged_state=False``; with ``backend="robosuite"`` cameras in
+``config.robot.cameras`` also one uint8 image per camera (``hil_serl_cameras``: ``front`` =
+``agentview``, ``wrist`` = ``robot0_eye_in_hand``, 128 px, no privileged state).
 
 The real arm builds ``EpisodeStatistics(UREnv(config.robot))`` on ur_rtde (imported when the env
 is built; ``serl_ext.robots.ur.default_rtde_factory``). It has no reward of its own: the person
@@ -142,8 +144,11 @@ def robot_config_for(task: str) -> ConfigDict:
     return importlib.import_module(f"configs.robots.{ref}").get_config()
 
 
-def extra_state_dim(task: str) -> int:
-    """Privileged task state the task appends to UREnv's 19-D state (0 on a real arm)."""
+def extra_state_dim(task: str, robot: Optional[ConfigDict] = None) -> int:
+    """Privileged task state the task appends to UREnv's 19-D state: 0 on a real arm and with
+    ``robot.privileged_state=False`` (the pixel presets)."""
+    if robot is not None and not bool(robot.get("privileged_state", True)):
+        return 0
     return SIM_TASKS[task].extra_state_dim if is_ur_sim_task(task) else 0
 
 
@@ -153,7 +158,7 @@ def ur_task_spaces(task: str, robot: ConfigDict) -> Tuple[gym.spaces.Dict, gym.s
 
     Returns:
         Dict ``{"state": Box float32 (19 + extra,), <camera>: Box uint8 (h, w, 3), ...}`` and
-        Box(-1, 1, (7,), float32).
+        Box(-1, 1, (7,), float32); extra = :func:`extra_state_dim` ``(task, robot)``.
     Raises:
         ValueError: not a UR task.
     """
@@ -161,7 +166,7 @@ def ur_task_spaces(task: str, robot: ConfigDict) -> Tuple[gym.spaces.Dict, gym.s
 
     if not is_ur_task(task):
         raise ValueError(f"{task!r} is not a UR task")
-    return spaces_for(robot, extra_state_dim(task))
+    return spaces_for(robot, extra_state_dim(task, robot))
 
 
 # ----------------------------------------------------------------------------- simulated tasks
