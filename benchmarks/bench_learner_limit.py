@@ -22,7 +22,9 @@ cross-checked against ``utd * critic step + actor/temperature step`` compiled se
 ``ratio = median ms per update / limit ms``. Each timed sample is ``--inner`` consecutive
 updates of a chained agent (the new agent feeds the next call; the batch rotates over 4
 pre-generated device batches, so host-to-device transfer is excluded) closed by
-``block_until_ready``, divided by ``--inner``.
+``block_until_ready``, divided by ``--inner``; a probe sample is as many consecutive GEMMs as
+hold the FLOPs of ``--inner`` updates (so both last about as long). The order of the items
+rotates every repeat.
 
     PYTHONPATH=. python benchmarks/bench_learner_limit.py --note "quiet machine"
 
@@ -184,18 +186,21 @@ def bench_ensemble(num_qs: int, num_min_qs: Optional[int], utd: int, repeats: in
         for _ in range(3):
             jax.block_until_ready(r.step())
 
+    # A probe sample runs as many GEMMs as hold the FLOPs of `inner` updates, so that a probe
+    # sample lasts about as long as an update sample and passing load hits both alike.
+    probe_inner = {name: max(1, int(round(inner * flops_step / p.flops))) for name, p in probes.items()}
     items = [("u", n) for n in VARIANTS] + [("p", n) for n in probes]
     samples: Dict[str, List[float]] = {n: [] for _, n in items}
     for rep in range(repeats):
         k = rep % len(items)
         for kind, name in items[k:] + items[:k]:  # rotate the order every repeat
-            s = runners[name].sample(inner) if kind == "u" else probes[name].sample(inner)
+            s = runners[name].sample(inner) if kind == "u" else probes[name].sample(probe_inner[name])
             samples[name].append(s)
 
     probe_out = {}
     for name, p in probes.items():
         med = float(np.median(samples[name]))
-        probe_out[name] = {"flops": p.flops, "median_gflops": round(p.flops / med / 1e9, 1),
+        probe_out[name] = {"flops": p.flops, "gemms_per_sample": probe_inner[name], "median_gflops": round(p.flops / med / 1e9, 1),
                            "best_gflops": round(p.flops / min(samples[name]) / 1e9, 1)}
     best_probe = max(probe_out, key=lambda n: probe_out[n]["median_gflops"])
     throughput = probe_out[best_probe]["median_gflops"] * 1e9
