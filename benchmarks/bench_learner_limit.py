@@ -6,8 +6,9 @@ observation 39-D, action 4-D (the setting of ``bench_agent_update.py``, whose ba
 this reuses). For each critic ensemble size it measures, in ONE process and alternating
 between them so that changing load hits every variant alike:
 
-* ``current``: ``agent.fused_update=False`` (the critic steps in a rolled ``lax.scan``);
-* ``optimised``: ``agent.fused_update=True`` (the default);
+* ``current``: ``agent.fused_update=False`` (the default: the critic steps in a rolled
+  ``lax.scan``);
+* ``optimised``: ``agent.fused_update=True`` (the critic steps unrolled);
 * ``optimised_donated``: the same with ``update(..., donate=True)``;
 * the float32 matmul throughput probe: the GEMM shapes the networks run (square 256^3 of the
   actor, the ensemble's first layer ``(256, 43) x (43, 256 E)`` as XLA merges it, the
