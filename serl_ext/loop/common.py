@@ -137,7 +137,8 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
     Raises:
       ValueError: unknown ``config.human_input``, or ``"simulated"`` on a real arm.
     """
-    from serl_ext.envs import is_ur_task, make_env as _make_env
+    from serl_ext.envs import is_gym_task, is_ur_task, make_env as _make_env
+    from serl_ext.envs.metaworld_env import camera_options
 
     human_input = config.get("human_input", "simulated")
     if human_input not in HUMAN_INPUTS:
@@ -156,6 +157,8 @@ def make_env(config: ml_collections.ConfigDict, seed: int, *, with_operator: boo
         image_obs=config.env.image_obs,
         image_size=config.env.image_size,
         state_obs=config.env.state_obs,
+        # Meta-World cameras (env.cameras, env.camera_crops); a UR task's cameras are in config.robot.
+        **({} if ur_task or is_gym_task(config.task) else camera_options(config.env)),
         operator=config.operator if simulated else None,
         **({"robot": config.get("robot")} if ur_task else {}),
         **({"terminate_on_success": False} if classifier else {}),
