@@ -37,7 +37,7 @@ def _tiny_config():
 
 
 @pytest.mark.timeout(900)
-def test_pipeline_end_to_end(tmp_path):
+def test_pipeline_end_to_end(tmp_path, monkeypatch):
     config = _tiny_config()
     run_dir = str(tmp_path / "run")
     pipeline = Pipeline(config, run_dir)
@@ -83,3 +83,19 @@ def test_pipeline_end_to_end(tmp_path):
     for k in before:
         np.testing.assert_array_equal(before[k], after[k])
     del value
+
+    # Memory: when the preset's rise mines no item (here a rise above 1, which no [0, 1] curve
+    # has), the stage mines again with memory.fallback_delta and says so; without a fallback it
+    # raises, naming the rise.
+    import dataclasses
+
+    from uniintervene_jax.memory import mining
+
+    impossible = dataclasses.replace(mining.mining_preset("default"), delta=1.01)
+    monkeypatch.setattr(mining, "mining_preset", lambda name: impossible)
+    Pipeline(config, run_dir).run(["memory"])
+    summary = json.load(open(os.path.join(run_dir, "report", "memory_summary.json")))
+    assert summary["mining_delta"] == config.memory.fallback_delta == 0.2 and summary["memory_size"] >= 1
+    config.memory.fallback_delta = 0.0
+    with pytest.raises(RuntimeError, match="rises by 1.01"):
+        Pipeline(config, run_dir).run(["memory"])

@@ -38,6 +38,7 @@ Shared with the online trainer: the labelling (``uniintervene_jax/labels.py``, c
 ``labels``) and the trigger rule (``uniintervene_jax/gate.py``, section ``trigger``).
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -90,6 +91,10 @@ def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     c.memory = ml_collections.ConfigDict()
     c.memory.preset = "default"  # "default" (120 items, 10 bins, span 8, delta 0.5) | "fold_towel".
     c.memory.index_type = "flat"  # "flat" (exact inner product) | "hnsw" (approximate).
+    # Smaller value rise used only when the preset mines no item at all (as online,
+    # config.uniintervene.memory_demo_delta): on assembly the offline episodes' 8-step windows
+    # never rise by the preset's 0.5, and the stage failed. 0: no fallback (the stage raises).
+    c.memory.fallback_delta = 0.2
     c.recovery = recovery_config()
     c.recovery_steps = 1500
     c.recovery_batch_size = 64
@@ -339,12 +344,20 @@ class Pipeline:
         table = self._labels()
         episodes = data["train"]
         curves = [table[e["metadata"]["episode_id"]][0] for e in episodes]  # raw V: one scale (mining.py)
-        items = mine_recovery_items(
-            episodes, curves, self._embed_fn(), mining_preset(self.config.memory.preset),
-            episode_ids=list(range(len(episodes))), tasks=[self.config.task] * len(episodes),
-        )
-        if items is None:
-            raise RuntimeError("no recovery segment qualified; the proxy value curves never rise enough")
+        preset = mining_preset(self.config.memory.preset)
+
+        def mine(config):
+            return mine_recovery_items(episodes, curves, self._embed_fn(), config,
+                                       episode_ids=list(range(len(episodes))), tasks=[self.config.task] * len(episodes))
+
+        items, mined_delta = mine(preset), float(preset.delta)
+        fallback = float(self.config.memory.get("fallback_delta", 0.0))
+        if (items is None or not len(items)) and 0.0 < fallback < preset.delta:
+            items, mined_delta = mine(dataclasses.replace(preset, delta=fallback)), fallback
+        if items is None or not len(items):
+            raise RuntimeError(f"no recovery segment qualified: no {preset.span}-step window of a successful "
+                               f"episode's proxy value rises by {mined_delta} (memory.preset "
+                               f"{self.config.memory.preset!r}, memory.fallback_delta {fallback})")
         memory = RecoveryMemory(MemoryConfig(index_type=self.config.memory.index_type), items)
         memory.save(os.path.join(self.run_dir, "memory"))
         # Audit queries: held-out states at the operator's takeover (where recovery is needed),
@@ -358,6 +371,7 @@ class Pipeline:
         summary.update({f"top1_similarity_{k}": v for k, v in audit["top1_similarity"].items()})
         summary.update({f"value_lift_{k}": v for k, v in audit["value_lift"].items()})
         audit = summary
+        audit["mining_delta"] = mined_delta  # the preset's, or memory.fallback_delta when it mined nothing
         self._write_json("memory_summary.json", audit)
         return audit
 
