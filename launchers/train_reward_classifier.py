@@ -34,6 +34,8 @@ _EXPERT = flags.DEFINE_float("expert_fraction", 0.7, "Share of scripted-expert e
 _NOISE = flags.DEFINE_string("expert_noise", "0.0,0.6", "low,high of the per-episode expert action noise std.")
 _SIZE = flags.DEFINE_integer("size", 64, "Frame size in pixels (the agent's env.image_size).")
 _CAMERA = flags.DEFINE_string("camera", "corner", "Meta-World camera (the env's default: corner).")
+_IMAGE_KEY = flags.DEFINE_string("image_key", "pixels", "Observation key the classifier reads: pixels (rendered from "
+                                  "--camera), or a camera key such as front / wrist (hil_serl_cameras).")
 _DEMOS = flags.DEFINE_string("demos", "", "Folder of recorded image episodes to add (episodes.py files).")
 _WEIGHTS = flags.DEFINE_string("encoder_weights", "", "Pretrained weights folder (frozen backbone); '' = SmallCNN from scratch.")
 _WIDTHS = flags.DEFINE_string("widths", "", "Scratch SmallCNN widths, comma separated ('' = 32,64,128,256).")
@@ -51,10 +53,15 @@ SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def train_reward_classifier(task, out, *, episodes=200, episode_steps=50, expert_fraction=0.7,
-                            expert_noise=(0.0, 0.6), size=64, camera="corner", demos="", encoder_weights="",
+                            expert_noise=(0.0, 0.6), size=64, camera="corner", image_key="pixels", demos="", encoder_weights="",
                             widths=None, latent_dim=64, hidden_dims=(256,), steps=2000, batch_size=64, lr=3e-4,
                             crop_pad=None, threshold=0.5, holdout=0.25, seed=0, log_every=0):
     """Collect labelled frames, train, evaluate on held-out episodes, write ``out``.
+
+    ``image_key``: the env observation key rendered and read by the classifier (``pixels``, from
+    ``camera``; or a camera key of ``serl_ext.envs.metaworld_env.CAMERA_KEYS`` such as ``front``,
+    which renders its own camera); the classifier's ``image_keys`` are ``(image_key,)``, so that
+    ``RewardClassifierWrapper`` finds the key in the training env's observations.
 
     Returns the metrics dict (``heldout`` at ``threshold``, ``sweep``, ``train``, counts).
     Raises ValueError for no frames, a single class, or frames of another size in ``demos``;
@@ -71,11 +78,11 @@ def train_reward_classifier(task, out, *, episodes=200, episode_steps=50, expert
     if episodes > 0:
         parts.append(collect_frames(task, episodes * (episode_steps + 1), image_size=size, camera=camera, seed=seed,
                                     expert_fraction=expert_fraction, expert_noise=expert_noise,
-                                    episode_steps=episode_steps))
+                                    episode_steps=episode_steps, image_key=image_key))
     if demos:
         if not os.path.isdir(demos):
             raise FileNotFoundError(f"--demos folder {demos!r} does not exist")
-        recorded = frames_from_episodes([load_episode(p) for p in list_episodes(demos)])
+        recorded = frames_from_episodes([load_episode(p) for p in list_episodes(demos)], image_key=image_key)
         if recorded["pixels"].shape[1:] != (size, size, 3):
             raise ValueError(f"recorded frames are {recorded['pixels'].shape[1:]}, --size={size} asks {(size, size, 3)}")
         parts.append(recorded)
@@ -95,18 +102,18 @@ def train_reward_classifier(task, out, *, episodes=200, episode_steps=50, expert
                        encoder_weights=os.path.abspath(encoder_weights))
     else:
         spec_kw = dict(encoder_type="small_cnn", widths=None if widths is None else tuple(int(w) for w in widths))
-    spec = ClassifierSpec(image_keys=("pixels",), image_size=(size, size), latent_dim=int(latent_dim),
+    spec = ClassifierSpec(image_keys=(image_key,), image_size=(size, size), latent_dim=int(latent_dim),
                           hidden_dims=tuple(int(h) for h in hidden_dims), threshold=float(threshold), **spec_kw)
     classifier, history = train_classifier(
-        spec, {"pixels": data["pixels"][train]}, data["success"][train], backbone=backbone, steps=steps,
+        spec, {image_key: data["pixels"][train]}, data["success"][train], backbone=backbone, steps=steps,
         batch_size=batch_size, learning_rate=lr, crop_pad=max(1, size // 16) if crop_pad is None else crop_pad,
         seed=seed, log_every=log_every,
     )
-    probs = classifier.predict_proba({"pixels": data["pixels"][held]})
+    probs = classifier.predict_proba({image_key: data["pixels"][held]})
     labels = data["success"][held]
-    train_probs = classifier.predict_proba({"pixels": data["pixels"][train]})
+    train_probs = classifier.predict_proba({image_key: data["pixels"][train]})
     metrics = {
-        "task": task, "size": int(size), "camera": camera,
+        "task": task, "size": int(size), "camera": camera, "image_key": image_key,
         "encoder": "pretrained frozen " + spec.encoder_type if encoder_weights else "small_cnn from scratch",
         "frames": int(len(data["success"])), "episodes": int(len(np.unique(data["episode"]))),
         "train_frames": int(train.sum()), "heldout_frames": int(held.sum()),
@@ -149,6 +156,7 @@ def main(argv):
     metrics = train_reward_classifier(
         _TASK.value, _OUT.value, episodes=_EPISODES.value, episode_steps=_EPISODE_STEPS.value,
         expert_fraction=_EXPERT.value, expert_noise=noise, size=_SIZE.value, camera=_CAMERA.value,
+        image_key=_IMAGE_KEY.value,
         demos=_DEMOS.value, encoder_weights=_WEIGHTS.value, widths=_ints(_WIDTHS.value), latent_dim=_LATENT.value,
         hidden_dims=_ints(_HIDDEN.value) or (), steps=_STEPS.value, batch_size=_BATCH.value, lr=_LR.value,
         crop_pad=None if _CROP.value < 0 else _CROP.value, threshold=_THRESHOLD.value, holdout=_HOLDOUT.value,
