@@ -60,7 +60,6 @@ run the training episodes' classifier success (``rollout/return`` > 0: the class
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -79,7 +78,7 @@ from benchmarks.comparison.load import read_json, read_jsonl  # noqa: E402
 from benchmarks.comparison.render import _fmt as fmt  # noqa: E402
 from benchmarks.fidelity import median_to_target  # noqa: E402
 from benchmarks.hil_serl import parse_budgets  # noqa: E402
-from benchmarks.run_metrics import steps_to, truncate_history  # noqa: E402
+from benchmarks.run_metrics import steps_to  # noqa: E402
 
 TARGET_SR = 0.8
 DEFAULT_OUT = "benchmarks/results/pixels"
@@ -377,7 +376,7 @@ def build_result(args, out: str) -> Dict[str, Any]:
 
 def results_markdown(result: Dict[str, Any]) -> str:
     """The report text of :func:`build_result`'s dict."""
-    lines = [f"# HiL-SERL from pixels: frozen pretrained encoder against from scratch", "",
+    lines = ["# HiL-SERL from pixels: frozen pretrained encoder against from scratch", "",
              f"Command: `{result['command']}`", "",
              f"Machine: {result['machine']}. Preset `{result['preset']}` at {result['image_size']} px, "
              f"learner batch {result['batch_size']}; frozen: `{result['frozen_encoder']}` pre-trained on "
