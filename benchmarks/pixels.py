@@ -47,6 +47,10 @@ expected at that budget (the state row reached it at ~30k env steps at ~100 upda
 report states the cut. Raise them with ``--budgets`` and ``--batch_size`` where more CPU (or a
 GPU learner) is available.
 
+**Provisional:** that probe ran at ``nice -n 19`` beside a sweep at higher priority, so it got a
+small share of the 2 cores; the seconds above overstate the cost by a large, unknown factor.
+Re-time the update on a quiet machine before a real run, and set the budgets from that.
+
 Report (``OUT/results.md``, ``results.json``, ``curves.png``): per task and variant over its
 seeds, the median and mean evaluation SR at each evaluation step, the env steps and minutes (run
 wall clock) to the first evaluation with SR >= 0.8 (never counts as +inf: the median is "-" when
