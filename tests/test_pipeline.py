@@ -49,6 +49,8 @@ def test_pipeline_end_to_end(tmp_path, monkeypatch):
     assert metrics["task"] == "pick-place"
     assert json.load(open(os.path.join(run_dir, "metrics.json")))["task"] == "pick-place"
     assert os.path.exists(os.path.join(run_dir, "report.md"))
+    report_md = open(os.path.join(run_dir, "report.md")).read()
+    assert "| plot | report/value_curves.png |" in report_md and os.path.abspath(run_dir) not in report_md
     assert os.path.exists(os.path.join(run_dir, "report", "value_curves.png"))
     assert metrics["memory_size"] >= 1
     assert 0.0 <= metrics["trigger_f1"] <= 1.0

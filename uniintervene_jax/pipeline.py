@@ -537,9 +537,13 @@ class Pipeline:
         return metrics
 
     def _write_markdown(self, metrics, value, interv, memory, recovery) -> None:
+        run_dir = os.path.abspath(self.run_dir)
+
         def fmt(v):
             if v is None:
                 return "-"
+            if isinstance(v, str) and os.path.isabs(v) and os.path.commonpath([v, run_dir]) == run_dir:
+                return os.path.relpath(v, run_dir)  # plot paths: the report moves with its folder
             return f"{v:.3f}" if isinstance(v, float) else str(v)
 
         lines = [f"# UniIntervene offline report: {self.config.task}", ""]
