@@ -74,6 +74,9 @@ def test_pipeline_end_to_end(tmp_path, monkeypatch):
         assert tau == sweep["best_threshold"]
     assert metrics["head_type"] == "tvr_history" and metrics["ablations"]["use_tvr"] is True
     RecoveryPolicy.load(os.path.join(run_dir, "models", "recovery"))
+    # Trained on the goals the gate retrieves (the online trainer's default), not hindsight goals.
+    recovery = json.load(open(os.path.join(run_dir, "report", "recovery.json")))
+    assert recovery["recovery_goals"] == "retrieved" and 0.0 < recovery["train_goals_retrieved"] <= 1.0
     memory = RecoveryMemory.load(os.path.join(run_dir, "memory"))
     assert len(memory) == metrics["memory_size"]
 
