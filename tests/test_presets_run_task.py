@@ -132,6 +132,19 @@ def test_a_state_demo_folder_for_an_image_buffer_names_the_mismatch(tmp_path):
                                      "pixels": np.zeros((4, 32, 32, 3), np.uint8)}), spec, 7)
 
 
+def _tiny_image_run_flags(steps):
+    """Tiny networks, buffers and schedule of the image-preset run_task tests."""
+    return [
+        "--config.agent.hidden_dims=(16, 16)", "--config.agent.encoder.widths=(8, 8, 8, 8)",
+        "--config.agent.encoder.latent_dim=16", "--config.agent.encoder.num_spatial_features=2",
+        "--config.learner.batch_size=16", "--config.learner.training_starts=50",
+        "--config.learner.replay_capacity=1000", "--config.learner.demo_capacity=1000",
+        "--config.learner.publish_period=10", "--config.learner.checkpoint_period=0",
+        f"--config.actor.max_env_steps={steps}", "--config.actor.eval_period=0",
+        "--config.actor.eval_episodes=1", "--config.actor.steps_per_update=0",
+    ]
+
+
 @pytest.mark.timeout(600)
 def test_run_task_trains_the_pixel_preset(tmp_path):
     """run_task.sh TASK,hil_serl_pixels: collect_demos records image demos (the run's env: 32 px
@@ -142,13 +155,7 @@ def test_run_task_trains_the_pixel_preset(tmp_path):
         f"--config.run_root={tmp_path / 'runs'}", f"--config.demos.path={demos}", "--config.demos.num_demos=2",
         f"--config.transport.port={ports[0]}", f"--config.transport.broadcast_port={ports[1]}",
         "--config.env.image_size=32",
-        "--config.agent.hidden_dims=(16, 16)", "--config.agent.encoder.widths=(8, 8, 8, 8)",
-        "--config.agent.encoder.latent_dim=16", "--config.agent.encoder.num_spatial_features=2",
-        "--config.learner.batch_size=16", "--config.learner.training_starts=50",
-        "--config.learner.replay_capacity=1000", "--config.learner.demo_capacity=1000",
-        "--config.learner.publish_period=10", "--config.learner.checkpoint_period=0",
-        f"--config.actor.max_env_steps={steps}", "--config.actor.eval_period=0",
-        "--config.actor.eval_episodes=1", "--config.actor.steps_per_update=0",
+        *_tiny_image_run_flags(steps),
         "--config.logging.progress_bar=False",
     ]
     run_task("pick-place,hil_serl_pixels", flags, timeout=550)
@@ -184,13 +191,7 @@ def test_run_task_trains_the_two_camera_preset(tmp_path):
         f"--config.run_root={tmp_path / 'runs'}", f"--config.demos.path={demos}", "--config.demos.num_demos=2",
         f"--config.transport.port={ports[0]}", f"--config.transport.broadcast_port={ports[1]}",
         "--config.env.image_size=32", "--config.env.camera_crops.wrist=(0.0, 0.75, 0.0, 1.0)",
-        "--config.agent.hidden_dims=(16, 16)", "--config.agent.encoder.widths=(8, 8, 8, 8)",
-        "--config.agent.encoder.latent_dim=16", "--config.agent.encoder.num_spatial_features=2",
-        "--config.learner.batch_size=16", "--config.learner.training_starts=50",
-        "--config.learner.replay_capacity=1000", "--config.learner.demo_capacity=1000",
-        "--config.learner.publish_period=10", "--config.learner.checkpoint_period=0",
-        f"--config.actor.max_env_steps={steps}", "--config.actor.eval_period=0",
-        "--config.actor.eval_episodes=1", "--config.actor.steps_per_update=0",
+        *_tiny_image_run_flags(steps),
         "--config.env.max_episode_steps=40", "--config.actor.save_episodes=True",
         "--config.logging.progress_bar=False",
     ]
