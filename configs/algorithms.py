@@ -25,6 +25,14 @@ trigger head gets no stop_grad(Q_min) input), ``-no_tvr`` (w/o temporal value-ri
 ``-no_memory`` (w/o memory goal: the recovery policy is trained and run with the current
 observation as its goal). ``hil_serl+uniintervene-replan1`` (a variant, not a paper ablation):
 recovery chunks re-predicted every step from the current observation.
+
+``hil_serl_cameras+uniintervene``: ``hil_serl_cameras`` (front + wrist at 128 px + proprio) with
+UniIntervene's models on images, fresh (``uniintervene.init_from=""``; the offline pipeline is
+state-only): the proxy value on ``encoder_type="small_cnn"``, the intervention model on
+``backbone="cnn"`` (both on the agent's ``image_keys``), the future target a random projection
+of 16 x 16-pooled frames (``target_encoder="random:16"``), the recovery policy and the memory on
+``[state, z]`` with z the proxy value's latent (``recovery_inputs="state+value_embedding"``,
+uniintervene_jax/views.py), 40 kept online episodes; numbers in ``_hil_serl_cameras_uniintervene``.
 """
 
 from typing import Callable, Dict
@@ -165,6 +173,43 @@ def _hil_serl_uniintervene(config):
     return config
 
 
+def _hil_serl_cameras_uniintervene(config):
+    """``hil_serl_cameras`` + UniIntervene with image models (docs/learning_from_pixels.md)."""
+    _hil_serl_cameras(config)
+    _hil_serl_uniintervene(config)
+    u = config.uniintervene
+    # The cameras the agent's encoder reads (a reference: --config.env.cameras on Meta-World,
+    # the robot's camera rig on the UR5e sim task) are the UniIntervene models' cameras too.
+    cameras = config.agent.encoder.get_ref("image_keys")
+    # Proxy value V(o, l): SmallCNN per camera (stride 2 x 4, channels 16-32-64-64, 64-d per
+    # camera) + the 4-D proprio state. It is the one image encoder of the gate: its latent z
+    # (value.latent_dim = 128) is the memory's retrieval key and the recovery policy's image
+    # input (below). Its update sees 2 x batch_size frame sets (o, o'), random-crop augmented.
+    u.value.encoder.type = "small_cnn"
+    u.value.encoder.image_keys = cameras
+    u.value.encoder.widths = (16, 32, 64, 64)
+    u.value.encoder.latent_dim = 64
+    # Intervention model: the CNN backbone (SmallCNN 16-32-32 per camera, 64-d each, + state).
+    u.intervention.model.backbone = "cnn"
+    u.intervention.model.image_keys = cameras
+    # Future head target: a frozen random projection of the frames average-pooled to 16 x 16
+    # (128 px: 8 x 8 blocks) plus the state, F = 2 x 768 + 4 = 1,540 -> D = 128: a 0.8 MB
+    # matrix instead of 50 MB for the raw 2 x 49,152 pixels.
+    u.target_encoder = "random:16"
+    # Recovery policy and memory on the recovery view [state (4), z (128)] = 132 floats per
+    # observation (uniintervene_jax/views.py): no CNN of its own, goals are the memory item's
+    # [goal state, goal z]. A memory item costs about 2.8 KB (key + goal views 2 x 528 B, key +
+    # goal embeddings 2 x 512 B, goal view 528 B, 8 x 4 actions 128 B): 120 items ~ 0.3 MB in
+    # every payload, against 23 MB if each item kept its key and goal frames at 128 px.
+    u.recovery_inputs = "state+value_embedding"
+    # Kept online episodes: each step keeps a 96 KiB frame set (2 x 128 x 128 x 3) in the
+    # episode and one copy in the intervention dataset, ~19 MB per 100-step episode: 40
+    # episodes ~ 0.8 GB (+ the demos, ~0.4 GB for 20 demos of 100 steps), instead of 200 x 19 MB
+    # = 3.8 GB; each refresh re-scores them all with the CNNs (value curves, z, target).
+    u.max_episodes = 40
+    return config
+
+
 def _ablation(**fields):
     def apply(config):
         _hil_serl_uniintervene(config)
@@ -201,6 +246,7 @@ ALGORITHMS: Dict[str, Callable[[ml_collections.ConfigDict], ml_collections.Confi
     "sac": _sac,
     "hil_serl+uniintervene": _hil_serl_uniintervene,
     "hil_serl+uniintervene-replan1": _hil_serl_uniintervene_replan1,
+    "hil_serl_cameras+uniintervene": _hil_serl_cameras_uniintervene,
     **{name: _ablation(**fields) for name, fields in UNIINTERVENE_ABLATIONS.items()},
 }
 

@@ -503,8 +503,14 @@ class NetworkGateModels:
         c = config.uniintervene
         self.task = config.task
         self.instr = tokenize_instruction(instruction_for(self.task))
+        from uniintervene_jax.views import uses_value_embedding
+
         self._value, self._intervention, self._recovery = build_models(config, obs_spec, action_dim)
         self.embedding_dim = int(self._value.config.latent_dim)  # the folder's with uniintervene.init_from
+        # recovery_inputs="state+value_embedding": the recovery policy reads the recovery view
+        # {"state": [state, z]} (uniintervene_jax/views.py) of the observation and of the goal;
+        # memory goals arrive as views, a raw goal (use_memory_goal=False) is viewed here.
+        self._view_dim = int(self._recovery.obs_spec[0][1][0]) if uses_value_embedding(c) else None
         self._memory = None
         self.ready = False
         self.tau = float(c.trigger.tau_int)  # until the first message brings the learner's (calibrated) tau
@@ -575,7 +581,17 @@ class NetworkGateModels:
         return None if found is None else found.goal_observations
 
     def chunk(self, observation, goal) -> np.ndarray:
+        if self._view_dim is not None:
+            observation, goal = self._view(observation), self._view(goal)
         return self._recovery.predict_chunk(observation, goal, self.instr)[0]
+
+    def _view(self, observation):
+        """The recovery view of one observation (unchanged when it already is one)."""
+        from uniintervene_jax.views import is_view, view_one
+
+        if is_view(observation, self._view_dim):
+            return observation
+        return view_one(observation, self._value.encode(observation, self.instr))
 
 
 def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) -> Optional[UniInterveneGate]:

@@ -38,10 +38,14 @@ def build_models(config, obs_spec, action_dim: int):
     not loaded and a fresh continuous one is built from ``config.uniintervene.recovery``.
 
     Returns ``(ProxyValue, InterventionModel, RecoveryPolicy)``.
+    With ``uniintervene.recovery_inputs="state+value_embedding"`` the recovery policy is built on
+    the recovery view ``{"state": (S + value.latent_dim,)}`` (:mod:`uniintervene_jax.views`).
+
     Raises:
       FileNotFoundError: a model folder of ``init_from`` is missing.
       ValueError: a loaded model's observation spec, action size, value-history K or ablation
-        switch (``head_type``, ``use_future``, ``use_value_cond``) differs from this run's.
+        switch (``head_type``, ``use_future``, ``use_value_cond``) differs from this run's;
+        ``init_from`` with the recovery view (fresh models only).
     """
     import os
 
@@ -51,6 +55,8 @@ def build_models(config, obs_spec, action_dim: int):
     from uniintervene_jax.recovery.model import RecoveryPolicy
     from uniintervene_jax.value.model import ProxyValue
 
+    from uniintervene_jax.views import recovery_example, uses_value_embedding
+
     c = config.uniintervene
     example = example_observation(obs_spec)
     key = jax.random.PRNGKey(int(config.seed) + 101)
@@ -59,8 +65,14 @@ def build_models(config, obs_spec, action_dim: int):
     if not source:
         value = ProxyValue.create(k1, example, c.value)
         intervention = InterventionModel.create(k2, example, int(action_dim), int(c.value.latent_dim), c.intervention)
-        recovery = RecoveryPolicy.create(k3, example, int(action_dim), c.recovery)
+        # recovery_inputs="state+value_embedding": the recovery policy reads the recovery view
+        # {"state": [state, z]} (uniintervene_jax/views.py), not the camera frames.
+        rec_example = recovery_example(example, int(c.value.latent_dim)) if uses_value_embedding(c) else example
+        recovery = RecoveryPolicy.create(k3, rec_example, int(action_dim), c.recovery)
         return value, intervention, recovery
+    if uses_value_embedding(c):
+        raise ValueError("uniintervene.recovery_inputs='state+value_embedding' runs with fresh models only "
+                         "(uniintervene.init_from=''); the offline pipeline has no image recovery view")
     spec = make_obs_spec(example)
     models = os.path.join(source, "models")
     value = ProxyValue.load(os.path.join(models, "value"))

@@ -65,13 +65,15 @@ from uniintervene_jax.recovery.dataset import (
     retrieved_goals,
     take_pairs,
 )
+from uniintervene_jax.views import ViewEmbedder, uses_value_embedding, view_episode
 
 
 def make_target_encoder(c, obs_spec, seed: int):
     """The frozen future-target encoder of ``c.target_encoder`` (``config.uniintervene``):
     ``"random"`` (a fixed random projection of the observation to ``c.value.latent_dim`` dims,
     seeded; DESIGN section 4 asks for a frozen target and the paper's is a frozen V-JEPA 2, which
-    needs images) or ``"hf:/local/folder"`` (a frozen transformers vision model). With
+    needs images), ``"random:N"`` (the same with each camera frame average-pooled to N x N
+    first) or ``"hf:/local/folder"`` (a frozen transformers vision model). With
     ``c.init_from`` the encoder the offline intervention model was trained against
     (``model.json`` extra ``target_encoder``: the same random projection, a frozen copy of the
     offline proxy value, or the same transformers folder).
@@ -94,12 +96,18 @@ def make_target_encoder(c, obs_spec, seed: int):
         if str(spec.get("name", "")).startswith("hf:"):
             return HFVisionTargetEncoder(str(spec["name"])[3:])
         raise ValueError(f"{folder}/intervention/model.json names no known target encoder: {spec!r}")
+    from uniintervene_jax.views import parse_random_target
+
     name = str(c.target_encoder)
-    if name == "random":
+    pool = parse_random_target(name)
+    if pool == 0:
         return RandomProjectionEncoder(example_observation(obs_spec), int(c.value.latent_dim), seed=int(seed) + 29)
+    if pool is not None:  # "random:N": camera frames average-pooled to N x N first
+        return RandomProjectionEncoder(example_observation(obs_spec), int(c.value.latent_dim), seed=int(seed) + 29,
+                                       image_pool=pool)
     if name.startswith("hf:"):
         return HFVisionTargetEncoder(name[3:])
-    raise ValueError(f"uniintervene.target_encoder must be 'random' or 'hf:PATH', got {name!r}")
+    raise ValueError(f"uniintervene.target_encoder must be 'random', 'random:N' or 'hf:PATH', got {name!r}")
 
 
 class OnlineUniIntervene:
@@ -254,6 +262,13 @@ class OnlineUniIntervene:
         def embed(obs):
             return np.asarray(self.value.encode(obs, self.instr), np.float32)
 
+        key_encoder = self.value
+        if uses_value_embedding(c):
+            # Image observations: the memory and the recovery pairs live on the recovery view
+            # [state, z(o)] of each observation (uniintervene_jax/views.py): no camera frame is
+            # copied into an item or a pair, and the keys are the view's z part.
+            episodes = [view_episode(e, self.value, self.instr) for e in episodes]
+            key_encoder = embed = ViewEmbedder(int(self.value.config.latent_dim))
         items, from_demo_fallback = mine_online_memory(episodes, curves, embed, c, self.task)
         self.memory_items = items
         self.last_info["uniintervene/memory_demo_fallback"] = float(from_demo_fallback)
@@ -262,7 +277,7 @@ class OnlineUniIntervene:
             pairs = current_observation_goals(pairs)  # w/o memory goal: the gate's run-time input
         elif pairs is not None and len(pairs["actions"]) and c.recovery_goals == "retrieved":
             anchor_values = np.array([curves[e][t] for e, t in zip(pairs["episode_index"], pairs["t"])], np.float64)
-            pairs, found = retrieved_goals(pairs, anchor_values, self.value, self.instr, self.task, items)
+            pairs, found = retrieved_goals(pairs, anchor_values, key_encoder, self.instr, self.task, items)
             self.last_info["uniintervene/recovery_goal_retrieved"] = found
         self._recovery_pairs = pairs if pairs is not None and len(pairs["actions"]) else None
         if bool(c.tau_recalibrate) and held:

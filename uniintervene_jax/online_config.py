@@ -80,8 +80,19 @@ def get_online_config() -> ml_collections.ConfigDict:
     # The future head's frozen target encoder (uniintervene_jax/online.py:make_target_encoder):
     # "random" (a fixed, seeded random projection of the observation to value.latent_dim dims;
     # built once, never trained, so it neither drifts between rebuilds nor equals the proxy
-    # value's input) or "hf:/local/folder" (a frozen transformers vision model, e.g. V-JEPA 2).
+    # value's input), "random:N" (the same after average-pooling each uint8 camera frame to
+    # N x N, for image observations) or "hf:/local/folder" (a frozen transformers vision
+    # model, e.g. V-JEPA 2).
     c.target_encoder = "random"
+    # What the recovery policy and the recovery memory see of an observation:
+    #   "observation" (default): the observation as it is (state tasks: the 39-D state);
+    #   "state+value_embedding" (image observations, hil_serl_cameras+uniintervene): the
+    #     proprioceptive obs["state"] followed by the proxy value's latent z(o, l)
+    #     (value.latent_dim), one vector {"state": (S + D,)}. The proxy value already runs its
+    #     CNN on every frame and z is the memory's retrieval key, so memory items store no
+    #     frames, the recovery policy needs no CNN of its own, and its goal is the memory
+    #     item's [goal state, goal z] (uniintervene_jax/views.py).
+    c.recovery_inputs = "observation"
     c.recovery = recovery_config()
     # Online the recovery policy uses the continuous chunk head: the FAST token head needs a
     # tokenizer fitted on the chunks first (offline pipeline); see README.
@@ -187,8 +198,13 @@ def check_online_config(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"uniintervene.{name} must be >= 0, got {c[name]}")
     if not float(c.wait_for_ready_s) >= 0.0:
         raise ValueError(f"uniintervene.wait_for_ready_s must be >= 0, got {c.wait_for_ready_s}")
-    if not (str(c.target_encoder) == "random" or str(c.target_encoder).startswith("hf:")):
-        raise ValueError(f"uniintervene.target_encoder must be 'random' or 'hf:PATH', got {c.target_encoder!r}")
+    from uniintervene_jax.views import RECOVERY_INPUTS, parse_random_target
+
+    if not (parse_random_target(str(c.target_encoder)) is not None or str(c.target_encoder).startswith("hf:")):
+        raise ValueError(f"uniintervene.target_encoder must be 'random', 'random:N' or 'hf:PATH', "
+                         f"got {c.target_encoder!r}")
+    if c.get("recovery_inputs", "observation") not in RECOVERY_INPUTS:
+        raise ValueError(f"uniintervene.recovery_inputs must be one of {RECOVERY_INPUTS}, got {c.recovery_inputs!r}")
     check_trigger_config(c.trigger)
     resolve_labels_config(c.labels)
     value_config(c.value)
