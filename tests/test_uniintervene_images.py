@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs.train import get_config
-from launcher_runs import find_free_ports, read_run, run_task
+from launcher_runs import find_free_ports, read_run, replace_flags, run_task
 from serl_ext.loop.config_overrides import apply_overrides
 from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
 from test_online import _transitions, shrink_uniintervene
@@ -189,3 +189,59 @@ def test_the_gate_decides_on_an_image_observation(trained):
     assert stats["triggers"] == 1.0 and stats["trigger_rate"] == 1.0 and stats["recovery_steps"] == 2.0
     summary = gate.summary()
     assert summary["gate_decisions"] == 1 and summary["gate_triggers"] == 1
+
+
+@pytest.mark.timeout(600)
+def test_run_task_decides_with_the_image_models(tmp_path):
+    """run_task.sh pick-place,hil_serl_cameras+uniintervene at 32 px, fresh models: the learner
+    pretrains the CNN proxy value on the camera demos, trains the three models online, pushes
+    them, and the actor's gate scores the policy's actions with them (summary.json)."""
+    from test_presets_run_task import _tiny_image_run_flags
+
+    ports, steps = find_free_ports(2), 200
+    # The actor waits for the learner's first message (it comes after the demo pretraining) and
+    # keeps within throttle_slack env steps of the learner's updates, so that the models get
+    # ready (and the actor's once-per-run wait for them happens) while it still has steps to run.
+    tiny = replace_flags(_tiny_image_run_flags(steps), "--config.actor.steps_per_update=1",
+                         "--config.actor.throttle_slack=100", "--config.actor.learner_timeout_s=120")
+    flags = [
+        f"--config.run_root={tmp_path / 'runs'}", f"--config.demos.path={tmp_path / 'demos'}",
+        "--config.demos.num_demos=2", f"--config.transport.port={ports[0]}",
+        f"--config.transport.broadcast_port={ports[1]}", "--config.env.image_size=32",
+        "--config.env.max_episode_steps=40", *tiny, "--config.logging.progress_bar=False",
+        # Tiny UniIntervene models and schedule: ready after 2 online episodes and 10 updates.
+        "--config.uniintervene.pretrain_steps=200", "--config.uniintervene.min_episodes=2",
+        "--config.uniintervene.min_updates=10", "--config.uniintervene.refresh_episodes=2",
+        "--config.uniintervene.train_period=1", "--config.uniintervene.recovery_updates=1",
+        "--config.uniintervene.publish_period=10", "--config.uniintervene.timeline_every=1",
+        "--config.uniintervene.memory_demo_delta=0.1",
+        "--config.uniintervene.batch_size=16", "--config.uniintervene.recovery_batch_size=16",
+        "--config.uniintervene.value.hidden_dims=(16, 16)", "--config.uniintervene.value.head_hidden_dims=(16,)",
+        "--config.uniintervene.value.latent_dim=16", "--config.uniintervene.value.encoder.widths=(8, 8)",
+        "--config.uniintervene.value.encoder.latent_dim=16",
+        "--config.uniintervene.value.encoder.num_spatial_features=2",
+        "--config.uniintervene.intervention.model.hidden_dims=(16, 16)",
+        "--config.uniintervene.intervention.model.head_hidden_dims=(16,)",
+        "--config.uniintervene.intervention.model.cnn_widths=(8, 8)",
+        "--config.uniintervene.intervention.model.cnn_latent_dim=16",
+        "--config.uniintervene.intervention.model.num_spatial_features=2",
+        "--config.uniintervene.recovery.cond_hidden_dims=(16,)",
+        "--config.uniintervene.recovery.chunk_hidden_dims=(16,)",
+    ]
+    run_task(f"pick-place,{ALGORITHM}", flags, timeout=550)
+    run_dir, summary, learner_summary = read_run(tmp_path, f"pick-place,{ALGORITHM}")
+    assert summary["algorithm"] == ALGORITHM and summary["env_steps"] == steps
+    assert summary["gate_decisions"] > 0, summary  # the pushed image models were ready and scored
+    assert summary["gate_latency_ms_p50"] is not None
+    assert learner_summary["uniintervene_ready"] == 1.0
+    # The models the gate ran are the image ones: the learner's saved models say so.
+    import json
+
+    models = run_dir / "uniintervene"
+    value = json.loads((models / "value" / "model.json").read_text())["config"]
+    assert value["encoder"]["type"] == "small_cnn" and value["encoder"]["image_keys"] == ["front", "wrist"]
+    intervention = json.loads((models / "intervention" / "model.json").read_text())["config"]["config"]
+    assert intervention["model"]["backbone"] == "cnn"
+    assert intervention["model"]["image_keys"] == ["front", "wrist"]
+    rows = [json.loads(line) for line in (run_dir / "gate_timeline.jsonl").read_text().splitlines()]
+    assert any(p is not None for r in rows for p in r["risk"])  # scored steps on camera frames
