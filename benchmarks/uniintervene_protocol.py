@@ -30,7 +30,9 @@ Parts, in the paper's order (each resumes: finished stages and runs are skipped)
               ablation tasks (the paper's Pick and RAM: pick-place and assembly), each started
               from its own offline folder.
 ``tables``    ``benchmarks/protocol_tables.py``: the paper-shaped main and ablation tables and
-              the issue's done-when checks, ``OUT/tables.md`` / ``tables.json``.
+              the issue's done-when checks, ``OUT/tables.md`` / ``tables.json``; and
+              ``benchmarks/gate_timing.py`` on the comparison's runs (when the gate fires, what
+              the recovery runs do, what precedes each takeover): ``OUT/compare/gate_timing.md``.
 
 With ``--commit`` every finished stage's report files (not the recorded data), the models, the
 memory, and every finished run are committed as they finish.
@@ -254,11 +256,20 @@ def main(argv=None):
         build_tables(out, os.path.join(REPO, "benchmarks", "results", "sft", "results.json"),
                      "python benchmarks/protocol_tables.py --out=" + os.path.relpath(out, REPO))
         print(f"[protocol] tables: {os.path.join(out, 'tables.md')}", flush=True)
+        timing = []
+        if os.path.isdir(os.path.join(out, "compare", "runs")):
+            from benchmarks.gate_timing import main as gate_timing
+
+            try:
+                gate_timing([f"--runs={os.path.join(out, 'compare', 'runs')}", f"--out={os.path.join(out, 'compare')}"])
+                timing = [os.path.join(out, "compare", f"gate_timing.{ext}") for ext in ("md", "json")]
+            except SystemExit as e:  # no finished run with a gate timeline yet
+                print(f"[protocol] gate timing: {e}", flush=True)
         if args.commit:
             from benchmarks.hil_serl import git_commit
 
-            git_commit([os.path.join(out, "tables.md"), os.path.join(out, "tables.json")],
-                       "UniIntervene protocol: tables and done-when checks")
+            git_commit([os.path.join(out, "tables.md"), os.path.join(out, "tables.json"), *timing],
+                       "UniIntervene protocol: tables, gate timing and done-when checks")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""When the UniIntervene gate fires, and what happens next, from the recorded gate timelines.
+
+  python benchmarks/gate_timing.py [--runs=benchmarks/results/uniintervene_protocol/compare/runs]
+      [--method=hil_serl+uniintervene] [--window=10] [--from_fraction=0.5]
+
+Reads every ``RUNS/TASK/METHOD/seedS/gate_timeline.jsonl`` (the gate writes every
+``uniintervene.timeline_every``-th training episode: per step the proxy value, sigmoid(risk),
+whether it fired and who acted: 0 policy, 1 recovery, 2 human) and, per task, over the episodes
+recorded from ``--from_fraction`` of each run's env steps on (0.5: the second half, once the
+models and the policy have trained), reports:
+
+* **first trigger step**: the episode step of the first trigger (median, and the share at the
+  first step the gate may decide, when its value history first holds K real steps: the gate
+  decides nothing before);
+* **takeover onsets** (a human step after a non-human one) and, for each, the recovery steps
+  that ran in the ``--window`` steps before it (the recovery policy's time to make the progress
+  the operator looks for), and the share of takeovers with a recovery step in that window;
+* **recovery runs** (consecutive recovery steps): their length, the proxy-value change over the
+  run (last value in the run minus the value at the step before it), and how each ended: the
+  episode succeeded during the run or within ``--window`` steps after it (``success``), a human
+  step came within ``--window`` steps after it (``human``), else the policy carried on
+  (``policy``).
+
+Outputs ``{--out}/gate_timing.md`` and ``.json`` (default: beside ``--runs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+POLICY, RECOVERY, HUMAN = 0, 1, 2
+
+
+def read_timeline(path: str) -> List[dict]:
+    """The episode records of one ``gate_timeline.jsonl``; a torn last line (a run killed while
+    writing) is skipped."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def episode_events(ep: dict, window: int) -> Dict[str, list]:
+    """Per-episode events of one timeline record (``source``, ``trigger``, ``value`` lists of equal
+    length, ``success`` bool).
+
+    Returns ``{"first_trigger": [step] or [], "first_decision": [step] or [] (the first step with a
+    risk score), "takeover_recovery_steps": [recovery steps in the window before each takeover
+    onset], "runs": [(length, value change or None, outcome)]}``.
+
+    Raises:
+      ValueError: lists of unequal length.
+    """
+    s, trig, val = ep["source"], ep["trigger"], ep["value"]
+    risk = ep.get("risk", [None] * len(s))
+    if not (len(s) == len(trig) == len(val) == len(risk)):
+        raise ValueError(f"episode {ep.get('episode')}: source/trigger/value/risk lengths differ")
+    n = len(s)
+    out: Dict[str, list] = {"first_trigger": [], "first_decision": [], "takeover_recovery_steps": [], "runs": []}
+    fired = [t for t in range(n) if trig[t]]
+    if fired:
+        out["first_trigger"].append(fired[0])
+    scored = [t for t in range(n) if risk[t] is not None]
+    if scored:
+        out["first_decision"].append(scored[0])
+    for t in range(n):
+        if s[t] == HUMAN and (t == 0 or s[t - 1] != HUMAN):
+            out["takeover_recovery_steps"].append(sum(1 for k in range(max(0, t - window), t) if s[k] == RECOVERY))
+    t = 0
+    while t < n:
+        if s[t] != RECOVERY:
+            t += 1
+            continue
+        start = t
+        while t < n and s[t] == RECOVERY:
+            t += 1
+        end = t  # first step after the run
+        before = val[start - 1] if start > 0 else None
+        last = val[end - 1]
+        gain = None if before is None or last is None else float(last) - float(before)
+        after = s[end:end + window]
+        if HUMAN in after:
+            outcome = "human"
+        elif ep.get("success") and end + window >= n:
+            outcome = "success"
+        else:
+            outcome = "policy"
+        out["runs"].append((end - start, gain, outcome))
+    return out
+
+
+def summarise(episodes: Sequence[dict], window: int) -> Dict[str, Optional[float]]:
+    """Aggregates :func:`episode_events` over episodes (see the module docstring)."""
+    first, at_first, take, runs = [], 0, [], []
+    for ep in episodes:
+        ev = episode_events(ep, window)
+        if ev["first_trigger"]:
+            first.append(ev["first_trigger"][0])
+            if ev["first_decision"] and ev["first_trigger"][0] == ev["first_decision"][0]:
+                at_first += 1
+        take += ev["takeover_recovery_steps"]
+        runs += ev["runs"]
+    gains = [g for _, g, _ in runs if g is not None]
+    outcomes = [o for _, _, o in runs]
+    return {
+        "episodes": len(episodes),
+        "episodes_with_trigger": len(first),
+        "first_trigger_step_median": float(np.median(first)) if first else None,
+        "first_trigger_at_first_decision": at_first / len(first) if first else None,
+        "takeovers": len(take),
+        "takeovers_with_recovery_before": float(np.mean([x > 0 for x in take])) if take else None,
+        "recovery_steps_before_takeover_median": float(np.median(take)) if take else None,
+        "recovery_runs": len(runs),
+        "recovery_run_length_median": float(np.median([r[0] for r in runs])) if runs else None,
+        "recovery_value_change_mean": float(np.mean(gains)) if gains else None,
+        "recovery_value_rises": float(np.mean([g > 0 for g in gains])) if gains else None,
+        **{f"recovery_ends_{o}": (outcomes.count(o) / len(outcomes) if outcomes else None)
+           for o in ("success", "human", "policy")},
+    }
+
+
+def _fmt(v, digits=2):
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default="benchmarks/results/uniintervene_protocol/compare/runs")
+    p.add_argument("--method", default="hil_serl+uniintervene")
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--from_fraction", type=float, default=0.5)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.from_fraction < 1.0:
+        p.error("--from_fraction must be in [0, 1)")
+    out = args.out or os.path.dirname(os.path.abspath(args.runs))
+    paths = sorted(glob.glob(os.path.join(args.runs, "*", args.method, "seed*", "gate_timeline.jsonl")))
+    if not paths:
+        raise SystemExit(f"no {args.method} gate_timeline.jsonl under {args.runs}")
+    by_task: Dict[str, List[dict]] = {}
+    seeds: Dict[str, List[str]] = {}
+    for path in paths:
+        seed_dir = os.path.dirname(path)
+        task = os.path.basename(os.path.dirname(os.path.dirname(seed_dir)))
+        if not os.path.exists(os.path.join(seed_dir, "summary.json")):
+            continue  # an unfinished run
+        rows = read_timeline(path)
+        if not rows:
+            continue
+        last = max(r.get("env_steps", 0) for r in rows)
+        by_task.setdefault(task, []).extend(r for r in rows if r.get("env_steps", 0) >= args.from_fraction * last)
+        seeds.setdefault(task, []).append(os.path.basename(seed_dir))
+    result = {"command": "python benchmarks/gate_timing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "window": args.window, "from_fraction": args.from_fraction,
+              "tasks": {t: {"seeds": seeds[t], **summarise(eps, args.window)} for t, eps in sorted(by_task.items())}}
+    cols = [("episodes", "episodes"), ("episodes_with_trigger", "with a trigger"),
+            ("first_trigger_step_median", "first trigger step (median)"),
+            ("first_trigger_at_first_decision", "first trigger at the first decision"),
+            ("takeovers", "takeovers"), ("takeovers_with_recovery_before", "takeovers with recovery before"),
+            ("recovery_steps_before_takeover_median", "recovery steps before a takeover (median)"),
+            ("recovery_runs", "recovery runs"), ("recovery_run_length_median", "run length (median)"),
+            ("recovery_value_change_mean", "value change per run (mean)"),
+            ("recovery_value_rises", "runs with a value rise"), ("recovery_ends_success", "ends: success"),
+            ("recovery_ends_human", "ends: human"), ("recovery_ends_policy", "ends: policy")]
+    lines = ["# UniIntervene gate timing (recorded gate timelines)", "", f"Command: `{result['command']}`", "",
+             f"Episodes recorded by the gate (every `uniintervene.timeline_every`-th) from {args.from_fraction:.0%} of "
+             f"each run's env steps on; window N = {args.window} env steps (module docstring of "
+             "`benchmarks/gate_timing.py` defines each column).", "",
+             "| task | seeds | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---|" + "---:|" * len(cols)]
+    for task, row in result["tasks"].items():
+        lines.append(f"| {task} | {','.join(s.replace('seed', '') for s in row['seeds'])} | "
+                     + " | ".join(_fmt(row[c[0]], 3 if c[0] == "recovery_value_change_mean" else 2) for c in cols) + " |")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "gate_timing.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(out, "gate_timing.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

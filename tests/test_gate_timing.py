@@ -1,0 +1,69 @@
+"""benchmarks/gate_timing.py on hand-made gate timelines (counts checked by hand)."""
+
+import json
+
+import pytest
+
+from benchmarks.gate_timing import episode_events, main, summarise
+
+N = None
+
+
+def _ep(source, trigger, value, risk=None, success=False, env_steps=100):
+    risk = risk if risk is not None else [N] * 2 + [0.5] * (len(source) - 2)
+    return {"source": source, "trigger": trigger, "value": value, "risk": risk, "success": success,
+            "env_steps": env_steps}
+
+
+# steps:     0  1  2  3  4  5  6  7  8  9 10 11
+SOURCE = [0, 0, 0, 1, 1, 1, 2, 2, 0, 1, 1, 0]
+TRIGGER = [0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0]
+VALUE = [.1, .2, .3, .3, .25, .2, .4, .5, .6, .6, .8, .9]
+
+
+def test_episode_events_by_hand():
+    ev = episode_events(_ep(SOURCE, TRIGGER, VALUE, success=True), window=2)
+    assert ev["first_trigger"] == [3] and ev["first_decision"] == [2]
+    # one takeover onset at step 6; steps 4, 5 are recovery -> 2
+    assert ev["takeover_recovery_steps"] == [2]
+    # run 1: steps 3-5, value 0.2 - 0.3 (step 2) = -0.1, a human at step 6 -> "human";
+    # run 2: steps 9-10, 0.8 - 0.6 = +0.2, the episode (successful) ends 1 step later -> "success"
+    (l1, g1, o1), (l2, g2, o2) = ev["runs"]
+    assert (l1, o1, l2, o2) == (3, "human", 2, "success")
+    assert g1 == pytest.approx(-0.1) and g2 == pytest.approx(0.2)
+
+
+def test_run_followed_by_the_policy_and_a_failed_episode():
+    ev = episode_events(_ep([0, 0, 1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0], [.1] * 8), window=3)
+    assert ev["runs"] == [(2, 0.0, "policy")]
+    assert ev["takeover_recovery_steps"] == []
+
+
+def test_summary_and_unequal_lengths():
+    eps = [_ep(SOURCE, TRIGGER, VALUE, success=True), _ep([0] * 5, [0] * 5, [.1] * 5)]
+    s = summarise(eps, window=2)
+    assert s["episodes"] == 2 and s["episodes_with_trigger"] == 1
+    assert s["first_trigger_step_median"] == 3 and s["first_trigger_at_first_decision"] == 0.0
+    assert s["takeovers"] == 1 and s["takeovers_with_recovery_before"] == 1.0
+    assert s["recovery_runs"] == 2 and s["recovery_value_rises"] == 0.5
+    assert s["recovery_ends_human"] == 0.5 and s["recovery_ends_success"] == 0.5
+    with pytest.raises(ValueError, match="lengths differ"):
+        episode_events({"source": [0, 1], "trigger": [0], "value": [0, 0]}, window=2)
+
+
+def test_cli_reads_finished_runs_only(tmp_path):
+    runs = tmp_path / "runs"
+    done = runs / "pick-place" / "m" / "seed0"
+    unfinished = runs / "pick-place" / "m" / "seed1"
+    for d in (done, unfinished):
+        d.mkdir(parents=True)
+        with open(d / "gate_timeline.jsonl", "w") as f:
+            f.write(json.dumps(_ep(SOURCE, TRIGGER, VALUE, success=True, env_steps=10)) + "\n")
+            f.write(json.dumps(_ep(SOURCE, TRIGGER, VALUE, success=True, env_steps=100)) + "\n")
+            f.write('{"torn')
+    (done / "summary.json").write_text("{}")
+    main([f"--runs={runs}", "--method=m", "--window=2", f"--out={tmp_path}"])
+    got = json.load(open(tmp_path / "gate_timing.json"))["tasks"]["pick-place"]
+    # seed1 has no summary.json; of seed0's two episodes only the one at >= 50% of 100 env steps
+    assert got["seeds"] == ["seed0"] and got["episodes"] == 1
+    assert "pick-place" in (tmp_path / "gate_timing.md").read_text()
