@@ -182,9 +182,10 @@ def _hil_serl_cameras_uniintervene(config):
     # the robot's camera rig on the UR5e sim task) are the UniIntervene models' cameras too.
     cameras = config.agent.encoder.get_ref("image_keys")
     # Proxy value V(o, l): SmallCNN per camera (stride 2 x 4, channels 16-32-64-64, 64-d per
-    # camera) + the 4-D proprio state. It is the one image encoder of the gate: its latent z
-    # (value.latent_dim = 128) is the memory's retrieval key and the recovery policy's image
-    # input (below). Its update sees 2 x batch_size frame sets (o, o'), random-crop augmented.
+    # camera) + the proprio state (4-D on Meta-World, UREnv's 19-D on the UR5e). Its latent z
+    # (value.latent_dim = 128) is the memory's retrieval key and the recovery policy's only
+    # image input (below). Its update sees 2 x batch_size frame sets (o, o'), random-crop
+    # augmented.
     u.value.encoder.type = "small_cnn"
     u.value.encoder.image_keys = cameras
     u.value.encoder.widths = (16, 32, 64, 64)
@@ -196,16 +197,19 @@ def _hil_serl_cameras_uniintervene(config):
     # (128 px: 8 x 8 blocks) plus the state, F = 2 x 768 + 4 = 1,540 -> D = 128: a 0.8 MB
     # matrix instead of 50 MB for the raw 2 x 49,152 pixels.
     u.target_encoder = "random:16"
-    # Recovery policy and memory on the recovery view [state (4), z (128)] = 132 floats per
-    # observation (uniintervene_jax/views.py): no CNN of its own, goals are the memory item's
-    # [goal state, goal z]. A memory item costs about 2.8 KB (key + goal views 2 x 528 B, key +
-    # goal embeddings 2 x 512 B, goal view 528 B, 8 x 4 actions 128 B): 120 items ~ 0.3 MB in
-    # every payload, against 23 MB if each item kept its key and goal frames at 128 px.
+    # Recovery policy and memory on the recovery view [state, z] (uniintervene_jax/views.py):
+    # S + 128 floats per observation, S = 4 on Meta-World (132 floats, 528 B), 19 on the UR5e.
+    # No CNN of its own (it would add 4 updates x 2 x 128 frame sets per round); its goal is the
+    # memory item's [goal state, goal z]. A memory item costs about 2.8 KB on Meta-World (key and
+    # goal views 2 x 528 B, goal state = goal view 528 B, key and goal embeddings 2 x 512 B,
+    # 8 x 4 actions 128 B): 120 items ~ 0.33 MB in every payload, against 23.6 MB for their key
+    # and goal frame sets at 128 px (120 x 2 x 98,304 B). A recovery pair is 2 x 528 B.
     u.recovery_inputs = "state+value_embedding"
-    # Kept online episodes: each step keeps a 96 KiB frame set (2 x 128 x 128 x 3) in the
-    # episode and one copy in the intervention dataset, ~19 MB per 100-step episode: 40
-    # episodes ~ 0.8 GB (+ the demos, ~0.4 GB for 20 demos of 100 steps), instead of 200 x 19 MB
-    # = 3.8 GB; each refresh re-scores them all with the CNNs (value curves, z, target).
+    # Kept online episodes: a frame set (2 x 128 x 128 x 3 B + state) is 98,320 B, kept in the
+    # episode and once more in the intervention dataset: a 125-step pick-place failure holds
+    # 2 x 126 x 98,320 B = 24.8 MB, so 40 episodes <= 1.0 GB (+ ~60 MB for 20 demos of ~15
+    # steps), against 5 GB with the state preset's max_episodes = 200. Each refresh (every 10
+    # episodes) re-scores all kept frames with the CNNs (value curve, z, target latent).
     u.max_episodes = 40
     return config
 

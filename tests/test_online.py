@@ -608,7 +608,8 @@ def test_actor_summary_gate_counts_cover_the_whole_run(tmp_path):
 def test_uniintervene_algorithms_compose():
     names = sorted(n for n in ALGORITHMS if "uniintervene" in n)
     assert names == ["hil_serl+uniintervene", "hil_serl+uniintervene-no_future", "hil_serl+uniintervene-no_memory",
-                     "hil_serl+uniintervene-no_tvr", "hil_serl+uniintervene-no_value", "hil_serl+uniintervene-replan1"]
+                     "hil_serl+uniintervene-no_tvr", "hil_serl+uniintervene-no_value", "hil_serl+uniintervene-replan1",
+                     "hil_serl_cameras+uniintervene"]
     tvr = "tvr_history"
     expected = {  # (use_future, use_value_cond, head_type, use_memory_goal)
         "hil_serl+uniintervene": (True, True, tvr, True),
@@ -617,6 +618,7 @@ def test_uniintervene_algorithms_compose():
         "hil_serl+uniintervene-no_tvr": (True, True, "binary", True),
         "hil_serl+uniintervene-no_memory": (True, True, tvr, False),
         "hil_serl+uniintervene-replan1": (True, True, tvr, True),
+        "hil_serl_cameras+uniintervene": (True, True, tvr, True),  # image models: test_uniintervene_images.py
     }
     for name in names:
         config = get_config(f"pick-place,{name}")
