@@ -245,3 +245,19 @@ def test_run_task_decides_with_the_image_models(tmp_path):
     assert intervention["model"]["image_keys"] == ["front", "wrist"]
     rows = [json.loads(line) for line in (run_dir / "gate_timeline.jsonl").read_text().splitlines()]
     assert any(p is not None for r in rows for p in r["risk"])  # scored steps on camera frames
+
+
+def test_the_image_models_save_and_restore(trained, tmp_path):
+    """A resumed learner gets the image models and the view memory back (its payload equals
+    the saved one's models)."""
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    ui, _, rng = trained
+    ui.save(str(tmp_path / "uniintervene"))
+    fresh = OnlineUniIntervene(_config(seed=1), SPEC, A)
+    assert fresh.restore(str(tmp_path / "uniintervene"))
+    obs = {k: v[3] for k, v in _episode(rng, 6, True)["observations"].items()}
+    assert float(fresh.value.values(obs, fresh.instr)) == pytest.approx(float(ui.value.values(obs, ui.instr)), abs=1e-6)
+    assert fresh.recovery.obs_spec == ui.recovery.obs_spec and fresh.intervention.obs_spec == ui.intervention.obs_spec
+    np.testing.assert_array_equal(fresh.memory_items.goal_observations["state"], ui.memory_items.goal_observations["state"])
+    assert len(fresh.online) == 2 and fresh.episodes_seen == 2
