@@ -79,6 +79,25 @@ def test_the_preset_puts_the_models_on_the_cameras():
     assert tuple(ur.uniintervene.intervention.model.image_keys) == ("front", "wrist")
 
 
+def test_the_image_fields_are_checked():
+    from uniintervene_jax.online_config import check_online_config
+
+    u = get_config(f"pick-place,{ALGORITHM}").uniintervene
+    check_online_config(u)
+    for field, value in (("recovery_inputs", "frames"), ("target_encoder", "random:0"),
+                         ("target_encoder", "random:x")):
+        bad = u.copy_and_resolve_references()
+        bad[field] = value
+        with pytest.raises(ValueError, match=field):
+            check_online_config(bad)
+    from uniintervene_jax.message import build_models
+
+    config = _config()
+    config.uniintervene.init_from = "/somewhere"  # the offline pipeline has no image view
+    with pytest.raises(ValueError, match="fresh models only"):
+        build_models(config, SPEC, A)
+
+
 def test_the_pooled_random_target_encoder():
     from uniintervene_jax.intervention.target_encoders import RandomProjectionEncoder
 

@@ -499,12 +499,11 @@ class NetworkGateModels:
     def __init__(self, config, obs_spec, action_dim: int):
         from uniintervene_jax.instructions import instruction_for, tokenize_instruction
         from uniintervene_jax.message import build_models
+        from uniintervene_jax.views import uses_value_embedding
 
         c = config.uniintervene
         self.task = config.task
         self.instr = tokenize_instruction(instruction_for(self.task))
-        from uniintervene_jax.views import uses_value_embedding
-
         self._value, self._intervention, self._recovery = build_models(config, obs_spec, action_dim)
         self.embedding_dim = int(self._value.config.latent_dim)  # the folder's with uniintervene.init_from
         # recovery_inputs="state+value_embedding": the recovery policy reads the recovery view

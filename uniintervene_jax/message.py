@@ -54,7 +54,6 @@ def build_models(config, obs_spec, action_dim: int):
     from uniintervene_jax.intervention.model import InterventionModel
     from uniintervene_jax.recovery.model import RecoveryPolicy
     from uniintervene_jax.value.model import ProxyValue
-
     from uniintervene_jax.views import recovery_example, uses_value_embedding
 
     c = config.uniintervene
