@@ -1,0 +1,255 @@
+"""Does the UniIntervene gate take work off the operator for a fixed policy? (the gate's effect on IR
+without the learning dynamics of a run)
+
+  python benchmarks/gate_with_operator.py [--runs=benchmarks/results/uniintervene_protocol/compare/runs]
+      [--tasks=pick-place,peg-insert-side] [--seeds=0] [--episodes=40] [--out=...]
+
+For every finished ``hil_serl+uniintervene`` run (``RUNS/TASK/hil_serl+uniintervene/seedS`` with
+its learner checkpoint and ``uniintervene/`` models, which stay in the run folder but are not
+committed), the run's last agent and its last UniIntervene models and memory are restored
+(as ``benchmarks/system_eval.py`` does) and run for ``--episodes`` training-style episodes on
+fresh envs **with the simulated operator** (the run's operator config, episode ``i`` on the
+evaluation seed ``common.eval_seed(config, i)``), deterministic policy actions, two ways on the
+same seeds:
+
+  ``policy + operator``          the base policy alone, the operator takes over as in training;
+  ``policy + gate + operator``   a fresh evaluation copy of the run's gate between the policy and
+                                 the env (trigger, memory goal, recovery chunks; a human step aborts
+                                 a chunk, the gate cools down after a hand-back, as in the actor).
+
+When the same task and seed has a finished ``hil_serl`` run, its last agent runs the first way too
+(``hil_serl policy + operator``): the baseline's final policy on the same seeds.
+
+``--base=bc`` instead takes the paper's starting point: the SFT base policy (behaviour cloning on
+the task's demos of ``OFFLINE/TASK/data/demos`` for each of ``--bc_steps``, training seed 0; few
+steps give a weak policy, like the one that recorded the offline data) and the gate built from
+the offline pipeline folder ``OFFLINE/TASK`` alone (``uniintervene.init_from``: its proxy value,
+intervention model, best-F1 threshold, memory and recovery policy, as an online run starts),
+``--offline`` defaulting to the protocol's ``offline/`` beside ``--runs``.
+
+Per way: IR (operator steps / all steps), takeovers per episode, SR with the operator and the
+share of episodes with no operator step (autonomous), and for the gate the recovery share of the
+steps. The gate's effect is the difference between the first two rows: same policy, same
+operator, same seeds. Outputs ``{--out}/gate_with_operator.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+FULL = "hil_serl+uniintervene"
+
+
+def run_with_operator(agent, config, episodes: int, gate=None) -> Dict[str, float]:
+    """``episodes`` episodes on fresh envs with the simulated operator (the actor's action order:
+    policy action -> gate -> env, where the operator's ``info["intervene_action"]`` replaces it).
+
+    Returns ``{"ir", "takeovers_per_episode", "success_rate", "autonomous_rate",
+    "recovery_share", "steps"}`` (rates in [0, 1]; ``recovery_share`` None without a gate).
+    """
+    from serl_ext.loop import common
+    from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
+
+    steps = human = takeovers = recovery = successes = autonomous = 0
+    for i in range(episodes):
+        seed = common.eval_seed(config, i)
+        env = common.make_env(config, seed, with_operator=True)
+        try:
+            obs, _ = env.reset(seed=seed)
+            if gate is not None:
+                gate.reset(obs)
+            done, prev_human, ep_human, success = False, False, 0, False
+            while not done:
+                action = np.asarray(agent.eval_actions(obs), dtype=np.float32)
+                source = POLICY
+                if gate is not None:
+                    action, source = gate.select_action(obs, action)
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                if "intervene_action" in info:
+                    action, source = np.asarray(info["intervene_action"], dtype=np.float32), HUMAN
+                if gate is not None:
+                    gate.observe(obs, action, source, reward, next_obs, info)
+                is_human = source == HUMAN
+                takeovers += int(is_human and not prev_human)
+                prev_human = is_human
+                ep_human += int(is_human)
+                recovery += int(source == RECOVERY)
+                steps += 1
+                success = success or bool(info.get("success", False))
+                obs = next_obs
+                done = terminated or truncated
+            human += ep_human
+            successes += int(success)
+            autonomous += int(success and ep_human == 0)
+        finally:
+            env.close()
+    return {"ir": human / max(steps, 1), "takeovers_per_episode": takeovers / episodes,
+            "success_rate": successes / episodes, "autonomous_rate": autonomous / episodes,
+            "recovery_share": (recovery / max(steps, 1)) if gate is not None else None, "steps": steps}
+
+
+def restore(run_dir: str, with_gate: bool):
+    """``(agent, config, gate or None)`` from a finished run folder (last checkpoint; the gate
+    loaded with the run's final UniIntervene models and memory, evaluation copy).
+
+    Raises FileNotFoundError when the checkpoint or the UniIntervene models are missing."""
+    from serl_ext.loop.checkpoint import load_agent
+
+    agent, info = load_agent(run_dir)
+    config = info["config"]
+    if not with_gate:
+        return agent, config, None
+    from uniintervene_jax.gate import make_gate
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    spec, action_dim = info["observation_spec"], info["action_dim"]
+    ui = OnlineUniIntervene(config, spec, action_dim, [])
+    if not ui.restore(os.path.join(run_dir, "uniintervene")):
+        raise FileNotFoundError(f"no UniIntervene models in {run_dir}/uniintervene")
+    gate = make_gate(config, spec, action_dim, None)
+    gate.load_params(dict(ui.payload(), ready=True))
+    return agent, config, gate.for_evaluation()
+
+
+def offline_gate(task: str, offline_dir: str):
+    """``(config, gate, demos)``: the ``hil_serl+uniintervene`` config of ``task`` started from the
+    offline folder, an evaluation copy of its gate loaded with the offline models and memory
+    (marked ready), and the folder's demo episodes.
+
+    Raises FileNotFoundError when the folder has no models or no demos."""
+    from configs.train import get_config
+    from serl_ext.data.episodes import list_episodes, load_episode
+    from serl_ext.loop import common
+    from uniintervene_jax.gate import make_gate
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    if not os.path.isdir(os.path.join(offline_dir, "models", "intervention")):
+        raise FileNotFoundError(f"{offline_dir} has no models/intervention (run the offline pipeline first)")
+    demo_paths = list_episodes(os.path.join(offline_dir, "data", "demos"))
+    if not demo_paths:
+        raise FileNotFoundError(f"{offline_dir}/data/demos holds no episodes (rerun the pipeline's data stage)")
+    config = get_config(f"{task},{FULL}")
+    config.uniintervene.init_from = offline_dir
+    env = common.make_env(config, 0, with_operator=False)
+    spec, action_dim = common.observation_spec(env), int(env.action_space.shape[0])
+    env.close()
+    ui = OnlineUniIntervene(config, spec, action_dim, [])
+    gate = make_gate(config, spec, action_dim, None)
+    gate.load_params(dict(ui.payload(), ready=True))
+    return config, gate.for_evaluation(), [load_episode(p) for p in demo_paths]
+
+
+def bc_rows(tasks, offline_root: str, bc_steps, episodes: int) -> List[Dict[str, Any]]:
+    """``--base=bc``: per task and BC step count, the BC policy with the operator, without and
+    with the offline gate (module docstring)."""
+    from uniintervene_jax.offline_data import train_weak_bc
+
+    rows = []
+    for task in tasks:
+        offline_dir = os.path.join(offline_root, task)
+        if not os.path.isdir(offline_dir):
+            continue
+        config, gate, demos = offline_gate(task, offline_dir)
+        for steps in bc_steps:
+            t0 = time.time()
+            agent = train_weak_bc(config, demos, int(steps), seed=0)
+            row = {"task": task, "seed": 0, "bc_steps": int(steps), "episodes": episodes,
+                   "policy": run_with_operator(agent, config, episodes),
+                   "policy_gate": run_with_operator(agent, config, episodes, gate)}
+            row["seconds"] = time.time() - t0
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def _fmt(v: Optional[float], digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default="benchmarks/results/uniintervene_protocol/compare/runs")
+    p.add_argument("--tasks", default="pick-place,peg-insert-side,assembly,sweep-into,box-close")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--episodes", type=int, default=40)
+    p.add_argument("--base", default="run", choices=("run", "bc"),
+                   help="run: the runs' last agents; bc: BC policies with the offline gate")
+    p.add_argument("--offline", default=None, help="--base=bc: the offline folders (default: RUNS/../../offline)")
+    p.add_argument("--bc_steps", default="300,2000", help="--base=bc: BC updates, one policy per entry")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.episodes < 1:
+        p.error("--episodes must be >= 1")
+    out = args.out or os.path.dirname(os.path.abspath(args.runs))
+    rows: List[Dict[str, Any]] = []
+    tasks = [t for t in args.tasks.split(",") if t]
+    if args.base == "bc":
+        offline = args.offline or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.runs))), "offline")
+        rows = bc_rows(tasks, offline, [int(x) for x in args.bc_steps.split(",") if x], args.episodes)
+    for task in (tasks if args.base == "run" else []):
+        for seed in [s for s in args.seeds.split(",") if s]:
+            ui_dir = os.path.join(args.runs, task, FULL, f"seed{seed}")
+            if not os.path.exists(os.path.join(ui_dir, "summary.json")):
+                continue
+            t0 = time.time()
+            agent, config, gate = restore(ui_dir, with_gate=True)
+            row: Dict[str, Any] = {"task": task, "seed": int(seed), "episodes": args.episodes,
+                                   "policy": run_with_operator(agent, config, args.episodes),
+                                   "policy_gate": run_with_operator(agent, config, args.episodes, gate)}
+            hs_dir = os.path.join(args.runs, task, "hil_serl", f"seed{seed}")
+            if os.path.exists(os.path.join(hs_dir, "summary.json")):
+                hs_agent, hs_config, _ = restore(hs_dir, with_gate=False)
+                row["hil_serl_policy"] = run_with_operator(hs_agent, hs_config, args.episodes)
+            row["seconds"] = time.time() - t0
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if not rows:
+        raise SystemExit(f"nothing to evaluate: no finished {FULL} run (--base=run) or offline folder (--base=bc) "
+                         f"for the tasks and seeds asked under {args.runs}")
+    command = "python benchmarks/gate_with_operator.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.base == "bc":
+        ways = [("policy", "BC policy + operator"), ("policy_gate", "same policy + offline gate + operator")]
+    else:
+        ways = [("policy", "UniIntervene run's policy + operator"), ("policy_gate", "same policy + gate + operator"),
+                ("hil_serl_policy", "hil_serl run's policy + operator")]
+    lines = ["# The gate's effect on the operator's work for a fixed policy", "", f"Command: `{command}`", "",
+             f"Each run's last agent (and for the gate its last UniIntervene models and memory), {args.episodes} "
+             "episodes on the evaluation seeds with the run's simulated operator, deterministic policy actions "
+             "(`benchmarks/gate_with_operator.py` docstring). IR = operator steps / all steps; autonomous = "
+             "successful episodes with no operator step.", "",
+             "| task | seed | way | IR | takeovers / episode | SR with operator | autonomous | recovery share |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    if args.base == "bc":
+        lines[4] = (f"BC on the offline folder's demos (training seed 0, `--bc_steps` updates; the seed column "
+                    f"gives them) with the offline folder's gate, {args.episodes} episodes on the evaluation seeds "
+                    "with the default simulated operator, deterministic actions. IR = operator steps / all steps; "
+                    "autonomous = successful episodes with no operator step.")
+        lines[6] = lines[6].replace("| seed |", "| BC steps |")
+    for r in rows:
+        for key, name in ways:
+            if key not in r:
+                continue
+            m = r[key]
+            lines.append(f"| {r['task']} | {r.get('bc_steps', r['seed'])} | {name} | {_fmt(m['ir'])} | {_fmt(m['takeovers_per_episode'], 2)} | "
+                         f"{_fmt(m['success_rate'], 2)} | {_fmt(m['autonomous_rate'], 2)} | {_fmt(m['recovery_share'], 2)} |")
+    os.makedirs(out, exist_ok=True)
+    name = "gate_with_operator" + ("_bc" if args.base == "bc" else "")
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump({"command": command, "rows": rows}, f, indent=2)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
