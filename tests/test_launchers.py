@@ -133,16 +133,22 @@ def test_uniintervene_gate_end_to_end(tmp_path):
     """learner.sh + actor.sh with hil_serl+uniintervene and tiny budgets: the learner's online
     UniIntervene models become ready, are pushed, and the actor's gate scores with them."""
     collect_demos("pick-place", tmp_path / "demos")
+    steps = 800
     # The actor keeps to one env step per learner step (plus slack), also through the learner's
     # compile pauses (learner_timeout_s), so that the learner's UniIntervene models become
     # ready while the actor still has episodes to run.
     flags = replace_flags(
-        _flags(tmp_path, find_free_ports(2), 800),
+        _flags(tmp_path, find_free_ports(2), steps),
         "--config.learner.training_starts=300",
         "--config.actor.steps_per_update=1",
         "--config.actor.throttle_slack=100",
         "--config.actor.learner_timeout_s=120",
         "--config.uniintervene.min_episodes=2",
+        # No wait for a ready gate after min_episodes: here the gate gets ready only with the
+        # rebuild after episode 5 (refresh_episodes=4, about env step 550), so the 60 s wait
+        # always ran out (the learner training its models flat out meanwhile) and only delayed
+        # the run; the throttle keeps the actor within 100 steps of a learner busy rebuilding.
+        "--config.uniintervene.wait_for_ready_s=0",
         "--config.uniintervene.min_updates=20",
         "--config.uniintervene.pretrain_steps=20",
         "--config.uniintervene.refresh_episodes=4",
@@ -164,7 +170,7 @@ def test_uniintervene_gate_end_to_end(tmp_path):
                           learner_log=tmp_path / "learner.log", start_actor_when="UniIntervene pretrained")
     run_dir = tmp_path / "runs" / "pick-place" / "hil_serl+uniintervene" / "seed0"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["algorithm"] == "hil_serl+uniintervene" and summary["env_steps"] == 800
+    assert summary["algorithm"] == "hil_serl+uniintervene" and summary["env_steps"] == steps
     assert set(summary) == SUMMARY_KEYS | GATE_SUMMARY_KEYS
     assert summary["gate_decisions"] > 0, summary  # the pushed models were ready and the gate scored
     assert summary["gate_latency_ms_p50"] is not None
