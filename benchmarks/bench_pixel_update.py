@@ -1,0 +1,130 @@
+"""The learner's update cost from pixels: jitted ``SACAgent.update`` of ``hil_serl_cameras``.
+
+  PYTHONPATH=. python benchmarks/bench_pixel_update.py [--image_size=64] [--batches=32,256]
+      [--encoders=small_cnn,resnet10] [--seconds=10] [--out=benchmarks/results/pixel_update]
+
+Sets the budgets of ``benchmarks/pixels.py`` (its docstring's probe ran starved beside a sweep).
+The agent is built exactly as the learner builds it for ``pick-place,hil_serl_cameras`` (two
+cameras, ``front`` and ``wrist``, at ``--image_size`` px plus the 4-D proprioception, UTD 2, the
+preset's networks) with each encoder of ``--encoders``: ``small_cnn`` trained (the from-scratch
+variant) and ``resnet10`` with ``agent.encoder.freeze=True`` when the config has that field (the
+frozen pretrained variant; random weights time the same). The batch (``utd_ratio x B``
+transitions of random uint8 frames and float32 state) is made once on the device, the first call
+(compile) is timed apart, then update calls are timed for ``--seconds`` each, every call followed
+by ``block_until_ready``. Outputs ``{--out}.md`` / ``.json`` with ms per update, updates per
+second and the compile seconds, and the load average before and after (timings need a quiet
+machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def make_agent_and_batch(encoder: str, image_size: int, batch: int, seed: int = 0):
+    """``(agent, batch, utd)`` for ``pick-place,hil_serl_cameras`` with ``encoder`` (module docstring).
+
+    Raises ValueError for an unknown encoder type (from the agent's config check)."""
+    import jax
+    import jax.numpy as jnp
+
+    from configs.train import get_config
+    from serl_ext.loop import common
+
+    config = get_config("pick-place,hil_serl_cameras")
+    config.env.image_size = int(image_size)
+    config.agent.encoder.type = encoder
+    if encoder == "resnet10" and "freeze" in config.agent.encoder:
+        config.agent.encoder.freeze = True
+    utd = int(config.learner.utd_ratio)
+    spec = {key: ((image_size, image_size, 3), np.uint8) for key in config.agent.encoder.image_keys}
+    spec["state"] = ((4,), np.float32)
+    agent = common.create_agent(config, spec, 4)
+    rng = np.random.default_rng(seed)
+    n = utd * int(batch)
+
+    def obs():
+        out = {k: jnp.asarray(rng.integers(0, 256, (n, *shape), dtype=np.uint8)) for k, (shape, dt) in spec.items()
+               if dt == np.uint8}
+        out["state"] = jnp.asarray(rng.standard_normal((n, 4)).astype(np.float32))
+        return out
+
+    data = {"observations": obs(), "next_observations": obs(),
+            "actions": jnp.asarray(rng.uniform(-1, 1, (n, 4)).astype(np.float32)),
+            "rewards": jnp.asarray((rng.random(n) < 0.05).astype(np.float32)),
+            "masks": jnp.ones((n,), jnp.float32), "dones": jnp.zeros((n,), jnp.float32)}
+    jax.block_until_ready(data)
+    return agent, data, utd
+
+
+def time_updates(agent, batch, utd: int, seconds: float):
+    """``(compile_s, [seconds per call])``: the first call apart, then calls for ``seconds``."""
+    import jax
+
+    t0 = time.perf_counter()
+    agent, info = agent.update(batch, utd_ratio=utd)
+    jax.block_until_ready((agent, info))
+    compile_s = time.perf_counter() - t0
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        t = time.perf_counter()
+        agent, info = agent.update(batch, utd_ratio=utd)
+        jax.block_until_ready((agent, info))
+        times.append(time.perf_counter() - t)
+    return compile_s, times
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--batches", default="32,256")
+    p.add_argument("--encoders", default="small_cnn,resnet10")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "pixel_update"))
+    args = p.parse_args(argv)
+    import jax
+
+    load0 = os.getloadavg()
+    rows = []
+    for encoder in [e for e in args.encoders.split(",") if e]:
+        for b in [int(x) for x in args.batches.split(",") if x]:
+            agent, batch, utd = make_agent_and_batch(encoder, args.image_size, b)
+            compile_s, times = time_updates(agent, batch, utd, args.seconds)
+            ms = 1000.0 * float(np.median(times))
+            row = {"encoder": encoder, "batch": b, "utd": utd, "calls": len(times), "compile_s": compile_s,
+                   "ms_median": ms, "ms_p90": 1000.0 * float(np.percentile(times, 90)), "updates_per_s": 1000.0 / ms}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    result = {"command": "PYTHONPATH=. python benchmarks/bench_pixel_update.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+              "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, jax {jax.__version__} ({jax.default_backend()})",
+              "load_before": load0, "load_after": os.getloadavg(), "image_size": args.image_size, "rows": rows}
+    lines = ["# Pixel learner update (`pick-place,hil_serl_cameras`)", "", f"Command: `{result['command']}`  ",
+             f"Measured {result['date']} on {result['machine']}; load average {load0[0]:.2f} before, "
+             f"{result['load_after'][0]:.2f} after. Two cameras at {args.image_size} px + 4-D proprio, UTD 2 "
+             "(one call = 2 critic minibatches + actor + temperature), compile timed apart.", "",
+             "| encoder | batch | ms per update (median) | p90 ms | updates/s | compile s |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['encoder']}{' (frozen)' if r['encoder'] == 'resnet10' else ''} | {r['batch']} | "
+                     f"{r['ms_median']:.1f} | {r['ms_p90']:.1f} | {r['updates_per_s']:.1f} | {r['compile_s']:.1f} |")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".json", "w") as f:
+        json.dump(result, f, indent=2)
+    with open(args.out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
