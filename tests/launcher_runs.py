@@ -6,10 +6,13 @@ Not a test module (no ``test_`` prefix); imported by the launcher tests from ``t
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple
@@ -18,7 +21,7 @@ from serl_ext.transport import find_free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-__all__ = ["REPO", "find_free_ports", "tiny_flags", "replace_flags", "cpu_env", "collect_demos",
+__all__ = ["REPO", "find_free_ports", "tiny_flags", "replace_flags", "compile_cache_env", "cpu_env", "collect_demos",
            "run_learner_and_actor", "run_task", "read_run"]
 
 
@@ -55,9 +58,27 @@ def replace_flags(flags: Iterable[str], *new: str) -> list:
     return [f for f in flags if not f.startswith(fields)] + list(new)
 
 
+_COMPILE_CACHE: Optional[str] = None
+
+
+def compile_cache_env() -> Dict[str, str]:
+    """JAX's persistent compilation cache in one folder per test session (removed at exit): the
+    launcher processes of the tests (learners, actors, evaluations of the same tiny configs)
+    load the programs an earlier process compiled instead of compiling them again.
+    ``SERL_TESTS_COMPILE_CACHE=0`` turns it off (every process compiles for itself)."""
+    global _COMPILE_CACHE
+    if os.environ.get("SERL_TESTS_COMPILE_CACHE", "1") == "0":
+        return {}
+    if _COMPILE_CACHE is None:
+        _COMPILE_CACHE = tempfile.mkdtemp(prefix="serl_test_jax_cache_")
+        atexit.register(shutil.rmtree, _COMPILE_CACHE, True)
+    return {"JAX_COMPILATION_CACHE_DIR": _COMPILE_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.05"}
+
+
 def cpu_env(**extra: str) -> Dict[str, str]:
-    """The environment of a launcher process: this one's, JAX on the CPU, plus ``extra``."""
-    return dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+    """The environment of a launcher process: this one's, JAX on the CPU, the tests' shared
+    compilation cache (:func:`compile_cache_env`), plus ``extra``."""
+    return dict(os.environ, JAX_PLATFORMS="cpu", **{**compile_cache_env(), **extra})
 
 
 def collect_demos(task: str, out, num_demos: int = 2, timeout: int = 300) -> list:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from launcher_runs import (REPO, collect_demos, find_free_ports, read_run, replace_flags, run_learner_and_actor,
-                           run_task, tiny_flags)
+from launcher_runs import (REPO, collect_demos, cpu_env, find_free_ports, read_run, replace_flags,
+                           run_learner_and_actor, run_task, tiny_flags)
 
 
 # summary.json keys of every run (serl_ext/loop/actor.py:write_summary), and those a gate with
@@ -102,7 +102,7 @@ def test_actor_and_learner_processes_train_and_resume(tmp_path):
     # Evaluation mode restores the newest learner checkpoint and writes eval.json.
     evaluation = subprocess.run(
         ["bash", "launchers/eval.sh", "pick-place,hil_serl", *_flags(tmp_path, [0, 0], 400), "--eval_episodes=2"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=cpu_env(), capture_output=True, text=True, timeout=300,
     )
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     result = json.loads((run_dir / "eval.json").read_text())

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from launcher_runs import cpu_env
 from serl_ext.transport import find_free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +76,7 @@ def _wait(predicate, timeout_s, what, procs):
 def test_sigkilled_learner_loses_and_duplicates_no_transition(tmp_path):
     ports = find_free_ports(2)
     flags = _flags(tmp_path, ports)
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = cpu_env()  # JAX on the CPU; the restarted learners load the first one's compiled programs
     run_dir = tmp_path / "runs" / "pick-place" / "hil_serl" / "seed0"
     ckpt_dir = str(run_dir / "checkpoints")
     logs = []
