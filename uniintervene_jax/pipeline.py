@@ -109,6 +109,14 @@ def get_pipeline_config(task: str = "pick-place") -> ml_collections.ConfigDict:
     # benchmarks/results/recovery_goals.md measured hindsight training goals worst (mean IR 0.680
     # against 0.549 retrieved).
     c.recovery_goals = "retrieved"
+    # Training anchors of the recovery policy: "interventions" (default; the online trainer's
+    # rule, uniintervene.recovery_anchors: every step of the demos and the operator's steps of
+    # the rollouts) or "all" (also every step of the assisted rollouts that succeeded, i.e. the
+    # weak SFT policy's own actions in episodes the operator rescued; the default before
+    # 2026-12-01). With the BC policy + offline gate + operator on pick-place
+    # (benchmarks/gate_with_operator.py --base=bc, 20 episodes, BC 2,000 updates) the operator's
+    # steps went 636 -> 726 with "all" and 636 -> 518 with "interventions".
+    c.recovery_anchors = "interventions"
     c.closed_loop = ml_collections.ConfigDict()
     c.closed_loop.episodes = 10  # Held-out takeover states tried.
     c.closed_loop.max_chunks = 3
@@ -397,7 +405,8 @@ class Pipeline:
         return queries, values
 
     def stage_recovery(self):
-        from uniintervene_jax.recovery.dataset import current_observation_goals, recovery_training_pairs
+        from uniintervene_jax.recovery.dataset import (anchors_like_online, current_observation_goals,
+                                                       recovery_training_pairs)
         from uniintervene_jax.recovery.train import train_recovery_policy
 
         data = self.data()
@@ -406,10 +415,15 @@ class Pipeline:
         goals = str(self.config.get("recovery_goals", "future"))
         if goals not in ("retrieved", "future"):
             raise ValueError(f"config.recovery_goals must be 'retrieved' or 'future', got {goals!r}")
+        anchors = str(self.config.get("recovery_anchors", "all"))
+        if anchors not in ("interventions", "all"):
+            raise ValueError(f"config.recovery_anchors must be 'interventions' or 'all', got {anchors!r}")
 
         def pairs_for(episodes, retrieve=False):
             curves = [table[e["metadata"]["episode_id"]][0] for e in episodes]
             pairs = recovery_training_pairs(episodes, curves, horizon=int(self.config.recovery.horizon))
+            if anchors == "interventions":
+                pairs = anchors_like_online(pairs, episodes)
             if not bool(self.config.use_memory_goal):
                 # w/o memory goal: trained on the input the closed loop (and the gate) gives it.
                 return current_observation_goals(pairs), None
@@ -434,6 +448,7 @@ class Pipeline:
         result: Dict[str, Any] = {"train_pairs": int(len(train_pairs["actions"])),
                                   "held_pairs": int(len(held_pairs["actions"])),
                                   "recovery_goals": goals if bool(self.config.use_memory_goal) else "current_observation",
+                                  "recovery_anchors": anchors,
                                   "train_goals_retrieved": retrieved_fraction,
                                   "final_train_loss": history[-1].get("train/loss") if history else None}
         if len(held_pairs["actions"]):

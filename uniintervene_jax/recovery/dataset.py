@@ -148,6 +148,32 @@ def recovery_training_pairs(
     }
 
 
+def anchors_like_online(pairs: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The rows of :func:`recovery_training_pairs` output that the online trainer's default
+    anchor rule keeps (``uniintervene.recovery_anchors="interventions"``,
+    :func:`online_recovery_pairs`): every anchor of a demo (``metadata["source"] == "demo"``) and
+    the operator's steps (``source`` 1) of the other episodes; an anchor that is one of the
+    policy's own steps in a successful non-demo episode is dropped (offline those are the weak
+    SFT policy's actions in episodes the operator rescued). Every per-row array is filtered;
+    ``episode_index`` still indexes ``episodes``.
+
+    Raises ValueError when ``episode_index`` points past ``episodes``.
+    """
+    n = len(pairs["actions"])
+    idx = np.asarray(pairs["episode_index"], np.int64)
+    if n and idx.max() >= len(episodes):
+        raise ValueError(f"episode_index {int(idx.max())} out of range for {len(episodes)} episodes")
+    is_demo = np.array([(e.get("metadata") or {}).get("source") == "demo" for e in episodes], bool)
+    keep = (np.asarray(pairs["source"]) == SOURCE_INTERVENTION) | (is_demo[idx] if n else np.zeros(0, bool))
+
+    def rows(x):
+        if isinstance(x, Mapping):
+            return {k: rows(v) for k, v in x.items()}
+        return x[keep] if isinstance(x, np.ndarray) and x.shape[:1] == (n,) else x
+
+    return {k: rows(v) for k, v in pairs.items()}
+
+
 def take_pairs(pairs: Mapping[str, Any], idx: np.ndarray) -> Dict[str, Any]:
     """The training batch of rows ``idx`` (int ``(B,)``) of ``pairs``: ``observations``,
     ``goal_observations``, ``instructions``, ``actions`` (and ``target_tokens`` when present)."""
