@@ -47,9 +47,12 @@ expected at that budget (the state row reached it at ~30k env steps at ~100 upda
 report states the cut. Raise them with ``--budgets`` and ``--batch_size`` where more CPU (or a
 GPU learner) is available.
 
-**Provisional:** that probe ran at ``nice -n 19`` beside a sweep at higher priority, so it got a
-small share of the 2 cores; the seconds above overstate the cost by a large, unknown factor.
-Re-time the update on a quiet machine before a real run, and set the budgets from that.
+**Re-timed on a quiet machine** (``PYTHONPATH=. python benchmarks/bench_pixel_update.py``,
+``benchmarks/results/pixel_update.md``, 2026-12-01, nothing else running): SmallCNN 2.5 s per
+update at batch 32 and 52 s at batch 256, frozen ResNet-10 3.2 s and 27 s: the starved probe was
+not far off. XLA's CPU convolutions (their gradients above all) set the cost here; the budgets
+above stand, and a pixel row at the state row's budgets needs a GPU learner
+(``benchmarks/bench_gpu_learner.py``).
 
 Report (``OUT/results.md``, ``results.json``, ``curves.png``): per task and variant over its
 seeds, the median and mean evaluation SR at each evaluation step, the env steps and minutes (run
