@@ -41,21 +41,10 @@ from typing import Dict, List, Optional, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from serl_ext.loop.logging import read_jsonl  # noqa: E402  (metrics files; skips a torn last line)
+
 METHODS = ("hil_serl", "hil_serl+uniintervene")
 PROTOCOL_OFFLINE = os.path.join(REPO, "benchmarks", "results", "uniintervene_protocol", "offline", "{task}")
-
-
-def read_jsonl(path: str) -> List[dict]:
-    """The records of a metrics file; raises FileNotFoundError when it is missing and skips a
-    torn last line (a run killed mid-write)."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 def steady_learner_rate(rows: Sequence[dict], skip_s: float, end_wall_s: Optional[float] = None) -> Dict[str, float]:

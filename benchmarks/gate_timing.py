@@ -35,20 +35,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from serl_ext.loop.logging import read_jsonl  # noqa: E402
+
 POLICY, RECOVERY, HUMAN = 0, 1, 2
-
-
-def read_timeline(path: str) -> List[dict]:
-    """The episode records of one ``gate_timeline.jsonl``; a torn last line (a run killed while
-    writing) is skipped."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
 
 
 def episode_events(ep: dict, window: int) -> Dict[str, list]:
@@ -155,7 +148,7 @@ def main(argv=None):
         task = os.path.basename(os.path.dirname(os.path.dirname(seed_dir)))
         if not os.path.exists(os.path.join(seed_dir, "summary.json")):
             continue  # an unfinished run
-        rows = read_timeline(path)
+        rows = read_jsonl(path)  # a torn last line (a run killed while writing) is skipped
         if not rows:
             continue
         last = max(r.get("env_steps", 0) for r in rows)

@@ -109,15 +109,9 @@ def restore(run_dir: str, with_gate: bool):
     config = info["config"]
     if not with_gate:
         return agent, config, None
-    from uniintervene_jax.gate import make_gate
-    from uniintervene_jax.online import OnlineUniIntervene
+    from benchmarks.system_eval import restore_gate
 
-    spec, action_dim = info["observation_spec"], info["action_dim"]
-    ui = OnlineUniIntervene(config, spec, action_dim, [])
-    if not ui.restore(os.path.join(run_dir, "uniintervene")):
-        raise FileNotFoundError(f"no UniIntervene models in {run_dir}/uniintervene")
-    gate = make_gate(config, spec, action_dim, None)
-    gate.load_params(dict(ui.payload(), ready=True))
+    gate, _ = restore_gate(config, info["observation_spec"], info["action_dim"], run_dir)
     return agent, config, gate.for_evaluation()
 
 

@@ -72,6 +72,24 @@ def config_from_run(run_dir: str):
     return config
 
 
+def restore_gate(config, spec, action_dim: int, run_dir: str):
+    """``(gate, trainer)``: the run's gate (``uniintervene_jax.gate.make_gate``) loaded with the
+    final UniIntervene models and memory of ``run_dir/uniintervene`` (marked ready, whatever the
+    run's last flag was), and the :class:`~uniintervene_jax.online.OnlineUniIntervene` they were
+    restored into. The gate is the training one: take ``gate.for_evaluation()`` for episodes.
+
+    Raises FileNotFoundError when the run folder has no saved UniIntervene models."""
+    from uniintervene_jax.gate import make_gate
+    from uniintervene_jax.online import OnlineUniIntervene
+
+    ui = OnlineUniIntervene(config, spec, action_dim, [])
+    if not ui.restore(os.path.join(run_dir, "uniintervene")):
+        raise FileNotFoundError(f"no UniIntervene models in {run_dir}/uniintervene")
+    gate = make_gate(config, spec, action_dim, None)
+    gate.load_params(dict(ui.payload(), ready=True))
+    return gate, ui
+
+
 def evaluate_run(run_dir: str, episodes: int) -> Dict[str, Any]:
     """Policy-alone and system evaluation of one finished run (module docstring).
 
@@ -86,8 +104,6 @@ def evaluate_run(run_dir: str, episodes: int) -> Dict[str, Any]:
     from serl_ext.loop import common
     from serl_ext.loop.checkpoint import Checkpointer, load_agent
     from serl_ext.loop.evaluation import evaluate
-    from uniintervene_jax.gate import make_gate
-    from uniintervene_jax.online import OnlineUniIntervene
 
     try:  # a self-describing checkpoint: config, spaces and agent from the run folder alone
         agent, info = load_agent(run_dir)
@@ -106,12 +122,7 @@ def evaluate_run(run_dir: str, episodes: int) -> Dict[str, Any]:
             agent, _, counters = checkpointer.restore(common.create_agent(config, spec, action_dim))
         finally:
             checkpointer.close()
-    ui = OnlineUniIntervene(config, spec, action_dim, [])
-    if not ui.restore(os.path.join(run_dir, "uniintervene")):
-        raise FileNotFoundError(f"no UniIntervene models in {run_dir}/uniintervene")
-    gate = make_gate(config, spec, action_dim, None)
-    payload = dict(ui.payload(), ready=True)  # the final models, whatever the run's last flag was
-    gate.load_params(payload)
+    gate, ui = restore_gate(config, spec, action_dim, run_dir)
     t0 = time.time()
     alone = evaluate(agent, config, episodes)
     system = evaluate(agent, config, episodes, gate=gate.for_evaluation(), prefix="eval_system")
