@@ -27,6 +27,12 @@ the offline pipeline folder ``OFFLINE/TASK`` alone (``uniintervene.init_from``: 
 intervention model, best-F1 threshold, memory and recovery policy, as an online run starts),
 ``--offline`` defaulting to the protocol's ``offline/`` beside ``--runs``.
 
+``--oracle`` adds a third way, ``policy + trigger, expert recovery + operator``: the same gate
+(the same value, trigger and cooldowns, so the same firing rule) with the scripted expert's
+closed-loop action (privileged state, no noise) as every recovery step. It bounds what a better
+recovery policy could do behind this trigger: the gap from the second way is the recovery
+policy's share of the missing IR cut, the gap from the first the trigger's.
+
 Per way: IR (operator steps / all steps), takeovers per episode, SR with the operator and the
 share of episodes with no operator step (autonomous), and for the gate the recovery share of the
 steps. The gate's effect is the difference between the first two rows: same policy, same
@@ -50,33 +56,84 @@ sys.path.insert(0, REPO)
 FULL = "hil_serl+uniintervene"
 
 
-def run_with_operator(agent, config, episodes: int, gate=None) -> Dict[str, float]:
+class ExpertRecoveryModels:
+    """The gate's models with the recovery policy replaced by the scripted expert (``--oracle``):
+    :meth:`chunk` returns the expert's action for the env's current privileged state, repeated
+    H times; with the gate's ``replan_every=1`` every recovery step is the expert's closed-loop
+    action. Everything else (value, trigger, memory goal) is the wrapped models'. An upper bound
+    on what any recovery policy can do behind this trigger: same firing times, perfect actions.
+    """
+
+    def __init__(self, models, horizon: int):
+        self._models, self._horizon, self.env = models, int(horizon), None
+
+    def __getattr__(self, name):
+        return getattr(self._models, name)
+
+    def chunk(self, observation, goal) -> np.ndarray:
+        from serl_ext.envs.metaworld_env import get_base_env, get_privileged_state
+        from serl_ext.envs.tasks import get_expert
+
+        if self.env is None:
+            raise RuntimeError("ExpertRecoveryModels.env is not set (run_with_operator sets it per episode)")
+        base = get_base_env(self.env)
+        action = np.asarray(get_expert(base.task_name)(get_privileged_state(self.env)), np.float32)
+        return np.tile(action, (self._horizon, 1))
+
+
+def oracle_gate(gate, horizon: int):
+    """An evaluation copy of ``gate`` whose recovery actions are the scripted expert's, re-decided
+    every step (:class:`ExpertRecoveryModels`; ``horizon`` = ``uniintervene.recovery.horizon``)."""
+    copy = gate.for_evaluation()
+    copy.models = ExpertRecoveryModels(gate.models, horizon)
+    copy.replan_every = 1
+    return copy
+
+
+TRACE_LEGEND = ("one character per env step: '.' policy, no trigger decision (history warm-up, "
+                "cooldown, no gate); 'p' policy after a decision below tau; 'R' recovery chunk started "
+                "(trigger); 'r' recovery; 'H' operator; '*' follows the step that succeeded (the trace "
+                "stops there, the episode does not)")
+
+
+def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) -> Dict[str, Any]:
     """``episodes`` episodes on fresh envs with the simulated operator (the actor's action order:
     policy action -> gate -> env, where the operator's ``info["intervene_action"]`` replaces it).
 
     Returns ``{"ir", "takeovers_per_episode", "success_rate", "autonomous_rate",
-    "recovery_share", "steps"}`` (rates in [0, 1]; ``recovery_share`` None without a gate).
+    "recovery_share", "steps"}`` (rates in [0, 1]; ``recovery_share`` None without a gate), and
+    with ``traces`` > 0 ``"traces"``: the first ``traces`` episodes as strings (``TRACE_LEGEND``;
+    a gate needs ``step_info()`` for 'p' / 'R').
     """
     from serl_ext.loop import common
     from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
 
     steps = human = takeovers = recovery = successes = autonomous = 0
+    traced: List[str] = []
     for i in range(episodes):
         seed = common.eval_seed(config, i)
         env = common.make_env(config, seed, with_operator=True)
+        if isinstance(getattr(gate, "models", None), ExpertRecoveryModels):
+            gate.models.env = env
         try:
             obs, _ = env.reset(seed=seed)
             if gate is not None:
                 gate.reset(obs)
             done, prev_human, ep_human, success = False, False, 0, False
+            trace = [] if i < traces else None
             while not done:
                 action = np.asarray(agent.eval_actions(obs), dtype=np.float32)
-                source = POLICY
+                source, step_info = POLICY, None
                 if gate is not None:
                     action, source = gate.select_action(obs, action)
+                    step_info = gate.step_info() if trace is not None and hasattr(gate, "step_info") else None
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 if "intervene_action" in info:
                     action, source = np.asarray(info["intervene_action"], dtype=np.float32), HUMAN
+                if trace is not None and not success:
+                    trace.append(_trace_char(source, step_info))
+                    if info.get("success", False):
+                        trace.append("*")
                 if gate is not None:
                     gate.observe(obs, action, source, reward, next_obs, info)
                 is_human = source == HUMAN
@@ -89,13 +146,30 @@ def run_with_operator(agent, config, episodes: int, gate=None) -> Dict[str, floa
                 obs = next_obs
                 done = terminated or truncated
             human += ep_human
+            if trace is not None:
+                traced.append("".join(trace))
             successes += int(success)
             autonomous += int(success and ep_human == 0)
         finally:
             env.close()
-    return {"ir": human / max(steps, 1), "takeovers_per_episode": takeovers / episodes,
-            "success_rate": successes / episodes, "autonomous_rate": autonomous / episodes,
-            "recovery_share": (recovery / max(steps, 1)) if gate is not None else None, "steps": steps}
+    out = {"ir": human / max(steps, 1), "takeovers_per_episode": takeovers / episodes,
+           "success_rate": successes / episodes, "autonomous_rate": autonomous / episodes,
+           "recovery_share": (recovery / max(steps, 1)) if gate is not None else None, "steps": steps}
+    if traces > 0:
+        out["traces"] = traced
+    return out
+
+
+def _trace_char(source: int, step_info: Optional[Dict[str, Any]]) -> str:
+    from serl_ext.loop.gate import HUMAN, RECOVERY
+
+    if source == HUMAN:
+        return "H"
+    if source == RECOVERY:
+        return "R" if step_info is not None and step_info["triggered"] else "r"
+    if step_info is not None and not np.isnan(step_info["risk_prob"]):
+        return "p"
+    return "."
 
 
 def restore(run_dir: str, with_gate: bool):
@@ -143,9 +217,11 @@ def offline_gate(task: str, offline_dir: str):
     return config, gate.for_evaluation(), [load_episode(p) for p in demo_paths]
 
 
-def bc_rows(tasks, offline_root: str, bc_steps, episodes: int) -> List[Dict[str, Any]]:
+def bc_rows(tasks, offline_root: str, bc_steps, episodes: int, oracle: bool = False,
+            traces: int = 0) -> List[Dict[str, Any]]:
     """``--base=bc``: per task and BC step count, the BC policy with the operator, without and
-    with the offline gate (module docstring)."""
+    with the offline gate, and with ``oracle`` the gate with the expert as its recovery policy
+    (module docstring)."""
     from uniintervene_jax.offline_data import train_weak_bc
 
     rows = []
@@ -158,8 +234,12 @@ def bc_rows(tasks, offline_root: str, bc_steps, episodes: int) -> List[Dict[str,
             t0 = time.time()
             agent = train_weak_bc(config, demos, int(steps), seed=0)
             row = {"task": task, "seed": 0, "bc_steps": int(steps), "episodes": episodes,
-                   "policy": run_with_operator(agent, config, episodes),
-                   "policy_gate": run_with_operator(agent, config, episodes, gate)}
+                   "policy": run_with_operator(agent, config, episodes, traces=traces),
+                   "policy_gate": run_with_operator(agent, config, episodes, gate, traces=traces)}
+            if oracle:
+                row["policy_gate_oracle"] = run_with_operator(
+                    agent, config, episodes, oracle_gate(gate, int(config.uniintervene.recovery.horizon)),
+                    traces=traces)
             row["seconds"] = time.time() - t0
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -180,16 +260,23 @@ def main(argv=None):
                    help="run: the runs' last agents; bc: BC policies with the offline gate")
     p.add_argument("--offline", default=None, help="--base=bc: the offline folders (default: RUNS/../../offline)")
     p.add_argument("--bc_steps", default="300,2000", help="--base=bc: BC updates, one policy per entry")
+    p.add_argument("--oracle", action="store_true",
+                   help="also the gate with the scripted expert as its recovery policy (closed loop)")
+    p.add_argument("--traces", type=int, default=0,
+                   help="write the first N episodes of every way as step traces ({name}_traces.md)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
+    if args.traces < 0:
+        p.error("--traces must be >= 0")
     out = args.out or os.path.dirname(os.path.abspath(args.runs))
     rows: List[Dict[str, Any]] = []
     tasks = [t for t in args.tasks.split(",") if t]
     if args.base == "bc":
         offline = args.offline or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.runs))), "offline")
-        rows = bc_rows(tasks, offline, [int(x) for x in args.bc_steps.split(",") if x], args.episodes)
+        rows = bc_rows(tasks, offline, [int(x) for x in args.bc_steps.split(",") if x], args.episodes, args.oracle,
+                       args.traces)
     for task in (tasks if args.base == "run" else []):
         for seed in [s for s in args.seeds.split(",") if s]:
             ui_dir = os.path.join(args.runs, task, FULL, f"seed{seed}")
@@ -198,8 +285,13 @@ def main(argv=None):
             t0 = time.time()
             agent, config, gate = restore(ui_dir, with_gate=True)
             row: Dict[str, Any] = {"task": task, "seed": int(seed), "episodes": args.episodes,
-                                   "policy": run_with_operator(agent, config, args.episodes),
-                                   "policy_gate": run_with_operator(agent, config, args.episodes, gate)}
+                                   "policy": run_with_operator(agent, config, args.episodes, traces=args.traces),
+                                   "policy_gate": run_with_operator(agent, config, args.episodes, gate,
+                                                                    traces=args.traces)}
+            if args.oracle:
+                row["policy_gate_oracle"] = run_with_operator(
+                    agent, config, args.episodes, oracle_gate(gate, int(config.uniintervene.recovery.horizon)),
+                    traces=args.traces)
             hs_dir = os.path.join(args.runs, task, "hil_serl", f"seed{seed}")
             if os.path.exists(os.path.join(hs_dir, "summary.json")):
                 hs_agent, hs_config, _ = restore(hs_dir, with_gate=False)
@@ -212,10 +304,11 @@ def main(argv=None):
                          f"for the tasks and seeds asked under {args.runs}")
     command = "python benchmarks/gate_with_operator.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.base == "bc":
-        ways = [("policy", "BC policy + operator"), ("policy_gate", "same policy + offline gate + operator")]
+        ways = [("policy", "BC policy + operator"), ("policy_gate", "same policy + offline gate + operator"),
+                ("policy_gate_oracle", "same policy + offline trigger, expert recovery + operator")]
     else:
         ways = [("policy", "UniIntervene run's policy + operator"), ("policy_gate", "same policy + gate + operator"),
-                ("hil_serl_policy", "hil_serl run's policy + operator")]
+                ("policy_gate_oracle", "same policy + trigger, expert recovery + operator"), ("hil_serl_policy", "hil_serl run's policy + operator")]
     lines = ["# The gate's effect on the operator's work for a fixed policy", "", f"Command: `{command}`", "",
              f"Each run's last agent (and for the gate its last UniIntervene models and memory), {args.episodes} "
              "episodes on the evaluation seeds with the run's simulated operator, deterministic policy actions "
@@ -237,11 +330,21 @@ def main(argv=None):
             lines.append(f"| {r['task']} | {r.get('bc_steps', r['seed'])} | {name} | {_fmt(m['ir'])} | {_fmt(m['takeovers_per_episode'], 2)} | "
                          f"{_fmt(m['success_rate'], 2)} | {_fmt(m['autonomous_rate'], 2)} | {_fmt(m['recovery_share'], 2)} |")
     os.makedirs(out, exist_ok=True)
-    name = "gate_with_operator" + ("_bc" if args.base == "bc" else "")
+    name = "gate_with_operator" + ("_bc" if args.base == "bc" else "") + ("_oracle" if args.oracle else "")
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({"command": command, "rows": rows}, f, indent=2)
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    if args.traces:
+        trace_lines = [f"# Step traces: {name}", "", f"Command: `{command}`", "", TRACE_LEGEND[0].upper() + TRACE_LEGEND[1:]
+                       + ". The first {args.traces} episodes (evaluation seeds) of each way.".format(args=args), ""]
+        for r in rows:
+            for key, way in ways:
+                if key in r and r[key].get("traces"):
+                    trace_lines += [f"## {r['task']}, {r.get('bc_steps', r['seed'])}: {way}", "", "```"]
+                    trace_lines += [f"{i:2d} {t}" for i, t in enumerate(r[key]["traces"])] + ["```", ""]
+        with open(os.path.join(out, f"{name}_traces.md"), "w") as f:
+            f.write("\n".join(trace_lines))
     print("\n".join(lines))
 
 

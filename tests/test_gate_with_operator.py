@@ -70,3 +70,79 @@ def test_gate_sees_human_steps_and_recovery_share(config):
     assert human / got["steps"] == pytest.approx(got["ir"]) and human > 0
     assert got["recovery_share"] == pytest.approx(sum(s == RECOVERY for s in gate.sources) / got["steps"])
     assert got["recovery_share"] + got["ir"] == pytest.approx(1.0)  # every non-human step was the gate's
+
+
+class FiringModels:
+    """GateModels that fire at every decision (sigmoid 0.9 >= tau 0.5) and propose a zero chunk."""
+
+    ready, tau = True, 0.5
+
+    def __init__(self):
+        self.chunks = 0
+
+    def value(self, obs):
+        return 0.0
+
+    def score(self, obs, action, history):
+        return 0.9, True
+
+    def goal(self, obs, value):
+        return obs
+
+    def chunk(self, obs, goal):
+        self.chunks += 1
+        return np.zeros((8, 4), np.float32)
+
+
+def test_traces_mark_every_step_and_the_gate_decisions(config):
+    """No gate: '.' policy and 'H' operator steps, one per step, counted like the IR; with a gate
+    that always fires: K = 8 warm-up steps without a decision, then a trigger ('R')."""
+    from benchmarks.gate_with_operator import run_with_operator
+    from uniintervene_jax.gate import UniInterveneGate
+
+    got = run_with_operator(ZeroAgent(), config, 1, traces=1)
+    (trace,) = got["traces"]
+    body = trace[:-1] if trace.endswith("*") else trace  # the trace stops at the success step
+    assert set(body) <= {".", "H"} and "H" in body
+    assert trace.endswith("*") == (got["success_rate"] == 1.0) and len(body) <= got["steps"]
+    if len(body) == got["steps"]:  # the whole episode traced: its 'H' are the IR's operator steps
+        assert body.count("H") == pytest.approx(got["ir"] * got["steps"])
+
+    gated = run_with_operator(ZeroAgent(), config, 1, UniInterveneGate(FiringModels(), history_len=8), traces=1)
+    (trace,) = gated["traces"]
+    assert trace.startswith("." * 8 + "R")
+    assert set(trace) <= {".", "p", "R", "r", "H", "*"}
+    assert "traces" not in run_with_operator(ZeroAgent(), config, 1)
+
+
+def test_oracle_gate_recovers_with_the_expert_action(config):
+    """The oracle copy keeps the trigger and re-decides every recovery step with the scripted
+    expert's action for the env's privileged state; the wrapped models stay untouched."""
+    from benchmarks.gate_with_operator import ExpertRecoveryModels, oracle_gate
+    from serl_ext.envs.metaworld_env import get_privileged_state
+    from serl_ext.envs.tasks import get_expert
+    from serl_ext.loop import common
+    from uniintervene_jax.gate import UniInterveneGate
+
+    models = FiringModels()
+    gate = UniInterveneGate(models, history_len=8)
+    oracle = oracle_gate(gate, horizon=8)
+    assert isinstance(oracle.models, ExpertRecoveryModels) and gate.models is models
+    assert oracle.replan_every == 1 and gate.replan_every == 0
+    assert oracle.models.tau == 0.5 and oracle.models.score(None, None, None) == (0.9, True)  # delegated
+    with pytest.raises(RuntimeError, match="env is not set"):
+        oracle.models.chunk(None, None)
+    env = common.make_env(config, 0, with_operator=True)
+    try:
+        obs, _ = env.reset(seed=0)
+        oracle.models.env = env
+        expert = get_expert("pick-place")(get_privileged_state(env))
+        for _ in range(3):  # the chunk follows the state, not the observation it is given
+            chunk = oracle.models.chunk(obs, obs)
+            assert chunk.shape == (8, 4) and np.allclose(chunk, expert[None])
+            obs, *_ = env.step(chunk[0])
+            expert = get_expert("pick-place")(get_privileged_state(env))
+        assert not np.allclose(chunk[0], expert)  # the hand moved: the next chunk differs
+    finally:
+        env.close()
+    assert models.chunks == 0
