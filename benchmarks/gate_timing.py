@@ -3,6 +3,8 @@
   python benchmarks/gate_timing.py [--runs=benchmarks/results/uniintervene_protocol/compare/runs]
       [--method=hil_serl+uniintervene] [--window=10] [--from_fraction=0.5]
 
+``--method=`` (empty) reads RUNS/TASK/seedS instead (the layout of ``superseded/`` folders).
+
 Reads every ``RUNS/TASK/METHOD/seedS/gate_timeline.jsonl`` (the gate writes every
 ``uniintervene.timeline_every``-th training episode: per step the proxy value, sigmoid(risk),
 whether it fired and who acted: 0 policy, 1 recovery, 2 human) and, per task, over the episodes
@@ -15,6 +17,12 @@ models and the policy have trained), reports:
 * **takeover onsets** (a human step after a non-human one) and, for each, the recovery steps
   that ran in the ``--window`` steps before it (the recovery policy's time to make the progress
   the operator looks for), and the share of takeovers with a recovery step in that window;
+* **early takeovers**: the share of the operator's steps that belong to takeovers starting by
+  episode step W + ``reaction_delay`` (the task's stall window, ``serl_ext/envs/tasks.py``, plus
+  the default operator's reaction delay): where a robot stalls from the start, the operator takes
+  over then, and a gate that decides nothing before K history steps had only W + delay - K
+  steps to act (none to speak of on pick-place and sweep-into, W = 10, K = 8). Those steps bound
+  what any trigger with that warm-up can take off the operator; the median takeover onset step;
 * **recovery runs** (consecutive recovery steps): their length, the proxy-value change over the
   run (last value in the run minus the value at the step before it), and how each ended: the
   episode succeeded during the run or within ``--window`` steps after it (``success``), a human
@@ -50,7 +58,8 @@ def episode_events(ep: dict, window: int) -> Dict[str, list]:
 
     Returns ``{"first_trigger": [step] or [], "first_decision": [step] or [] (the first step with a
     risk score), "takeover_recovery_steps": [recovery steps in the window before each takeover
-    onset], "runs": [(length, value change or None, outcome)]}``.
+    onset], "takeovers": [(onset step, length in steps)], "runs": [(length, value change or None,
+    outcome)]}``.
 
     Raises:
       ValueError: lists of unequal length.
@@ -60,7 +69,8 @@ def episode_events(ep: dict, window: int) -> Dict[str, list]:
     if not (len(s) == len(trig) == len(val) == len(risk)):
         raise ValueError(f"episode {ep.get('episode')}: source/trigger/value/risk lengths differ")
     n = len(s)
-    out: Dict[str, list] = {"first_trigger": [], "first_decision": [], "takeover_recovery_steps": [], "runs": []}
+    out: Dict[str, list] = {"first_trigger": [], "first_decision": [], "takeover_recovery_steps": [], "runs": [],
+                            "takeovers": []}
     fired = [t for t in range(n) if trig[t]]
     if fired:
         out["first_trigger"].append(fired[0])
@@ -70,6 +80,8 @@ def episode_events(ep: dict, window: int) -> Dict[str, list]:
     for t in range(n):
         if s[t] == HUMAN and (t == 0 or s[t - 1] != HUMAN):
             out["takeover_recovery_steps"].append(sum(1 for k in range(max(0, t - window), t) if s[k] == RECOVERY))
+            length = next((k - t for k in range(t, n) if s[k] != HUMAN), n - t)
+            out["takeovers"].append((t, length))
     t = 0
     while t < n:
         if s[t] != RECOVERY:
@@ -93,11 +105,13 @@ def episode_events(ep: dict, window: int) -> Dict[str, list]:
     return out
 
 
-def summarise(episodes: Sequence[dict], window: int) -> Dict[str, Optional[float]]:
-    """Aggregates :func:`episode_events` over episodes (see the module docstring)."""
-    first, at_first, take, runs = [], 0, [], []
+def summarise(episodes: Sequence[dict], window: int, early_step: Optional[int] = None) -> Dict[str, Optional[float]]:
+    """Aggregates :func:`episode_events` over episodes (see the module docstring); ``early_step``
+    (W + reaction delay) gives ``operator_steps_in_early_takeovers`` (None without it)."""
+    first, at_first, take, runs, segments = [], 0, [], [], []
     for ep in episodes:
         ev = episode_events(ep, window)
+        segments += ev["takeovers"]
         if ev["first_trigger"]:
             first.append(ev["first_trigger"][0])
             if ev["first_decision"] and ev["first_trigger"][0] == ev["first_decision"][0]:
@@ -112,6 +126,10 @@ def summarise(episodes: Sequence[dict], window: int) -> Dict[str, Optional[float
         "first_trigger_step_median": float(np.median(first)) if first else None,
         "first_trigger_at_first_decision": at_first / len(first) if first else None,
         "takeovers": len(take),
+        "takeover_onset_median": float(np.median([t for t, _ in segments])) if segments else None,
+        "operator_steps_in_early_takeovers": (
+            sum(n for t, n in segments if t <= early_step) / sum(n for _, n in segments)
+            if segments and early_step is not None else None),
         "takeovers_with_recovery_before": float(np.mean([x > 0 for x in take])) if take else None,
         "recovery_steps_before_takeover_median": float(np.median(take)) if take else None,
         "recovery_runs": len(runs),
@@ -123,6 +141,20 @@ def summarise(episodes: Sequence[dict], window: int) -> Dict[str, Optional[float
     }
 
 
+def early_takeover_step(task: str) -> Optional[int]:
+    """W + reaction delay of ``task`` (its stall window in agent steps and the default operator's
+    ``reaction_delay``): when the operator takes over a robot that stalls from the episode's
+    start. None for a task without a Meta-World task spec."""
+    from serl_ext.envs.operator import get_default_operator_config
+    from serl_ext.envs.tasks import get_task_spec
+
+    try:
+        spec = get_task_spec(task)
+    except (KeyError, ValueError):
+        return None
+    return int(spec.stall_window) + int(get_default_operator_config().reaction_delay)
+
+
 def _fmt(v, digits=2):
     return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
@@ -130,7 +162,7 @@ def _fmt(v, digits=2):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default="benchmarks/results/uniintervene_protocol/compare/runs")
-    p.add_argument("--method", default="hil_serl+uniintervene")
+    p.add_argument("--method", default="hil_serl+uniintervene", help="'' : RUNS/TASK/seedS layout")
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--from_fraction", type=float, default=0.5)
     p.add_argument("--out", default=None)
@@ -138,14 +170,16 @@ def main(argv=None):
     if not 0.0 <= args.from_fraction < 1.0:
         p.error("--from_fraction must be in [0, 1)")
     out = args.out or os.path.dirname(os.path.abspath(args.runs))
-    paths = sorted(glob.glob(os.path.join(args.runs, "*", args.method, "seed*", "gate_timeline.jsonl")))
+    # --method="" reads a folder of TASK/seedS run folders (superseded/ keeps old runs that way)
+    parts = ("*", args.method, "seed*") if args.method else ("*", "seed*")
+    paths = sorted(glob.glob(os.path.join(args.runs, *parts, "gate_timeline.jsonl")))
     if not paths:
         raise SystemExit(f"no {args.method} gate_timeline.jsonl under {args.runs}")
     by_task: Dict[str, List[dict]] = {}
     seeds: Dict[str, List[str]] = {}
     for path in paths:
         seed_dir = os.path.dirname(path)
-        task = os.path.basename(os.path.dirname(os.path.dirname(seed_dir)))
+        task = os.path.basename(os.path.dirname(os.path.dirname(seed_dir)) if args.method else os.path.dirname(seed_dir))
         if not os.path.exists(os.path.join(seed_dir, "summary.json")):
             continue  # an unfinished run
         rows = read_jsonl(path)  # a torn last line (a run killed while writing) is skipped
@@ -156,11 +190,16 @@ def main(argv=None):
         seeds.setdefault(task, []).append(os.path.basename(seed_dir))
     result = {"command": "python benchmarks/gate_timing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "window": args.window, "from_fraction": args.from_fraction,
-              "tasks": {t: {"seeds": seeds[t], **summarise(eps, args.window)} for t, eps in sorted(by_task.items())}}
+              "tasks": {t: {"seeds": seeds[t], "early_step": early_takeover_step(t),
+                            **summarise(eps, args.window, early_takeover_step(t))}
+                        for t, eps in sorted(by_task.items())}}
     cols = [("episodes", "episodes"), ("episodes_with_trigger", "with a trigger"),
             ("first_trigger_step_median", "first trigger step (median)"),
             ("first_trigger_at_first_decision", "first trigger at the first decision"),
-            ("takeovers", "takeovers"), ("takeovers_with_recovery_before", "takeovers with recovery before"),
+            ("takeovers", "takeovers"), ("takeover_onset_median", "takeover onset step (median)"),
+            ("early_step", "early: onset by step (W + delay)"),
+            ("operator_steps_in_early_takeovers", "operator steps in early takeovers"),
+            ("takeovers_with_recovery_before", "takeovers with recovery before"),
             ("recovery_steps_before_takeover_median", "recovery steps before a takeover (median)"),
             ("recovery_runs", "recovery runs"), ("recovery_run_length_median", "run length (median)"),
             ("recovery_value_change_mean", "value change per run (mean)"),

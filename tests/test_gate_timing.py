@@ -45,6 +45,7 @@ def test_summary_and_unequal_lengths():
     assert s["episodes"] == 2 and s["episodes_with_trigger"] == 1
     assert s["first_trigger_step_median"] == 3 and s["first_trigger_at_first_decision"] == 0.0
     assert s["takeovers"] == 1 and s["takeovers_with_recovery_before"] == 1.0
+    assert s["takeover_onset_median"] == 6 and s["operator_steps_in_early_takeovers"] is None
     assert s["recovery_runs"] == 2 and s["recovery_value_rises"] == 0.5
     assert s["recovery_ends_human"] == 0.5 and s["recovery_ends_success"] == 0.5
     with pytest.raises(ValueError, match="lengths differ"):
@@ -67,3 +68,34 @@ def test_cli_reads_finished_runs_only(tmp_path):
     # seed1 has no summary.json; of seed0's two episodes only the one at >= 50% of 100 env steps
     assert got["seeds"] == ["seed0"] and got["episodes"] == 1
     assert "pick-place" in (tmp_path / "gate_timing.md").read_text()
+
+
+def test_early_takeovers_share_of_operator_steps():
+    # takeovers: steps 1-3 (onset 1, 3 steps), 6-7 (onset 6, 2 steps), 9-13 (onset 9, 5 steps, to the end)
+    source = [0, 2, 2, 2, 0, 1, 2, 2, 0, 2, 2, 2, 2, 2]
+    ev = episode_events(_ep(source, [0] * 14, [.1] * 14), window=2)
+    assert ev["takeovers"] == [(1, 3), (6, 2), (9, 5)]
+    s = summarise([_ep(source, [0] * 14, [.1] * 14)], window=2, early_step=6)
+    assert s["operator_steps_in_early_takeovers"] == pytest.approx(5 / 10)  # onsets 1 and 6 are <= 6
+    assert s["takeover_onset_median"] == 6
+
+
+def test_early_step_is_stall_window_plus_reaction_delay():
+    from benchmarks.gate_timing import early_takeover_step
+    from serl_ext.envs.operator import get_default_operator_config
+    from serl_ext.envs.tasks import get_task_spec
+
+    assert early_takeover_step("pick-place") == get_task_spec("pick-place").stall_window + \
+        get_default_operator_config().reaction_delay == 13
+    assert early_takeover_step("no-such-task") is None
+
+
+def test_cli_reads_the_superseded_layout(tmp_path):
+    d = tmp_path / "old" / "pick-place" / "seed0"
+    d.mkdir(parents=True)
+    (d / "gate_timeline.jsonl").write_text(json.dumps(_ep(SOURCE, TRIGGER, VALUE, success=True)) + "\n")
+    (d / "summary.json").write_text("{}")
+    main([f"--runs={tmp_path / 'old'}", "--method=", "--window=2", f"--out={tmp_path}"])
+    got = json.load(open(tmp_path / "gate_timing.json"))["tasks"]["pick-place"]
+    assert got["episodes"] == 1 and got["early_step"] == 13
+    assert got["operator_steps_in_early_takeovers"] == 1.0  # the one takeover starts at step 6 <= 13
