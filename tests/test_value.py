@@ -267,3 +267,59 @@ def test_instruction_for_stand_ins_and_any_other_task():
     assert instruction_for("gym:my_pkg.envs:ReachTarget-v0") == "reach target"
     with pytest.raises(ValueError, match="no words"):
         instruction_for("---")
+
+
+class _CountingModel:
+    """Stub: value = state[:, 0] + 10 x (instruction is pick-place's); records each call's batch size."""
+
+    def __init__(self):
+        self.calls = []
+        self.pick = tokenize_instruction(instruction_for("pick-place"))
+
+    def values(self, obs, ids):
+        x = np.asarray(obs["state"])
+        self.calls.append(len(x))
+        return x[:, 0] + 10.0 * float(np.array_equal(np.asarray(ids), self.pick))
+
+
+def test_value_curves_batches_episodes_of_a_task_and_splits_them_back(monkeypatch):
+    """Against a plain loop over episodes: the batched calls give every episode its own curve, per
+    task (each with its instruction), in order, and keep each call under VALUE_CURVE_BYTES."""
+    import uniintervene_jax.value.model as value_model
+
+    rng = np.random.default_rng(0)
+    eps = [make_episode(rng, i % 2 == 0, int(rng.integers(3, 9)), task=("pick-place", "assembly")[i % 3 == 0])
+           for i in range(9)]
+    expected = [np.asarray(e["observations"]["state"])[:, 0] + 10.0 * (e["metadata"]["task"] == "pick-place")
+                for e in eps]
+    model = _CountingModel()
+    got = value_curves(model, eps)
+    assert len(model.calls) == 2  # one call per task
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+    row_bytes = eps[0]["observations"]["state"][0].nbytes
+    monkeypatch.setattr(value_model, "VALUE_CURVE_BYTES", 12 * row_bytes)
+    model = _CountingModel()
+    got = value_curves(model, eps)
+    assert len(model.calls) > 2
+    # a call never exceeds the budget unless it holds a single (longer) episode
+    assert all(n <= 12 or n in [len(e["observations"]["state"]) for e in eps] for n in model.calls)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+    assert value_curves(model, []) == []
+
+
+def test_host_observations_match_device_ones():
+    from serl_ext.agents.common import policy_observations
+
+    spec = (("state", (3,), "float32"),)
+    one = {"state": np.arange(3, dtype=np.float64)}
+    dev, squeeze = policy_observations(one, spec)
+    host, squeeze_h = policy_observations(one, spec, host=True)
+    assert squeeze and squeeze_h and isinstance(host["state"], np.ndarray)
+    assert host["state"].dtype == np.float32 and host["state"].shape == (1, 3)
+    np.testing.assert_array_equal(host["state"], np.asarray(dev["state"]))
+    with pytest.raises(ValueError, match="expected shape"):
+        policy_observations({"state": np.zeros((2, 4))}, spec, host=True)
+    with pytest.raises(ValueError, match="dtype"):
+        policy_observations({"state": np.zeros(3, np.complex64)}, spec, host=True)

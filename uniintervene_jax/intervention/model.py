@@ -161,9 +161,9 @@ class InterventionModel(struct.PyTreeNode):
         if b < 1:
             raise ValueError(f"observations[{key0!r}] must be batched (B, *{shape0}) with B >= 1, "
                              f"got {np.shape(observations[key0])}")
-        obs = check_observations(observations, self.obs_spec, (b,), "observations")
+        obs = check_observations(observations, self.obs_spec, (b,), "observations", host=True)
         for k, v in obs.items():
-            check_finite(f"observations[{k!r}]", np.asarray(v))
+            check_finite(f"observations[{k!r}]", v)
         ids = np.asarray(instr_ids)
         if ids.ndim == 1:
             ids = np.broadcast_to(ids, (b, ids.shape[0]))
@@ -178,7 +178,8 @@ class InterventionModel(struct.PyTreeNode):
         if vh.shape != (b, k1):
             raise ValueError(f"value_history must be (B={b}, K+1={k1}), got {vh.shape}")
         check_finite("value_history", vh)
-        return obs, jnp.asarray(ids, jnp.int32), jnp.asarray(act), jnp.asarray(vh), b
+        # Host arrays: the jitted forward / update takes them as they are (no eager dispatches).
+        return obs, np.ascontiguousarray(ids, np.int32), act, vh, b
 
     def _check_batch(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
         if not isinstance(batch, Mapping):

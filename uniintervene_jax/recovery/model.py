@@ -187,7 +187,7 @@ class RecoveryPolicy:
         return out
 
     # ------------------------------------------------------------ checks
-    def _instructions(self, instr: Any, n: Optional[int]) -> jax.Array:
+    def _instructions(self, instr: Any, n: Optional[int]) -> np.ndarray:
         ids = np.asarray(instr)
         if ids.ndim == 1:
             ids = ids[None]
@@ -197,7 +197,7 @@ class RecoveryPolicy:
             raise TypeError(f"instruction ids must be integers, got {ids.dtype}")
         if ids.min() < 0 or ids.max() >= int(self.config.instruction_vocab_size):
             raise ValueError(f"instruction ids must lie in [0, {self.config.instruction_vocab_size})")
-        return jnp.asarray(ids, jnp.int32)
+        return np.ascontiguousarray(ids, np.int32)  # host array: jitted calls take it as it is
 
     def _check_batch(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
         if not isinstance(batch, Mapping):
@@ -262,14 +262,14 @@ class RecoveryPolicy:
           float32 numpy ``(B, H, A)`` in [-1, 1] (and the info dict when asked).
         Raises ValueError on malformed inputs.
         """
-        obs, _ = policy_observations(observations, self.obs_spec)
-        goal, _ = policy_observations(goal_observations, self.obs_spec)
+        obs, _ = policy_observations(observations, self.obs_spec, host=True)
+        goal, _ = policy_observations(goal_observations, self.obs_spec, host=True)
         B = next(iter(obs.values())).shape[0]
         if next(iter(goal.values())).shape[0] != B:
             raise ValueError("observations and goal_observations have different batch sizes")
         instr = self._instructions(instruction_ids, None)
         if instr.shape[0] == 1 and B > 1:
-            instr = jnp.repeat(instr, B, axis=0)
+            instr = np.repeat(instr, B, axis=0)
         if instr.shape[0] != B:
             raise ValueError(f"instruction ids have batch {instr.shape[0]}, observations {B}")
         failed = np.zeros((B,), bool)

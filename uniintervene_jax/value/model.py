@@ -44,7 +44,7 @@ def _net_from_config(c: Any) -> ProxyValueNet:
     )
 
 
-def _instruction_batch(instr_ids: Any, batch: int) -> jax.Array:
+def _instruction_batch(instr_ids: Any, batch: int) -> np.ndarray:
     ids = np.asarray(instr_ids)
     if not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"instruction ids must be integers, got {ids.dtype}")
@@ -52,7 +52,7 @@ def _instruction_batch(instr_ids: Any, batch: int) -> jax.Array:
         ids = np.broadcast_to(ids[None], (batch, ids.shape[0]))
     if ids.ndim != 2 or ids.shape[0] != batch:
         raise ValueError(f"instruction ids must be (L,) or (B, L) with B={batch}, got {ids.shape}")
-    return jnp.asarray(ids, jnp.int32)
+    return np.ascontiguousarray(ids, np.int32)  # host array: jitted calls take it as it is
 
 
 class ProxyValue(struct.PyTreeNode):
@@ -163,14 +163,18 @@ class ProxyValue(struct.PyTreeNode):
     def _prepare(self, obs: Mapping[str, Any], instr_ids: Any) -> Tuple[Dict[str, jax.Array], jax.Array, bool, int]:
         """Batched inputs padded (by repeating the last row) to the next power of two, so that
         episodes of many lengths share a few compiled shapes; returns the true batch size."""
-        obs_b, squeeze = common.policy_observations(obs, self.obs_spec)
+        obs_b, squeeze = common.policy_observations(obs, self.obs_spec, host=True)
         n = int(next(iter(obs_b.values())).shape[0])
         if n < 1:
             raise ValueError("empty observation batch")
         ids = _instruction_batch(instr_ids, n)
         padded = 1 << (n - 1).bit_length()
         if padded != n:
-            pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - n, axis=0)])  # noqa: E731
+            # On the host, like the checks above: eager jnp ops (about 0.1 ms per dispatch on
+            # this CPU) were most of the time of a gate's value call and of value_curves.
+            def pad(x):
+                return np.concatenate([x, np.repeat(x[-1:], padded - n, axis=0)])
+
             obs_b = {k: pad(v) for k, v in obs_b.items()}
             ids = pad(ids)
         return obs_b, ids, squeeze, n
@@ -282,11 +286,41 @@ def value_curves(model: Any, episodes: Sequence[Mapping[str, Any]], task: Option
 
     Raises ValueError when an episode has no task.
     """
-    curves = []
+    names = []
     for i, ep in enumerate(episodes):
         name = task if task is not None else (ep.get("metadata") or {}).get("task")
         if name is None:
             raise ValueError(f"episode {i}: no task given and metadata has no 'task'")
+        names.append(name)
+    curves: List[Optional[np.ndarray]] = [None] * len(episodes)
+    # Episodes of one task go through the model together, in calls of at most VALUE_CURVE_BYTES
+    # of observations (one call per episode was mostly dispatch overhead: a live learner's
+    # refresh of 200 episodes spent most of its value_curves time outside the network).
+    for name in dict.fromkeys(names):
         ids = tokenize_instruction(instruction_for(name))
-        curves.append(np.asarray(model.values(dict(ep["observations"]), ids), np.float32))
+        group = [i for i, n in enumerate(names) if n == name]
+        start = 0
+        while start < len(group):
+            take, size = [], 0
+            for i in group[start:]:
+                obs = episodes[i]["observations"]
+                nbytes = sum(np.asarray(v).nbytes for v in obs.values())
+                if take and size + nbytes > VALUE_CURVE_BYTES:
+                    break
+                take.append(i)
+                size += nbytes
+            start += len(take)
+            if len(take) == 1:
+                curves[take[0]] = np.asarray(model.values(dict(episodes[take[0]]["observations"]), ids), np.float32)
+                continue
+            keys = list(episodes[take[0]]["observations"])
+            lengths = [len(np.asarray(episodes[i]["observations"][keys[0]])) for i in take]
+            batch = {k: np.concatenate([np.asarray(episodes[i]["observations"][k]) for i in take]) for k in keys}
+            values = np.asarray(model.values(batch, ids), np.float32)
+            for i, part in zip(take, np.split(values, np.cumsum(lengths)[:-1])):
+                curves[i] = part
     return curves
+
+
+# Observation bytes per batched call of value_curves (64 MiB).
+VALUE_CURVE_BYTES = 64 << 20
