@@ -4,8 +4,11 @@ frozen-encoder option.
 ``tests/data/encoder_default_reference.npz`` holds every parameter after one update of small
 SAC (state, SmallCNN) and BC (SmallCNN) agents on fixed seeds, written by the code *before* the option existed (commit 973661e):
 ``nice -n 19 python tests/test_encoder_defaults_unchanged.py --write``. The test rebuilds
-the same agents with today's code, options off, and compares: bit-identical when the JAX
-version is the one that wrote the file, else within 1e-5 (XLA may reorder float sums).
+the same agents with today's code, options off, and compares within rtol 1e-5, atol 1e-6:
+XLA's float sums differ with the JAX version and with the host's instruction set (on another
+machine, with the JAX version that wrote the file, a few small biases differed by up to 1.3e-9).
+One Adam update moves every parameter by about the learning rate (3e-4), so a changed default
+shows far above that bound.
 """
 
 import os
@@ -95,14 +98,10 @@ def test_default_agent_updates_match_reference():
     jax_version = str(ref.pop("__jax_version__"))
     got = compute_cases()
     assert sorted(got) == sorted(ref)
-    exact = jax_version == jax.__version__
+    assert jax_version  # written by --write with the JAX version that made it
     for key in sorted(ref):
         assert got[key].dtype == ref[key].dtype and got[key].shape == ref[key].shape, key
-        if exact:
-            np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
-        else:
-            np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
-
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
