@@ -66,6 +66,7 @@ class ExpertRecoveryModels:
 
     def __init__(self, models, horizon: int):
         self._models, self._horizon, self.env = models, int(horizon), None
+        self._experts: Dict[str, Any] = {}  # task -> scripted expert, built once
 
     def __getattr__(self, name):
         return getattr(self._models, name)
@@ -76,8 +77,10 @@ class ExpertRecoveryModels:
 
         if self.env is None:
             raise RuntimeError("ExpertRecoveryModels.env is not set (run_with_operator sets it per episode)")
-        base = get_base_env(self.env)
-        action = np.asarray(get_expert(base.task_name)(get_privileged_state(self.env)), np.float32)
+        task = get_base_env(self.env).task_name
+        if task not in self._experts:
+            self._experts[task] = get_expert(task)
+        action = np.asarray(self._experts[task](get_privileged_state(self.env)), np.float32)
         return np.tile(action, (self._horizon, 1))
 
 
@@ -160,6 +163,19 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
     return out
 
 
+def gate_ways(agent, config, episodes: int, gate, oracle: bool = False, traces: int = 0) -> Dict[str, Any]:
+    """The rows' ways for one policy: ``policy`` (with the operator alone), ``policy_gate`` (with
+    ``gate``) and with ``oracle`` ``policy_gate_oracle`` (:func:`oracle_gate`), each a
+    :func:`run_with_operator` result on the same evaluation seeds."""
+    ways = {"policy": run_with_operator(agent, config, episodes, traces=traces),
+            "policy_gate": run_with_operator(agent, config, episodes, gate, traces=traces)}
+    if oracle:
+        horizon = int(config.uniintervene.recovery.horizon)
+        ways["policy_gate_oracle"] = run_with_operator(agent, config, episodes, oracle_gate(gate, horizon),
+                                                       traces=traces)
+    return ways
+
+
 def _trace_char(source: int, step_info: Optional[Dict[str, Any]]) -> str:
     from serl_ext.loop.gate import HUMAN, RECOVERY
 
@@ -234,12 +250,7 @@ def bc_rows(tasks, offline_root: str, bc_steps, episodes: int, oracle: bool = Fa
             t0 = time.time()
             agent = train_weak_bc(config, demos, int(steps), seed=0)
             row = {"task": task, "seed": 0, "bc_steps": int(steps), "episodes": episodes,
-                   "policy": run_with_operator(agent, config, episodes, traces=traces),
-                   "policy_gate": run_with_operator(agent, config, episodes, gate, traces=traces)}
-            if oracle:
-                row["policy_gate_oracle"] = run_with_operator(
-                    agent, config, episodes, oracle_gate(gate, int(config.uniintervene.recovery.horizon)),
-                    traces=traces)
+                   **gate_ways(agent, config, episodes, gate, oracle, traces)}
             row["seconds"] = time.time() - t0
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -285,13 +296,7 @@ def main(argv=None):
             t0 = time.time()
             agent, config, gate = restore(ui_dir, with_gate=True)
             row: Dict[str, Any] = {"task": task, "seed": int(seed), "episodes": args.episodes,
-                                   "policy": run_with_operator(agent, config, args.episodes, traces=args.traces),
-                                   "policy_gate": run_with_operator(agent, config, args.episodes, gate,
-                                                                    traces=args.traces)}
-            if args.oracle:
-                row["policy_gate_oracle"] = run_with_operator(
-                    agent, config, args.episodes, oracle_gate(gate, int(config.uniintervene.recovery.horizon)),
-                    traces=args.traces)
+                                   **gate_ways(agent, config, args.episodes, gate, args.oracle, args.traces)}
             hs_dir = os.path.join(args.runs, task, "hil_serl", f"seed{seed}")
             if os.path.exists(os.path.join(hs_dir, "summary.json")):
                 hs_agent, hs_config, _ = restore(hs_dir, with_gate=False)
@@ -308,7 +313,8 @@ def main(argv=None):
                 ("policy_gate_oracle", "same policy + offline trigger, expert recovery + operator")]
     else:
         ways = [("policy", "UniIntervene run's policy + operator"), ("policy_gate", "same policy + gate + operator"),
-                ("policy_gate_oracle", "same policy + trigger, expert recovery + operator"), ("hil_serl_policy", "hil_serl run's policy + operator")]
+                ("policy_gate_oracle", "same policy + trigger, expert recovery + operator"),
+                ("hil_serl_policy", "hil_serl run's policy + operator")]
     lines = ["# The gate's effect on the operator's work for a fixed policy", "", f"Command: `{command}`", "",
              f"Each run's last agent (and for the gate its last UniIntervene models and memory), {args.episodes} "
              "episodes on the evaluation seeds with the run's simulated operator, deterministic policy actions "
@@ -336,8 +342,9 @@ def main(argv=None):
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     if args.traces:
-        trace_lines = [f"# Step traces: {name}", "", f"Command: `{command}`", "", TRACE_LEGEND[0].upper() + TRACE_LEGEND[1:]
-                       + ". The first {args.traces} episodes (evaluation seeds) of each way.".format(args=args), ""]
+        legend = TRACE_LEGEND[0].upper() + TRACE_LEGEND[1:]
+        trace_lines = [f"# Step traces: {name}", "", f"Command: `{command}`", "",
+                       f"{legend}. The first {args.traces} episodes (evaluation seeds) of each way.", ""]
         for r in rows:
             for key, way in ways:
                 if key in r and r[key].get("traces"):

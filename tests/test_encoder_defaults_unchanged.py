@@ -103,6 +103,7 @@ def test_default_agent_updates_match_reference():
         assert got[key].dtype == ref[key].dtype and got[key].shape == ref[key].shape, key
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_encoder_defaults_unchanged.py --write")

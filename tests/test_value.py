@@ -323,3 +323,14 @@ def test_host_observations_match_device_ones():
         policy_observations({"state": np.zeros((2, 4))}, spec, host=True)
     with pytest.raises(ValueError, match="dtype"):
         policy_observations({"state": np.zeros(3, np.complex64)}, spec, host=True)
+
+
+def test_value_curves_names_the_episode_whose_observations_do_not_stack():
+    rng = np.random.default_rng(1)
+    eps = [make_episode(rng, True, 4), make_episode(rng, False, 5)]
+    eps[1]["observations"] = {"state": np.zeros((6, 3), np.float32)}  # 3 features instead of 2
+    with pytest.raises(ValueError, match="episode 1: observation keys/shapes"):
+        value_curves(_CountingModel(), eps)
+    eps[1]["observations"] = {"pixels": np.zeros((6, 2), np.float32)}
+    with pytest.raises(ValueError, match="episode 1"):
+        value_curves(_CountingModel(), eps)

@@ -272,6 +272,10 @@ _encode_jit = jax.jit(
     static_argnums=1)
 
 
+# Observation bytes per batched call of value_curves (64 MiB).
+VALUE_CURVE_BYTES = 64 << 20
+
+
 def value_curves(model: Any, episodes: Sequence[Mapping[str, Any]], task: Optional[str] = None) -> List[np.ndarray]:
     """Proxy value of every observation of every episode.
 
@@ -284,7 +288,12 @@ def value_curves(model: Any, episodes: Sequence[Mapping[str, Any]], task: Option
     Returns:
       list of float32 ``(T+1,)`` arrays, ``min(V1, V2)`` of ``o_0 .. o_T``.
 
-    Raises ValueError when an episode has no task.
+    Episodes of one task go through ``model.values`` together, in calls of at most
+    ``VALUE_CURVE_BYTES`` of observations (an episode larger than that alone): one call per
+    episode was mostly dispatch overhead (a live learner's refresh of 200 episodes).
+
+    Raises ValueError when an episode has no task, or when episodes batched together differ in
+    observation keys or per-step shapes (and as ``model.values`` does for bad observations).
     """
     names = []
     for i, ep in enumerate(episodes):
@@ -292,35 +301,36 @@ def value_curves(model: Any, episodes: Sequence[Mapping[str, Any]], task: Option
         if name is None:
             raise ValueError(f"episode {i}: no task given and metadata has no 'task'")
         names.append(name)
+    obs = [{k: np.asarray(v) for k, v in ep["observations"].items()} for ep in episodes]
     curves: List[Optional[np.ndarray]] = [None] * len(episodes)
-    # Episodes of one task go through the model together, in calls of at most VALUE_CURVE_BYTES
-    # of observations (one call per episode was mostly dispatch overhead: a live learner's
-    # refresh of 200 episodes spent most of its value_curves time outside the network).
     for name in dict.fromkeys(names):
         ids = tokenize_instruction(instruction_for(name))
-        group = [i for i, n in enumerate(names) if n == name]
-        start = 0
-        while start < len(group):
-            take, size = [], 0
-            for i in group[start:]:
-                obs = episodes[i]["observations"]
-                nbytes = sum(np.asarray(v).nbytes for v in obs.values())
-                if take and size + nbytes > VALUE_CURVE_BYTES:
-                    break
-                take.append(i)
-                size += nbytes
-            start += len(take)
-            if len(take) == 1:
-                curves[take[0]] = np.asarray(model.values(dict(episodes[take[0]]["observations"]), ids), np.float32)
-                continue
-            keys = list(episodes[take[0]]["observations"])
-            lengths = [len(np.asarray(episodes[i]["observations"][keys[0]])) for i in take]
-            batch = {k: np.concatenate([np.asarray(episodes[i]["observations"][k]) for i in take]) for k in keys}
-            values = np.asarray(model.values(batch, ids), np.float32)
+        calls: List[List[int]] = []
+        size = 0
+        for i in (i for i, n in enumerate(names) if n == name):
+            nbytes = sum(v.nbytes for v in obs[i].values())
+            if not calls or size + nbytes > VALUE_CURVE_BYTES:
+                calls.append([])
+                size = 0
+            calls[-1].append(i)
+            size += nbytes
+        for take in calls:
+            values = np.asarray(model.values(_stack_episodes([obs[i] for i in take], take), ids), np.float32)
+            lengths = [len(next(iter(obs[i].values()))) for i in take]
             for i, part in zip(take, np.split(values, np.cumsum(lengths)[:-1])):
                 curves[i] = part
     return curves
 
 
-# Observation bytes per batched call of value_curves (64 MiB).
-VALUE_CURVE_BYTES = 64 << 20
+def _stack_episodes(observations: Sequence[Dict[str, np.ndarray]], index: Sequence[int]) -> Dict[str, np.ndarray]:
+    """The episodes' ``(T_i+1, ...)`` observations concatenated along time, key by key.
+    Raises ValueError naming the episode (``index``) whose keys or per-step shapes differ."""
+    if len(observations) == 1:
+        return observations[0]
+    first = observations[0]
+    for obs, i in zip(observations[1:], index[1:]):
+        if sorted(obs) != sorted(first) or any(obs[k].shape[1:] != first[k].shape[1:] for k in first):
+            raise ValueError(f"episode {i}: observation keys/shapes {({k: v.shape for k, v in obs.items()})} differ "
+                             f"from episode {index[0]}'s {({k: v.shape for k, v in first.items()})}")
+    return {k: np.concatenate([obs[k] for obs in observations]) for k in first}
+
