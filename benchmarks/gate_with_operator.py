@@ -27,6 +27,9 @@ the offline pipeline folder ``OFFLINE/TASK`` alone (``uniintervene.init_from``: 
 intervention model, best-F1 threshold, memory and recovery policy, as an online run starts),
 ``--offline`` defaulting to the protocol's ``offline/`` beside ``--runs``.
 
+``--from_json=FILE`` rebuilds an earlier run's reports (same name, with the totals table) without
+running anything.
+
 ``--oracle`` adds a third way, ``policy + trigger, expert recovery + operator``: the same gate
 (the same value, trigger and cooldowns, so the same firing rule) with the scripted expert's
 closed-loop action (privileged state, no noise) as every recovery step. It bounds what a better
@@ -275,8 +278,12 @@ def main(argv=None):
                    help="also the gate with the scripted expert as its recovery policy (closed loop)")
     p.add_argument("--traces", type=int, default=0,
                    help="write the first N episodes of every way as step traces ({name}_traces.md)")
+    p.add_argument("--from_json", default=None,
+                   help="rebuild the reports from an earlier run's .json (no episodes are run)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.from_json:
+        return report_from_json(args.from_json, args.out)
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
     if args.traces < 0:
@@ -308,7 +315,40 @@ def main(argv=None):
         raise SystemExit(f"nothing to evaluate: no finished {FULL} run (--base=run) or offline folder (--base=bc) "
                          f"for the tasks and seeds asked under {args.runs}")
     command = "python benchmarks/gate_with_operator.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.base == "bc":
+    write_reports(rows, command, out, args.base, args.episodes, args.oracle, args.traces)
+
+
+def report_from_json(path: str, out: Optional[str] = None) -> None:
+    """``--from_json``: the reports of an earlier run (its ``.json``: command and rows) rebuilt
+    into ``out`` (default: the json's folder). Raises FileNotFoundError / ValueError for a
+    missing file or one without ``rows``."""
+    with open(path) as f:
+        saved = json.load(f)
+    rows = saved.get("rows") if isinstance(saved, dict) else None
+    if not rows:
+        raise ValueError(f"{path} holds no rows (not a gate_with_operator result)")
+    base = "bc" if "bc_steps" in rows[0] else "run"
+    oracle = any("policy_gate_oracle" in r for r in rows)
+    traces = max((len(r[k].get("traces") or []) for r in rows for k in r if isinstance(r[k], dict)), default=0)
+    write_reports(rows, str(saved.get("command", "")), out or os.path.dirname(os.path.abspath(path)), base,
+                  int(rows[0]["episodes"]), oracle, traces, name=os.path.splitext(os.path.basename(path))[0])
+
+
+def way_totals(rows: List[Dict[str, Any]], key: str) -> Optional[Dict[str, float]]:
+    """``{"operator_steps", "mean_ir", "rows"}`` of way ``key`` over the rows that have it:
+    operator steps summed (IR x steps of each row), IR averaged over the rows; None if none has it."""
+    found = [r[key] for r in rows if key in r]
+    if not found:
+        return None
+    return {"operator_steps": float(sum(m["ir"] * m["steps"] for m in found)),
+            "mean_ir": float(np.mean([m["ir"] for m in found])), "rows": len(found)}
+
+
+def write_reports(rows, command: str, out: str, base: str, episodes: int, oracle: bool, traces: int,
+                  name: Optional[str] = None) -> None:
+    """Writes ``{out}/{name}.json`` and ``.md`` (and ``{name}_traces.md`` with ``traces``),
+    ``name`` defaulting to ``gate_with_operator[_bc][_oracle]``; prints the table."""
+    if base == "bc":
         ways = [("policy", "BC policy + operator"), ("policy_gate", "same policy + offline gate + operator"),
                 ("policy_gate_oracle", "same policy + offline trigger, expert recovery + operator")]
     else:
@@ -316,35 +356,46 @@ def main(argv=None):
                 ("policy_gate_oracle", "same policy + trigger, expert recovery + operator"),
                 ("hil_serl_policy", "hil_serl run's policy + operator")]
     lines = ["# The gate's effect on the operator's work for a fixed policy", "", f"Command: `{command}`", "",
-             f"Each run's last agent (and for the gate its last UniIntervene models and memory), {args.episodes} "
+             f"Each run's last agent (and for the gate its last UniIntervene models and memory), {episodes} "
              "episodes on the evaluation seeds with the run's simulated operator, deterministic policy actions "
              "(`benchmarks/gate_with_operator.py` docstring). IR = operator steps / all steps; autonomous = "
              "successful episodes with no operator step.", "",
              "| task | seed | way | IR | takeovers / episode | SR with operator | autonomous | recovery share |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
-    if args.base == "bc":
+    if base == "bc":
         lines[4] = (f"BC on the offline folder's demos (training seed 0, `--bc_steps` updates; the seed column "
-                    f"gives them) with the offline folder's gate, {args.episodes} episodes on the evaluation seeds "
+                    f"gives them) with the offline folder's gate, {episodes} episodes on the evaluation seeds "
                     "with the default simulated operator, deterministic actions. IR = operator steps / all steps; "
                     "autonomous = successful episodes with no operator step.")
         lines[6] = lines[6].replace("| seed |", "| BC steps |")
     for r in rows:
-        for key, name in ways:
+        for key, way in ways:
             if key not in r:
                 continue
             m = r[key]
-            lines.append(f"| {r['task']} | {r.get('bc_steps', r['seed'])} | {name} | {_fmt(m['ir'])} | {_fmt(m['takeovers_per_episode'], 2)} | "
+            lines.append(f"| {r['task']} | {r.get('bc_steps', r['seed'])} | {way} | {_fmt(m['ir'])} | {_fmt(m['takeovers_per_episode'], 2)} | "
                          f"{_fmt(m['success_rate'], 2)} | {_fmt(m['autonomous_rate'], 2)} | {_fmt(m['recovery_share'], 2)} |")
+    totals = [(way, way_totals(rows, key)) for key, way in ways]
+    totals = [(way, t) for way, t in totals if t is not None]
+    if len(totals) > 1:
+        ref = totals[0][1]
+        lines += ["", f"Totals over the {ref['rows']} rows (operator steps summed, IR averaged; change against "
+                  f"the first way):", "", "| way | operator steps | mean IR |", "|---|---:|---:|"]
+        for way, t in totals:
+            change = "" if t is ref else (f" ({t['operator_steps'] / ref['operator_steps'] - 1:+.0%})"
+                                          if ref["operator_steps"] else "")
+            ir_change = "" if t is ref else (f" ({t['mean_ir'] / ref['mean_ir'] - 1:+.0%})" if ref["mean_ir"] else "")
+            lines.append(f"| {way} | {t['operator_steps']:,.0f}{change} | {t['mean_ir']:.3f}{ir_change} |")
     os.makedirs(out, exist_ok=True)
-    name = "gate_with_operator" + ("_bc" if args.base == "bc" else "") + ("_oracle" if args.oracle else "")
+    name = name or "gate_with_operator" + ("_bc" if base == "bc" else "") + ("_oracle" if oracle else "")
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump({"command": command, "rows": rows}, f, indent=2)
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    if args.traces:
+    if traces:
         legend = TRACE_LEGEND[0].upper() + TRACE_LEGEND[1:]
         trace_lines = [f"# Step traces: {name}", "", f"Command: `{command}`", "",
-                       f"{legend}. The first {args.traces} episodes (evaluation seeds) of each way.", ""]
+                       f"{legend}. The first {traces} episodes (evaluation seeds) of each way.", ""]
         for r in rows:
             for key, way in ways:
                 if key in r and r[key].get("traces"):

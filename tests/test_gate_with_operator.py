@@ -146,3 +146,34 @@ def test_oracle_gate_recovers_with_the_expert_action(config):
     finally:
         env.close()
     assert models.chunks == 0
+
+
+def test_totals_and_rebuilding_the_report_from_json(tmp_path):
+    """way_totals sums IR x steps and averages IR by hand; --from_json rewrites the same-named
+    report with the totals table, the json itself unchanged; a file without rows is refused."""
+    import json
+
+    from benchmarks.gate_with_operator import main, way_totals
+
+    def way(ir, steps):
+        return {"ir": ir, "steps": steps, "takeovers_per_episode": 1.0, "success_rate": 1.0,
+                "autonomous_rate": 0.0, "recovery_share": None}
+
+    rows = [{"task": "pick-place", "seed": 0, "bc_steps": 300, "episodes": 2,
+             "policy": way(0.5, 100), "policy_gate": way(0.25, 80)},
+            {"task": "assembly", "seed": 0, "bc_steps": 300, "episodes": 2,
+             "policy": way(0.3, 200), "policy_gate": way(0.2, 150)}]
+    assert way_totals(rows, "policy") == {"operator_steps": 110.0, "mean_ir": pytest.approx(0.4), "rows": 2}
+    assert way_totals(rows, "policy_gate")["operator_steps"] == pytest.approx(50.0)
+    assert way_totals(rows, "policy_gate_oracle") is None
+    path = tmp_path / "gate_with_operator_bc_x.json"
+    path.write_text(json.dumps({"command": "python benchmarks/gate_with_operator.py --base=bc", "rows": rows}))
+    before = path.read_text()
+    main([f"--from_json={path}"])
+    md = (tmp_path / "gate_with_operator_bc_x.md").read_text()
+    assert "| BC policy + operator | 110 | 0.400 |" in md
+    assert "| same policy + offline gate + operator | 50 (-55%) | 0.225 (-44%) |" in md
+    assert json.loads(path.read_text()) == json.loads(before)
+    (tmp_path / "empty.json").write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match="holds no rows"):
+        main([f"--from_json={tmp_path / 'empty.json'}"])
