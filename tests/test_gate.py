@@ -579,6 +579,65 @@ def test_network_models_load_a_wire_payload(learner_and_gate_models):
     assert models.goal(key, 0.95) is None
 
 
+def test_one_pass_value_embedding_and_trigger_match_the_separate_calls(learner_and_gate_models):
+    """The gate's fast paths compute the same numbers: values_and_embeddings = (values, encode),
+    batched and unbatched; trigger_probs = predict's trigger_prob."""
+    ui, _, rng = learner_and_gate_models
+    obs = {"state": rng.normal(size=(5, 39)).astype(np.float32)}
+    v, z = ui.value.values_and_embeddings(obs, ui.instr)
+    assert v.shape == (5,) and z.shape == (5, ui.value.config.latent_dim)
+    np.testing.assert_allclose(v, ui.value.values(obs, ui.instr), atol=1e-6)
+    np.testing.assert_allclose(z, ui.value.encode(obs, ui.instr), atol=1e-6)
+    one = {"state": obs["state"][2]}
+    v1, z1 = ui.value.values_and_embeddings(one, ui.instr)
+    assert np.shape(v1) == () and z1.shape == (ui.value.config.latent_dim,)
+    np.testing.assert_allclose(z1, z[2], atol=1e-6)
+    actions = rng.uniform(-1, 1, (5, A)).astype(np.float32)
+    hist = rng.uniform(0, 1, (5, 9)).astype(np.float32)
+    probs = ui.intervention.trigger_probs(obs, ui.instr, actions, hist)
+    assert probs.dtype == np.float32 and probs.shape == (5,)
+    np.testing.assert_allclose(probs, ui.intervention.predict(obs, ui.instr, actions, hist)["trigger_prob"], atol=1e-6)
+    with pytest.raises(ValueError, match="value_history"):
+        ui.intervention.trigger_probs(obs, ui.instr, actions, hist[:, :4])
+
+
+def test_gate_models_reuse_the_value_calls_embedding_only_for_that_observation(learner_and_gate_models, monkeypatch):
+    """A triggering decision embeds its observation once (in value()); goal() and the recovery
+    view reuse that z. Another observation, the same dict edited in place, or a payload swapped
+    in since then gets a fresh encoder call with the same result as without the reuse."""
+    import uniintervene_jax.value.model as value_model
+
+    ui, models, rng = learner_and_gate_models
+    payload = _wire(ui.payload())
+    payload["ready"] = True
+    models.load(payload)
+    items = ui.memory_items
+    obs = {"state": items.key_observations["state"][1].copy()}
+    other = {"state": items.key_observations["state"][2].copy()}
+    z_obs, z_other = ui.value.encode(obs, ui.instr), ui.value.encode(other, ui.instr)
+    calls = []
+    real = value_model._encode_jit
+    monkeypatch.setattr(value_model, "_encode_jit", lambda *a: calls.append(1) or real(*a))
+
+    models.value(obs)
+    found = models.goal(obs, 0.5)
+    np.testing.assert_array_equal(found["state"], items.goal_observations["state"][1])
+    np.testing.assert_allclose(models._embedding(obs), z_obs, atol=1e-6)
+    assert calls == []  # the kept z served the retrieval and the view
+
+    np.testing.assert_array_equal(models.goal(other, 0.5)["state"], items.goal_observations["state"][2])
+    assert len(calls) == 1  # not the observation value() saw
+
+    obs["state"][:] = other["state"]  # same dict object, new contents: not reused
+    np.testing.assert_allclose(models._embedding(obs), z_other, atol=1e-6)
+    assert len(calls) == 2
+
+    models.value(other)
+    models.load(payload)  # parameters swapped in after value(): the kept z is stale
+    models._embedding(other)
+    assert len(calls) == 3
+
+
 def _bad_payloads(good):
     def nan_value(p):
         leaf = p["value"]

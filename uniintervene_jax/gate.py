@@ -520,6 +520,8 @@ class NetworkGateModels:
             self.tau = self.tau if saved is None else saved
         self.version = -1
         self._lock = threading.Lock()
+        self._embedded = None  # (loads, observation copy, z) of the last value() call
+        self._loads = 0  # payloads swapped in: a kept z from older parameters is not reused
         self._warm_up(obs_spec, int(action_dim), int(self._intervention.config.history_len))
 
     def _warm_up(self, obs_spec, action_dim: int, history_len: int) -> None:
@@ -558,24 +560,40 @@ class NetworkGateModels:
             self._intervention = self._intervention.replace(state=self._intervention.state.replace(params=i_params))
             self._recovery.state = self._recovery.state.replace(params=r_params)
             self._memory = memory
+            self._loads += 1
             self.tau = checked["tau"]
             self.ready = checked["ready"]
             self.version = checked["version"]
 
     def value(self, observation) -> float:
-        return float(self._value.values(observation, self.instr))
+        # One forward gives V and the embedding z; z is kept for this observation, so that a
+        # triggering decision's retrieval key and recovery view do not run the encoder again.
+        loads = self._loads  # read before the forward: a swap during it makes the kept z stale
+        v, z = self._value.values_and_embeddings(observation, self.instr)
+        self._embedded = (loads, {k: np.array(x, copy=True) for k, x in observation.items()},
+                          np.asarray(z, np.float32))
+        return float(v)
+
+    def _embedding(self, observation) -> np.ndarray:
+        """z of one observation: the one :meth:`value` kept when the observation is the same
+        (same keys, equal arrays) and no payload came in since, else a fresh encoder call."""
+        kept = self._embedded
+        if kept is not None and kept[0] == self._loads and kept[1].keys() == observation.keys() and all(
+                np.array_equal(kept[1][k], observation[k]) for k in kept[1]):
+            return kept[2]
+        return np.asarray(self._value.encode(observation, self.instr), np.float32)
 
     def score(self, observation, policy_action, value_history) -> Tuple[float, bool]:
         obs = {k: np.asarray(v)[None] for k, v in observation.items()}
         history = np.asarray(value_history, np.float32)[None]
-        out = self._intervention.predict(obs, self.instr, np.asarray(policy_action, np.float32)[None], history)
-        fires = trigger_rule(out, self.tau)
-        return float(out["trigger_prob"][0]), bool(fires[0])
+        prob = self._intervention.trigger_probs(obs, self.instr, np.asarray(policy_action, np.float32)[None], history)
+        fires = trigger_rule({"trigger_prob": prob}, self.tau)
+        return float(prob[0]), bool(fires[0])
 
     def goal(self, observation, value: float):
         if self._memory is None or len(self._memory) == 0:
             return None
-        emb = np.asarray(self._value.encode(observation, self.instr), np.float32)
+        emb = self._embedding(observation)
         found = self._memory.retrieve(emb, self.task, float(value))
         return None if found is None else found.goal_observations
 
@@ -590,7 +608,7 @@ class NetworkGateModels:
 
         if is_view(observation, self._view_dim):
             return observation
-        return view_one(observation, self._value.encode(observation, self.instr))
+        return view_one(observation, self._embedding(observation))
 
 
 def make_gate(config, obs_spec, action_dim: int, run_dir: Optional[str] = None) -> Optional[UniInterveneGate]:

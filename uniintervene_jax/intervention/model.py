@@ -75,6 +75,23 @@ def _forward(net: InterventionNet, params, observations, instr_ids, actions, val
     return net.apply({"params": params}, observations, instr_ids, actions, value_history)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _risk_only(net: InterventionNet, params, observations, instr_ids, actions, value_history):
+    # Only the trigger logit leaves the jitted call: XLA drops what risk does not read (the
+    # value head with tvr_history) and one array, not every head, comes back to the host.
+    return net.apply({"params": params}, observations, instr_ids, actions, value_history)["risk"]
+
+
+@functools.lru_cache(maxsize=64)
+def _history_len(config_json: str) -> int:
+    # K of a resolved config, parsed once per config string (the gate scores every decision).
+    return int(json.loads(config_json)["history_len"])
+
+
+def _sigmoid(risk: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(risk, np.float64)))).astype(np.float32)
+
+
 @jax.jit
 def _update_step(model: "InterventionModel", batch):
     cfg = model.config
@@ -173,7 +190,7 @@ class InterventionModel(struct.PyTreeNode):
         if act.shape != (b, self.action_dim):
             raise ValueError(f"actions must be (B={b}, A={self.action_dim}), got {act.shape}")
         check_finite("actions", act)
-        k1 = int(json.loads(self.config_json)["history_len"]) + 1
+        k1 = _history_len(self.config_json) + 1
         vh = np.asarray(value_history, np.float32)
         if vh.shape != (b, k1):
             raise ValueError(f"value_history must be (B={b}, K+1={k1}), got {vh.shape}")
@@ -239,8 +256,15 @@ class InterventionModel(struct.PyTreeNode):
         """
         obs, ids, act, vh, _ = self._inputs(observations, instr_ids, actions, value_history)
         out = {k: np.asarray(v) for k, v in _forward(self.net, self.state.params, obs, ids, act, vh).items()}
-        out["trigger_prob"] = (1.0 / (1.0 + np.exp(-out["risk"].astype(np.float64)))).astype(np.float32)
+        out["trigger_prob"] = _sigmoid(out["risk"])
         return out
+
+    def trigger_probs(self, observations: Mapping[str, Any], instr_ids: Any, actions: Any,
+                      value_history: Any) -> np.ndarray:
+        """``sigmoid(risk)`` float32 ``(B,)`` alone: :meth:`predict`'s ``trigger_prob`` without
+        the other heads (the gate's per-decision call). Inputs and errors as :meth:`predict`."""
+        obs, ids, act, vh, _ = self._inputs(observations, instr_ids, actions, value_history)
+        return _sigmoid(_risk_only(self.net, self.state.params, obs, ids, act, vh))
 
     # -------------------------------------------------------------- persistence
     def save(self, directory: str, extra: Optional[Dict[str, Any]] = None) -> str:

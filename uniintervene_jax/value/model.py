@@ -200,6 +200,17 @@ class ProxyValue(struct.PyTreeNode):
         z = np.asarray(_encode_jit(self.state.params, self.net, obs_b, ids))[:n]
         return z[0] if squeeze else z
 
+    def values_and_embeddings(self, obs: Mapping[str, Any], instr_ids: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """``(values, z)`` from one forward pass: :meth:`values` and :meth:`encode` of the same
+        inputs at the cost of one call (the gate needs both for an observation it triggers on).
+
+        Returns float32 ``(B,)`` and ``(B, latent_dim)`` (``()`` and ``(latent_dim,)`` for one
+        unbatched observation). Inputs and errors as :meth:`values`."""
+        obs_b, ids, squeeze, n = self._prepare(obs, instr_ids)
+        v, z = _values_and_encode_jit(self.state.params, self.net, obs_b, ids)
+        v, z = np.asarray(v)[:n], np.asarray(z)[:n]
+        return (v[0], z[0]) if squeeze else (v, z)
+
     def encode_fn(self):
         """Pure ``(params, obs_batch, ids (B, L)) -> z (B, D)`` for use inside other jitted code,
         with ``params = self.state.params``."""
@@ -267,6 +278,14 @@ def _values_impl(params, net, obs, ids):
 
 
 _values_jit = jax.jit(_values_impl, static_argnums=1)
+
+
+def _values_and_encode_impl(params, net, obs, ids):
+    v1, v2, z = net.apply({"params": params}, obs, ids, method=ProxyValueNet.values_and_latent)
+    return jnp.minimum(v1, v2), z
+
+
+_values_and_encode_jit = jax.jit(_values_and_encode_impl, static_argnums=1)
 _encode_jit = jax.jit(
     lambda params, net, obs, ids: net.apply({"params": params}, obs, ids, method=ProxyValueNet.encode),
     static_argnums=1)

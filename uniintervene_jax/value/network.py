@@ -85,3 +85,9 @@ class ProxyValueNet(nn.Module):
         """``(V1, V2)``: two float32 ``(B,)`` arrays in ``(0, 1)`` (sigmoid of each head)."""
         l1, l2 = self.logits(obs, instr_ids)
         return jax.nn.sigmoid(l1), jax.nn.sigmoid(l2)
+
+    def values_and_latent(self, obs: Dict[str, jax.Array], instr_ids: jax.Array) -> Tuple[jax.Array, jax.Array, jax.Array]:
+        """``(V1, V2, z)`` from one pass: :meth:`__call__`'s two values and :meth:`encode`'s
+        latent ``(B, latent_dim)``, which the heads read (same parameters, same numbers)."""
+        z = self.encode(obs, instr_ids)
+        return jax.nn.sigmoid(self.head1(z)[..., 0]), jax.nn.sigmoid(self.head2(z)[..., 0]), z
