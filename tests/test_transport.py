@@ -116,6 +116,28 @@ def test_queued_data_store_ids_ack_and_pending():
         QueuedDataStore(capacity=5, overflow="block")
 
 
+def test_pending_items_matches_a_plain_scan_with_gaps():
+    """pending_items (bisect, walking from the nearer end) against a plain loop over the pending
+    pairs, for every after_id and several max_items, with ids missing from the middle (discard)
+    and the front (acknowledge)."""
+    rng = np.random.default_rng(0)
+    q = QueuedDataStore(capacity=1000)
+    for i in range(200):
+        q.insert({"i": i})
+    for i in rng.choice(200, size=60, replace=False):
+        q.discard(int(i))
+    q.acknowledge(17)
+    held = [p for p in q.pending_items()]
+    assert all(a[0] < b[0] for a, b in zip(held, held[1:])) and held[0][0] > 17
+    for after_id in range(-3, 203):
+        for max_items in (None, 0, 1, 5, 300):
+            want = [p for p in held if p[0] > after_id]
+            want = want if max_items is None else want[:max_items]
+            got = q.pending_items(after_id=after_id, max_items=max_items)
+            assert [i for i, _ in got] == [i for i, _ in want], (after_id, max_items)
+            assert all(g[1] is w[1] for g, w in zip(got, want))
+
+
 def test_queued_data_store_overflow_policies():
     q = QueuedDataStore(capacity=3)
     for i in range(8):

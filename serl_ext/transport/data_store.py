@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import itertools
 import threading
@@ -10,6 +11,10 @@ from typing import Any
 __all__ = ["QueuedDataStore"]
 
 _OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
+
+
+def _item_id(pair: tuple[int, Any]) -> int:
+    return pair[0]
 
 
 class QueuedDataStore:
@@ -97,16 +102,23 @@ class QueuedDataStore:
         if max_items is not None and max_items < 0:
             raise ValueError(f"max_items must be >= 0, got {max_items}")
         with self._lock:
-            if not self._items:
+            items = self._items
+            n = len(items)
+            if not n:
                 return []
-            first_id = self._items[0][0]
-            # ids are increasing but may have gaps (drop_newest), so skip by value
-            start = 0
-            if after_id >= first_id:
-                start = sum(1 for _ in itertools.takewhile(
-                    lambda p: p[0] <= after_id, self._items))
-            stop = None if max_items is None else start + max_items
-            return list(itertools.islice(self._items, start, stop))
+            # ids are increasing but may have gaps (drop_newest, discard): bisect by value, in
+            # O(log n) lookups instead of a Python-level scan of every unacknowledged item.
+            start = 0 if after_id < items[0][0] else bisect.bisect_right(items, after_id, key=_item_id)
+            stop = n if max_items is None else min(n, start + max_items)
+            if start >= stop:
+                return []
+            if n - start < start:
+                # Nearer the newest end (the usual sync: everything up to the learner's last id
+                # is still held until it is durable): walk from the right.
+                tail = list(itertools.islice(reversed(items), n - stop, n - start))
+                tail.reverse()
+                return tail
+            return list(itertools.islice(items, start, stop))
 
     def acknowledge(self, upto_id: int) -> int:
         """Removes pending items with id <= ``upto_id``; returns how many were removed."""
