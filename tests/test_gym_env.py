@@ -196,7 +196,10 @@ def _run_launchers(tmp_path, spec, max_env_steps, training_starts, steps_per_upd
     package (tests/). Returns (summary.json, learner_summary.json)."""
     flags = tiny_flags(tmp_path, find_free_ports(2), max_env_steps, demos=False, hidden_dims="(16, 16)",
                        batch_size=16, training_starts=training_starts, steps_per_update=steps_per_update)
-    flags += ["--config.actor.throttle_slack=20", "--config.logging.tensorboard=False"]
+    # learner_timeout_s: on a loaded machine the learner's first compiles can keep its messages
+    # away for more than the default 10 s, and the actor would then run unthrottled ("learner away").
+    flags += ["--config.actor.throttle_slack=20", "--config.actor.learner_timeout_s=120",
+              "--config.logging.tensorboard=False"]
     env = cpu_env(PYTHONPATH=os.pathsep.join(
         [TESTS] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     run_learner_and_actor(spec, flags, env=env, actor_timeout=240)
