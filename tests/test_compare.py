@@ -156,6 +156,10 @@ def test_aggregate_numbers_and_report(tmp_path):
               "timeline.png", "identical within each task"]:
         assert s in md, s
     assert "[2/" not in md  # Every asked seed is there.
+    # Eval SR is sr / 2 at 500 env steps and sr at 1,000: SR >= 0.8 first at 1,000 where sr >= 0.8.
+    to80 = {(r["task"], r["method"], r["seed"]): r["steps_to_sr80"] for r in res["runs"]}
+    assert to80[("pick-place", BASE, 0)] == 1000 and to80[("pick-place", BASE, 1)] is None
+    assert "| 1,000 [1/2] |" in md  # pick-place hil_serl: one of its two seeds got there
     assert json.loads((tmp_path / "results.json").read_text())["comparisons"]["assembly"][UI]["target_met"] is False
     assert _is_png(tmp_path / "curves.png") and _is_png(tmp_path / "timeline.png")
     assert [(e["episode"]) for e in res["timeline"]["episodes"]] == [7, 5, 8]
@@ -314,12 +318,15 @@ def test_episode_metrics_by_hand():
     m = load.episode_metrics(rows, 100)
     assert m["auto_sr"] == pytest.approx(1 / 4)  # only the 2nd: success with no human step
     assert m["ir_last"] == pytest.approx(5 / 40)
+    assert m["ir_first"] == pytest.approx(10 / 30)  # no episode ends by step 25: the first one
+    assert load.episode_metrics(rows, 240)["ir_first"] == pytest.approx(10 / 60)  # ends by 60: two
     assert m["auto_sr_last"] == pytest.approx(0.0)
     assert m["steps_per_takeover"] == pytest.approx(15 / 3)  # 15 human steps in 3 takeovers
     assert m["auto_length"] == pytest.approx(30.0)  # the one autonomous success
     assert load.episode_metrics(rows[1:3], 100)["steps_per_takeover"] is None  # no takeover
-    assert load.episode_metrics([], 100) == {"auto_sr": None, "ir_last": None, "auto_sr_last": None,
-                                                "steps_per_takeover": None, "auto_length": None}
+    assert load.episode_metrics([], 100) == {"auto_sr": None, "ir_first": None, "ir_last": None,
+                                                "auto_sr_last": None, "steps_per_takeover": None,
+                                                "auto_length": None}
 
 
 def test_system_sr_from_summaries_and_system_eval_file(tmp_path):

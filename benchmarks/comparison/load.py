@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from benchmarks.comparison.launch import run_dir
-from benchmarks.run_metrics import episode_rows, ir_between, source_fractions, source_rows
+from benchmarks.run_metrics import episode_rows, ir_between, source_fractions, source_rows, steps_to
 
 # Settings of actor_config.json that every method of a task must share (aggregate.fairness_issues).
 FAIRNESS_KEYS = ("operator", "demos", "max_env_steps", "eval_period", "eval_episodes", "action_repeat")
@@ -57,7 +57,9 @@ def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dic
       ``auto_sr``: fraction of training episodes that succeeded with no human step (policy and
       recovery alone); ``ir_last`` / ``auto_sr_last``: IR (human steps / steps) and ``auto_sr``
       over the episodes that ended in the last quarter of the run's env steps (after the gate
-      had time to become active; the last episode when none did); ``steps_per_takeover``:
+      had time to become active; the last episode when none did); ``ir_first``: IR over the
+      episodes that ended in the first quarter (the first episode when none did: while the
+      base policy is still weak); ``steps_per_takeover``:
       human steps / human segments (takeovers) over the run (None without a takeover);
       ``auto_length``: mean length in agent steps of the autonomous successes (None without
       one). Every value is None when no episode row exists.
@@ -65,8 +67,8 @@ def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dic
     eps = episode_rows([r for r in actor_rows
                         if r.get("intervention/steps") is not None and r.get("rollout/length")])
     if not eps:
-        return {"auto_sr": None, "ir_last": None, "auto_sr_last": None, "steps_per_takeover": None,
-                "auto_length": None}
+        return {"auto_sr": None, "ir_first": None, "ir_last": None, "auto_sr_last": None,
+                "steps_per_takeover": None, "auto_length": None}
 
     def autonomous_success(e):
         return e["success"] and e["human"] == 0
@@ -74,12 +76,14 @@ def episode_metrics(actor_rows: Sequence[dict], env_steps: Optional[int]) -> dic
     def auto(rows):
         return float(np.mean([autonomous_success(e) for e in rows]))
 
-    cut = 0.75 * float(env_steps or max(e["step"] for e in eps))
-    last = [e for e in eps if e["step"] > cut] or eps[-1:]
+    total = float(env_steps or max(e["step"] for e in eps))
+    first = [e for e in eps if e["step"] <= 0.25 * total] or eps[:1]
+    last = [e for e in eps if e["step"] > 0.75 * total] or eps[-1:]
     segments = sum(e["segments"] for e in eps)
     per_takeover = sum(e["human"] for e in eps) / segments if segments else None
     auto_lengths = [e["length"] for e in eps if autonomous_success(e)]
-    return {"auto_sr": auto(eps), "ir_last": float(ir_between(last, -math.inf, math.inf)),
+    return {"auto_sr": auto(eps), "ir_first": float(ir_between(first, -math.inf, math.inf)),
+            "ir_last": float(ir_between(last, -math.inf, math.inf)),
             "auto_sr_last": auto(last), "steps_per_takeover": per_takeover,
             "auto_length": float(np.mean(auto_lengths)) if auto_lengths else None}
 
@@ -157,7 +161,8 @@ def load_run(rdir: str) -> Optional[dict]:
     (``best_eval_success_rate``), ir (``intervention_rate``), human_steps, recovery_steps,
     env_steps, episodes, train_sr, learner_steps, wall_min (``wall_clock_s`` / 60),
     action_repeat, eval_episodes, gate (every summary key starting with ``gate``),
-    eval_curve [(env_steps, SR)], ir_curve [(env_steps, cumulative IR) per episode end from
+    eval_curve [(env_steps, SR)], steps_to_sr80 (env steps of the first evaluation with SR >= 0.8,
+    None if none: how fast the base policy learns), ir_curve [(env_steps, cumulative IR) per episode end from
     ``metrics/actor.jsonl``], the :func:`episode_metrics` keys, the :func:`selectivity_metrics`
     keys (:data:`SELECTIVITY_KEYS`), learner_ups (learner updates/s
     of ``learner_summary.json``), system_sr (``eval_system_success_rate``; the SR itself for a
@@ -199,6 +204,7 @@ def load_run(rdir: str) -> Optional[dict]:
         "eval_episodes": s.get("eval_episodes"),
         "gate": {k: v for k, v in sorted(s.items()) if k.startswith("gate")},
         "eval_curve": [(h["env_steps"], h["success_rate"]) for h in s.get("eval_history", [])],
+        "steps_to_sr80": steps_to(s.get("eval_history", []), "env_steps", 0.8),
         "ir_curve": [(r["step"], r["intervention/rate"]) for r in actor if r.get("intervention/rate") is not None],
         **episode_metrics(actor, s.get("env_steps")),
         **selectivity_metrics(s, actor, s.get("env_steps")),

@@ -134,17 +134,19 @@ def _secondary_table(result: dict) -> List[str]:
     """The secondary metrics per task and method, and the learner / gate speed per method."""
     runs, methods = result["runs"], result["methods"]
     lines = ["Secondary metrics (from `metrics/actor.jsonl`; mean over finished seeds): IR over the "
-             "last quarter of the run (`IR last 25%`), and the fraction of training episodes that "
+             "first and the last quarter of the run (`IR first 25%`, `IR last 25%`), the env steps "
+             "of the first evaluation with SR >= 0.8 (`steps to SR 0.8`: how fast the base policy "
+             "learns; mean over the seeds that got there, `[n/N]` when not all did), and the fraction of training episodes that "
              "succeeded with no human step (`autonomous SR`, whole run / last 25%), and the operator "
              "steps per takeover (human steps / human segments: once in control the operator often "
              "finishes the episode, so each takeover costs tens of steps) against the length of an "
              "autonomous success. `system SR`: the last evaluation with the run's gate on top of the "
              "policy and no human (the whole system acting alone; for a method without a gate, its SR; "
              "from `summary.json` or `system_eval.json` of `benchmarks/system_eval.py`).", "",
-             "| task | method | seeds | IR last 25% | autonomous SR | autonomous SR last 25% | train SR (with operator) "
+             "| task | method | seeds | IR first 25% | IR last 25% | steps to SR 0.8 | autonomous SR | autonomous SR last 25% | train SR (with operator) "
              "| operator steps per takeover | autonomous success length | system SR (policy + gate, no human) "
              "| learner updates/s (median, next to the actor) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in result["tasks"]:
         for m in methods:
             rs = [r for r in runs if r["task"] == task and r["method"] == m]
@@ -154,7 +156,11 @@ def _secondary_table(result: dict) -> List[str]:
             def mean_of(key):
                 return mean([r.get(key) for r in rs])
 
-            lines.append(f"| {task} | {m} | {len(rs)} | {_fmt(mean_of('ir_last'), 3)} | {_fmt(mean_of('auto_sr'))} | "
+            reached = [r["steps_to_sr80"] for r in rs if r.get("steps_to_sr80") is not None]
+            to_sr80 = (f"{mean(reached):,.0f}" if reached else "never") + (
+                f" [{len(reached)}/{len(rs)}]" if len(reached) < len(rs) else "")
+            lines.append(f"| {task} | {m} | {len(rs)} | {_fmt(mean_of('ir_first'), 3)} | {_fmt(mean_of('ir_last'), 3)} | "
+                         f"{to_sr80} | {_fmt(mean_of('auto_sr'))} | "
                          f"{_fmt(mean_of('auto_sr_last'))} | {_fmt(mean_of('train_sr'))} | "
                          f"{_fmt(mean_of('steps_per_takeover'), 1)} | {_fmt(mean_of('auto_length'), 1)} | "
                          f"{_fmt(mean_of('system_sr'))} | {_fmt(median([r.get('learner_ups') for r in rs]), 0)} |")
@@ -202,7 +208,7 @@ def _selectivity_table(result: dict) -> List[str]:
              "| steps by source (policy / recovery / human) | steps by source, last 25% "
              "| chunks aborted by the human per run | recovery runs ended by a human step per run "
              "| value gain per chunk |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in result["tasks"]:
         for m in result["methods"]:
             c = sel["per_task"].get(task, {}).get(m)
