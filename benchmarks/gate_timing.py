@@ -23,6 +23,14 @@ models and the policy have trained), reports:
   over then, and a gate that decides nothing before K history steps had only W + delay - K
   steps to act (none to speak of on pick-place and sweep-into, W = 10, K = 8). Those steps bound
   what any trigger with that warm-up can take off the operator; the median takeover onset step;
+* **trigger scores at the decisions** (second table): every recorded step with a risk score
+  whose actor was not the human, labelled positive when a takeover onset follows within 1..N
+  steps: the score's 5th / 50th / 95th percentile, its AUROC against that label (ties count
+  one half), and for each threshold of ``--thresholds`` the share of decisions at or above it
+  (``rate``), their precision and the recall of the positive decisions. Decisions that fired
+  were followed by recovery, so their labels describe the system as run, not the base policy
+  alone: the table says how spread out and how ranked the scores were, not what another
+  threshold would have done online;
 * **recovery runs** (consecutive recovery steps): their length, the proxy-value change over the
   run (last value in the run minus the value at the step before it), and how each ended: the
   episode succeeded during the run or within ``--window`` steps after it (``success``), a human
@@ -141,6 +149,50 @@ def summarise(episodes: Sequence[dict], window: int, early_step: Optional[int] =
     }
 
 
+def decision_scores(episodes: Sequence[dict], window: int):
+    """``(scores float64 (D,), labels bool (D,))`` over the decisions of ``episodes``: steps with
+    a risk score whose source is not HUMAN; label = a takeover onset (a HUMAN step after a
+    non-HUMAN one) 1..``window`` steps later."""
+    scores, labels = [], []
+    for ep in episodes:
+        s, risk = ep["source"], ep.get("risk") or [None] * len(ep["source"])
+        onsets = [t for t in range(len(s)) if s[t] == HUMAN and (t == 0 or s[t - 1] != HUMAN)]
+        for t, r in enumerate(risk):
+            if r is None or s[t] == HUMAN:
+                continue
+            scores.append(float(r))
+            labels.append(any(t < o <= t + window for o in onsets))
+    return np.asarray(scores, np.float64), np.asarray(labels, bool)
+
+
+def auroc(scores, labels) -> Optional[float]:
+    """Area under the ROC curve of ``scores`` for ``labels`` (Mann-Whitney, ties count 1/2);
+    None when only one class is present."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater) / (len(pos) * len(neg))
+
+
+def score_summary(scores, labels, thresholds: Sequence[float]) -> dict:
+    """Spread, ranking and per-threshold rate / precision / recall of decision scores (see the
+    module docstring); values are None where undefined (no decision, none above a threshold)."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    out = {"decisions": int(len(scores)), "positive_rate": float(labels.mean()) if len(labels) else None,
+           "auroc": auroc(scores, labels), "thresholds": {}}
+    for q in (5, 50, 95):
+        out[f"score_p{q}"] = float(np.percentile(scores, q)) if len(scores) else None
+    for t in thresholds:
+        fire = scores >= t
+        out["thresholds"][f"{t:g}"] = {
+            "rate": float(fire.mean()) if len(scores) else None,
+            "precision": float(labels[fire].mean()) if fire.any() else None,
+            "recall": float((fire & labels).sum() / labels.sum()) if labels.any() else None}
+    return out
+
+
 def early_takeover_step(task: str) -> Optional[int]:
     """W + reaction delay of ``task`` (its stall window in agent steps and the default operator's
     ``reaction_delay``): when the operator takes over a robot that stalls from the episode's
@@ -166,7 +218,13 @@ def main(argv=None):
     p.add_argument("--window", type=int, default=10)
     p.add_argument("--from_fraction", type=float, default=0.5)
     p.add_argument("--out", default=None)
+    p.add_argument("--thresholds", default="0.5,0.55,0.6,0.65",
+                   help="comma-separated trigger thresholds for the score table")
     args = p.parse_args(argv)
+    try:
+        thresholds = [float(x) for x in args.thresholds.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--thresholds must be comma-separated numbers, got {args.thresholds!r}")
     if not 0.0 <= args.from_fraction < 1.0:
         p.error("--from_fraction must be in [0, 1)")
     out = args.out or os.path.dirname(os.path.abspath(args.runs))
@@ -191,7 +249,8 @@ def main(argv=None):
     result = {"command": "python benchmarks/gate_timing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "window": args.window, "from_fraction": args.from_fraction,
               "tasks": {t: {"seeds": seeds[t], "early_step": early_takeover_step(t),
-                            **summarise(eps, args.window, early_takeover_step(t))}
+                            **summarise(eps, args.window, early_takeover_step(t)),
+                            "scores": score_summary(*decision_scores(eps, args.window), thresholds)}
                         for t, eps in sorted(by_task.items())}}
     cols = [("episodes", "episodes"), ("episodes_with_trigger", "with a trigger"),
             ("first_trigger_step_median", "first trigger step (median)"),
@@ -214,6 +273,19 @@ def main(argv=None):
     for task, row in result["tasks"].items():
         lines.append(f"| {task} | {','.join(s.replace('seed', '') for s in row['seeds'])} | "
                      + " | ".join(_fmt(row[c[0]], 3 if c[0] == "recovery_value_change_mean" else 2) for c in cols) + " |")
+    lines += ["", "Trigger scores (sigmoid(risk)) at the recorded decisions that the human did not act on; "
+              f"positive = a takeover onset within the next {args.window} env steps. Fired decisions were "
+              "followed by recovery: the rows describe the run as it went, not another threshold's run.", "",
+              "| task | decisions | positive | score p5 / p50 / p95 | AUROC | "
+              + " | ".join(f"tau {t:g}: rate / precision / recall" for t in thresholds) + " |",
+              "|---|---:|---:|---|---:|" + "---|" * len(thresholds)]
+    for task, row in result["tasks"].items():
+        sc = row["scores"]
+        cells = [" / ".join(_fmt(sc["thresholds"][f"{t:g}"][k], 2) for k in ("rate", "precision", "recall"))
+                 for t in thresholds]
+        lines.append(f"| {task} | {sc['decisions']} | {_fmt(sc['positive_rate'], 2)} | "
+                     f"{_fmt(sc['score_p5'], 3)} / {_fmt(sc['score_p50'], 3)} / {_fmt(sc['score_p95'], 3)} | "
+                     f"{_fmt(sc['auroc'], 2)} | " + " | ".join(cells) + " |")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "gate_timing.json"), "w") as f:
         json.dump(result, f, indent=2)

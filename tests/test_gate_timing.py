@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks.gate_timing import episode_events, main, summarise
+from benchmarks.gate_timing import auroc, decision_scores, episode_events, main, score_summary, summarise
 
 N = None
 
@@ -67,7 +67,8 @@ def test_cli_reads_finished_runs_only(tmp_path):
     got = json.load(open(tmp_path / "gate_timing.json"))["tasks"]["pick-place"]
     # seed1 has no summary.json; of seed0's two episodes only the one at >= 50% of 100 env steps
     assert got["seeds"] == ["seed0"] and got["episodes"] == 1
-    assert "pick-place" in (tmp_path / "gate_timing.md").read_text()
+    md = (tmp_path / "gate_timing.md").read_text()
+    assert "pick-place" in md and "AUROC" in md and "tau 0.55: rate / precision / recall" in md
 
 
 def test_early_takeovers_share_of_operator_steps():
@@ -99,3 +100,21 @@ def test_cli_reads_the_superseded_layout(tmp_path):
     got = json.load(open(tmp_path / "gate_timing.json"))["tasks"]["pick-place"]
     assert got["episodes"] == 1 and got["early_step"] == 13
     assert got["operator_steps_in_early_takeovers"] == 1.0  # the one takeover starts at step 6 <= 13
+
+
+def test_decision_scores_auroc_and_threshold_rows_by_hand():
+    # scores at steps 2..11; the human's steps 6, 7 are not decisions; the onset at 6 makes
+    # steps 4 and 5 positive (window 2: 4 < 6 <= 6, 5 < 6 <= 7)
+    risk = [N, N, .40, .60, .55, .70, .9, .9, .45, .55, .30, .50]
+    scores, labels = decision_scores([_ep(SOURCE, TRIGGER, VALUE, risk=risk)], window=2)
+    assert scores.tolist() == [.40, .60, .55, .70, .45, .55, .30, .50]
+    assert labels.tolist() == [False, False, True, True, False, False, False, False]
+    # positive .55 beats .40 .45 .30 .50 and ties .55 (4.5 of 6); .70 beats all 6: 10.5 / 12
+    assert auroc(scores, labels) == pytest.approx(10.5 / 12)
+    assert auroc(scores, labels & False) is None
+    sc = score_summary(scores, labels, [0.55, 0.6, 0.8])
+    assert sc["decisions"] == 8 and sc["positive_rate"] == pytest.approx(0.25)
+    assert sc["thresholds"]["0.55"] == pytest.approx({"rate": 0.5, "precision": 0.5, "recall": 1.0})
+    assert sc["thresholds"]["0.6"] == pytest.approx({"rate": 0.25, "precision": 0.5, "recall": 0.5})
+    assert sc["thresholds"]["0.8"] == {"rate": 0.0, "precision": None, "recall": 0.0}
+    assert sc["score_p50"] == pytest.approx(0.525)
