@@ -107,14 +107,21 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
     policy action -> gate -> env, where the operator's ``info["intervene_action"]`` replaces it).
 
     Returns ``{"ir", "takeovers_per_episode", "success_rate", "autonomous_rate",
-    "recovery_share", "steps"}`` (rates in [0, 1]; ``recovery_share`` None without a gate), and
+    "recovery_share", "steps", "takeover_causes"}`` (rates in [0, 1]; ``recovery_share`` None
+    without a gate; ``takeover_causes``: takeovers counted by ``"REASON/SOURCE"``, the operator's
+    trigger reason (``info["operator/trigger"]``: ``stall``, ``workspace``, ``knocked_away``, ...)
+    and who acted on the step the operator noticed it (``policy`` or ``recovery``), from the
+    step whose ``info["operator/phase"]`` turned ``reacting``), and
     with ``traces`` > 0 ``"traces"``: the first ``traces`` episodes as strings (``TRACE_LEGEND``;
     a gate needs ``step_info()`` for 'p' / 'R').
     """
     from serl_ext.loop import common
     from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
 
+    from serl_ext.envs.operator import PHASE_REACTING
+
     steps = human = takeovers = recovery = successes = autonomous = 0
+    causes: Dict[str, int] = {}
     traced: List[str] = []
     for i in range(episodes):
         seed = common.eval_seed(config, i)
@@ -126,6 +133,7 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
             if gate is not None:
                 gate.reset(obs)
             done, prev_human, ep_human, success = False, False, 0, False
+            prev_phase, noticed = None, None
             trace = [] if i < traces else None
             while not done:
                 action = np.asarray(agent.eval_actions(obs), dtype=np.float32)
@@ -134,6 +142,7 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
                     action, source = gate.select_action(obs, action)
                     step_info = gate.step_info() if trace is not None and hasattr(gate, "step_info") else None
                 next_obs, reward, terminated, truncated, info = env.step(action)
+                robot_source = source
                 if "intervene_action" in info:
                     action, source = np.asarray(info["intervene_action"], dtype=np.float32), HUMAN
                 if trace is not None and not success:
@@ -143,6 +152,15 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
                 if gate is not None:
                     gate.observe(obs, action, source, reward, next_obs, info)
                 is_human = source == HUMAN
+                phase = info.get("operator/phase")
+                if phase == PHASE_REACTING and prev_phase != PHASE_REACTING:
+                    noticed = (str(info.get("operator/trigger", "")) or "unknown",
+                               "recovery" if robot_source == RECOVERY else "policy")
+                prev_phase = phase
+                if is_human and not prev_human:
+                    key = "/".join(noticed) if noticed is not None else "unknown/unknown"
+                    causes[key] = causes.get(key, 0) + 1
+                    noticed = None
                 takeovers += int(is_human and not prev_human)
                 prev_human = is_human
                 ep_human += int(is_human)
@@ -160,7 +178,8 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
             env.close()
     out = {"ir": human / max(steps, 1), "takeovers_per_episode": takeovers / episodes,
            "success_rate": successes / episodes, "autonomous_rate": autonomous / episodes,
-           "recovery_share": (recovery / max(steps, 1)) if gate is not None else None, "steps": steps}
+           "recovery_share": (recovery / max(steps, 1)) if gate is not None else None, "steps": steps,
+           "takeover_causes": dict(sorted(causes.items()))}
     if traces > 0:
         out["traces"] = traced
     return out
@@ -334,6 +353,14 @@ def report_from_json(path: str, out: Optional[str] = None) -> None:
                   int(rows[0]["episodes"]), oracle, traces, name=os.path.splitext(os.path.basename(path))[0])
 
 
+def _causes_cell(causes: Optional[Dict[str, int]]) -> str:
+    """``"stall/policy 12, workspace/recovery 3"`` (most first), "-" for a report made before the
+    counts existed."""
+    if not causes:
+        return "-" if causes is None else "none"
+    return ", ".join(f"{k} {v}" for k, v in sorted(causes.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def way_totals(rows: List[Dict[str, Any]], key: str) -> Optional[Dict[str, float]]:
     """``{"operator_steps", "mean_ir", "rows"}`` of way ``key`` over the rows that have it:
     operator steps summed (IR x steps of each row), IR averaged over the rows; None if none has it."""
@@ -360,8 +387,9 @@ def write_reports(rows, command: str, out: str, base: str, episodes: int, oracle
              "episodes on the evaluation seeds with the run's simulated operator, deterministic policy actions "
              "(`benchmarks/gate_with_operator.py` docstring). IR = operator steps / all steps; autonomous = "
              "successful episodes with no operator step.", "",
-             "| task | seed | way | IR | takeovers / episode | SR with operator | autonomous | recovery share |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+             "| task | seed | way | IR | takeovers / episode | SR with operator | autonomous | recovery share "
+             "| takeovers by cause (operator's trigger / who acted when it noticed) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     if base == "bc":
         lines[4] = (f"BC on the offline folder's demos (training seed 0, `--bc_steps` updates; the seed column "
                     f"gives them) with the offline folder's gate, {episodes} episodes on the evaluation seeds "
@@ -374,7 +402,8 @@ def write_reports(rows, command: str, out: str, base: str, episodes: int, oracle
                 continue
             m = r[key]
             lines.append(f"| {r['task']} | {r.get('bc_steps', r['seed'])} | {way} | {_fmt(m['ir'])} | {_fmt(m['takeovers_per_episode'], 2)} | "
-                         f"{_fmt(m['success_rate'], 2)} | {_fmt(m['autonomous_rate'], 2)} | {_fmt(m['recovery_share'], 2)} |")
+                         f"{_fmt(m['success_rate'], 2)} | {_fmt(m['autonomous_rate'], 2)} | {_fmt(m['recovery_share'], 2)} | "
+                         f"{_causes_cell(m.get('takeover_causes'))} |")
     totals = [(way, way_totals(rows, key)) for key, way in ways]
     totals = [(way, t) for way, t in totals if t is not None]
     if len(totals) > 1:

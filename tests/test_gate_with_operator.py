@@ -58,6 +58,9 @@ def test_ir_matches_the_rollout_recorder(config):
     assert got["ir"] == pytest.approx(human / steps)
     assert got["takeovers_per_episode"] == pytest.approx(segments / episodes)
     assert got["recovery_share"] is None
+    # an idle robot is taken over for stalling, each takeover counted once, while the policy acted
+    assert sum(got["takeover_causes"].values()) == segments
+    assert set(got["takeover_causes"]) == {"stall/policy"}
 
 
 def test_gate_sees_human_steps_and_recovery_share(config):
@@ -70,6 +73,9 @@ def test_gate_sees_human_steps_and_recovery_share(config):
     assert human / got["steps"] == pytest.approx(got["ir"]) and human > 0
     assert got["recovery_share"] == pytest.approx(sum(s == RECOVERY for s in gate.sources) / got["steps"])
     assert got["recovery_share"] + got["ir"] == pytest.approx(1.0)  # every non-human step was the gate's
+    causes = got["takeover_causes"]
+    assert causes and all(k.endswith("/recovery") for k in causes)  # the gate acted whenever the robot did
+    assert sum(causes.values()) == round(got["takeovers_per_episode"])
 
 
 class FiringModels:
