@@ -21,7 +21,8 @@ When the same task and seed has a finished ``hil_serl`` run, its last agent runs
 (``hil_serl policy + operator``): the baseline's final policy on the same seeds.
 
 ``--base=bc`` instead takes the paper's starting point: the SFT base policy (behaviour cloning on
-the task's demos of ``OFFLINE/TASK/data/demos`` for each of ``--bc_steps``, training seed 0; few
+the task's demos of ``OFFLINE/TASK/data/demos``, recorded again when that gitignored folder is missing,
+for each of ``--bc_steps``, training seed 0; few
 steps give a weak policy, like the one that recorded the offline data) and the gate built from
 the offline pipeline folder ``OFFLINE/TASK`` alone (``uniintervene.init_from``: its proxy value,
 intervention model, best-F1 threshold, memory and recovery policy, as an online run starts),
@@ -230,9 +231,10 @@ def restore(run_dir: str, with_gate: bool):
 def offline_gate(task: str, offline_dir: str):
     """``(config, gate, demos)``: the ``hil_serl+uniintervene`` config of ``task`` started from the
     offline folder, an evaluation copy of its gate loaded with the offline models and memory
-    (marked ready), and the folder's demo episodes.
+    (marked ready), and the folder's demo episodes (``data/demos``; where that gitignored folder
+    is missing, as on a fresh clone, :func:`record_pipeline_demos` records them again).
 
-    Raises FileNotFoundError when the folder has no models or no demos."""
+    Raises FileNotFoundError when the folder has no models."""
     from configs.train import get_config
     from serl_ext.data.episodes import list_episodes, load_episode
     from serl_ext.loop import common
@@ -241,9 +243,10 @@ def offline_gate(task: str, offline_dir: str):
 
     if not os.path.isdir(os.path.join(offline_dir, "models", "intervention")):
         raise FileNotFoundError(f"{offline_dir} has no models/intervention (run the offline pipeline first)")
-    demo_paths = list_episodes(os.path.join(offline_dir, "data", "demos"))
-    if not demo_paths:
-        raise FileNotFoundError(f"{offline_dir}/data/demos holds no episodes (rerun the pipeline's data stage)")
+    demo_dir = os.path.join(offline_dir, "data", "demos")
+    demos = [load_episode(p) for p in list_episodes(demo_dir)] if os.path.isdir(demo_dir) else []
+    if not demos:
+        demos = record_pipeline_demos(task, offline_dir)
     config = get_config(f"{task},{FULL}")
     config.uniintervene.init_from = offline_dir
     env = common.make_env(config, 0, with_operator=False)
@@ -252,7 +255,35 @@ def offline_gate(task: str, offline_dir: str):
     ui = OnlineUniIntervene(config, spec, action_dim, [])
     gate = make_gate(config, spec, action_dim, None)
     gate.load_params(dict(ui.payload(), ready=True))
-    return config, gate.for_evaluation(), [load_episode(p) for p in demo_paths]
+    return config, gate.for_evaluation(), demos
+
+
+def record_pipeline_demos(task: str, offline_dir: str) -> List[dict]:
+    """The offline pipeline's demo episodes of ``task``, recorded again into a temporary folder
+    (``uniintervene_jax.offline_data.collect_offline_data`` with no rollouts: the same scripted
+    expert and demo seeds as the pipeline's data stage at seed 0, so the same episodes) and
+    loaded; as many as ``metrics.json`` says the pipeline recorded (20 without it)."""
+    import shutil
+    import tempfile
+
+    from configs.train import get_config
+    from serl_ext.data.episodes import list_episodes, load_episode
+    from uniintervene_jax.offline_data import collect_offline_data
+
+    try:
+        with open(os.path.join(offline_dir, "metrics.json")) as f:
+            num_demos = int(json.load(f)["data"]["demos"]["episodes"])
+    except (OSError, KeyError, TypeError, ValueError):
+        num_demos = 20
+    print(f"[gate_with_operator] {offline_dir}/data/demos is missing: recording the pipeline's "
+          f"{num_demos} demos of {task} again", flush=True)
+    tmp = tempfile.mkdtemp(prefix=f"demos_{task}_")
+    try:
+        collect_offline_data(get_config(f"{task},hil_serl"), tmp, num_demos=num_demos, num_rollouts=0,
+                             num_assisted=0, seed=0, progress_bar=False)
+        return [load_episode(p) for p in list_episodes(os.path.join(tmp, "demos"))[:num_demos]]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bc_rows(tasks, offline_root: str, bc_steps, episodes: int, oracle: bool = False,

@@ -183,3 +183,17 @@ def test_totals_and_rebuilding_the_report_from_json(tmp_path):
     (tmp_path / "empty.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(ValueError, match="holds no rows"):
         main([f"--from_json={tmp_path / 'empty.json'}"])
+
+
+def test_missing_pipeline_demos_are_recorded_again_the_same(tmp_path):
+    import json
+
+    from benchmarks.gate_with_operator import record_pipeline_demos
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"data": {"demos": {"episodes": 2}}}))
+    first = record_pipeline_demos("pick-place", str(tmp_path))
+    again = record_pipeline_demos("pick-place", str(tmp_path))
+    assert len(first) == 2 and not list(tmp_path.glob("data"))  # the count of metrics.json; nothing written here
+    for a, b in zip(first, again):  # the pipeline's demo seeds: the same episodes each time
+        assert a["metadata"]["source"] == "demo"
+        np.testing.assert_array_equal(a["actions"], b["actions"])
