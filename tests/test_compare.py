@@ -420,7 +420,8 @@ def test_selectivity_table_by_hand_with_old_runs_as_dashes(tmp_path):
     _add_selectivity(tmp_path, UI, 0, {"gate_trigger_rate": 0.2, "trigger_onset_precision": 0.5,
                                        "trigger_onset_recall": 0.25, "gate_aborted_chunks": 3,
                                        "recovery_runs_ended_by_human": 4, "gate_recovery_value_gain_mean": 0.1,
-                                       "selectivity_window": 10, "env_steps": 100},
+                                       "selectivity_window": 10, "env_steps": 100,
+                                       "takeovers_noticed_during_recovery": 0.75},
                      [(40, 40, 10, 20, 10), (80, 40, 20, 10, 10), (100, 20, 10, 10, 0)])
     # UI seed 1, a run from before these keys: trigger rate from gate_triggers / gate_decisions,
     # steps by source from intervention/steps and intervention/recovery_steps.
@@ -454,5 +455,5 @@ def test_selectivity_table_by_hand_with_old_runs_as_dashes(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "N = 10 env steps" in md
     assert "| pick-place | hil_serl+uniintervene | 2 | 0.350 | 0.50 | 0.25 | 0.30 / 0.55 / 0.15 | " \
-           "0.35 / 0.57 / 0.08 | 4.0 | 4.0 | 0.100 |" in md
-    assert "| pick-place | hil_serl | 2 | - | - | 0.00 | 0.70 / 0.00 / 0.30 | 0.80 / 0.00 / 0.20 | - | 0.0 | - |" in md
+           "0.35 / 0.57 / 0.08 | 4.0 | 4.0 | 0.100 | 0.75 |" in md  # seed 1 predates the causes
+    assert "| pick-place | hil_serl | 2 | - | - | 0.00 | 0.70 / 0.00 / 0.30 | 0.80 / 0.00 / 0.20 | - | 0.0 | - | - |" in md

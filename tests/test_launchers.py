@@ -29,6 +29,8 @@ SUMMARY_KEYS = {
     "trigger_onset_recall", "selectivity_window",
     # several actors (issue 14 item 5)
     "actor_id", "num_actors",
+    # takeovers by the operator's trigger reason and who acted (serl_ext/loop/sources.py)
+    "takeover_causes", "takeovers_noticed_during_recovery",
 }
 GATE_SUMMARY_KEYS = {
     "gate_triggers", "gate_recovery_steps", "gate_aborted_chunks", "gate_no_goal", "gate_decisions",

@@ -64,6 +64,15 @@ def test_episode_rows_and_summary_totals_match_the_sent_sources(tmp_path):
     assert summary["trigger_onset_precision"] == pytest.approx(precision)
     assert summary["trigger_onset_recall"] == pytest.approx(recall)
     assert summary["selectivity_window"] == 4
+    # every takeover has a cause, per episode and in the run totals; with recovery on every
+    # other step both actors are seen noticing the operator's triggers
+    assert sum(summary["takeover_causes"].values()) == summary["takeover_onsets"]
+    for row in rows:
+        assert sum(v for k, v in row.items() if k.startswith("intervention/cause/")) == row["intervention/segments"]
+    actors = {k.split("/")[1] for k in summary["takeover_causes"]}
+    assert actors <= {"policy", "recovery"} and not any(k.startswith("unannounced/") for k in summary["takeover_causes"])
+    assert summary["takeovers_noticed_during_recovery"] == pytest.approx(sources.during_recovery_share(
+        summary["takeover_causes"]))
     on_disk = json.loads(open(os.path.join(str(tmp_path), "pick-place", "hil_serl", "seed0", "summary.json")).read())
     assert on_disk["recovery_onsets"] == total["recovery_onsets"]
 
@@ -81,3 +90,7 @@ def test_plain_hil_serl_logs_zeros_and_resumes_adding_up(tmp_path):
     added = sum(sources.source_counts(e, 4)["takeover_onsets"] for e in finished + [cut])
     assert again["takeover_onsets"] == takeovers + added
     assert again["policy_steps"] + again["human_steps"] == 120
+    # the causes add up across the restart too, all noticed while the policy acted
+    assert sum(again["takeover_causes"].values()) == again["takeover_onsets"]
+    assert all(k.endswith("/policy") for k in again["takeover_causes"])
+    assert again["takeovers_noticed_during_recovery"] == (0.0 if again["takeover_onsets"] else None)

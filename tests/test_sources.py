@@ -116,3 +116,27 @@ def test_add_counts_and_errors():
         sources.source_counts(np.array([0.0, 1.0]), 10)
     with pytest.raises(ValueError, match="window"):
         sources.source_counts(np.array([0], np.int8), -1)
+
+
+def test_takeover_causes_by_hand():
+    from serl_ext.loop.sources import TakeoverCauses, during_recovery_share
+
+    c = TakeoverCauses()
+    robot = lambda **kw: {"operator/phase": kw.get("phase", "robot"), "operator/trigger": kw.get("trigger", "")}
+    P, R, H = sources.POLICY, sources.RECOVERY, sources.HUMAN
+    # (gate's choice, executed source, info): a stall noticed during recovery at step 1, the
+    # human from step 3 on (reaction delay 1 after step 2's info), back to the robot, then a
+    # workspace trigger while the policy acts and a human step after it
+    steps = [(P, P, robot()), (R, R, robot(phase="reacting", trigger="stall")),
+             (R, R, robot(phase="reacting", trigger="stall")), (R, H, robot(phase="expert", trigger="stall")),
+             (P, H, robot(phase="expert", trigger="stall")), (P, P, robot(trigger="stall")),
+             (P, P, robot(phase="reacting", trigger="workspace")), (R, H, robot(phase="expert", trigger="workspace"))]
+    got = [c.step(*s) for s in steps]
+    assert got == [None, None, None, "stall/recovery", None, None, None, "workspace/policy"]
+    # a takeover with no operator info: unannounced, charged to the last robot step's actor
+    c.reset()
+    assert [c.step(R, R, {}), c.step(P, H, {}), c.step(P, H, {})] == [None, "unannounced/recovery", None]
+    c.reset()
+    assert c.step(P, H, {}) == "unannounced/policy"  # the first step of an episode
+    assert during_recovery_share({"stall/recovery": 3, "stall/policy": 1}) == pytest.approx(0.75)
+    assert during_recovery_share({}) is None

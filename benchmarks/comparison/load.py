@@ -93,6 +93,7 @@ SELECTIVITY_KEYS = (
     "selectivity_window", "trigger_rate", "onset_precision", "onset_recall", "recovery_onsets",
     "takeover_onsets", "policy_frac", "recovery_frac", "human_frac", "policy_frac_last", "recovery_frac_last",
     "human_frac_last", "aborted_chunks", "recovery_runs_ended_by_human", "recovery_chunks", "value_gain",
+    "takeovers_during_recovery",
 )
 
 
@@ -123,7 +124,9 @@ def selectivity_metrics(summary: dict, actor_rows: Sequence[dict], env_steps: Op
       quarter); ``aborted_chunks`` (chunks the human aborted, the gate's count),
       ``recovery_runs_ended_by_human`` (recovery runs followed by a human step, from the
       sources), ``recovery_chunks``, ``value_gain`` (the gate's mean proxy-value gain over a
-      recovery chunk). A value is None where the run lacks its inputs (runs written before these
+      recovery chunk), ``takeovers_during_recovery`` (``takeovers_noticed_during_recovery``:
+      the share of takeovers the operator noticed while a recovery chunk acted). A value is None
+      where the run lacks its inputs (runs written before these
       keys, or without a gate).
     """
     g = {k: summary.get(k) for k in ("gate_trigger_rate", "gate_triggers", "gate_decisions")}
@@ -148,6 +151,7 @@ def selectivity_metrics(summary: dict, actor_rows: Sequence[dict], env_steps: Op
         "recovery_runs_ended_by_human": summary.get("recovery_runs_ended_by_human"),
         "recovery_chunks": summary.get("gate_recovery_chunks"),
         "value_gain": summary.get("gate_recovery_value_gain_mean"),
+        "takeovers_during_recovery": summary.get("takeovers_noticed_during_recovery"),
     }
     for k in ("policy", "recovery", "human"):
         out[f"{k}_frac"], out[f"{k}_frac_last"] = whole.get(k), last.get(k)

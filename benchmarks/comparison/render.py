@@ -203,12 +203,14 @@ def _selectivity_table(result: dict) -> List[str]:
              "steps (episode rows of `metrics/actor.jsonl`), over the run and over the episodes ending in its last "
              "quarter. `chunks aborted by the human`: the gate's count per run; `recovery runs ended by a human step`: "
              "the same from the sources alone (it also counts a chunk that ran to its end with the human taking over "
-             "on the next step). `value gain per chunk`: the gate's mean proxy-value gain over a recovery chunk.", "",
+             "on the next step). `value gain per chunk`: the gate's mean proxy-value gain over a recovery chunk. "
+             "`takeovers noticed during recovery`: the share of the operator's takeovers whose trigger it noticed "
+             "while a recovery chunk acted (`takeover_causes` of `summary.json`, by trigger reason and actor).", "",
              "| task | method | seeds | trigger rate per decision | onset precision | onset recall "
              "| steps by source (policy / recovery / human) | steps by source, last 25% "
              "| chunks aborted by the human per run | recovery runs ended by a human step per run "
-             "| value gain per chunk |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| value gain per chunk | takeovers noticed during recovery |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for task in result["tasks"]:
         for m in result["methods"]:
             c = sel["per_task"].get(task, {}).get(m)
@@ -217,7 +219,8 @@ def _selectivity_table(result: dict) -> List[str]:
             lines.append(f"| {task} | {m} | {c['n_seeds']} | {_fmt(c['trigger_rate'], 3)} | "
                          f"{_fmt(c['onset_precision'])} | {_fmt(c['onset_recall'])} | {_source_cell(c)} | "
                          f"{_source_cell(c, '_last')} | {_fmt(c['aborted_chunks'], 1)} | "
-                         f"{_fmt(c['recovery_runs_ended_by_human'], 1)} | {_fmt(c['value_gain'], 3)} |")
+                         f"{_fmt(c['recovery_runs_ended_by_human'], 1)} | {_fmt(c['value_gain'], 3)} | "
+                         f"{_fmt(c['takeovers_during_recovery'])} |")
     lines.append("")
     return lines
 

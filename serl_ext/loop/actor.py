@@ -121,6 +121,7 @@ def _initial_state() -> Dict[str, Any]:
         "fault_resets": 0,
         "transport": {},
         "selectivity": {},  # serl_ext.loop.sources counts summed over episodes (and processes)
+        "takeover_causes": {},  # serl_ext.loop.sources.TakeoverCauses: "REASON/ACTOR" -> takeovers
     }
 
 
@@ -410,9 +411,11 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
     def new_episode_stats():
         return dict(ret=0.0, length=0, human=0, recovery=0, segments=0, success=False, prev_human=False,
-                    sources=[])
+                    sources=[], causes={})
 
     ep = new_episode_stats()
+    takeover_causes = sources.TakeoverCauses()
+    state.setdefault("takeover_causes", {})  # an actor_state.json written before the counts
     obs = None
 
     def begin_episode():
@@ -427,6 +430,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             fault("sensor", f"reset observation: {problem}")
             state["fault_resets"] += 1
         gate.reset(obs)
+        takeover_causes.reset()
         if recorder is not None:
             recorder.reset(obs)
         ep = new_episode_stats()
@@ -462,6 +466,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             "intervention/episode_rate": ep["human"] / max(ep["length"], 1),
             "intervention/rate": ir,
             "intervention/recovery_steps": ep["recovery"],
+            **{f"intervention/cause/{k}": float(v) for k, v in sorted(ep["causes"].items())},
         }
         counts = sources.source_counts(np.asarray(ep["sources"], np.int8), selectivity_window)
         sources.add_counts(state["selectivity"], counts)
@@ -532,6 +537,7 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
 
             next_obs, reward, terminated, truncated, info = env.step(action)
             step_latencies.append(time.perf_counter() - t0)
+            robot_source = source  # the gate's choice, before a human override
             kind, problem = "sensor", observation_fault(next_obs, obs_bounds) or _scalar_fault(reward, "reward")
             if problem is None:
                 try:
@@ -547,6 +553,10 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
                 end_episode(faulted=True)
                 continue
             consecutive_faults = 0
+            cause = takeover_causes.step(robot_source, source, info)
+            if cause is not None:
+                ep["causes"][cause] = ep["causes"].get(cause, 0) + 1
+                state["takeover_causes"][cause] = state["takeover_causes"].get(cause, 0) + 1
             gate.observe(obs, action, source, reward, next_obs, info)
 
             transition = {
@@ -713,7 +723,10 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
     ``trigger_onset_precision`` (onsets followed by a takeover within N / recovery onsets; None
     without a recovery onset), ``trigger_onset_recall`` (takeovers preceded by an onset within N /
     takeover onsets; None without a takeover) and ``selectivity_window`` (N, env steps,
-    ``actor.selectivity_window``).
+    ``actor.selectivity_window``). ``takeover_causes``: takeover onsets by ``"REASON/ACTOR"``
+    (:class:`serl_ext.loop.sources.TakeoverCauses`: the operator's trigger reason and who acted
+    when it noticed it), ``takeovers_noticed_during_recovery`` (the share with ACTOR
+    ``recovery``; None without a takeover).
     """
     history = state["eval_history"]
     totals = state.get("transport", {})
@@ -754,6 +767,9 @@ def write_summary(config, run_dir: str, state: Dict[str, Any], learner_step: int
         summary[k] = int(counts.get(k, 0))
     summary["trigger_onset_precision"], summary["trigger_onset_recall"] = sources.onset_precision_recall(counts)
     summary["selectivity_window"] = int(config.actor.get("selectivity_window", 10))
+    causes = {k: int(v) for k, v in sorted(state.get("takeover_causes", {}).items())}
+    summary["takeover_causes"] = causes
+    summary["takeovers_noticed_during_recovery"] = sources.during_recovery_share(causes)
     summary.update(state.get("gate", {}))
     common.atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary

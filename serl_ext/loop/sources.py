@@ -117,3 +117,64 @@ def onset_precision_recall(counts: Mapping[str, int]) -> Tuple[Optional[float], 
     precision = counts.get("recovery_onsets_followed_by_takeover", 0) / onsets_ if onsets_ else None
     recall = counts.get("takeover_onsets_preceded_by_recovery", 0) / takeovers if takeovers else None
     return (None if precision is None else float(precision), None if recall is None else float(recall))
+
+
+SOURCE_NAMES = {POLICY: "policy", RECOVERY: "recovery", HUMAN: "human"}
+# The simulated operators' phase while a noticed trigger waits out the reaction delay
+# (serl_ext/envs/operator.py PHASE_REACTING, serl_ext/envs/ur_tasks.py).
+REACTING_PHASE = "reacting"
+
+
+class TakeoverCauses:
+    """Attributes each takeover onset of an episode to a cause ``"REASON/ACTOR"``.
+
+    REASON is the operator's trigger reason (``info["operator/trigger"]`` on the step whose
+    ``info["operator/phase"]`` turned ``"reacting"``: ``stall``, ``workspace``,
+    ``knocked_away``, ... of ``serl_ext/envs/operator.py``), ACTOR who acted on that step
+    (``policy`` or ``recovery``: the source chosen before the human's override). A takeover
+    with no such step before it (a person at a SpaceMouse, an operator without the info keys) is
+    ``"unannounced/ACTOR"`` with the actor of the last robot step before it (``policy`` at the
+    episode's first step). Call :meth:`reset` at each episode start and :meth:`step` once per
+    executed step.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self._phase = None
+        self._noticed: Optional[str] = None
+        self._prev_human = False
+        self._last_robot = POLICY
+
+    def step(self, robot_source: int, source: int, info: Mapping) -> Optional[str]:
+        """Returns the cause when this step is a takeover onset, else None.
+
+        Args:
+          robot_source: the source the gate chose for this step (POLICY or RECOVERY).
+          source: the executed step's source (HUMAN when the human's action replaced it).
+          info: the env's info of this step.
+        """
+        phase = info.get("operator/phase")
+        if phase == REACTING_PHASE and self._phase != REACTING_PHASE:
+            reason = str(info.get("operator/trigger", "") or "unknown")
+            self._noticed = f"{reason}/{SOURCE_NAMES.get(int(robot_source), str(robot_source))}"
+        self._phase = phase
+        human = int(source) == HUMAN
+        cause = None
+        if human and not self._prev_human:
+            cause = self._noticed or f"unannounced/{SOURCE_NAMES.get(int(self._last_robot), str(self._last_robot))}"
+            self._noticed = None
+        if not human:
+            self._last_robot = int(source)
+        self._prev_human = human
+        return cause
+
+
+def during_recovery_share(causes: Mapping[str, int]) -> Optional[float]:
+    """Share of the takeovers in ``causes`` (``{"REASON/ACTOR": count}``) noticed while recovery
+    acted; None without a takeover."""
+    total = sum(int(v) for v in causes.values())
+    if not total:
+        return None
+    return sum(int(v) for k, v in causes.items() if k.endswith("/recovery")) / total
