@@ -166,14 +166,14 @@ def decision_scores(episodes: Sequence[dict], window: int):
 
 
 def auroc(scores, labels) -> Optional[float]:
-    """Area under the ROC curve of ``scores`` for ``labels`` (Mann-Whitney, ties count 1/2);
-    None when only one class is present."""
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
-    pos, neg = scores[labels], scores[~labels]
-    if not len(pos) or not len(neg):
+    """:func:`uniintervene_jax.value.report.auroc` (rank based, ties count 1/2), None instead of
+    its ValueError when there is no decision or only one class."""
+    from uniintervene_jax.value.report import auroc as rank_auroc
+
+    labels = np.asarray(labels, bool)
+    if not labels.size or labels.all() or not labels.any():
         return None
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater) / (len(pos) * len(neg))
+    return rank_auroc(scores, labels)
 
 
 def score_summary(scores, labels, thresholds: Sequence[float]) -> dict:

@@ -109,17 +109,15 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
 
     Returns ``{"ir", "takeovers_per_episode", "success_rate", "autonomous_rate",
     "recovery_share", "steps", "takeover_causes"}`` (rates in [0, 1]; ``recovery_share`` None
-    without a gate; ``takeover_causes``: takeovers counted by ``"REASON/SOURCE"``, the operator's
-    trigger reason (``info["operator/trigger"]``: ``stall``, ``workspace``, ``knocked_away``, ...)
-    and who acted on the step the operator noticed it (``policy`` or ``recovery``), from the
-    step whose ``info["operator/phase"]`` turned ``reacting``), and
+    without a gate; ``takeover_causes``: takeovers counted by ``"REASON/ACTOR"`` as the actor
+    counts them, :class:`serl_ext.loop.sources.TakeoverCauses`), and
     with ``traces`` > 0 ``"traces"``: the first ``traces`` episodes as strings (``TRACE_LEGEND``;
     a gate needs ``step_info()`` for 'p' / 'R').
     """
     from serl_ext.loop import common
     from serl_ext.loop.gate import HUMAN, POLICY, RECOVERY
 
-    from serl_ext.envs.operator import PHASE_REACTING
+    from serl_ext.loop.sources import TakeoverCauses
 
     steps = human = takeovers = recovery = successes = autonomous = 0
     causes: Dict[str, int] = {}
@@ -134,7 +132,7 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
             if gate is not None:
                 gate.reset(obs)
             done, prev_human, ep_human, success = False, False, 0, False
-            prev_phase, noticed = None, None
+            takeover_causes = TakeoverCauses()
             trace = [] if i < traces else None
             while not done:
                 action = np.asarray(agent.eval_actions(obs), dtype=np.float32)
@@ -143,7 +141,7 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
                     action, source = gate.select_action(obs, action)
                     step_info = gate.step_info() if trace is not None and hasattr(gate, "step_info") else None
                 next_obs, reward, terminated, truncated, info = env.step(action)
-                robot_source = source
+                robot_source = source  # the gate's choice, before a human override
                 if "intervene_action" in info:
                     action, source = np.asarray(info["intervene_action"], dtype=np.float32), HUMAN
                 if trace is not None and not success:
@@ -153,15 +151,9 @@ def run_with_operator(agent, config, episodes: int, gate=None, traces: int = 0) 
                 if gate is not None:
                     gate.observe(obs, action, source, reward, next_obs, info)
                 is_human = source == HUMAN
-                phase = info.get("operator/phase")
-                if phase == PHASE_REACTING and prev_phase != PHASE_REACTING:
-                    noticed = (str(info.get("operator/trigger", "")) or "unknown",
-                               "recovery" if robot_source == RECOVERY else "policy")
-                prev_phase = phase
-                if is_human and not prev_human:
-                    key = "/".join(noticed) if noticed is not None else "unknown/unknown"
-                    causes[key] = causes.get(key, 0) + 1
-                    noticed = None
+                cause = takeover_causes.step(robot_source, source, info)
+                if cause is not None:
+                    causes[cause] = causes.get(cause, 0) + 1
                 takeovers += int(is_human and not prev_human)
                 prev_human = is_human
                 ep_human += int(is_human)
