@@ -25,7 +25,10 @@ Each run is ``bash launchers/run_task.sh TASK,METHOD --config.seed=S ...`` (lear
 two processes), its folder ``OUT/runs/TASK/METHOD/seedS``, its log
 ``OUT/logs/log_TASK_METHOD_seedS.txt``. ``--parallel=N`` runs N at a time, each with its own
 port pair (``--base_port + 10 * slot`` and ``+1``). Runs that hold ``summary.json`` are skipped
-(the command resumes); a run folder without one is removed and restarted.
+(the command resumes); a run folder without one is removed and restarted. ``--stop_by=TIME``
+(ISO 8601, UTC) starts only the runs expected to finish by then (the longest finished run of the
+same task and method, else of the task, is the estimate) and defers the others to the next
+invocation, so a sweep that must stop at a known time throws no half-done run away.
 
 Afterwards (or with ``--report_only``) every finished run is aggregated into ``OUT/results.json``,
 ``OUT/results.md``, ``OUT/curves.png`` and ``OUT/timeline.png``
@@ -77,7 +80,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.comparison.launch import (  # noqa: E402
-    collect_demos, launch_runs, log_path, parse_method_flags, run_dir, validate)
+    collect_demos, launch_runs, log_path, parse_method_flags, parse_stop_by, run_dir, validate)
 from benchmarks.comparison.render import DEFAULT_MACHINE, report  # noqa: E402
 from serl_ext.files import atomic_write  # noqa: E402
 
@@ -101,6 +104,10 @@ _MACHINE = flags.DEFINE_string("machine", DEFAULT_MACHINE, "Where the runs ran, 
 _METHOD_FLAGS = flags.DEFINE_multi_string(
     "method_flags", [], "METHOD=--config.FIELD=VALUE: a flag for that method's runs only ({task} and {seed} "
     "are filled in), e.g. hil_serl+uniintervene=--config.uniintervene.init_from=OFFLINE/{task}; repeatable.")
+_STOP_BY = flags.DEFINE_string(
+    "stop_by", "", "Start no run that is not expected to finish by this time (ISO 8601, UTC unless an offset is "
+    "given, e.g. 2026-12-02T21:30): the longest finished run of the same task and method (else task) is the "
+    "estimate; the runs left out are deferred to the next invocation. Empty: no deadline.")
 _COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run (its folder and log) and the report.")
 
 
@@ -109,7 +116,8 @@ def main(argv):
     passed to every run.
 
     Raises:
-      app.UsageError: a seed that is not an integer, or an invalid name (``launch.validate``).
+      app.UsageError: a seed that is not an integer, an invalid name (``launch.validate``) or
+        ``--stop_by`` (``launch.parse_stop_by``).
       RuntimeError: demo collection failed (``launch.collect_demos``).
     """
     extra = list(argv[1:])
@@ -118,6 +126,7 @@ def main(argv):
         seeds = [int(s) for s in _SEEDS.value]
         validate(methods, tasks, _BASELINE.value)
         method_flags = parse_method_flags(_METHOD_FLAGS.value, methods)
+        stop_by = parse_stop_by(_STOP_BY.value)
     except ValueError as e:
         raise app.UsageError(str(e))
     out = os.path.abspath(_OUT.value)
@@ -147,7 +156,7 @@ def main(argv):
         launch_runs(out, tasks, methods, seeds, _MAX_STEPS.value, parallel=_PARALLEL.value,
                     eval_period=_EVAL_PERIOD.value, eval_episodes=_EVAL_EPISODES.value,
                     base_port=_BASE_PORT.value, extra=extra, method_flags=method_flags,
-                    on_finish=commit_run if _COMMIT.value else None)
+                    on_finish=commit_run if _COMMIT.value else None, stop_by=stop_by)
     write_report()
     if _COMMIT.value:
         from benchmarks.hil_serl import git_commit

@@ -4,6 +4,8 @@
   python benchmarks/uniintervene_protocol.py --parts=offline --tasks=pick-place --commit
   python benchmarks/uniintervene_protocol.py --parts=compare,ablations --report_only
   python benchmarks/uniintervene_protocol.py --dry_run                         # print the commands
+  python benchmarks/uniintervene_protocol.py --parts=compare,ablations --commit --stop_after_min=150
+                                       # start only the runs expected to end within 150 minutes
 
 Parts, in the paper's order (each resumes: finished stages and runs are skipped):
 
@@ -125,22 +127,26 @@ def prepare_ablation(base: str, rdir: str, stages: Sequence[str]) -> None:
             os.remove(path)
 
 
-def compare_command(out: str, tasks: Sequence[str], seeds: str, commit: bool, report_only: bool) -> List[str]:
+def compare_command(out: str, tasks: Sequence[str], seeds: str, commit: bool, report_only: bool,
+                    stop_by: str = "") -> List[str]:
     flags = [f"--method_flags={FULL}=--config.uniintervene.init_from={os.path.join(out, 'offline', '{task}')}"]
     return [sys.executable, "benchmarks/compare.py", f"--methods=hil_serl,{FULL}", f"--tasks={','.join(tasks)}",
             f"--seeds={seeds}", f"--out={os.path.join(out, 'compare')}", f"--eval_period={EVAL_PERIOD}",
             f"--eval_episodes={EVAL_EPISODES}", "--baseline=hil_serl", *flags,
-            *(["--commit"] if commit else []), *(["--report_only"] if report_only else [])]
+            *(["--commit"] if commit else []), *(["--report_only"] if report_only else []),
+            *([f"--stop_by={stop_by}"] if stop_by else [])]
 
 
-def ablation_command(out: str, tasks: Sequence[str], seeds: str, commit: bool, report_only: bool) -> List[str]:
+def ablation_command(out: str, tasks: Sequence[str], seeds: str, commit: bool, report_only: bool,
+                     stop_by: str = "") -> List[str]:
     methods = [FULL] + [f"{FULL}-{name}" for name in ABLATIONS]
     flags = [f"--method_flags={FULL}-{name}=--config.uniintervene.init_from="
              f"{os.path.join(out, 'offline', '{task}-' + name)}" for name in ABLATIONS]
     return [sys.executable, "benchmarks/compare.py", f"--methods={','.join(methods)}", f"--tasks={','.join(tasks)}",
             f"--seeds={seeds}", f"--out={os.path.join(out, 'ablations')}", f"--eval_period={EVAL_PERIOD}",
             f"--eval_episodes={EVAL_EPISODES}", f"--baseline={FULL}", *flags,
-            *(["--commit"] if commit else []), *(["--report_only"] if report_only else [])]
+            *(["--commit"] if commit else []), *(["--report_only"] if report_only else []),
+            *([f"--stop_by={stop_by}"] if stop_by else [])]
 
 
 def missing_full_runs(out: str, tasks: Sequence[str], seeds: str) -> List[str]:
@@ -200,6 +206,35 @@ def note_provenance(out: str, parts: Sequence[str], commit: bool) -> None:
         git_commit([path], "UniIntervene protocol: provenance")
 
 
+def stop_by_time(stop_by: str, stop_after_min: float, now: float = None) -> str:
+    """The deadline both compare parts get, as ISO 8601 UTC (``""``: none): ``stop_by`` as given
+    (checked), or ``stop_after_min`` minutes after ``now`` (Unix time, s; default the clock), so
+    that the ablations part, which starts later, keeps the same deadline.
+
+    Raises:
+      SystemExit: both given, a negative ``stop_after_min``, or an unreadable ``stop_by``.
+    """
+    import datetime
+    import time
+
+    from benchmarks.comparison.launch import parse_stop_by
+
+    if stop_by and stop_after_min:
+        raise SystemExit("[protocol] give --stop_by or --stop_after_min, not both")
+    if stop_after_min < 0:
+        raise SystemExit(f"[protocol] --stop_after_min={stop_after_min} is negative")
+    if stop_by:
+        try:
+            parse_stop_by(stop_by)
+        except ValueError as e:
+            raise SystemExit(f"[protocol] {e}")
+        return stop_by
+    if not stop_after_min:
+        return ""
+    when = (time.time() if now is None else now) + 60.0 * stop_after_min
+    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="benchmarks/results/uniintervene_protocol")
@@ -210,7 +245,12 @@ def main(argv=None):
     p.add_argument("--commit", action="store_true")
     p.add_argument("--report_only", action="store_true", help="compare parts: only the reports")
     p.add_argument("--dry_run", action="store_true")
+    p.add_argument("--stop_by", default="", help="compare parts: start no run that is not expected to finish by "
+                   "this time (ISO 8601, UTC unless an offset is given; benchmarks/compare.py --stop_by)")
+    p.add_argument("--stop_after_min", type=float, default=0.0,
+                   help="the same as --stop_by, as minutes from now (e.g. what is left of a session)")
     args = p.parse_args(argv)
+    stop_by = stop_by_time(args.stop_by, args.stop_after_min)
     out = os.path.abspath(args.out)
     parts = [x for x in args.parts.split(",") if x]
     unknown = [x for x in parts if x not in ("offline", "compare", "ablations", "tables")]
@@ -246,7 +286,7 @@ def main(argv=None):
                       "(run --parts=compare first)", flush=True)
                 continue
             link_full_runs(out, part_tasks)
-        cmd = build(out, part_tasks, args.seeds, args.commit, args.report_only)
+        cmd = build(out, part_tasks, args.seeds, args.commit, args.report_only, stop_by)
         print("[protocol]", " ".join(cmd), flush=True)
         if not args.dry_run:
             subprocess.run(cmd, cwd=REPO, env=env, check=False)

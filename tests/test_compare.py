@@ -251,10 +251,65 @@ def test_launch_runs_skips_finished_and_uses_distinct_ports(tmp_path, monkeypatc
 
     monkeypatch.setattr(launch.subprocess, "run", fake_run)
     counts = launch.launch_runs(str(tmp_path), ["pick-place"], METHODS, [0, 1], 0, parallel=2)
-    assert counts == {"done_before": 1, "ok": 3, "failed": 0}
+    assert counts == {"done_before": 1, "ok": 3, "failed": 0, "deferred": 0}
     assert sorted(c[:3] for c in calls) == [("pick-place", BASE, 1), ("pick-place", UI, 0), ("pick-place", UI, 1)]
     assert {c[3] for c in calls} <= {5600, 5610}
     assert os.path.exists(launch.log_path(str(tmp_path), "pick-place", UI, 1))
+
+
+def test_stop_by_defers_the_runs_that_would_not_finish_and_leaves_their_folders(tmp_path, monkeypatch):
+    import time
+
+    # Finished: pick-place hil_serl 120 s, hil_serl+uniintervene 400 s (its own estimate wins over
+    # the task's); assembly has no finished run (no estimate: starts while time is left).
+    _make_run(tmp_path, "pick-place", BASE, 0, 0.5, 0.5)
+    slow = _make_run(tmp_path, "pick-place", UI, 0, 0.5, 0.5)
+    with open(os.path.join(slow, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(slow, "summary.json"), "w") as f:
+        json.dump(dict(summary, wall_clock_s=400.0), f)
+    assert launch.expected_run_s(str(tmp_path), "pick-place", UI) == 400.0
+    assert launch.expected_run_s(str(tmp_path), "pick-place", "other") == 400.0  # the task's longest
+    assert launch.expected_run_s(str(tmp_path), "assembly", BASE) is None
+    interrupted = launch.run_dir(str(tmp_path), "pick-place", UI, 1)
+    os.makedirs(interrupted)
+    open(os.path.join(interrupted, "partial.txt"), "w").close()
+    started = []
+
+    def fake_run(cmd, cwd, stdout, stderr, env):
+        task, method = cmd[2].split(",")
+        seed = int(next(a for a in cmd if a.startswith("--config.seed=")).split("=")[1])
+        started.append((task, method, seed))
+        _make_run(tmp_path, task, method, seed, 0.5, 0.3)
+        return type("P", (), {"returncode": 0})()
+
+    monkeypatch.setattr(launch.subprocess, "run", fake_run)
+    counts = launch.launch_runs(str(tmp_path), ["pick-place", "assembly"], METHODS, [1], 0,
+                                stop_by=time.time() + 300)  # 5 min: fits 120 s, not 400 s
+    assert started == [("pick-place", BASE, 1), ("assembly", BASE, 1), ("assembly", UI, 1)]
+    assert counts == {"done_before": 0, "ok": 3, "failed": 0, "deferred": 1}
+    assert os.path.exists(os.path.join(interrupted, "partial.txt"))  # left for the next invocation
+    started.clear()
+    counts = launch.launch_runs(str(tmp_path), ["pick-place"], METHODS, [1], 0, stop_by=time.time() - 1)
+    assert started == [] and counts["deferred"] == 1 and counts["done_before"] == 1  # past: nothing starts
+    counts = launch.launch_runs(str(tmp_path), ["pick-place"], METHODS, [1], 0)  # no deadline
+    assert started == [("pick-place", UI, 1)] and counts["ok"] == 1
+    assert not os.path.exists(os.path.join(interrupted, "partial.txt"))  # restarted from scratch
+
+
+def test_parse_stop_by():
+    import datetime
+
+    utc = datetime.timezone.utc
+    assert launch.parse_stop_by("") is None and launch.parse_stop_by("  ") is None
+    assert launch.parse_stop_by("2026-12-02T21:30") == datetime.datetime(2026, 12, 2, 21, 30, tzinfo=utc).timestamp()
+    assert launch.parse_stop_by("2026-12-02T22:30+01:00") == launch.parse_stop_by("2026-12-02T21:30")
+    for bad in ("21:30 tomorrow", "soon", "2026-13-02T21:30"):
+        with pytest.raises(ValueError, match="ISO 8601"):
+            launch.parse_stop_by(bad)
+    with flagsaver.flagsaver(stop_by="nonsense", report_only=True):
+        with pytest.raises(app.UsageError, match="ISO 8601"):
+            compare.main(["compare.py"])
 
 
 def test_method_flags_reach_only_their_method_with_task_and_seed_filled(tmp_path, monkeypatch):

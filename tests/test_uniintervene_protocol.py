@@ -4,6 +4,8 @@ reuses, and the comparison commands (no training here)."""
 import os
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -77,7 +79,9 @@ def test_comparison_commands_hold_the_protocol_and_start_each_method_from_its_fo
     assert args["--eval_episodes"] == "20" and args["--eval_period"] == "5000" and "--commit" in cmd
     assert args["--method_flags"] == ("hil_serl+uniintervene=--config.uniintervene.init_from="
                                       + os.path.join(out, "offline", "{task}"))
-    cmd = protocol.ablation_command(out, ["pick-place"], "0", False, True)
+    assert not any(a.startswith("--stop_by") for a in cmd)
+    cmd = protocol.ablation_command(out, ["pick-place"], "0", False, True, "2026-12-02T21:30")
+    assert "--stop_by=2026-12-02T21:30" in cmd
     flags = [a for a in cmd if a.startswith("--method_flags=")]
     assert len(flags) == 4 and "--report_only" in cmd
     assert f"--method_flags=hil_serl+uniintervene-no_tvr=--config.uniintervene.init_from=" \
@@ -89,3 +93,15 @@ def test_comparison_commands_hold_the_protocol_and_start_each_method_from_its_fo
     assert protocol.missing_full_runs(out, ["pick-place"], "0") == []
     protocol.link_full_runs(out, ["pick-place"])
     assert os.path.exists(os.path.join(out, "ablations", "runs", "pick-place", protocol.FULL, "seed0", "summary.json"))
+
+
+def test_stop_after_minutes_becomes_one_absolute_deadline():
+    from benchmarks.comparison.launch import parse_stop_by
+
+    now = 1_800_000_000.0
+    when = protocol.stop_by_time("", 90, now=now)
+    assert parse_stop_by(when) == now + 90 * 60  # the same instant for both compare parts
+    assert protocol.stop_by_time("", 0) == "" and protocol.stop_by_time("2026-12-02T21:30", 0) == "2026-12-02T21:30"
+    for args, match in ((("2026-12-02T21:30", 5), "not both"), (("", -1), "negative"), (("later", 0), "ISO 8601")):
+        with pytest.raises(SystemExit, match=match):
+            protocol.stop_by_time(*args)

@@ -7,6 +7,8 @@ pair (``base_port + 10 * slot`` and ``+1``).
 """
 
 import concurrent.futures
+import glob
+import json
 import os
 import queue
 import shlex
@@ -163,10 +165,58 @@ def collect_demos(out: str, tasks: Sequence[str], num_demos: int) -> None:
             raise RuntimeError(f"demo collection for {task} failed (exit {proc.returncode}); see {logp}")
 
 
+def parse_stop_by(text: str) -> Optional[float]:
+    """``--stop_by`` -> Unix time (s): an ISO 8601 date and time (``2026-12-02T21:30``; without
+    an offset it is UTC, like the machine's clock and the run logs), or ``""`` for no deadline
+    (None).
+
+    Raises:
+      ValueError: text that is neither (the message shows the expected form).
+    """
+    import datetime
+
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--stop_by={text!r} is not an ISO 8601 date and time such as 2026-12-02T21:30 "
+                         "(UTC unless an offset is given)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def expected_run_s(out: str, task: str, method: str) -> Optional[float]:
+    """How long a run of ``task`` / ``method`` is expected to take, in wall-clock seconds: the
+    longest ``wall_clock_s`` of the finished runs of that method on that task in ``OUT/runs``;
+    without one, the longest of the task's other methods' runs; None when the task has no
+    finished run (or no readable ``summary.json``). The longest, not the median: run times on a
+    shared machine vary about 2x with what else runs, and the estimate decides whether a run
+    may still start before a deadline."""
+    def longest(pattern):
+        times = []
+        for path in glob.glob(pattern):
+            try:
+                with open(path) as f:
+                    value = float(json.load(f).get("wall_clock_s", "nan"))
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+            if value == value and value > 0:
+                times.append(value)
+        return max(times) if times else None
+
+    runs = os.path.join(out, "runs", glob.escape(task))
+    own = longest(os.path.join(runs, glob.escape(method), "seed*", "summary.json"))
+    return own if own is not None else longest(os.path.join(runs, "*", "seed*", "summary.json"))
+
+
 def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence, max_env_steps: int,
                 parallel: int = 1, eval_period: int = 2500, eval_episodes: int = 10, base_port: int = 5600,
                 extra: Sequence[str] = (), method_flags: Optional[Dict[str, Sequence[str]]] = None,
-                on_finish: Optional[Callable[[str, str, int, bool], None]] = None) -> Dict[str, int]:
+                on_finish: Optional[Callable[[str, str, int, bool], None]] = None,
+                stop_by: Optional[float] = None) -> Dict[str, int]:
     """Runs every (task, method, seed) that has no ``summary.json`` yet, ``parallel`` at a time.
 
     ``extra`` goes to every run, then ``method_flags[method]`` (:func:`method_run_flags`) to that
@@ -179,9 +229,15 @@ def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: S
     is :func:`task_budget` of ``max_env_steps``. Prints a line per start and finish (elapsed
     minutes) and a tqdm bar over the runs.
 
+    ``stop_by`` (Unix time, s; None: no deadline): a run is started only if it is expected to
+    finish by then (:func:`expected_run_s`; a run with no estimate starts while time is left).
+    A run that would not is *deferred*: not started, its folder left alone, printed with the
+    estimate; later, shorter runs may still start. A sweep that must end at a known time (a
+    session limit) so keeps no half-done run whose work would be thrown away.
+
     Returns:
-      ``{"done_before": n, "ok": n, "failed": n}`` (a run is ok when it exits 0 and leaves a
-      ``summary.json``).
+      ``{"done_before": n, "ok": n, "failed": n, "deferred": n}`` (a run is ok when it exits 0
+      and leaves a ``summary.json``).
     """
     from tqdm import tqdm
 
@@ -200,17 +256,27 @@ def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: S
     for k in range(max(1, int(parallel))):
         slots.put(k)
     lock = threading.Lock()
-    counts = {"done_before": done_before, "ok": 0, "failed": 0}
+    counts = {"done_before": done_before, "ok": 0, "failed": 0, "deferred": 0}
     t_start = time.time()
     bar = tqdm(total=len(jobs), desc="runs", unit="run")
 
     def one(job):
         task, method, seed = job
         rdir = run_dir(out, task, method, seed)
-        if os.path.isdir(rdir):  # An interrupted run restarts from scratch (clean timings, no mixed state).
-            shutil.rmtree(rdir)
         slot = slots.get()
         try:
+            if stop_by is not None:
+                left, expected = stop_by - time.time(), expected_run_s(out, task, method)
+                if left <= 0 or (expected is not None and expected > left):
+                    with lock:
+                        counts["deferred"] += 1
+                        bar.update(1)
+                        tqdm.write(f"[compare] deferred {task} {method} seed {seed}: expected "
+                                   f"{'?' if expected is None else f'{expected / 60:.0f}'} min, "
+                                   f"{max(left, 0.0) / 60:.0f} min left before --stop_by")
+                    return
+            if os.path.isdir(rdir):  # An interrupted run restarts from scratch (clean timings, no mixed state).
+                shutil.rmtree(rdir)
             cmd = build_run_command(out, task, method, seed, task_budget(task, max_env_steps), slot=slot,
                                     eval_period=eval_period, eval_episodes=eval_episodes,
                                     base_port=base_port,
