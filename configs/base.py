@@ -139,6 +139,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     # out-of-bound action) end the episode and are counted; this many in a row without a good
     # step in between stop the actor with an error (a dead sensor, not a glitch).
     config.actor.max_consecutive_faults = 100
+    # A reset the env refuses until a person acts (serl_ext.errors.ResetBlockedError: an emergency
+    # or protective stop on a real arm) is retried every blocked_reset_retry_s seconds, the queue
+    # still delivered meanwhile; after blocked_reset_timeout_s of one wait (0: no limit) the actor
+    # stops with the env's message.
+    config.actor.blocked_reset_retry_s = 5.0
+    config.actor.blocked_reset_timeout_s = 3600.0
     # Selectivity window N in env steps (serl_ext/loop/sources.py): a gate's recovery onset and an
     # operator takeover onset pair up when the takeover starts 1..N steps after the onset
     # (selectivity/ per episode, trigger_onset_precision / _recall in summary.json).

@@ -8,8 +8,13 @@ over and executed that action instead of the policy's).
 
 from __future__ import annotations
 
+import time
+from typing import Callable, Optional
+
 import gymnasium as gym
 import numpy as np
+
+from serl_ext.errors import ResetBlockedError
 
 
 def executed_action(action, info: dict) -> np.ndarray:
@@ -17,6 +22,87 @@ def executed_action(action, info: dict) -> np.ndarray:
     if "intervene_action" in info:
         return np.asarray(info["intervene_action"], dtype=np.float32)
     return np.asarray(action, dtype=np.float32)
+
+
+class WaitWhileResetBlocked(gym.Wrapper):
+    """Retries ``reset`` while the inner env raises :class:`ResetBlockedError` (an emergency or
+    protective stop on a real arm: ``serl_ext.robots.ur.SafetyStopError``), instead of letting the
+    error end the run; other errors pass through at once.
+
+    While it waits it calls ``while_waiting()`` about every 0.1 s (the actor delivers its queued
+    transitions and takes new parameters there) and ``notify(message)`` when the wait starts,
+    every 60 s of it and when it ends (the message names the env's error, which says what the
+    person has to do).
+
+    Args:
+        env: the env to wrap.
+        retry_s: seconds between reset attempts (> 0).
+        timeout_s: give up after this many seconds of one wait (0: wait without end).
+        while_waiting, notify: callbacks (None: nothing).
+        clock, sleep: ``time.monotonic`` and ``time.sleep`` unless a test injects its own.
+    Attributes:
+        blocked_resets: resets that had to wait. waited_s: seconds waited, in all.
+        last_wait_s: seconds the last reset waited (0.0 when it did not).
+    Raises:
+        ValueError: ``retry_s`` <= 0 or ``timeout_s`` < 0.
+        RuntimeError: (from ``reset``) still blocked after ``timeout_s``; the env's last
+          :class:`ResetBlockedError` is its ``__cause__``.
+    """
+
+    def __init__(self, env: gym.Env, retry_s: float = 5.0, timeout_s: float = 3600.0,
+                 while_waiting: Optional[Callable[[], None]] = None,
+                 notify: Optional[Callable[[str], None]] = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        super().__init__(env)
+        if not float(retry_s) > 0:
+            raise ValueError(f"retry_s must be > 0, got {retry_s}")
+        if not float(timeout_s) >= 0:
+            raise ValueError(f"timeout_s must be >= 0 (0: no limit), got {timeout_s}")
+        self.retry_s, self.timeout_s = float(retry_s), float(timeout_s)
+        self.while_waiting, self.notify = while_waiting, notify
+        self._clock, self._sleep = clock, sleep
+        self.blocked_resets, self.waited_s, self.last_wait_s = 0, 0.0, 0.0
+
+    def _say(self, message: str) -> None:
+        if self.notify is not None:
+            self.notify(message)
+
+    def reset(self, **kwargs):
+        self.last_wait_s = 0.0
+        start = None
+        next_note = 0.0
+        while True:
+            try:
+                result = self.env.reset(**kwargs)
+            except ResetBlockedError as error:
+                now = self._clock()
+                if start is None:
+                    start, next_note = now, now
+                    self.blocked_resets += 1
+                waited = now - start
+                if self.timeout_s and waited >= self.timeout_s:
+                    self.last_wait_s = waited
+                    self.waited_s += waited
+                    raise RuntimeError(f"reset still blocked after {waited:.0f} s "
+                                       f"(blocked_reset_timeout_s={self.timeout_s:g}): {error}") from error
+                if now >= next_note:
+                    left = f", giving up in {self.timeout_s - waited:.0f} s" if self.timeout_s else ""
+                    self._say(f"reset blocked for {waited:.0f} s: {error}; retrying every {self.retry_s:g} s{left}")
+                    next_note = now + 60.0
+                retry_at = now + self.retry_s
+                while True:
+                    if self.while_waiting is not None:
+                        self.while_waiting()
+                    remaining = retry_at - self._clock()
+                    if remaining <= 0:
+                        break
+                    self._sleep(min(0.1, remaining))
+                continue
+            if start is not None:
+                self.last_wait_s = self._clock() - start
+                self.waited_s += self.last_wait_s
+                self._say(f"reset went through after {self.last_wait_s:.0f} s blocked")
+            return result
 
 
 class SuccessTermination(gym.Wrapper):

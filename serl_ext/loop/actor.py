@@ -41,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from serl_ext.data._validation import DEFAULT_MAX_ABS, OutOfBoundsError, check_abs_bound
+from serl_ext.envs.wrappers import WaitWhileResetBlocked
 from serl_ext.loop import common, components, sources
 from serl_ext.loop.common import DATA_STORE, INTERVENTION_STORE, transport_config  # noqa: F401
 from serl_ext.loop.evaluation import evaluate, training_video_spec
@@ -123,6 +124,11 @@ def _initial_state() -> Dict[str, Any]:
         "selectivity": {},  # serl_ext.loop.sources counts summed over episodes (and processes)
         "takeover_causes": {},  # serl_ext.loop.sources.TakeoverCauses: "REASON/ACTOR" -> takeovers
     }
+
+
+def _note_blocked_reset(message: str) -> None:
+    log.warning(message)
+    tqdm.write(f"[actor] {message}")
 
 
 def observation_fault(observation: Dict[str, Any], bounds: Dict[str, Any]) -> Optional[str]:
@@ -232,6 +238,11 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         log.info("resuming actor from %s at env step %d", state_path, state["env_steps"])
 
     env = common.make_env(config, common.episode_seed(config, state["episodes"]), with_operator=True)
+    # A reset the env refuses until a person acts (ResetBlockedError: an emergency or protective
+    # stop) is retried; while_waiting (set below, once the transport is up) keeps delivering.
+    env = WaitWhileResetBlocked(env, retry_s=float(config.actor.get("blocked_reset_retry_s", 5.0)),
+                                timeout_s=float(config.actor.get("blocked_reset_timeout_s", 3600.0)),
+                                notify=_note_blocked_reset)
     spec = common.observation_spec(env)
     action_dim = int(env.action_space.shape[0])
     bounds = common.value_bounds(env)
@@ -344,6 +355,12 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
             param_errors += 1
             log.warning("rejected parameter message: %s", e)
 
+    def while_reset_blocked():
+        client.update()  # delivers what is queued, receives parameters
+        swap_params()
+
+    env.while_waiting = while_reset_blocked
+
     def throttled() -> bool:
         ratio = float(config.actor.steps_per_update)
         if ratio <= 0:
@@ -423,6 +440,9 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         nonlocal obs, ep
         while True:
             obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"] + state["fault_resets"]))
+            if env.last_wait_s > 0:
+                logger.log({"rollout/reset_blocked_s": env.last_wait_s,
+                            "rollout/blocked_resets": env.blocked_resets}, state["env_steps"])
             problem = observation_fault(obs, obs_bounds)
             if problem is None:
                 break

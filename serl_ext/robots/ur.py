@@ -54,6 +54,7 @@ import gymnasium as gym
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from serl_ext.errors import ResetBlockedError
 from serl_ext.robots import safety
 from serl_ext.robots.clock import RealClock
 
@@ -61,8 +62,10 @@ STATE_LAYOUT = (("tcp_pose", 6), ("tcp_vel", 6), ("tcp_wrench", 6), ("gripper", 
 STATE_DIM = sum(n for _, n in STATE_LAYOUT)
 
 
-class SafetyStopError(RuntimeError):
-    """Raised when the arm cannot move: emergency stop, protective stop, or a fault that does not clear."""
+class SafetyStopError(ResetBlockedError):
+    """Raised when the arm cannot move: emergency stop, protective stop, or a fault that does not
+    clear. A ``RuntimeError``; as a :class:`ResetBlockedError` from ``reset`` the actor waits for
+    the person to clear it and retries (``actor.blocked_reset_*``) instead of ending the run."""
 
 
 def _import_rtde():
