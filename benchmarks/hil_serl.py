@@ -173,6 +173,8 @@ def aggregate(args, out):
                 "task": task, "seed": int(seed), "summary": summary,
                 "episodes": episode_rows(actor),
                 "eval_history": summary["eval_history"],
+                "action_repeat": ((read_json(os.path.join(run_dir, "actor_config.json")) or {})
+                                  .get("env", {}).get("action_repeat")),
                 "learner_updates_per_s_median": float(np.median(rates)) if rates else None,
                 "updates_per_env_step": (summary.get("learner_steps") or 0)
                 / max(int(summary["env_steps"]), 1),
@@ -246,12 +248,15 @@ def report(args, out, rows):
               "per_task": per_task, "runs": per_run}
     atomic_write(os.path.join(out, "results.json"), json.dumps(result, indent=2).encode())
 
+    repeats = ", ".join(
+        f"{t} {'/'.join(str(x) for x in sorted({r.get('action_repeat') for r in rows if r['task'] == t}, key=str))}"
+        for t in tasks)
     lines = [
         f"# {args.algorithm}: the HiL-SERL row", "",
         f"Command: `{args.command}`", "",
         f"Machine: {result['machine']}. Evaluation: {args.eval_episodes} deterministic episodes "
-        f"on fixed seeds, no human, every {args.eval_period} env steps (agent steps at action "
-        f"repeat 4). Converged: the first evaluation point from which the median eval SR over "
+        f"on fixed seeds, no human, every {args.eval_period} env steps (env steps: agent steps "
+        f"x the task's action repeat: {repeats}). Converged: the first evaluation point from which the median eval SR over "
         f"the seeds stays >= {args.select_sr} to the end of the runs; budget = "
         f"{args.budget_factor} x that, rounded up to 10k, capped at the run length; the runs "
         f"are reported truncated at the budget. IR = operator steps / all steps of the training episodes. Medians "
