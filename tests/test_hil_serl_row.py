@@ -42,3 +42,50 @@ def test_row_at_budget_truncates_history_and_episodes():
     assert r["autonomous_sr_last_quarter"] == pytest.approx(0.5)  # 12000 without a human step
     assert r["env_steps_to_target"] == 10000 and r["minutes_to_target"] == 4.0
     assert row_at_budget(row, 15000, target_sr=0.95)["env_steps_to_target"] is None
+
+
+def _fake_run(root, task, seed, action_repeat, srs, human_per_episode):
+    """A finished run folder as the launchers leave it: summary.json, actor_config.json and the
+    actor's and learner's metrics (4 episodes of 100 env steps per 500 env steps)."""
+    import json
+
+    run = os.path.join(root, "runs", task, "hil_serl", f"seed{seed}")
+    os.makedirs(os.path.join(run, "metrics"))
+    history = [{"env_steps": 500 * (i + 1), "success_rate": sr, "wall_clock_s": 60.0 * (i + 1)}
+               for i, sr in enumerate(srs)]
+    with open(os.path.join(run, "summary.json"), "w") as f:
+        json.dump({"env_steps": 500 * len(srs), "learner_steps": 250 * len(srs),
+                   "eval_history": history}, f)
+    with open(os.path.join(run, "actor_config.json"), "w") as f:
+        json.dump({"env": {"action_repeat": action_repeat}}, f)
+    with open(os.path.join(run, "metrics", "actor.jsonl"), "w") as f:
+        for k in range(1, 5 * len(srs) + 1):
+            f.write(json.dumps({"step": 100 * k, "rollout/length": 100,
+                                "intervention/steps": human_per_episode,
+                                "intervention/segments": 1, "rollout/success": 1}) + "\n")
+    with open(os.path.join(run, "metrics", "learner.jsonl"), "w") as f:
+        f.write(json.dumps({"step": 10, "train/updates_per_s": 40.0}) + "\n")
+
+
+def test_report_states_each_tasks_action_repeat_and_aggregates_the_runs(tmp_path):
+    """The report over fake finished runs: each task's action repeat comes from its runs (the
+    simulated UR5e runs at 1, Meta-World at 4), IR and SR are the runs' own, worked by hand."""
+    import json
+
+    from benchmarks.hil_serl import aggregate, parse_args, report
+
+    out = str(tmp_path)
+    _fake_run(out, "ur5e-sim-lift", 0, 1, [0.0, 0.5, 0.9, 0.9], human_per_episode=10)
+    _fake_run(out, "ur5e-sim-lift", 1, 1, [0.0, 0.85, 0.9, 1.0], human_per_episode=30)
+    _fake_run(out, "pick-place", 0, 4, [0.9, 0.9, 0.9, 0.9], human_per_episode=0)
+    args, _ = parse_args(["--tasks=ur5e-sim-lift,pick-place", "--seeds=0,1", f"--out={out}"])
+    report(args, out, aggregate(args, out))
+    text = open(os.path.join(out, "results.md")).read()
+    assert "action repeat: ur5e-sim-lift 1, pick-place 4" in text
+    result = json.load(open(os.path.join(out, "results.json")))
+    lift = result["per_task"]["ur5e-sim-lift"]
+    assert lift["seeds"] == [0, 1] and lift["run_env_steps"] == 2000
+    assert lift["ir_mean"] == pytest.approx((0.1 + 0.3) / 2)  # 10 and 30 of 100 steps per episode
+    assert lift["updates_per_env_step"] == [0.5, 0.5]
+    assert result["per_task"]["pick-place"]["seeds"] == [0]  # seed 1 has no run: left out
+    assert os.path.isfile(os.path.join(out, "curves.png"))
