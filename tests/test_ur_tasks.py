@@ -245,3 +245,68 @@ def test_evaluation_on_the_training_env_steps_around_the_simulated_operator(lift
         assert length == 30 and human > 0  # training again, with the operator
     finally:
         env.close()
+
+
+def test_simulated_person_frees_the_arm_after_a_force_stop_that_persists(lift_config):
+    """A force-limit stop whose contact force lasts past the episode: UREnv alone cannot reset
+    (on a real arm a person frees it); URSimTask resets the scene and the run goes on."""
+    from serl_ext.envs.ur_tasks import find_sim_task
+    from serl_ext.robots.ur import SafetyStopError
+
+    config = get_config("ur5e-sim-lift,hil_serl")
+    config.env.max_episode_steps = 40
+    env = common.make_env(config, 0, with_operator=False)
+    try:
+        task, base = find_sim_task(env), env.unwrapped
+        arm = base.arm
+        pressed = {"on": False}
+        true_force, true_reset = arm.tcp_force, arm.env.reset
+
+        def force():  # the gripper pressed into the scene: 120 N down until the scene is reset
+            extra = np.array([0.0, 0.0, -120.0, 0.0, 0.0, 0.0]) if pressed["on"] else 0.0
+            return true_force() + extra
+
+        def scene_reset(*args, **kwargs):
+            pressed["on"] = False
+            return true_reset(*args, **kwargs)
+
+        arm.tcp_force, arm.env.reset = force, scene_reset
+        obs, info = env.reset(seed=7)
+        assert info["safety/freed_arm"] is False and task.freed_arm == 0
+        start_cube = task.cube_pos()
+        for t in range(40):
+            pressed["on"] = pressed["on"] or t == 5
+            obs, reward, terminated, truncated, info = env.step(np.zeros(7, np.float32))
+            if terminated or truncated:
+                break
+        assert info["safety_status"] == "force_limit" and t < 10  # the stop ended the episode
+        pressed["on"] = True  # the contact is still there at the reset
+        with pytest.raises(SafetyStopError, match="free the arm"):
+            base.reset(seed=8)  # the real-arm code path: waits for a person
+        assert pressed["on"] and base.servo.fault is not None
+        obs, info = env.reset(seed=7)
+        assert info["safety/freed_arm"] is True and task.freed_arm == 1
+        assert base.servo.fault is None and np.all(np.isfinite(obs["state"]))
+        np.testing.assert_allclose(task.cube_pos(), start_cube, atol=1e-6)  # same seed, same layout
+        obs, reward, terminated, truncated, info = env.step(np.zeros(7, np.float32))
+        assert info["safety_status"] == "ok" and not (terminated or truncated)
+        obs, info = env.reset(seed=9)
+        assert info["safety/freed_arm"] is False and task.freed_arm == 1
+    finally:
+        env.close()
+
+
+def test_simulated_person_does_not_clear_a_protective_stop(lift_config):
+    from serl_ext.envs.ur_tasks import find_sim_task
+    from serl_ext.robots.ur import SafetyStopError
+
+    config = get_config("ur5e-sim-lift,hil_serl")
+    env = common.make_env(config, 0, with_operator=False)
+    try:
+        env.reset(seed=1)
+        env.unwrapped.arm.protective_stopped = True
+        with pytest.raises(SafetyStopError, match="protective stop"):
+            env.reset(seed=2)
+        assert find_sim_task(env).freed_arm == 0
+    finally:
+        env.close()

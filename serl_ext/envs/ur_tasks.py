@@ -188,6 +188,8 @@ class URSimTask(gym.Wrapper):
     Args:
         env: the ``UREnv`` of ``make_robosuite_ur_env`` (``.arm``, ``.task``).
         spec: the task's ``URSimTaskSpec``.
+    Attributes:
+        freed_arm: resets that had to free the arm from a force-limit stop (:meth:`reset`).
     """
 
     def __init__(self, env: gym.Env, spec: URSimTaskSpec):
@@ -196,6 +198,7 @@ class URSimTask(gym.Wrapper):
         self._expert: Optional[Callable] = None
         self._lifting = False
         self._cube_start = np.zeros(3)
+        self.freed_arm = 0
 
     @property
     def base(self):
@@ -257,7 +260,36 @@ class URSimTask(gym.Wrapper):
         return np.clip(np.asarray(action, np.float32), -1.0, 1.0)
 
     def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
+        """``UREnv.reset``; a force-limit stop that does not clear is freed as a person would.
+
+        On the real arm a force-limit stop whose force persists (the gripper pressed into the
+        table or the cube) blocks the reset until a person frees the arm (``UREnv.reset``
+        raises ``SafetyStopError``; the actor waits in ``WaitWhileResetBlocked``). The
+        simulated scene has no such person, so here the simulated operator frees it: the
+        robosuite scene is reset (``RobosuiteArm.reseed``, which removes the contact) and the
+        reset is tried once more. ``info["safety/freed_arm"]`` (bool) says whether this reset
+        did so; :attr:`freed_arm` counts them. Emergency and protective stops, and a second
+        failure, still raise.
+
+        Raises:
+            SafetyStopError: an emergency / protective stop, or a force that persists after
+                the scene reset.
+        """
+        from serl_ext.robots import safety
+        from serl_ext.robots.ur import SafetyStopError
+
+        freed = False
+        try:
+            obs, info = self.env.reset(**kwargs)
+        except SafetyStopError:
+            fault = self.base.servo.fault
+            if fault is None or fault[0] != safety.FORCE_LIMIT:
+                raise
+            self.base.arm.reseed(0)  # the scene's layout comes from on_reset in the retry
+            self.freed_arm += 1
+            freed = True
+            obs, info = self.env.reset(**kwargs)
+        info["safety/freed_arm"] = freed
         if self.spec_task.robosuite_task == "Lift":
             self._cube_start = self.cube_pos()
         self.restart_expert()

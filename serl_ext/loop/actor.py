@@ -439,7 +439,10 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         """Resets the env (a faulty first observation is a fault: next seed) and the gate."""
         nonlocal obs, ep
         while True:
-            obs, _ = env.reset(seed=common.episode_seed(config, state["episodes"] + state["fault_resets"]))
+            obs, reset_info = env.reset(seed=common.episode_seed(config, state["episodes"] + state["fault_resets"]))
+            if reset_info.get("safety/freed_arm", False):  # simulated arm: a force stop the scene reset freed
+                state["freed_arm_resets"] = state.get("freed_arm_resets", 0) + 1
+                logger.log({"rollout/freed_arm_resets": state["freed_arm_resets"]}, state["env_steps"])
             if env.last_wait_s > 0:
                 logger.log({"rollout/reset_blocked_s": env.last_wait_s,
                             "rollout/blocked_resets": env.blocked_resets}, state["env_steps"])
