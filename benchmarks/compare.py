@@ -111,6 +111,24 @@ _STOP_BY = flags.DEFINE_string(
 _COMMIT = flags.DEFINE_bool("commit", False, "git-commit each finished run (its folder and log) and the report.")
 
 
+def recorded_command(args) -> str:
+    """The command line written to ``OUT/command.txt`` and the report: ``args`` (``sys.argv[1:]``)
+    without ``--stop_by``, which only schedules a session and changes nothing a run computes (so a
+    resumed sweep records the same command)."""
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--stop_by", "-stop_by"):
+            skip = True
+            continue
+        if a.startswith(("--stop_by=", "-stop_by=")):
+            continue
+        kept.append(a)
+    return "python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in kept)
+
+
 def main(argv):
     """The command line (module docstring): ``argv[1:]`` are the ``--config`` flags after ``--``,
     passed to every run.
@@ -131,7 +149,7 @@ def main(argv):
         raise app.UsageError(str(e))
     out = os.path.abspath(_OUT.value)
     os.makedirs(out, exist_ok=True)
-    command = "python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = recorded_command(sys.argv[1:])
 
     def write_report():
         return report(out, tasks, methods, seeds, baseline=_BASELINE.value, max_env_steps=_MAX_STEPS.value,

@@ -512,3 +512,11 @@ def test_selectivity_table_by_hand_with_old_runs_as_dashes(tmp_path):
     assert "| pick-place | hil_serl+uniintervene | 2 | 0.350 | 0.50 | 0.25 | 0.30 / 0.55 / 0.15 | " \
            "0.35 / 0.57 / 0.08 | 4.0 | 4.0 | 0.100 | 0.75 |" in md  # seed 1 predates the causes
     assert "| pick-place | hil_serl | 2 | - | - | 0.00 | 0.70 / 0.00 / 0.30 | 0.80 / 0.00 / 0.20 | - | 0.0 | - | - |" in md
+
+
+def test_recorded_command_drops_the_session_deadline():
+    args = ["--methods=a,b", "--stop_by=2026-12-03T07:59:39+00:00", "--method_flags=a=--x={task} y", "--commit"]
+    assert compare.recorded_command(args) == compare.recorded_command(["--methods=a,b", "--stop_by", "2030-01-01",
+                                                                       "--method_flags=a=--x={task} y", "--commit"])
+    assert compare.recorded_command(args) == ("python benchmarks/compare.py --methods=a,b "
+                                              "'--method_flags=a=--x={task} y' --commit")
