@@ -80,7 +80,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.comparison.launch import (  # noqa: E402
-    collect_demos, launch_runs, log_path, parse_method_flags, parse_stop_by, run_dir, validate)
+    collect_demos, launch_runs, log_path, parse_method_flags, parse_stop_by, pending_tasks, run_dir, validate)
 from benchmarks.comparison.render import DEFAULT_MACHINE, report  # noqa: E402
 from serl_ext.files import atomic_write  # noqa: E402
 
@@ -169,8 +169,12 @@ def main(argv):
         git_commit(paths, f"Comparison {os.path.basename(out)}: {task} {method} seed {seed}")
 
     if not _REPORT_ONLY.value:
-        atomic_write(os.path.join(out, "command.txt"), (command + "\n").encode())
-        collect_demos(out, tasks, _NUM_DEMOS.value)
+        # A resumed sweep collects (and logs) demos only for the tasks that still have runs to
+        # do; a finished one started again rewrites nothing but its report.
+        todo = pending_tasks(out, tasks, methods, seeds)
+        if todo or not os.path.exists(os.path.join(out, "command.txt")):
+            atomic_write(os.path.join(out, "command.txt"), (command + "\n").encode())
+        collect_demos(out, todo, _NUM_DEMOS.value)
         launch_runs(out, tasks, methods, seeds, _MAX_STEPS.value, parallel=_PARALLEL.value,
                     eval_period=_EVAL_PERIOD.value, eval_episodes=_EVAL_EPISODES.value,
                     base_port=_BASE_PORT.value, extra=extra, method_flags=method_flags,

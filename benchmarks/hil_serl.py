@@ -118,7 +118,7 @@ def git_commit(paths, message: str) -> None:
                                     capture_output=True, text=True)
             if commit.returncode == 0 or "nothing to commit" in commit.stdout + commit.stderr:
                 return
-            err = commit.stderr
+            err = (commit.stderr + commit.stdout).strip()
         else:
             err = add.stderr
         if "index.lock" not in err:

@@ -520,3 +520,26 @@ def test_recorded_command_drops_the_session_deadline():
                                                                        "--method_flags=a=--x={task} y", "--commit"])
     assert compare.recorded_command(args) == ("python benchmarks/compare.py --methods=a,b "
                                               "'--method_flags=a=--x={task} y' --commit")
+
+
+def test_resumed_sweep_collects_demos_only_for_tasks_with_runs_left(tmp_path, monkeypatch):
+    _make_sweep(tmp_path)  # every (task, method, seed) of TASKS x METHODS x SEEDS is finished
+    assert launch.pending_tasks(str(tmp_path), TASKS, METHODS, SEEDS) == []
+    os.remove(os.path.join(launch.run_dir(str(tmp_path), TASKS[-1], METHODS[0], SEEDS[-1]), "summary.json"))
+    assert launch.pending_tasks(str(tmp_path), TASKS, METHODS, SEEDS) == [TASKS[-1]]
+    assert launch.pending_tasks(str(tmp_path), TASKS, METHODS, [*SEEDS, 7]) == TASKS  # seed 7 never ran
+    collected, launched = [], []
+    monkeypatch.setattr(compare, "collect_demos", lambda out, tasks, n: collected.append(list(tasks)))
+    monkeypatch.setattr(compare, "launch_runs", lambda *a, **k: launched.append(a[1]))
+    (tmp_path / "command.txt").write_text("the first command\n")
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(methods=METHODS, tasks=TASKS, seeds=[str(s) for s in SEEDS], out=str(tmp_path),
+                             report_only=False, commit=False, machine="test box"):
+        compare.main(["compare"])
+        assert collected == [[TASKS[-1]]] and (tmp_path / "command.txt").read_text() != "the first command\n"
+        _make_run(tmp_path, TASKS[-1], METHODS[0], SEEDS[-1], 0.5, 0.5)  # now all finished
+        (tmp_path / "command.txt").write_text("the first command\n")
+        compare.main(["compare"])
+    assert collected[-1] == [] and (tmp_path / "command.txt").read_text() == "the first command\n"
+    assert "Machine: test box" in (tmp_path / "results.md").read_text()

@@ -144,6 +144,15 @@ def _subprocess_env() -> Dict[str, str]:
     return env
 
 
+def pending_tasks(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence) -> List[str]:
+    """The tasks (in ``tasks`` order) that still have a (method, seed) run without a
+    ``summary.json`` in ``OUT/runs``: the ones whose demos a resumed sweep needs. A finished
+    sweep started again so collects nothing and leaves its demo logs and command as they were."""
+    return [task for task in tasks
+            if any(not os.path.exists(os.path.join(run_dir(out, task, method, seed), "summary.json"))
+                   for method in methods for seed in seeds)]
+
+
 def collect_demos(out: str, tasks: Sequence[str], num_demos: int) -> None:
     """Collects the scripted demos of every task once, sequentially (no-op where present), so
     that every method of a task trains from the same ``demos/TASK`` folder.
