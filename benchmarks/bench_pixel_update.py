@@ -1,7 +1,8 @@
 """The learner's update cost from pixels: jitted ``SACAgent.update`` of ``hil_serl_cameras``.
 
   PYTHONPATH=. python benchmarks/bench_pixel_update.py [--image_size=64] [--batches=32,256]
-      [--encoders=small_cnn,resnet10] [--seconds=10] [--out=benchmarks/results/pixel_update]
+      [--encoders=small_cnn,resnet10] [--scans=unrolled,rolled] [--seconds=10]
+      [--out=benchmarks/results/pixel_update]
 
 Sets the budgets of ``benchmarks/pixels.py`` (its docstring's probe ran starved beside a sweep).
 The agent is built exactly as the learner builds it for ``pick-place,hil_serl_cameras`` (two
@@ -14,6 +15,11 @@ transitions of random uint8 frames and float32 state) is made once on the device
 by ``block_until_ready``. Outputs ``{--out}.md`` / ``.json`` with ms per update, updates per
 second and the compile seconds, and the load average before and after (timings need a quiet
 machine).
+
+``--scans``: ``unrolled`` is the update as the learner runs it (an image encoder unrolls the
+critic minibatches' ``lax.scan``, ``serl_ext.agents.common.unrolls_scan``); ``rolled`` forces the
+rolled loop that every update used before (``sac._scan_unroll`` patched to 1 for that row), so
+the two are timed in one run.
 """
 
 from __future__ import annotations
@@ -85,11 +91,24 @@ def time_updates(agent, batch, utd: int, seconds: float):
     return compile_s, times
 
 
+def rolled_scan(rolled: bool):
+    """Context: with ``rolled``, ``sac._scan_unroll`` returns 1 (the rolled loop) while inside."""
+    import contextlib
+    from unittest import mock
+
+    from serl_ext.agents import sac
+
+    if not rolled:
+        return contextlib.nullcontext()
+    return mock.patch.object(sac, "_scan_unroll", lambda config, num_steps: 1)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--image_size", type=int, default=64)
     p.add_argument("--batches", default="32,256")
     p.add_argument("--encoders", default="small_cnn,resnet10")
+    p.add_argument("--scans", default="unrolled,rolled")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "pixel_update"))
     args = p.parse_args(argv)
@@ -99,13 +118,18 @@ def main(argv=None):
     rows = []
     for encoder in [e for e in args.encoders.split(",") if e]:
         for b in [int(x) for x in args.batches.split(",") if x]:
-            agent, batch, utd = make_agent_and_batch(encoder, args.image_size, b)
-            compile_s, times = time_updates(agent, batch, utd, args.seconds)
-            ms = 1000.0 * float(np.median(times))
-            row = {"encoder": encoder, "batch": b, "utd": utd, "calls": len(times), "compile_s": compile_s,
-                   "ms_median": ms, "ms_p90": 1000.0 * float(np.percentile(times, 90)), "updates_per_s": 1000.0 / ms}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            for scan in [x for x in args.scans.split(",") if x]:
+                if scan not in ("unrolled", "rolled"):
+                    p.error(f"--scans: {scan!r} is neither unrolled nor rolled")
+                agent, batch, utd = make_agent_and_batch(encoder, args.image_size, b)
+                with rolled_scan(scan == "rolled"):
+                    compile_s, times = time_updates(agent, batch, utd, args.seconds)
+                ms = 1000.0 * float(np.median(times))
+                row = {"encoder": encoder, "batch": b, "scan": scan, "utd": utd, "calls": len(times),
+                       "compile_s": compile_s, "ms_median": ms, "ms_p90": 1000.0 * float(np.percentile(times, 90)),
+                       "updates_per_s": 1000.0 / ms}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     result = {"command": "PYTHONPATH=. python benchmarks/bench_pixel_update.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
               "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, jax {jax.__version__} ({jax.default_backend()})",
@@ -114,10 +138,17 @@ def main(argv=None):
              f"Measured {result['date']} on {result['machine']}; load average {load0[0]:.2f} before, "
              f"{result['load_after'][0]:.2f} after. Two cameras at {args.image_size} px + 4-D proprio, UTD 2 "
              "(one call = 2 critic minibatches + actor + temperature), compile timed apart.", "",
-             "| encoder | batch | ms per update (median) | p90 ms | updates/s | compile s |", "|---|---:|---:|---:|---:|---:|"]
+             "| encoder | batch | critic scan | ms per update (median) | p90 ms | updates/s | compile s |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['encoder']}{' (frozen)' if r['encoder'] == 'resnet10' else ''} | {r['batch']} | "
+        scan = "unrolled (as run)" if r["scan"] == "unrolled" else "rolled (before)"
+        lines.append(f"| {r['encoder']}{' (frozen)' if r['encoder'] == 'resnet10' else ''} | {r['batch']} | {scan} | "
                      f"{r['ms_median']:.1f} | {r['ms_p90']:.1f} | {r['updates_per_s']:.1f} | {r['compile_s']:.1f} |")
+    for enc in dict.fromkeys(r["encoder"] for r in rows):
+        for b in dict.fromkeys(r["batch"] for r in rows):
+            ms = {r["scan"]: r["ms_median"] for r in rows if r["encoder"] == enc and r["batch"] == b}
+            if "rolled" in ms and "unrolled" in ms:
+                lines.append(f"\n{enc}, batch {b}: rolled / unrolled = {ms['rolled'] / ms['unrolled']:.1f}x")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out + ".json", "w") as f:
         json.dump(result, f, indent=2)

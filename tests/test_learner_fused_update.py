@@ -107,3 +107,71 @@ def test_fused_update_config():
     with pytest.raises(TypeError, match="fused_update"):  # refused on assignment or by the check
         c.fused_update = 1
         sac.validate_sac_config(c)
+
+
+# ---------------------------------------------------------------------------- image encoders
+# An encoder with image keys always unrolls the scan (serl_ext.agents.common.unrolls_scan): XLA's
+# CPU convolutions ran ~14x slower inside the rolled loop (benchmarks/results/pixel_update.md).
+
+IMG = 16
+
+
+def _image_agent(module, seed=5):
+    c = module.get_default_config()
+    c.hidden_dims = (8, 8)
+    c.encoder.type = "small_cnn"
+    c.encoder.image_keys = ("pixels",)
+    c.encoder.latent_dim = 8
+    c.encoder.widths = (4, 8)
+    c.encoder.num_spatial_features = 2
+    example = {"state": np.zeros(4, np.float32), "pixels": np.zeros((IMG, IMG, 3), np.uint8)}
+    cls = sac.SACAgent if module is sac else module.BCAgent
+    return cls.create(jax.random.PRNGKey(seed), example, np.zeros(2, np.float32), c)
+
+
+def _image_batch(n, seed):
+    r = np.random.default_rng(seed)
+
+    def obs():
+        return {"state": r.normal(size=(n, 4)).astype(np.float32),
+                "pixels": r.integers(0, 256, (n, IMG, IMG, 3), dtype=np.uint8)}
+
+    return {"observations": obs(), "next_observations": obs(), "actions": r.uniform(-1, 1, (n, 2)).astype(np.float32),
+            "rewards": r.uniform(size=n).astype(np.float32), "masks": (r.uniform(size=n) > 0.3).astype(np.float32)}
+
+
+def _scan_unrolls(fn, agent, batch, utd):
+    """The ``unroll`` of every ``scan`` in the update's jaxpr (a fresh trace each call)."""
+    jaxpr = jax.make_jaxpr(lambda a, b: fn(a, b, utd))(agent, batch)
+    return [e.params["unroll"] for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+
+
+def test_image_encoder_unrolls_the_critic_scan_and_matches_the_rolled_one():
+    from unittest import mock
+
+    agent = _image_agent(sac)
+    assert agent.config.fused_update is False  # unrolled because it reads images, not by the flag
+    assert sac._scan_unroll(agent.config, 3) == 3
+    assert sac._scan_unroll(agent.config, sac.FUSED_UNROLL_MAX_UTD + 1) == 1
+    batch = agent._check_batch(_image_batch(3 * 4, seed=1), 3)
+    assert _scan_unrolls(sac._update_impl, agent, batch, 3) == [3]
+    unrolled = jax.jit(lambda a, b: sac._update_impl(a, b, 3))(agent, batch)
+    with mock.patch.object(sac, "_scan_unroll", lambda config, num_steps: 1):
+        assert _scan_unrolls(sac._update_impl, agent, batch, 3) == [1]  # what every update ran before
+        rolled = jax.jit(lambda a, b: sac._update_impl(a, b, 3))(agent, batch)
+    _assert_close(_state(rolled[0]), _state(unrolled[0]))
+    _assert_close(rolled[1], unrolled[1])
+    assert int(unrolled[0].critic.step) == 3 and int(unrolled[0].actor.step) == 1
+    # A state encoder keeps the rolled loop unless fused_update is set.
+    state_agent = _agent(2, None, fused=False)
+    assert _scan_unrolls(sac._update_impl, state_agent, state_agent._check_batch(_batch(2 * B, 0), 2), 2) == [1]
+
+
+def test_bc_image_update_unrolls_its_scan():
+    from serl_ext.agents import bc
+
+    agent = _image_agent(bc)
+    batch = _image_batch(2 * 4, seed=2)
+    assert _scan_unrolls(bc._bc_update_impl, agent, batch, 2) == [2]
+    new, info = agent.update(batch, utd_ratio=2)
+    assert int(new.actor.step) == 2 and np.isfinite(float(info["bc_loss"]))

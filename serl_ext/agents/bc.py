@@ -213,7 +213,9 @@ class BCAgent(struct.PyTreeNode):
 
 def _bc_update_impl(agent: BCAgent, batch, utd_ratio: int):
     minibatches = common.split_minibatches(batch, utd_ratio)
-    agent, infos = jax.lax.scan(lambda a, mb: a._step(mb), agent, minibatches)
+    # Image encoders unroll the (short) scan: XLA CPU convolutions in a rolled loop are slow.
+    unroll = utd_ratio if common.unrolls_scan(agent.config.encoder) and utd_ratio <= common.MAX_UNROLL else 1
+    agent, infos = jax.lax.scan(lambda a, mb: a._step(mb), agent, minibatches, unroll=unroll)
     return agent, {k: v.mean() for k, v in infos.items()}
 
 

@@ -296,6 +296,24 @@ def check_batch(
     return out
 
 
+#: Most minibatches an update's scan unrolls (compile time grows with every unrolled step).
+MAX_UNROLL = 8
+
+
+def unrolls_scan(enc: Any) -> bool:
+    """Whether an update's ``lax.scan`` over minibatches is unrolled for this encoder config:
+    True when it reads images (``enc.image_keys`` non-empty), whatever ``fused_update`` says.
+
+    Why: on XLA's CPU backend (jax 0.10), a convolution inside a rolled ``while`` loop ran far
+    slower than the same convolution in straight-line code: ``pick-place,hil_serl_cameras``
+    (two 64 px cameras, SmallCNN, batch 32, UTD 2) took ~14x longer per update rolled than
+    unrolled, while each critic step on its own took the unrolled time / UTD
+    (``benchmarks/bench_pixel_update.py --scan=rolled,unrolled`` times both in one run). The
+    unrolled scan is the same math (float rounding aside; tests/test_learner_fused_update.py).
+    """
+    return bool(tuple(enc.get("image_keys", ()) or ()))
+
+
 def split_minibatches(batch: Any, num: int) -> Any:
     """Reshape every leaf ``(num * B, ...) -> (num, B, ...)`` (for ``lax.scan``)."""
     return jax.tree_util.tree_map(lambda x: x.reshape((num, x.shape[0] // num) + x.shape[1:]), batch)

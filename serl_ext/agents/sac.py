@@ -5,7 +5,7 @@ Structure follows ikostrikov/rlpd and dibyaghosh/jaxrl_m: the agent is an immuta
 temperature), the target critic parameters and a carried ``rng``; every update returns
 ``(new_agent, info)``. High-UTD updates (default ``update_order="sac"``) follow SERL's
 ``update_high_utd``: the batch is split into ``utd_ratio`` minibatches, the critic is updated
-on each inside ``lax.scan`` (unrolled by ``fused_update``; Polyak target update after every
+on each inside ``lax.scan`` (unrolled by ``fused_update`` and for image encoders; Polyak target update after every
 critic step), then actor and temperature are updated once on the last minibatch (after the
 critic steps, with the new critic). ``update_order="upstream"`` gives HiL-SERL's learner step
 (below).
@@ -127,7 +127,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     # the rolled scan, results equal to float rounding (rtol 1e-5, not bit for bit:
     # tests/test_learner_fused_update.py; benchmarks/bench_learner_limit.py times both).
     # False (default) = the rolled ``lax.scan``, bit-identical to earlier versions (the
-    # reference of tests/test_encoder_defaults_unchanged.py).
+    # reference of tests/test_encoder_defaults_unchanged.py) for state encoders. An encoder
+    # with image keys always unrolls: XLA's CPU convolutions inside a rolled loop ran ~14x
+    # slower (``common.unrolls_scan``, ``benchmarks/results/pixel_update.md``).
     c.fused_update = False
     # Bounds of the actor's standard deviation (log-std clipped to [log min, log max]).
     c.std_min = 1e-5
@@ -203,7 +205,7 @@ def temperature_loss(log_alpha: jax.Array, log_probs: jax.Array, target_entropy:
 UPDATE_ORDERS = ("sac", "upstream")
 #: Largest ``utd_ratio`` whose critic steps ``fused_update`` unrolls (compile time grows with the
 #: number of unrolled steps; above it the scan stays rolled).
-FUSED_UNROLL_MAX_UTD = 8
+FUSED_UNROLL_MAX_UTD = common.MAX_UNROLL
 TEMPERATURE_PARAMETERIZATIONS = ("exp", "softplus")
 
 
@@ -712,9 +714,11 @@ class SACAgent(struct.PyTreeNode):
 
 def _scan_unroll(config: Any, num_steps: int) -> int:
     """``unroll`` argument of the critic-step ``lax.scan`` over ``num_steps`` minibatches:
-    all of them with ``config.fused_update`` and ``num_steps <= FUSED_UNROLL_MAX_UTD``
-    (straight-line code), else 1 (a rolled loop)."""
-    if bool(config.get("fused_update", False)) and 1 <= num_steps <= FUSED_UNROLL_MAX_UTD:
+    all of them (straight-line code) when ``num_steps <= FUSED_UNROLL_MAX_UTD`` and either
+    ``config.fused_update`` is set or the encoder reads images (``common.unrolls_scan``),
+    else 1 (a rolled loop)."""
+    if (bool(config.get("fused_update", False)) or common.unrolls_scan(config.encoder)) and \
+            1 <= num_steps <= FUSED_UNROLL_MAX_UTD:
         return int(num_steps)
     return 1
 
