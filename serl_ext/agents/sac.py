@@ -629,6 +629,35 @@ class SACAgent(struct.PyTreeNode):
         rng, key = jax.random.split(self.rng)
         return self.replace(rng=rng), common.augment_batch(key, batch, self.config.encoder)
 
+    def _with_frozen_features(self, batch: Batch) -> Tuple["SACAgent", Batch]:
+        """With ``encoder.freeze`` and image keys: ``(agent, batch)`` where every image of
+        ``observations`` / ``next_observations`` is replaced by its (frozen) backbone's feature
+        map and the agent encodes through the head stage only, so that one update runs each
+        backbone once per image instead of once per use (three per critic step: s with the
+        online encoder, s' with the online and with the target encoder; one more for the
+        actor; XLA merged some of these itself, leaving 2 utd + 1 passes of B images against
+        2 utd here, tests/test_frozen_backbone_once.py). Exact, not an approximation: the backbone gets no gradient and no Adam
+        update, and ``_polyak`` copies it into the target, so every one of those uses reads the
+        same parameters. Otherwise ``(self, batch)`` unchanged. Undo with
+        :meth:`_full_encoder`."""
+        enc = self.config.encoder
+        if not bool(enc.get("freeze", False)) or not enc.image_keys:
+            return self, batch
+        backbone = self.nets.encoder.clone(stage="backbone")
+        params = self.critic.params["encoder"]
+        out = dict(batch)
+        for name in ("observations", "next_observations"):
+            feats = backbone.apply({"params": params}, batch[name])
+            out[name] = {**batch[name], **{k: jax.lax.stop_gradient(v) for k, v in feats.items()}}
+        nets = dataclasses.replace(self.nets, encoder=self.nets.encoder.clone(stage="head"))
+        return self.replace(nets=nets), out
+
+    def _full_encoder(self) -> "SACAgent":
+        """The agent with its encoder back at the full stage (after :meth:`_with_frozen_features`)."""
+        if self.nets.encoder.stage == "full":
+            return self
+        return self.replace(nets=dataclasses.replace(self.nets, encoder=self.nets.encoder.clone(stage="full")))
+
     def _check_batch(self, batch: Batch, utd_ratio: int) -> Batch:
         return common.check_batch(batch, self.obs_spec, self.config.action_dim, utd_ratio)
 
@@ -727,6 +756,7 @@ def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
     if agent.config.update_order == "upstream":
         return _update_upstream_impl(agent, batch, utd_ratio)
     agent, batch = agent._augment(batch)
+    agent, batch = agent._with_frozen_features(batch)
     minibatches = common.split_minibatches(batch, utd_ratio)
     agent, critic_infos = jax.lax.scan(
         lambda a, mb: a._critic_step(mb), agent, minibatches, unroll=_scan_unroll(agent.config, utd_ratio)
@@ -735,7 +765,7 @@ def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
     agent, actor_info = agent._actor_temp_step(last)
     info = {k: v.mean() for k, v in critic_infos.items()}
     info.update(actor_info)
-    return agent, info
+    return agent._full_encoder(), info
 
 
 def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
@@ -743,6 +773,7 @@ def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
     first minibatches, then one full step on the last; critic metrics averaged over all
     ``utd_ratio`` critic steps, as in the "sac" order."""
     agent, batch = agent._augment(batch)
+    agent, batch = agent._with_frozen_features(batch)
     minibatches = common.split_minibatches(batch, utd_ratio)
     last = jax.tree_util.tree_map(lambda x: x[-1], minibatches)
     critic_infos = None
@@ -757,12 +788,14 @@ def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
     else:
         info = {k: jnp.concatenate([v, last_info[k][None]]).mean() for k, v in critic_infos.items()}
     info.update(actor_info)
-    return agent, info
+    return agent._full_encoder(), info
 
 
 def _update_critic_impl(agent: SACAgent, batch: Batch):
     agent, batch = agent._augment(batch)
-    return agent._critic_step(batch)
+    agent, batch = agent._with_frozen_features(batch)
+    agent, info = agent._critic_step(batch)
+    return agent._full_encoder(), info
 
 
 def _act_impl(agent: SACAgent, observations, key, squeeze: bool):

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 
 ENCODER_TYPES = ("state", "small_cnn", "resnet10")
+#: What :class:`ImageEncoder` / :class:`ObservationEncoder` compute (see ImageEncoder).
+STAGES = ("full", "backbone", "head")
 
 
 def _num_groups(channels: int, max_groups: int = 32) -> int:
@@ -154,6 +156,13 @@ class ImageEncoder(nn.Module):
     Input ``(B, H, W, C)`` uint8 (or float in [0, 1]); output float32 ``(B, latent_dim)``.
     Parameters live under ``backbone``, ``spatial``, ``proj``, ``proj_norm``.
 
+    ``stage`` (one of :data:`STAGES`; the parameter tree is the same for all three, so one
+    set of params applies to each): ``"full"`` (default) the whole chain; ``"backbone"`` only
+    normalisation + backbone, output float32 ``(B, H', W', C')``; ``"head"`` the rest, its
+    input being that backbone output. ``head(backbone(x)) == full(x)``: a learner whose
+    backbone is frozen computes the backbone once per image and the head for each use
+    (``SACAgent`` with ``encoder.freeze``).
+
     ``image_mean`` / ``image_std`` (None, or one float per channel): normalise the [0, 1]
     input to ``(x - mean) / std`` before the backbone, the normalisation a pretrained backbone
     was trained with (``serl_ext.networks.pretrained``). ``freeze_backbone``: no gradient
@@ -169,19 +178,27 @@ class ImageEncoder(nn.Module):
     image_mean: Optional[Sequence[float]] = None
     image_std: Optional[Sequence[float]] = None
     freeze_backbone: bool = False
+    stage: str = "full"
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
+        if self.stage not in STAGES:
+            raise ValueError(f"encoder stage must be one of {STAGES}, got {self.stage!r}")
         if images.ndim != 4:
             raise ValueError(f"expected images (B, H, W, C), got shape {images.shape}")
         if (self.image_mean is None) != (self.image_std is None):
             raise ValueError("give both image_mean and image_std, or neither")
-        x = images_to_float(images)
-        if self.image_mean is not None:
-            x = normalize_images(x, self.image_mean, self.image_std)
-        x = make_backbone(self.encoder_type, self.widths, name="backbone")(x)
-        if self.freeze_backbone:
-            x = jax.lax.stop_gradient(x)
+        if self.stage == "head":
+            x = jnp.asarray(images, jnp.float32)  # the backbone's output, computed by stage "backbone"
+        else:
+            x = images_to_float(images)
+            if self.image_mean is not None:
+                x = normalize_images(x, self.image_mean, self.image_std)
+            x = make_backbone(self.encoder_type, self.widths, name="backbone")(x)
+            if self.freeze_backbone:
+                x = jax.lax.stop_gradient(x)
+            if self.stage == "backbone":
+                return x
         x = SpatialLearnedEmbeddings(self.num_spatial_features, name="spatial")(x)
         x = nn.Dense(self.latent_dim, name="proj")(x)
         x = nn.LayerNorm(name="proj_norm")(x)
@@ -208,9 +225,14 @@ class ObservationEncoder(nn.Module):
       image_mean, image_std, freeze_backbone: per-camera normalisation and frozen backbone,
         see :class:`ImageEncoder` (defaults: none, trained).
 
+      stage: "full" (default), "backbone" or "head", see :class:`ImageEncoder`; "backbone"
+        returns ``{image key: float32 (B, H', W', C')}`` (the state is not read), "head" reads
+        those feature maps in place of the images.
+
     Input: dict with batched arrays, ``"state"`` ``(B, D...)`` and images ``(B, H, W, C)``
     uint8; keys not used are ignored. Output float32 ``(B, F)`` with
-    ``F = len(image_keys) * latent_dim + D``. Raises ValueError on a missing key.
+    ``F = len(image_keys) * latent_dim + D``. Raises ValueError on a missing key or an
+    unknown stage.
     """
 
     encoder_type: str = "state"
@@ -222,9 +244,10 @@ class ObservationEncoder(nn.Module):
     image_mean: Optional[Sequence[float]] = None
     image_std: Optional[Sequence[float]] = None
     freeze_backbone: bool = False
+    stage: str = "full"
 
     @nn.compact
-    def __call__(self, observations: Dict[str, jax.Array]) -> jax.Array:
+    def __call__(self, observations: Dict[str, jax.Array]):
         if self.encoder_type not in ENCODER_TYPES:
             raise ValueError(f"encoder type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
         if self.encoder_type == "state" and len(self.image_keys) > 0:
@@ -244,9 +267,12 @@ class ObservationEncoder(nn.Module):
                     image_mean=self.image_mean,
                     image_std=self.image_std,
                     freeze_backbone=self.freeze_backbone,
+                    stage=self.stage,
                     name=f"image_{key}",
                 )(observations[key])
             )
+        if self.stage == "backbone":
+            return dict(zip(self.image_keys, parts))
         if self.use_state and "state" in observations:
             parts.append(flatten_state(observations))
         if not parts:
