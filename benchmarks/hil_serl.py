@@ -116,7 +116,8 @@ def git_commit(paths, message: str) -> None:
         if add.returncode == 0:
             commit = subprocess.run(["git", "commit", "-q", "-m", message, "--", *paths], cwd=cwd,
                                     capture_output=True, text=True)
-            if commit.returncode == 0 or "nothing to commit" in commit.stdout + commit.stderr:
+            said = commit.stdout + commit.stderr
+            if commit.returncode == 0 or "nothing to commit" in said or "no changes added to commit" in said:
                 return
             err = (commit.stderr + commit.stdout).strip()
         else:
