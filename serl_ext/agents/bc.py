@@ -213,8 +213,7 @@ class BCAgent(struct.PyTreeNode):
 
 def _bc_update_impl(agent: BCAgent, batch, utd_ratio: int):
     minibatches = common.split_minibatches(batch, utd_ratio)
-    # Image encoders unroll the (short) scan: XLA CPU convolutions in a rolled loop are slow.
-    unroll = utd_ratio if common.unrolls_scan(agent.config.encoder) and utd_ratio <= common.MAX_UNROLL else 1
+    unroll = common.scan_unroll(agent.config.encoder, utd_ratio)  # image encoders: unrolled
     agent, infos = jax.lax.scan(lambda a, mb: a._step(mb), agent, minibatches, unroll=unroll)
     return agent, {k: v.mean() for k, v in infos.items()}
 

@@ -304,14 +304,22 @@ def unrolls_scan(enc: Any) -> bool:
     """Whether an update's ``lax.scan`` over minibatches is unrolled for this encoder config:
     True when it reads images (``enc.image_keys`` non-empty), whatever ``fused_update`` says.
 
-    Why: on XLA's CPU backend (jax 0.10), a convolution inside a rolled ``while`` loop ran far
-    slower than the same convolution in straight-line code: ``pick-place,hil_serl_cameras``
-    (two 64 px cameras, SmallCNN, batch 32, UTD 2) took ~14x longer per update rolled than
-    unrolled, while each critic step on its own took the unrolled time / UTD
-    (``benchmarks/bench_pixel_update.py --scan=rolled,unrolled`` times both in one run). The
-    unrolled scan is the same math (float rounding aside; tests/test_learner_fused_update.py).
+    Why: on XLA's CPU backend (jax 0.10), convolutions inside a rolled ``while`` loop ran far
+    slower than the same convolutions in straight-line code (``pick-place,hil_serl_cameras``,
+    two 64 px cameras, batch 32, UTD 2: ``benchmarks/bench_pixel_update.py`` times both scans in
+    one run, ``benchmarks/results/pixel_update_scan.md``). The unrolled scan is the same math
+    (float rounding aside; tests/test_learner_fused_update.py).
     """
-    return bool(tuple(enc.get("image_keys", ()) or ()))
+    return bool(enc.get("image_keys"))
+
+
+def scan_unroll(enc: Any, num_steps: int, fused: bool = False) -> int:
+    """``unroll`` argument of an update's ``lax.scan`` over ``num_steps`` minibatches: all of
+    them (straight-line code) when ``1 <= num_steps <= MAX_UNROLL`` and either ``fused`` (SAC's
+    ``fused_update``) or :func:`unrolls_scan` holds, else 1 (a rolled loop)."""
+    if (fused or unrolls_scan(enc)) and 1 <= num_steps <= MAX_UNROLL:
+        return int(num_steps)
+    return 1
 
 
 def split_minibatches(batch: Any, num: int) -> Any:

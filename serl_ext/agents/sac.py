@@ -5,8 +5,8 @@ Structure follows ikostrikov/rlpd and dibyaghosh/jaxrl_m: the agent is an immuta
 temperature), the target critic parameters and a carried ``rng``; every update returns
 ``(new_agent, info)``. High-UTD updates (default ``update_order="sac"``) follow SERL's
 ``update_high_utd``: the batch is split into ``utd_ratio`` minibatches, the critic is updated
-on each inside ``lax.scan`` (unrolled by ``fused_update`` and for image encoders; Polyak target update after every
-critic step), then actor and temperature are updated once on the last minibatch (after the
+on each inside ``lax.scan`` (unrolled by ``fused_update`` and for image encoders; Polyak
+target update after every critic step), then actor and temperature are updated once on the last minibatch (after the
 critic steps, with the new critic). ``update_order="upstream"`` gives HiL-SERL's learner step
 (below).
 
@@ -128,8 +128,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     # tests/test_learner_fused_update.py; benchmarks/bench_learner_limit.py times both).
     # False (default) = the rolled ``lax.scan``, bit-identical to earlier versions (the
     # reference of tests/test_encoder_defaults_unchanged.py) for state encoders. An encoder
-    # with image keys always unrolls: XLA's CPU convolutions inside a rolled loop ran ~14x
-    # slower (``common.unrolls_scan``, ``benchmarks/results/pixel_update.md``).
+    # with image keys always unrolls: XLA's CPU convolutions inside a rolled loop ran many
+    # times slower (``common.unrolls_scan``, ``benchmarks/results/pixel_update_scan.md``).
     c.fused_update = False
     # Bounds of the actor's standard deviation (log-std clipped to [log min, log max]).
     c.std_min = 1e-5
@@ -636,9 +636,9 @@ class SACAgent(struct.PyTreeNode):
         backbone once per image instead of once per use (three per critic step: s with the
         online encoder, s' with the online and with the target encoder; one more for the
         actor; XLA merged some of these itself, leaving 2 utd + 1 passes of B images against
-        2 utd here, tests/test_frozen_backbone_once.py). Exact, not an approximation: the backbone gets no gradient and no Adam
-        update, and ``_polyak`` copies it into the target, so every one of those uses reads the
-        same parameters. Otherwise ``(self, batch)`` unchanged. Undo with
+        2 utd here, tests/test_frozen_backbone_once.py). Exact, not an approximation: the
+        backbone gets no gradient and no Adam update, and ``_polyak`` copies it into the
+        target, so every one of those uses reads the same parameters. Otherwise ``(self, batch)`` unchanged. Undo with
         :meth:`_full_encoder`."""
         enc = self.config.encoder
         if not bool(enc.get("freeze", False)) or not enc.image_keys:
@@ -743,13 +743,10 @@ class SACAgent(struct.PyTreeNode):
 
 def _scan_unroll(config: Any, num_steps: int) -> int:
     """``unroll`` argument of the critic-step ``lax.scan`` over ``num_steps`` minibatches:
-    all of them (straight-line code) when ``num_steps <= FUSED_UNROLL_MAX_UTD`` and either
-    ``config.fused_update`` is set or the encoder reads images (``common.unrolls_scan``),
-    else 1 (a rolled loop)."""
-    if (bool(config.get("fused_update", False)) or common.unrolls_scan(config.encoder)) and \
-            1 <= num_steps <= FUSED_UNROLL_MAX_UTD:
-        return int(num_steps)
-    return 1
+    ``common.scan_unroll`` with ``config.fused_update`` (all of them, straight-line code, when
+    ``num_steps <= FUSED_UNROLL_MAX_UTD`` and the flag is set or the encoder reads images;
+    else 1, a rolled loop)."""
+    return common.scan_unroll(config.encoder, num_steps, fused=bool(config.get("fused_update", False)))
 
 
 def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
