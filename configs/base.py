@@ -86,6 +86,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Data-parallel learner update (serl_ext/agents/data_parallel.py): 0 or 1 = off; N >= 2 splits
     # every batch over the first N devices (parameters replicated); batch_size must be a multiple.
     config.learner.data_parallel_devices = 0
+    # Frozen image backbone (agent.encoder.freeze): compute its feature maps once per stored
+    # frame (ReplayBuffer.attach_frame_features) instead of once per sampled use, and update the
+    # encoder's head only (SACAgent.update(frame_features=True)). Exact, and far cheaper on CPU
+    # (benchmarks/results/pixel_update.md), but needs agent.encoder.augmentation="none": HiL-SERL
+    # random-crops the frames before its frozen ResNet-10, which a per-frame cache cannot do.
+    config.learner.cache_frame_features = False
     # Liveness: no message from the actor for this long (s) => the learner logs that the actor
     # seems to have stopped and counts it (learner_summary.json actor_silences); it keeps serving
     # (idle_timeout_s stops it). Above the actor's longest silent phase (its evaluations). 0: off.

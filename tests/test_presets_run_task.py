@@ -148,7 +148,9 @@ def _tiny_image_run_flags(steps):
 @pytest.mark.timeout(600)
 def test_run_task_trains_the_pixel_preset(tmp_path):
     """run_task.sh TASK,hil_serl_pixels: collect_demos records image demos (the run's env: 32 px
-    camera + proprio), learner and actor train on them, every transition arrives."""
+    camera + proprio), learner and actor train on them, every transition arrives. The backbone is
+    frozen with its features cached per stored frame (``learner.cache_frame_features``; the
+    two-camera test below trains the preset's default encoder)."""
     ports, steps = find_free_ports(2), 150
     demos = tmp_path / "demos"
     flags = [
@@ -156,6 +158,8 @@ def test_run_task_trains_the_pixel_preset(tmp_path):
         f"--config.transport.port={ports[0]}", f"--config.transport.broadcast_port={ports[1]}",
         "--config.env.image_size=32",
         *_tiny_image_run_flags(steps),
+        "--config.agent.encoder.freeze=True", "--config.agent.encoder.augmentation=none",
+        "--config.learner.cache_frame_features=True",
         "--config.logging.progress_bar=False",
     ]
     run_task("pick-place,hil_serl_pixels", flags, timeout=550)
@@ -170,6 +174,12 @@ def test_run_task_trains_the_pixel_preset(tmp_path):
     assert learner_summary["replay_size"] == steps
     assert learner_summary["demo_size"] - summary["human_steps"] > 0  # the image demos are in
     assert learner_summary["learner_steps"] > 0
+    # Each stored frame's features at most once (a transition adds at most 2 frames, an episode
+    # start 1 more), far fewer than the 2 x batch x learner steps of sampled uses.
+    computed = learner_summary["frame_features_computed"]
+    stored = learner_summary["replay_size"] + learner_summary["demo_size"]
+    assert 0 < computed <= 2 * stored
+    assert computed < 2 * 16 * 2 * learner_summary["learner_steps"]
 
 
 @pytest.mark.timeout(600)

@@ -54,6 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import struct
 from flax.training.train_state import TrainState
@@ -663,7 +664,7 @@ class SACAgent(struct.PyTreeNode):
 
     # ------------------------------------------------------------------ public API
 
-    def update(self, batch: Batch, utd_ratio: int = 1, donate: bool = False):
+    def update(self, batch: Batch, utd_ratio: int = 1, donate: bool = False, frame_features: bool = False):
         """``utd_ratio`` critic steps + one actor/temperature step (jitted), in the order of
         ``config.update_order`` (module docstring).
 
@@ -674,14 +675,62 @@ class SACAgent(struct.PyTreeNode):
           utd_ratio: number of critic minibatches (static: each value compiles once).
           donate: donate this agent's buffers to the update (saves memory on GPU; the
             old agent must not be used afterwards).
+          frame_features: the image keys of the observations already hold their frozen
+            backbone's feature maps (:meth:`frame_features_fn`, e.g. cached per stored frame by
+            ``ReplayBuffer.attach_frame_features``; shapes :meth:`feature_obs_spec`): the update
+            runs the encoder's head only. Needs ``encoder.freeze`` and no augmentation
+            (``encoder.augmentation="none"`` or ``crop_pad=0``): a cached feature map is of the
+            stored frame, not of a random crop. Equal to the update on the frames themselves
+            with the same config (tests/test_frame_feature_cache.py).
 
         Returns ``(new_agent, info)``, ``info`` a dict of float32 scalars
         (critic metrics averaged over the ``utd_ratio`` critic steps).
-        Raises ValueError on a malformed batch.
+        Raises ValueError on a malformed batch, or ``frame_features`` without a frozen
+        backbone or with augmentation.
         """
+        if frame_features:
+            self._check_frame_features()
+            checked = self.replace(obs_spec=self.feature_obs_spec())._check_batch(batch, utd_ratio)
+            fn = _update_features_jit_donated if donate else _update_features_jit
+            return fn(self, checked, utd_ratio=int(utd_ratio))
         checked = self._check_batch(batch, utd_ratio)
         fn = _update_jit_donated if donate else _update_jit
         return fn(self, checked, utd_ratio=int(utd_ratio))
+
+    def _check_frame_features(self) -> None:
+        enc = self.config.encoder
+        if not enc.image_keys or not bool(enc.get("freeze", False)):
+            raise ValueError("frame features need a frozen image backbone (encoder.freeze=True with image_keys)")
+        if enc.augmentation == "random_crop" and int(enc.crop_pad) > 0:
+            raise ValueError(
+                "frame features are of the stored frames, so they skip the random-crop augmentation; "
+                "set encoder.augmentation='none' (or crop_pad=0) to use them"
+            )
+
+    def frame_features_fn(self):
+        """``fn(images) -> features`` of the frozen backbone(s), for
+        ``ReplayBuffer.attach_frame_features``: ``images`` a dict ``{key: (N, H, W, C) uint8}``
+        over ``encoder.image_keys``, the result ``{key: (N, h, w, c) float32 numpy}`` (after the
+        weights' normalisation; jitted, one compile per N). The backbone is frozen, so the
+        function stays valid for the whole run (this agent's parameters are captured).
+
+        Raises ValueError under the conditions of :meth:`update` with ``frame_features``."""
+        self._check_frame_features()
+        backbone = self.nets.encoder.clone(stage="backbone")
+        params = self.critic.params["encoder"]
+        keys = tuple(self.config.encoder.image_keys)
+        apply = jax.jit(lambda p, x: backbone.apply({"params": p}, x))
+
+        def fn(images):
+            out = apply(params, {k: jnp.asarray(images[k]) for k in keys})
+            return {k: np.asarray(v) for k, v in out.items()}
+
+        return fn
+
+    def feature_obs_spec(self) -> common.ObsSpec:
+        """:attr:`obs_spec` with each image key's entry replaced by its backbone's feature map
+        (shape ``(h, w, c)``, float32): what a batch for ``update(frame_features=True)`` holds."""
+        return _feature_obs_spec(self.nets.encoder, self.obs_spec)
 
     def update_critic(self, batch: Batch):
         """One critic step (plus target update) on the whole batch; jitted.
@@ -749,11 +798,31 @@ def _scan_unroll(config: Any, num_steps: int) -> int:
     return common.scan_unroll(config.encoder, num_steps, fused=bool(config.get("fused_update", False)))
 
 
-def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
+@functools.lru_cache(maxsize=64)
+def _feature_obs_spec(encoder: ObservationEncoder, obs_spec: common.ObsSpec) -> common.ObsSpec:
+    """``SACAgent.feature_obs_spec`` (cached: the module definition and the spec decide it)."""
+    backbone = encoder.clone(stage="backbone")
+    example = {k: jax.ShapeDtypeStruct((1, *shape), jnp.dtype(dt)) for k, shape, dt in obs_spec}
+    shapes = jax.eval_shape(lambda x: backbone.init_with_output(jax.random.PRNGKey(0), x)[0], example)
+    return tuple(
+        (k, tuple(int(d) for d in shapes[k].shape[1:]), "float32") if k in shapes else (k, shape, dt)
+        for k, shape, dt in obs_spec
+    )
+
+
+def _head_only(agent: SACAgent) -> SACAgent:
+    """The agent encoding through the head stage (its batch holds backbone feature maps)."""
+    return agent.replace(nets=dataclasses.replace(agent.nets, encoder=agent.nets.encoder.clone(stage="head")))
+
+
+def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int, given_features: bool = False):
     if agent.config.update_order == "upstream":
-        return _update_upstream_impl(agent, batch, utd_ratio)
-    agent, batch = agent._augment(batch)
-    agent, batch = agent._with_frozen_features(batch)
+        return _update_upstream_impl(agent, batch, utd_ratio, given_features)
+    if given_features:
+        agent = _head_only(agent)
+    else:
+        agent, batch = agent._augment(batch)
+        agent, batch = agent._with_frozen_features(batch)
     minibatches = common.split_minibatches(batch, utd_ratio)
     agent, critic_infos = jax.lax.scan(
         lambda a, mb: a._critic_step(mb), agent, minibatches, unroll=_scan_unroll(agent.config, utd_ratio)
@@ -765,12 +834,15 @@ def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
     return agent._full_encoder(), info
 
 
-def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int):
+def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int, given_features: bool = False):
     """update_order="upstream" (module docstring): ``utd_ratio - 1`` critic-only steps on the
     first minibatches, then one full step on the last; critic metrics averaged over all
     ``utd_ratio`` critic steps, as in the "sac" order."""
-    agent, batch = agent._augment(batch)
-    agent, batch = agent._with_frozen_features(batch)
+    if given_features:
+        agent = _head_only(agent)
+    else:
+        agent, batch = agent._augment(batch)
+        agent, batch = agent._with_frozen_features(batch)
     minibatches = common.split_minibatches(batch, utd_ratio)
     last = jax.tree_util.tree_map(lambda x: x[-1], minibatches)
     critic_infos = None
@@ -802,5 +874,9 @@ def _act_impl(agent: SACAgent, observations, key, squeeze: bool):
 
 _update_jit = jax.jit(_update_impl, static_argnames=("utd_ratio",))
 _update_jit_donated = jax.jit(_update_impl, static_argnames=("utd_ratio",), donate_argnums=(0,))
+_update_features_jit = jax.jit(functools.partial(_update_impl, given_features=True), static_argnames=("utd_ratio",))
+_update_features_jit_donated = jax.jit(
+    functools.partial(_update_impl, given_features=True), static_argnames=("utd_ratio",), donate_argnums=(0,)
+)
 _update_critic_jit = jax.jit(_update_critic_impl)
 _act_jit = jax.jit(_act_impl, static_argnames=("squeeze",))

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -223,6 +223,7 @@ class ReplayBuffer:
         self._insert_index = 0  # slot the next transition goes to
         self._frames_written = 0  # global number of the next frame
         self._last_next_frame = -1  # global number of the last next_obs frame
+        self._feature_cache: "_FrameFeatureCache | None" = None
 
     def _set_bounds(self, vb: dict, default: float | None) -> None:
         allowed = {"observations", "actions", "rewards", *self._extra_spec}
@@ -439,12 +440,21 @@ class ReplayBuffer:
             self._last_next_frame = next_g
 
     # ---------------------------------------------------------------- sample
-    def _gather(self, idx: np.ndarray) -> dict[str, Any]:
+    def _gather(self, idx: np.ndarray, frame_features: bool = False) -> dict[str, Any]:
         obs_slots = self._obs_frame[idx] % self._frame_capacity
         next_slots = self._next_obs_frame[idx] % self._frame_capacity
+        if frame_features:
+            if self._feature_cache is None:
+                raise ValueError("sample(frame_features=True) needs attach_frame_features() first")
+            obs, next_obs = self._feature_cache.gather(
+                self._frames, self._obs_frame[idx], self._next_obs_frame[idx], self._frame_capacity
+            )
+        else:
+            obs = {k: arr[obs_slots] for k, arr in self._frames.items()}
+            next_obs = {k: arr[next_slots] for k, arr in self._frames.items()}
         batch = {
-            "observations": {k: arr[obs_slots] for k, arr in self._frames.items()},
-            "next_observations": {k: arr[next_slots] for k, arr in self._frames.items()},
+            "observations": obs,
+            "next_observations": next_obs,
             "actions": self._actions[idx],
             "rewards": self._rewards[idx],
             "masks": self._masks[idx],
@@ -456,7 +466,44 @@ class ReplayBuffer:
             batch[k] = arr[idx]
         return batch
 
-    def sample(self, batch_size: int) -> dict[str, Any]:
+    def attach_frame_features(self, fn: Callable[[dict[str, np.ndarray]], Mapping[str, Any]],
+                              keys: Sequence[str], chunk: int = 64) -> None:
+        """Cache a fixed function of the stored frames, for `sample(frame_features=True)`.
+
+        Meant for a frozen image backbone (its parameters never change): each stored frame's
+        features are computed once, the first time a sample needs them, instead of once per
+        sampled use. A frame slot that is overwritten by a new frame (its global frame number
+        changes) is recomputed; `load_state_dict` clears the cache.
+
+        Args:
+          fn: `{key: (chunk, *shape) frames in the spec dtype} -> {key: (chunk, *feature_shape)
+            array}` for every key of `keys`; called with exactly `chunk` rows each time (the
+            last chunk of a batch is padded by repeating its first frame), so a jitted `fn`
+            compiles once. Its outputs are stored as float32.
+          keys: observation keys whose frames `fn` maps (other keys are sampled as stored).
+          chunk: rows per `fn` call (>= 1).
+
+        Raises:
+          ValueError: a key not in the observation spec, no keys, chunk < 1.
+        """
+        keys = tuple(str(k) for k in keys)
+        if not keys:
+            raise ValueError("attach_frame_features needs at least one observation key")
+        missing = [k for k in keys if k not in self._obs_spec]
+        if missing:
+            raise ValueError(f"attach_frame_features: keys {missing} not in the observation spec {sorted(self._obs_spec)}")
+        if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+        with self._lock:
+            self._feature_cache = _FrameFeatureCache(fn, keys, int(chunk), self._frame_capacity)
+
+    @property
+    def feature_calls(self) -> int:
+        """Number of frames the attached feature function was computed for (0 without one;
+        padding rows not counted)."""
+        return 0 if self._feature_cache is None else self._feature_cache.frames_computed
+
+    def sample(self, batch_size: int, frame_features: bool = False) -> dict[str, Any]:
         """Sample `batch_size` transitions uniformly with replacement.
 
         Returns:
@@ -464,10 +511,13 @@ class ReplayBuffer:
           `next_observations` dicts key -> (B, *shape) in the spec dtype,
           `actions` (B, A) float32, `rewards` (B,) float32, `masks` (B,)
           float32, `dones` (B,) bool, `interventions` (B,) bool,
-          `action_source` (B,) int8, and each extra key (B, *shape).
+          `action_source` (B,) int8, and each extra key (B, *shape). With
+          `frame_features`, the keys given to `attach_frame_features` hold
+          their cached features (B, *feature_shape) float32 instead of frames.
 
         Raises:
-          ValueError: buffer empty or batch_size < 0.
+          ValueError: buffer empty, batch_size < 0, or `frame_features` without
+            `attach_frame_features`.
         """
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
             raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
@@ -476,7 +526,7 @@ class ReplayBuffer:
                 raise ValueError("cannot sample from an empty ReplayBuffer")
             offsets = self._rng.integers(0, self._size, size=int(batch_size))
             idx = (self._oldest_index() + offsets) % self._capacity
-            return self._gather(idx)
+            return self._gather(idx, frame_features=frame_features)
 
     def live_transitions(self) -> dict[str, Any]:
         """All live transitions, oldest first, as one batch (same keys as `sample`).
@@ -675,6 +725,57 @@ class ReplayBuffer:
             self._frames_written = frames_written
             self._last_next_frame = last_next
             self._rng = rng
+            if self._feature_cache is not None:
+                self._feature_cache.clear()
+
+
+
+class _FrameFeatureCache:
+    """Features of stored frames under a fixed function (`ReplayBuffer.attach_frame_features`),
+    keyed by frame slot and validated by the global frame number computed for (-1: none)."""
+
+    def __init__(self, fn, keys: tuple, chunk: int, frame_capacity: int):
+        self.fn, self.keys, self.chunk = fn, keys, chunk
+        self.features: dict[str, np.ndarray] = {}  # allocated on first use (calloc-backed)
+        self.frame_number = np.full((frame_capacity,), -1, np.int64)
+        self.frames_computed = 0
+
+    def clear(self) -> None:
+        self.frame_number[:] = -1
+
+    def _compute(self, frames: Mapping[str, np.ndarray], slots: np.ndarray) -> None:
+        for start in range(0, slots.size, self.chunk):
+            part = slots[start:start + self.chunk]
+            padded = np.concatenate([part, np.full((self.chunk - part.size,), part[0], part.dtype)])
+            out = self.fn({k: frames[k][padded] for k in self.keys})
+            for k in self.keys:
+                if k not in out:
+                    raise ValueError(f"frame feature function returned no {k!r} (got {sorted(out)})")
+                value = np.asarray(out[k], np.float32)
+                if value.ndim < 1 or value.shape[0] != self.chunk:
+                    raise ValueError(f"frame feature function returned {k!r} of shape {value.shape}, "
+                                     f"expected ({self.chunk}, ...)")
+                if k not in self.features:
+                    self.features[k] = np.zeros((self.frame_number.size, *value.shape[1:]), np.float32)
+                elif self.features[k].shape[1:] != value.shape[1:]:
+                    raise ValueError(f"frame feature function changed the shape of {k!r}: "
+                                     f"{self.features[k].shape[1:]} -> {value.shape[1:]}")
+                self.features[k][part] = value[: part.size]
+            self.frames_computed += int(part.size)
+
+    def gather(self, frames, obs_numbers: np.ndarray, next_numbers: np.ndarray, frame_capacity: int):
+        numbers = np.unique(np.concatenate([obs_numbers, next_numbers]))
+        slots = numbers % frame_capacity
+        stale = self.frame_number[slots] != numbers
+        if np.any(stale):
+            self._compute(frames, slots[stale])
+            self.frame_number[slots[stale]] = numbers[stale]
+        out = []
+        for g in (obs_numbers, next_numbers):
+            s = g % frame_capacity
+            out.append({k: (self.features[k][s] if k in self.features else arr[s])
+                        for k, arr in frames.items()})
+        return out
 
 
 def value_bounds_from_spaces(observation_space: Any, action_space: Any = None, *, margin: float = 0.1,
@@ -756,6 +857,7 @@ def sample_mixed(
     buffers: Sequence[ReplayBuffer],
     batch_size: int,
     fractions: Sequence[float] = (0.5, 0.5),
+    frame_features: bool = False,
 ) -> dict[str, Any]:
     """Sample one batch drawn from several buffers in fixed proportions.
 
@@ -774,6 +876,7 @@ def sample_mixed(
       buffers: buffers with identical specs.
       batch_size: B >= 0.
       fractions: one non-negative weight per buffer, summing to 1.
+      frame_features: passed to each buffer's `sample` (their cached frame features).
 
     Returns:
       a batch like `ReplayBuffer.sample` with B rows.
@@ -798,9 +901,9 @@ def sample_mixed(
     if sum(weights) == 0.0:
         weights = [1.0 if i in nonempty else 0.0 for i in range(len(buffers))]
     counts = _allocate(int(batch_size), weights)
-    parts = [b.sample(c) for b, c in zip(buffers, counts) if c > 0]
+    parts = [b.sample(c, frame_features=frame_features) for b, c in zip(buffers, counts) if c > 0]
     if not parts:  # batch_size == 0
-        parts = [buffers[nonempty[0]].sample(0)]
+        parts = [buffers[nonempty[0]].sample(0, frame_features=frame_features)]
     return _concat_batches(parts)
 
 
@@ -809,6 +912,7 @@ def sample_mixed_many(
     batch_size: int,
     n: int,
     fractions: Sequence[float] = (0.5, 0.5),
+    frame_features: bool = False,
 ) -> dict[str, Any]:
     """n mixed minibatches stacked as one batch of n * batch_size rows.
 
@@ -821,4 +925,5 @@ def sample_mixed_many(
     """
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    return _concat_batches([sample_mixed(buffers, batch_size, fractions) for _ in range(int(n))])
+    return _concat_batches([sample_mixed(buffers, batch_size, fractions, frame_features=frame_features)
+                            for _ in range(int(n))])

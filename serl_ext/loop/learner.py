@@ -175,6 +175,29 @@ def hold_limit(online_transitions: int, training_starts: int, steps_per_update: 
     return (int(online_transitions) - int(training_starts)) / float(steps_per_update) + int(slack)
 
 
+def attach_frame_features(config, agent, buffers):
+    """``learner.cache_frame_features``: attach the agent's frozen backbone to ``buffers``
+    (``ReplayBuffer.attach_frame_features``) and return the update to use,
+    ``agent.update(batch, utd, frame_features=True)``.
+
+    Raises ValueError: the agent has no frame-feature update (only SAC and its hybrid do), a
+    data-parallel learner, or what ``SACAgent.frame_features_fn`` raises (no frozen backbone,
+    augmentation on)."""
+    if not hasattr(agent, "frame_features_fn"):
+        raise ValueError(f"learner.cache_frame_features: {type(agent).__name__} has no frame-feature "
+                         "update (SAC and hybrid SAC have)")
+    if int(config.learner.get("data_parallel_devices", 0) or 0) > 1:
+        raise ValueError("learner.cache_frame_features does not combine with data_parallel_devices > 1")
+    try:
+        fn = agent.frame_features_fn()
+    except ValueError as e:
+        raise ValueError(f"learner.cache_frame_features: {e}") from None
+    keys = tuple(agent.config.encoder.image_keys)
+    for buffer in buffers:
+        buffer.attach_frame_features(fn, keys)
+    return lambda a, batch, utd_ratio=1: a.update(batch, utd_ratio, frame_features=True)
+
+
 @jax.jit
 def _all_finite(tree) -> jax.Array:
     """True when every float leaf of ``tree`` (agent, update info) is finite; one bool scalar."""
@@ -400,6 +423,9 @@ def run_learner(config, server=None) -> Dict[str, Any]:
     utd = int(config.learner.utd_ratio)
     # learner.data_parallel_devices >= 2: the update split over that many devices (0/1: off).
     update_agent = make_updater(int(config.learner.get("data_parallel_devices", 0) or 0))
+    frame_features = bool(config.learner.get("cache_frame_features", False))
+    if frame_features:
+        update_agent = attach_frame_features(config, agent, (replay, demo))
     demo_fraction = float(config.learner.demo_fraction)
     training_starts = max(int(config.learner.training_starts), 1)
     steps_per_update = float(config.actor.get("steps_per_update", 0.0) or 0.0)
@@ -447,7 +473,8 @@ def run_learner(config, server=None) -> Dict[str, Any]:
                 fractions = (1.0, 0.0)
             else:
                 fractions = (1.0 - demo_fraction, demo_fraction)
-            batch = sample_mixed_many([replay, demo], batch_size, utd, fractions=fractions)
+            batch = sample_mixed_many([replay, demo], batch_size, utd, fractions=fractions,
+                                      frame_features=frame_features)
             new_agent, info = update_agent(agent, batch, utd)
             if not bool(_all_finite((new_agent, info))):  # the divergence guard
                 diverged(info)
@@ -511,6 +538,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "updates_per_s": (step - steps_at_start) / max(elapsed, 1e-9),
             "replay_size": len(replay),
             "demo_size": len(demo),
+            "frame_features_computed": replay.feature_calls + demo.feature_calls,
             "rejected_messages": int(getattr(server, "num_rejected", 0)),
             "wall_clock_s": elapsed,
             "restored_step": restored_step,
