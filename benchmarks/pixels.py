@@ -26,33 +26,32 @@ from scratch for clean timings):
    ``OUT/logs/log_VARIANT_TASK_seedS.txt``. Variants (:data:`VARIANTS`):
 
    =================  ==============================================================
-   ``frozen``         ``--frozen_encoder`` (resnet10, HiL-SERL's) from stage 1, frozen
+   ``frozen``         ``--frozen_encoder`` (resnet10, HiL-SERL's) from stage 1, frozen;
+                      ``--frozen_features`` cached (default) or per_update (Budgets)
    ``scratch``        ``--scratch_encoder`` (small_cnn, the presets' default), trained
                       from scratch
    ``classifier_reward``  ``frozen`` + ``--config.env.reward_classifier=`` stage 2; only
                       on ``--classifier_task`` seed 0
    =================  ==============================================================
 
-Budgets (probe of 2026-12-01 on this machine, 2 CPU cores, another sweep running beside it,
-``hil_serl_cameras`` at 64 px = two 64 x 64 cameras + 4-D proprio, UTD 2, jitted
-``SACAgent.update`` on a random batch, compile excluded): SmallCNN from scratch 2.8 s per learner
-step at batch 32 (x 2 critic minibatches; compile 6 s) and 48 s at HiL-SERL's batch 256 (compile
-92 s); a pre-trained ResNet-10, frozen (forward only), 3.2 s at batch 32 (compile 8 s). The
-actor is held to one learner step per env step (``actor.steps_per_update = 1``), so a run costs
-about (ms per update) x (env steps): the state row's 50k env steps for pick-place would take
-~28 days per run at batch 256, ~1.7 days at batch 32. The defaults therefore cut both: batch
-``--batch_size=32`` and ``--budgets=pick-place:2500,ur5e-sim-lift:2500`` (about 2 h per run,
-13 runs about a day of this CPU), far below the state-based row's 50k / 20k; SR >= 0.8 is not
-expected at that budget (the state row reached it at ~30k env steps at ~100 updates/s), and the
-report states the cut. Raise them with ``--budgets`` and ``--batch_size`` where more CPU (or a
-GPU learner) is available.
-
-**Re-timed on a quiet machine** (``PYTHONPATH=. python benchmarks/bench_pixel_update.py``,
-``benchmarks/results/pixel_update.md``, 2026-12-01, nothing else running): SmallCNN 2.5 s per
-update at batch 32 and 52 s at batch 256, frozen ResNet-10 3.2 s and 27 s: the starved probe was
-not far off. XLA's CPU convolutions (their gradients above all) set the cost here; the budgets
-above stand, and a pixel row at the state row's budgets needs a GPU learner
-(``benchmarks/bench_gpu_learner.py``).
+Budgets. The actor is held to one learner step per env step (``actor.steps_per_update = 1``),
+so a run costs about (learner ms per update) x (env steps). Quiet timings of the update
+(``benchmarks/bench_pixel_update.py``, ``benchmarks/results/pixel_update_scan.md``, two 64 px
+cameras + 4-D proprio, UTD 2, batch 32): SmallCNN trained from scratch 271 ms; the frozen
+ResNet-10 2719 ms when, as in HiL-SERL, every update random-crops its frames and runs the
+backbone on each (``--frozen_features=per_update``): 2500 env steps were about 2 h per run, and
+this benchmark's first plan was cut to that. The default ``--frozen_features=cached`` computes
+each stored frame's feature maps once (``learner.cache_frame_features``, exact for a frozen
+backbone, but without the random-crop augmentation, which a per-frame cache cannot apply) and
+updates the encoder head only: a probe beside a sweep (starved, to be re-timed quiet with
+``--scans=cached``) gave 49 ms per update plus 30 ms of backbone per new frame of both cameras,
+~50x less per env step than per_update. The defaults therefore give the frozen variants the
+state row's budget on the UR task and 30k of its 50k on pick-place (the state row reached SR 0.8
+at ~30k), ``--budgets=pick-place:30000,ur5e-sim-lift:20000``, and the from-scratch variant
+``--scratch_budgets=pick-place:10000,ur5e-sim-lift:10000`` (its update is ~10x the cached one;
+the report says it ran shorter); batch ``--batch_size=32`` for both (HiL-SERL: 256). Raise them
+with ``--budgets``, ``--scratch_budgets`` and ``--batch_size`` where more CPU (or a GPU learner,
+``benchmarks/bench_gpu_learner.py``) is available.
 
 Report (``OUT/results.md``, ``results.json``, ``curves.png``): per task and variant over its
 seeds, the median and mean evaluation SR at each evaluation step, the env steps and minutes (run
@@ -90,7 +89,17 @@ from benchmarks.run_metrics import steps_to  # noqa: E402
 TARGET_SR = 0.8
 DEFAULT_OUT = "benchmarks/results/pixels"
 DEFAULT_TASKS = ("pick-place", "ur5e-sim-lift")
-DEFAULT_BUDGETS = "pick-place:2500,ur5e-sim-lift:2500"
+DEFAULT_BUDGETS = "pick-place:30000,ur5e-sim-lift:20000"
+# The from-scratch variant's budgets (capped at --budgets): its update trains the CNN, ~10x the
+# cached frozen update's cost (docstring, "Budgets").
+DEFAULT_SCRATCH_BUDGETS = "pick-place:10000,ur5e-sim-lift:10000"
+# How the frozen variants meet their backbone (--frozen_features): "cached" = each stored frame's
+# feature maps once (learner.cache_frame_features, augmentation off); "per_update" = HiL-SERL's
+# recipe, random crop and the backbone on every sampled frame in every update.
+FROZEN_FEATURES = {
+    "cached": ["--config.agent.encoder.augmentation=none", "--config.learner.cache_frame_features=True"],
+    "per_update": [],
+}
 # State-based HiL-SERL row's budgets (README), against which the report states the cut.
 STATE_ROW_BUDGETS = {"pick-place": 50_000, "ur5e-sim-lift": 20_000}
 VARIANTS = ("frozen", "scratch", "classifier_reward")
@@ -217,11 +226,21 @@ def variant_flags(args, out: str, variant: str, task: str) -> List[str]:
         return [f"--config.agent.encoder.type={args.scratch_encoder}"]
     wdir = weights_dir(out, weights_task(task, args.ur_weights_task), args.frozen_encoder, args.image_size)
     flags = [f"--config.agent.encoder.type={args.frozen_encoder}",
-             f"--config.agent.encoder.pretrained_path={wdir}", "--config.agent.encoder.freeze=True"]
+             f"--config.agent.encoder.pretrained_path={wdir}", "--config.agent.encoder.freeze=True",
+             *FROZEN_FEATURES[args.frozen_features]]
     if variant == "classifier_reward":
         key = camera_keys(task, args.preset)[0]
         flags.append(f"--config.env.reward_classifier={classifier_dir(out, task, args.image_size, key)}")
     return flags
+
+
+def budget_of(args, variant: str, task: str) -> int:
+    """Env steps of one run: ``--budgets``, or for ``scratch`` its ``--scratch_budgets`` entry
+    (when it has one) capped at ``--budgets``."""
+    budget = int(args.budgets[task])
+    if variant == "scratch" and task in args.scratch_budgets:
+        return min(budget, int(args.scratch_budgets[task]))
+    return budget
 
 
 def run_command(args, out: str, variant: str, task: str, seed, extra: Sequence[str]) -> List[str]:
@@ -230,7 +249,7 @@ def run_command(args, out: str, variant: str, task: str, seed, extra: Sequence[s
            f"--config.seed={int(seed)}", f"--config.run_root={os.path.join(out, 'runs', variant)}",
            f"--config.actor.eval_period={args.eval_period}",
            f"--config.actor.eval_episodes={args.eval_episodes}",
-           f"--config.actor.max_env_steps={args.budgets[task]}",
+           f"--config.actor.max_env_steps={budget_of(args, variant, task)}",
            f"--config.learner.batch_size={args.batch_size}",
            "--config.logging.progress_bar=False",
            *image_size_flags(task, args.preset, args.image_size),
@@ -369,11 +388,13 @@ def build_result(args, out: str) -> Dict[str, Any]:
             classifier = {"task": args.classifier_task, "image_key": key, "encoder": m.get("encoder"),
                           "heldout": m.get("heldout"), "heldout_frames": m.get("heldout_frames"),
                           "heldout_episodes": m.get("heldout_episodes")}
-    cuts = {t: {"budget": args.budgets[t], "state_row_budget": STATE_ROW_BUDGETS.get(t),
+    cuts = {t: {"budget": args.budgets[t], "scratch_budget": budget_of(args, "scratch", t),
+                "state_row_budget": STATE_ROW_BUDGETS.get(t),
                 "cut": STATE_ROW_BUDGETS.get(t) is not None and args.budgets[t] < STATE_ROW_BUDGETS[t]}
             for t in args.tasks}
     return {"command": args.command, "preset": args.preset, "image_size": args.image_size,
             "batch_size": args.batch_size, "frozen_encoder": args.frozen_encoder,
+            "frozen_features": args.frozen_features,
             "scratch_encoder": args.scratch_encoder, "eval_period": args.eval_period,
             "eval_episodes": args.eval_episodes, "target_sr": TARGET_SR, "budgets": cuts,
             "machine": f"{os.cpu_count()} CPU cores, no GPU; learner and actor as two processes",
@@ -395,6 +416,16 @@ def results_markdown(result: Dict[str, Any]) -> str:
     if cut:
         lines += [f"**Budgets cut** below the state-based HiL-SERL row: {', '.join(cut)} env steps "
                   "(cost per learner update on this CPU: benchmarks/pixels.py docstring).", ""]
+    shorter = [f"{t} {c['scratch_budget']}" for t, c in result["budgets"].items()
+               if c.get("scratch_budget") is not None and c["scratch_budget"] < c["budget"]]
+    if shorter:
+        lines += [f"**The from-scratch variant ran shorter** ({', '.join(shorter)} env steps): its update "
+                  "trains the CNN and costs several times the frozen one here; compare the curves at equal "
+                  "env steps.", ""]
+    if result.get("frozen_features") == "cached":
+        lines += ["Frozen variants: the backbone's feature maps are computed once per stored frame "
+                  "(`learner.cache_frame_features`), so they run without HiL-SERL's random-crop "
+                  "augmentation (`--frozen_features=per_update` restores it, at the per-update cost).", ""]
     if any(is_ur(t) for t in result["per_task"]):
         lines += [f"The UR task's frozen encoder was pre-trained on `{result['ur_weights_task']}` frames "
                   "(launchers/pretrain_encoder.py renders Meta-World only).", ""]
@@ -507,10 +538,14 @@ def parse_args(argv):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--budgets", default=DEFAULT_BUDGETS, help="TASK:ENV_STEPS,... (every task needs one)")
+    p.add_argument("--scratch_budgets", default=DEFAULT_SCRATCH_BUDGETS,
+                   help="TASK:ENV_STEPS,... of the scratch variant, capped at --budgets ('' = --budgets)")
+    p.add_argument("--frozen_features", default="cached", choices=sorted(FROZEN_FEATURES),
+                   help="cached: feature maps once per stored frame, no augmentation; per_update: HiL-SERL's")
     p.add_argument("--preset", default="hil_serl_cameras", choices=("hil_serl_cameras", "hil_serl_pixels"))
     p.add_argument("--image_size", type=int, default=64, help="S of every camera (pre-training and runs)")
     p.add_argument("--batch_size", type=int, default=32, help="learner batch (HiL-SERL: 256; docstring)")
-    p.add_argument("--eval_period", type=int, default=500)
+    p.add_argument("--eval_period", type=int, default=1000)
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument("--frozen_encoder", default="resnet10", choices=("resnet10", "small_cnn"))
     p.add_argument("--scratch_encoder", default="small_cnn", choices=("resnet10", "small_cnn"))
@@ -538,6 +573,7 @@ def parse_args(argv):
     if unknown:
         p.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     args.budgets = parse_budgets(args.budgets)
+    args.scratch_budgets = parse_budgets(args.scratch_budgets) if args.scratch_budgets.strip() else {}
     missing = [t for t in args.tasks if t not in args.budgets]
     if missing:
         p.error(f"--budgets has no entry for {missing}")

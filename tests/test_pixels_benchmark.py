@@ -95,7 +95,8 @@ def test_report_on_synthetic_runs(tmp_path):
     assert c["classifier_false_positive_median"] == 0.25 and c["classifier_false_negative_median"] == 0.25
     assert c["env_steps_to_target_median"] == 1000
 
-    assert result["budgets"]["pick-place"] == {"budget": 1500, "state_row_budget": 50_000, "cut": True}
+    assert result["budgets"]["pick-place"] == {"budget": 1500, "scratch_budget": 1500, "state_row_budget": 50_000,
+                                               "cut": True}
     md = open(os.path.join(out, "results.md")).read()
     assert "**Budgets cut**" in md and "| pick-place | frozen | 3 | 0.90 / 0.73 | 1000 / 750 (2/3) |" in md
     assert "classifier success 0.50 against true success 0.50" in md
@@ -121,14 +122,16 @@ def test_dry_run_commands(tmp_path, capsys):
     first = runs[0].split()
     assert first[:3] == ["bash", "launchers/run_task.sh", "pick-place,hil_serl_cameras"]
     for flag in ("--config.seed=0", f"--config.run_root={os.path.join(out, 'runs', 'frozen')}",
-                 "--config.actor.max_env_steps=200", "--config.actor.eval_period=500",
+                 "--config.actor.max_env_steps=200", "--config.actor.eval_period=1000",
                  "--config.actor.eval_episodes=10", "--config.learner.batch_size=32", "--config.env.image_size=64",
                  "--config.agent.encoder.type=resnet10", f"--config.agent.encoder.pretrained_path={w}",
-                 "--config.agent.encoder.freeze=True"):
+                 "--config.agent.encoder.freeze=True", "--config.agent.encoder.augmentation=none",
+                 "--config.learner.cache_frame_features=True"):
         assert flag in first, flag
     assert first[-1] == "--config.learner.training_starts=50"
     scratch = runs[1].split()
     assert "--config.agent.encoder.type=small_cnn" in scratch and not any("pretrained_path" in a for a in scratch)
+    assert not any("cache_frame_features" in a or "augmentation" in a for a in scratch)
     assert f"--config.env.reward_classifier={clf}" in runs[2]
     ur = [r for r in runs if "ur5e-sim-lift,hil_serl_cameras" in r]
     assert len(ur) == 4 and not any("reward_classifier" in r for r in ur)
@@ -148,6 +151,22 @@ def test_resume_skips_finished_stages(tmp_path, capsys):
                  "--budgets=pick-place:500", "--dry_run"])
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[pixels] ")]
     assert len(lines) == 1 and "--config.agent.encoder.type=small_cnn" in lines[0]
+
+
+def test_scratch_budgets_and_frozen_feature_modes(tmp_path, capsys):
+    out = str(tmp_path / "px")
+    pixels.main([f"--out={out}", "--tasks=pick-place", "--seeds=0", "--variants=frozen,scratch",
+                 "--budgets=pick-place:3000", "--scratch_budgets=pick-place:1000", "--frozen_features=per_update",
+                 "--dry_run"])
+    runs = [ln for ln in capsys.readouterr().out.splitlines() if "run_task.sh" in ln]
+    frozen, scratch = runs
+    assert "--config.actor.max_env_steps=3000" in frozen and "--config.actor.max_env_steps=1000" in scratch
+    assert "cache_frame_features" not in frozen and "augmentation" not in frozen  # HiL-SERL's recipe
+    args, _ = pixels.parse_args(["--tasks=pick-place", "--budgets=pick-place:500"])
+    assert pixels.budget_of(args, "scratch", "pick-place") == 500  # capped at --budgets
+    assert pixels.budget_of(args, "frozen", "pick-place") == 500
+    args, _ = pixels.parse_args(["--tasks=pick-place", "--budgets=pick-place:500", "--scratch_budgets="])
+    assert pixels.budget_of(args, "scratch", "pick-place") == 500
 
 
 def test_parse_args_errors():
