@@ -341,6 +341,9 @@ def parse_args(argv):
                         help="seed: all tasks of seed 0 first, then seed 1, ...")
     parser.add_argument("--report_only", action="store_true")
     parser.add_argument("--commit", action="store_true", help="git-commit each finished run")
+    parser.add_argument("--stop_by", default="", help="start no run not expected to finish by this time "
+                        "(ISO 8601, UTC unless an offset is given; expected = the longest finished run)")
+    parser.add_argument("--stop_after_min", type=float, default=0.0, help="--stop_by this many minutes from now")
     own, extra = [], []
     rest = list(argv)
     if "--" in rest:
@@ -352,8 +355,26 @@ def parse_args(argv):
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.seeds = [s for s in args.seeds.split(",") if s]
     args.budgets = parse_budgets(args.budgets)
-    args.command = "python benchmarks/hil_serl.py " + " ".join(argv)
+    from benchmarks.comparison.launch import deadline_from_flags, without_schedule_flags
+
+    try:
+        args.deadline = deadline_from_flags(args.stop_by, args.stop_after_min)
+    except ValueError as e:
+        parser.error(str(e))
+    args.command = "python benchmarks/hil_serl.py " + " ".join(without_schedule_flags(argv))
     return args, extra
+
+
+def expected_run_s(out: str, task: str, algorithm: str):
+    """Seconds a run of ``task`` is expected to take: the longest finished run of it in ``out``,
+    else the longest of any task's; None without one."""
+    import glob
+
+    from benchmarks.comparison.launch import longest_wall_clock_s
+
+    runs = os.path.join(out, "runs")
+    own = longest_wall_clock_s(os.path.join(runs, glob.escape(task), glob.escape(algorithm), "seed*", "summary.json"))
+    return own if own is not None else longest_wall_clock_s(os.path.join(runs, "*", "*", "seed*", "summary.json"))
 
 
 def main(argv=None):
@@ -367,7 +388,14 @@ def main(argv=None):
     pairs = ([(t, s) for s in args.seeds for t in args.tasks] if args.order == "seed"
              else [(t, s) for t in args.tasks for s in args.seeds])
     if not args.report_only:
+        from benchmarks.comparison.launch import defer_reason
+
         for task, seed in pairs:
+            if not os.path.exists(os.path.join(_run_dir(out, task, args.algorithm, seed), "summary.json")):
+                why = defer_reason(args.deadline, expected_run_s(out, task, args.algorithm))
+                if why:
+                    print(f"[bench] deferred {task} seed {seed}: {why}", flush=True)
+                    continue
             if run_one(args, out, task, seed, extra):
                 report(args, out, aggregate(args, out))
                 if args.commit:

@@ -561,6 +561,9 @@ def parse_args(argv):
     p.add_argument("--report_only", action="store_true")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--commit", action="store_true", help="git-commit each finished stage and run")
+    p.add_argument("--stop_by", default="", help="start no run not expected to finish by this time (ISO 8601, "
+                   "UTC unless an offset is given; expected = the longest finished run of the variant and task)")
+    p.add_argument("--stop_after_min", type=float, default=0.0, help="--stop_by this many minutes from now")
     own, extra = list(argv), []
     if "--" in own:
         i = own.index("--")
@@ -581,8 +584,29 @@ def parse_args(argv):
         camera_keys(t, args.preset)  # ValueError for hil_serl_pixels on a UR task
     args.pretrain_flags = args.pretrain_flags.split()
     args.classifier_flags = args.classifier_flags.split()
-    args.command = "python benchmarks/pixels.py " + " ".join(argv)
+    from benchmarks.comparison.launch import deadline_from_flags, without_schedule_flags
+
+    try:
+        args.deadline = deadline_from_flags(args.stop_by, args.stop_after_min)
+    except ValueError as e:
+        p.error(str(e))
+    args.command = "python benchmarks/pixels.py " + " ".join(without_schedule_flags(argv))
     return args, extra
+
+
+def expected_run_s(out: str, variant: str, task: str, preset: str) -> Optional[float]:
+    """Seconds a run is expected to take: the longest finished run of ``variant`` on ``task``,
+    else of any variant on ``task``; None without one (it may then start)."""
+    import glob
+
+    from benchmarks.comparison.launch import longest_wall_clock_s
+
+    own = longest_wall_clock_s(os.path.join(glob.escape(os.path.join(out, "runs", variant, task, preset)),
+                                            "seed*", "summary.json"))
+    if own is not None:
+        return own
+    return longest_wall_clock_s(os.path.join(glob.escape(os.path.join(out, "runs")), "*", glob.escape(task),
+                                             glob.escape(preset), "seed*", "summary.json"))
 
 
 def _run_logged(cmd: List[str], log: str) -> int:
@@ -604,6 +628,8 @@ def _commit(paths: Sequence[str], message: str) -> None:
 
 
 def main(argv=None):
+    from benchmarks.comparison.launch import defer_reason
+
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
     out = args.out if args.dry_run else os.path.abspath(args.out)
     report_files = [os.path.join(out, f) for f in ("results.md", "results.json", "curves.png")]
@@ -649,6 +675,10 @@ def main(argv=None):
             if os.path.isfile(os.path.join(rdir, "summary.json")):
                 continue
             cmd = run_command(args, out, variant, task, seed, extra)
+            why = None if args.dry_run else defer_reason(args.deadline, expected_run_s(out, variant, task, args.preset))
+            if why:
+                print(f"[pixels] deferred {variant} {task} seed {seed}: {why}", flush=True)
+                continue
             print("[pixels]", " ".join(cmd), flush=True)
             if args.dry_run:
                 continue

@@ -543,3 +543,21 @@ def test_resumed_sweep_collects_demos_only_for_tasks_with_runs_left(tmp_path, mo
         compare.main(["compare"])
     assert collected[-1] == [] and (tmp_path / "command.txt").read_text() == "the first command\n"
     assert "Machine: test box" in (tmp_path / "results.md").read_text()
+
+
+def test_deadline_helpers():
+    from benchmarks.comparison.launch import deadline_from_flags, defer_reason, without_schedule_flags
+
+    assert deadline_from_flags("", 0.0) is None
+    assert deadline_from_flags("", 10.0, now=1000.0) == 1600.0
+    assert deadline_from_flags("2026-12-03T20:00", 0.0) == deadline_from_flags("2026-12-03T20:00+00:00", 0.0)
+    for bad in (("2026-12-03T20:00", 5.0), ("", -1.0), ("tonight", 0.0)):
+        with pytest.raises(ValueError):
+            deadline_from_flags(*bad)
+    assert defer_reason(None, 1e9) is None
+    assert defer_reason(2000.0, None, now=1000.0) is None  # unknown length: it may start
+    assert defer_reason(2000.0, 900.0, now=1000.0) is None
+    assert defer_reason(2000.0, 1200.0, now=1000.0) == "expected 20 min, 17 min left before the deadline"
+    assert defer_reason(2000.0, None, now=2001.0).startswith("expected ? min, 0 min left")
+    assert without_schedule_flags(["--a=1", "--stop_by", "2026-12-03T20:00", "--stop_after_min=5", "--b"]) == [
+        "--a=1", "--b"]

@@ -89,3 +89,29 @@ def test_report_states_each_tasks_action_repeat_and_aggregates_the_runs(tmp_path
     assert lift["updates_per_env_step"] == [0.5, 0.5]
     assert result["per_task"]["pick-place"]["seeds"] == [0]  # seed 1 has no run: left out
     assert os.path.isfile(os.path.join(out, "curves.png"))
+
+
+def test_a_run_not_expected_to_finish_by_the_deadline_is_deferred(tmp_path, capsys, monkeypatch):
+    """--stop_after_min: with a finished run of 60 min on record, a 10-minute window starts no
+    new run (no launcher call), and the recorded command leaves the schedule flag out."""
+    import json
+
+    from benchmarks import hil_serl
+
+    out = str(tmp_path)
+    _fake_run(out, "pick-place", 0, 4, [0.5, 0.9], human_per_episode=0)
+    summary = os.path.join(out, "runs", "pick-place", "hil_serl", "seed0", "summary.json")
+    data = json.load(open(summary))
+    data["wall_clock_s"] = 3600.0
+    json.dump(data, open(summary, "w"))
+    # run_one skips a finished run itself (seed 0); any other call would start one.
+    monkeypatch.setattr(hil_serl, "run_one",
+                        lambda args, out, task, seed, extra: False if seed == "0" else pytest.fail("a run was started"))
+    hil_serl.main(["--tasks=pick-place", "--seeds=0,1", f"--out={out}", "--stop_after_min=10"])
+    assert "[bench] deferred pick-place seed 1: expected 60 min, 10 min left" in capsys.readouterr().out
+    result = json.load(open(os.path.join(out, "results.json")))
+    assert "stop_after_min" not in result["command"]
+    args, _ = hil_serl.parse_args(["--tasks=pick-place", f"--out={out}"])
+    assert args.deadline is None
+    with pytest.raises(SystemExit):
+        hil_serl.parse_args(["--stop_by=2026-12-03T20:00", "--stop_after_min=5"])

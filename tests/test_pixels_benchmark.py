@@ -202,3 +202,21 @@ def test_classifier_launcher_reads_a_camera_key(tmp_path):
     _, reward, _, _, info = env.step(np.zeros(4, np.float32))
     assert reward in (0.0, 1.0) and 0.0 <= info["classifier_prob"] <= 1.0
     env.close()
+
+
+def test_runs_that_cannot_finish_by_the_deadline_are_deferred(tmp_path, capsys, monkeypatch):
+    """--stop_after_min: a 60-minute frozen run on record defers frozen seed 1 (its own
+    estimate) and scratch seed 0 (no scratch run yet: the task's longest), nothing starts."""
+    out = str(tmp_path)
+    w = pixels.weights_dir(out, "pick-place", "resnet10", 64)
+    os.makedirs(w)
+    open(os.path.join(w, "encoder.json"), "w").write("{}")
+    _write_run(out, "frozen", "pick-place", 0, [(500, 0.2, 3590.0)], [(100, 100, 0, 0)], 1.0)
+    monkeypatch.setattr(pixels, "_run_logged", lambda *a, **k: pytest.fail("a run was started"))
+    pixels.main([f"--out={out}", "--tasks=pick-place", "--seeds=0,1", "--variants=frozen,scratch",
+                 "--budgets=pick-place:500", "--stop_after_min=30"])
+    text = capsys.readouterr().out
+    for run in ("scratch pick-place seed 0", "frozen pick-place seed 1", "scratch pick-place seed 1"):
+        assert f"[pixels] deferred {run}: expected 60 min, 30 min left" in text, run
+    assert pixels.expected_run_s(out, "frozen", "pick-place", PRESET) == pytest.approx(3600.0)
+    assert pixels.expected_run_s(out, "frozen", "ur5e-sim-lift", PRESET) is None

@@ -197,6 +197,70 @@ def parse_stop_by(text: str) -> Optional[float]:
     return when.timestamp()
 
 
+def longest_wall_clock_s(pattern: str) -> Optional[float]:
+    """The longest positive ``wall_clock_s`` of the ``summary.json`` files matching the glob
+    ``pattern`` (unreadable or malformed files are skipped); None when there is none."""
+    times = []
+    for path in glob.glob(pattern):
+        try:
+            with open(path) as f:
+                value = float(json.load(f).get("wall_clock_s", "nan"))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        if value == value and value > 0:
+            times.append(value)
+    return max(times) if times else None
+
+
+def deadline_from_flags(stop_by: str, stop_after_min: float, now: Optional[float] = None) -> Optional[float]:
+    """A sweep's deadline (Unix time, s) from ``--stop_by`` (ISO 8601, :func:`parse_stop_by`) or
+    ``--stop_after_min`` (minutes after ``now``, default the clock); None for neither.
+
+    Raises:
+      ValueError: both given, a negative ``stop_after_min`` or an unreadable ``stop_by``.
+    """
+    if stop_by and stop_after_min:
+        raise ValueError("give --stop_by or --stop_after_min, not both")
+    if stop_after_min < 0:
+        raise ValueError(f"--stop_after_min={stop_after_min} is negative")
+    if stop_by:
+        return parse_stop_by(stop_by)
+    if not stop_after_min:
+        return None
+    return (time.time() if now is None else now) + 60.0 * float(stop_after_min)
+
+
+def defer_reason(deadline: Optional[float], expected_s: Optional[float], now: Optional[float] = None) -> Optional[str]:
+    """Why a run must not start before ``deadline`` (None: it may): the deadline has passed, or
+    the run is expected to take ``expected_s`` seconds (None: unknown, it may start) and that
+    is more than is left."""
+    if deadline is None:
+        return None
+    left = deadline - (time.time() if now is None else now)
+    if left <= 0 or (expected_s is not None and expected_s > left):
+        return (f"expected {'?' if expected_s is None else f'{expected_s / 60:.0f}'} min, "
+                f"{max(left, 0.0) / 60:.0f} min left before the deadline")
+    return None
+
+
+def without_schedule_flags(argv: Sequence[str]) -> List[str]:
+    """``argv`` without ``--stop_by`` / ``--stop_after_min`` (and their values): they only
+    schedule a session and change nothing a run computes, so a resumed sweep records the same
+    command."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--stop_by", "-stop_by", "--stop_after_min", "-stop_after_min"):
+            skip = True
+            continue
+        if a.startswith(("--stop_by=", "-stop_by=", "--stop_after_min=", "-stop_after_min=")):
+            continue
+        kept.append(a)
+    return kept
+
+
 def expected_run_s(out: str, task: str, method: str) -> Optional[float]:
     """How long a run of ``task`` / ``method`` is expected to take, in wall-clock seconds: the
     longest ``wall_clock_s`` of the finished runs of that method on that task in ``OUT/runs``;
@@ -204,21 +268,9 @@ def expected_run_s(out: str, task: str, method: str) -> Optional[float]:
     finished run (or no readable ``summary.json``). The longest, not the median: run times on a
     shared machine vary about 2x with what else runs, and the estimate decides whether a run
     may still start before a deadline."""
-    def longest(pattern):
-        times = []
-        for path in glob.glob(pattern):
-            try:
-                with open(path) as f:
-                    value = float(json.load(f).get("wall_clock_s", "nan"))
-            except (OSError, ValueError, TypeError, AttributeError):
-                continue
-            if value == value and value > 0:
-                times.append(value)
-        return max(times) if times else None
-
     runs = os.path.join(out, "runs", glob.escape(task))
-    own = longest(os.path.join(runs, glob.escape(method), "seed*", "summary.json"))
-    return own if own is not None else longest(os.path.join(runs, "*", "seed*", "summary.json"))
+    own = longest_wall_clock_s(os.path.join(runs, glob.escape(method), "seed*", "summary.json"))
+    return own if own is not None else longest_wall_clock_s(os.path.join(runs, "*", "seed*", "summary.json"))
 
 
 def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence, max_env_steps: int,
