@@ -103,8 +103,10 @@ def test_frame_feature_errors():
         b.sample(2, frame_features=True)
 
 
-def _agent(order="sac", augmentation="none", freeze=True):
-    c = sac.get_default_config()
+def _agent(order="sac", augmentation="none", freeze=True, hybrid=False):
+    from serl_ext.agents import sac_hybrid
+
+    c = sac_hybrid.get_default_config() if hybrid else sac.get_default_config()
     c.hidden_dims = (8, 8)
     c.update_order = order
     c.encoder.type = "resnet10"
@@ -115,7 +117,8 @@ def _agent(order="sac", augmentation="none", freeze=True):
     c.encoder.freeze = freeze
     c.encoder.augmentation = augmentation
     example = {"state": np.zeros(3, np.float32), "front": np.zeros((16, 16, 3), np.uint8)}
-    return sac.SACAgent.create(jax.random.PRNGKey(2), example, np.zeros(2, np.float32), c)
+    cls = sac_hybrid.SACHybridAgent if hybrid else sac.SACAgent
+    return cls.create(jax.random.PRNGKey(2), example, np.zeros(2, np.float32), c)
 
 
 def _batch(n, seed):
@@ -125,13 +128,16 @@ def _batch(n, seed):
         return {"state": r.normal(size=(n, 3)).astype(np.float32),
                 "front": r.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)}
 
-    return {"observations": obs(), "next_observations": obs(), "actions": r.uniform(-1, 1, (n, 2)).astype(np.float32),
-            "rewards": r.uniform(size=n).astype(np.float32), "masks": (r.uniform(size=n) > 0.3).astype(np.float32)}
+    actions = r.uniform(-1, 1, (n, 2)).astype(np.float32)
+    actions[:, -1] = r.integers(-1, 2, n)  # the hybrid agent's gripper entry in {-1, 0, 1}
+    return {"observations": obs(), "next_observations": obs(), "actions": actions,
+            "rewards": r.uniform(size=n).astype(np.float32), "masks": (r.uniform(size=n) > 0.3).astype(np.float32),
+            "grasp_penalty": -0.1 * r.integers(0, 2, n).astype(np.float32)}
 
 
-@pytest.mark.parametrize("order", ["sac", "upstream"])
-def test_update_on_cached_features_equals_update_on_frames(order):
-    agent = _agent(order)
+@pytest.mark.parametrize("order,hybrid", [("sac", False), ("upstream", False), ("sac", True)])
+def test_update_on_cached_features_equals_update_on_frames(order, hybrid):
+    agent = _agent(order, hybrid=hybrid)
     fn = agent.frame_features_fn()
     spec = dict((k, (shape, dt)) for k, shape, dt in agent.feature_obs_spec())
     assert spec["front"] == ((1, 1, 64), "float32") and spec["state"] == ((3,), "float32")
