@@ -11,8 +11,9 @@ Stages (each skipped when its outputs exist, so the command resumes; an interrup
 from scratch for clean timings):
 
 1. ``OUT/weights/TASK-ENCODER-S``: ``launchers/pretrain_encoder.py`` on the task's own rendered
-   frames (camera ``--pretrain_camera``, ``corner`` = the ``front`` camera; the one weights folder
-   is loaded into every camera's backbone). That launcher renders Meta-World only: a UR task
+   frames: for ``hil_serl_cameras`` from both of its cameras (``--image_keys=front,wrist``, half
+   the frames each), since the one weights folder is loaded into every camera's backbone; for
+   ``hil_serl_pixels`` from ``--pretrain_camera`` (``corner``, what ``pixels`` renders). That launcher renders Meta-World only: a UR task
    (``ur5e-sim-lift``) uses the weights of ``--ur_weights_task`` (pick-place; robosuite frames
    were never seen by them, the report says so).
 2. ``OUT/classifier/TASK-S-KEY``: ``launchers/train_reward_classifier.py`` for
@@ -185,12 +186,21 @@ def log_path(out: str, variant: str, task: str, seed) -> str:
     return os.path.join(out, "logs", f"log_{variant}_{task}_seed{int(seed)}.txt")
 
 
+def pretrain_camera_flags(args, task: str) -> List[str]:
+    """The pre-training frames' cameras: the preset's camera keys (``--image_keys``), or
+    ``--camera=--pretrain_camera`` for the single ``pixels`` key."""
+    keys = camera_keys(task, args.preset)
+    if keys == ["pixels"]:
+        return [f"--camera={args.pretrain_camera}"]
+    return [f"--image_keys={','.join(keys)}"]
+
+
 def pretrain_command(args, out: str, task: str) -> List[str]:
     """The ``launchers/pretrain_encoder.py`` call writing :func:`weights_dir`."""
     return [sys.executable, "launchers/pretrain_encoder.py", f"--task={task}",
             f"--out={weights_dir(out, task, args.frozen_encoder, args.image_size)}",
             f"--encoder={args.frozen_encoder}", f"--size={args.image_size}",
-            f"--camera={args.pretrain_camera}", f"--frames={args.pretrain_frames}",
+            *pretrain_camera_flags(args, task), f"--frames={args.pretrain_frames}",
             f"--steps={args.pretrain_steps}", *args.pretrain_flags]
 
 
@@ -549,7 +559,8 @@ def parse_args(argv):
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument("--frozen_encoder", default="resnet10", choices=("resnet10", "small_cnn"))
     p.add_argument("--scratch_encoder", default="small_cnn", choices=("resnet10", "small_cnn"))
-    p.add_argument("--pretrain_camera", default="corner", help="Meta-World camera of the pre-training frames")
+    p.add_argument("--pretrain_camera", default="corner",
+                   help="Meta-World camera of the pre-training frames of hil_serl_pixels (hil_serl_cameras: its cameras)")
     p.add_argument("--pretrain_frames", type=int, default=20000)
     p.add_argument("--pretrain_steps", type=int, default=3000)
     p.add_argument("--pretrain_flags", default="", help="more pretrain_encoder.py flags, space separated")

@@ -2,11 +2,16 @@
 
   python launchers/pretrain_encoder.py --task=pick-place --out=weights/pick-place-resnet10-64 \
       [--frames=20000] [--encoder=resnet10|small_cnn] [--size=64|128] [--steps=3000]
+      [--image_keys=front,wrist]
 
 Objective: privileged-state regression (``serl_ext/networks/pretraining.py``): from one frame
 predict hand xyz, gripper opening and object xyz, standardised, MSE. Frames: scripted-expert
 (noisy) and random-action episodes of the task env with ``image_obs`` (``serl_ext/envs/frames.py``),
-split by episode into training and held-out frames. Nothing is downloaded.
+split by episode into training and held-out frames. ``--image_keys=front,wrist`` renders the
+frames from each of the env's camera keys in turn (an equal share of ``--frames`` each, from
+their own episodes) and trains the one backbone on all of them, as the agent loads the one
+weights folder into every camera's backbone; without it, ``--camera`` (one Meta-World camera,
+default ``corner``, which is also what ``front`` renders). Nothing is downloaded.
 
 Writes ``OUT/backbone.msgpack`` + ``OUT/encoder.json`` (``serl_ext/networks/pretrained.py``;
 architecture, widths, input size, the image mean / std it was trained with, and the report)
@@ -41,6 +46,9 @@ def _define_flags() -> None:
     _LR = flags.DEFINE_float("lr", 3e-4, "Adam learning rate.")
     _CROP = flags.DEFINE_integer("crop_pad", -1, "Random-crop padding in pixels (-1: size // 16, the agent's 4 at 64 px).")
     _CAMERA = flags.DEFINE_string("camera", "corner", "Meta-World camera (the env's default: corner).")
+    global _IMAGE_KEYS
+    _IMAGE_KEYS = flags.DEFINE_string("image_keys", "", "Env camera keys to render, comma separated (e.g. "
+                                      "front,wrist; '' = --camera only).")
     _HOLDOUT = flags.DEFINE_float("holdout", 0.2, "Share of episodes held out.")
     _EPISODE_STEPS = flags.DEFINE_integer("episode_steps", 50, "Agent steps per rendered episode.")
     _EXPERT = flags.DEFINE_float("expert_fraction", 0.5, "Share of scripted-expert episodes (rest: random actions).")
@@ -49,18 +57,34 @@ def _define_flags() -> None:
 
 def pretrain_encoder(task, out, *, frames=20000, encoder="resnet10", size=64, widths=None, steps=3000,
                      batch_size=64, lr=3e-4, crop_pad=None, camera="corner", holdout=0.2, episode_steps=50,
-                     expert_fraction=0.5, seed=0, log_every=0):
+                     expert_fraction=0.5, seed=0, log_every=0, image_keys=None):
     """Render frames, pre-train, write ``out`` (module docstring). Returns the report dict.
 
-    ``crop_pad`` None: ``size // 16``. Raises ValueError for bad settings (e.g. fewer than 2
-    episodes' worth of frames).
+    ``crop_pad`` None: ``size // 16``. ``image_keys``: env camera keys (``front``, ``wrist``,
+    ...) rendered in turn, ``frames // len(image_keys)`` each (the first takes the remainder),
+    instead of ``camera``; the report's ``frames_per_key`` counts them. Raises ValueError for
+    bad settings (e.g. fewer than 2 episodes' worth of frames, an empty key list).
     """
-    from serl_ext.envs.frames import collect_frames, privileged_targets, split_by_episode
+    from serl_ext.envs.frames import collect_frames, concat_frames, privileged_targets, split_by_episode
     from serl_ext.networks.pretrained import save_encoder_weights
     from serl_ext.networks.pretraining import pretrain_backbone
 
-    data = collect_frames(task, frames, image_size=size, camera=camera, seed=seed, expert_fraction=expert_fraction,
-                          episode_steps=episode_steps, privileged=True)
+    common = dict(image_size=size, expert_fraction=expert_fraction, episode_steps=episode_steps, privileged=True)
+    if image_keys is None:
+        data = collect_frames(task, frames, camera=camera, seed=seed, **common)
+        per_key = {camera: int(len(data["pixels"]))}
+    else:
+        keys = [str(k) for k in image_keys]
+        if not keys or int(frames) < len(keys):
+            raise ValueError(f"image_keys must name at least one camera and frames >= len(image_keys); got "
+                             f"{keys}, frames={frames}")
+        shares = [int(frames) // len(keys)] * len(keys)
+        shares[0] += int(frames) - sum(shares)
+        parts = [collect_frames(task, n, image_key=key, seed=seed + 1_000 * i, **common)
+                 for i, (key, n) in enumerate(zip(keys, shares))]
+        data = concat_frames(parts)
+        per_key = {key: int(len(p["pixels"])) for key, p in zip(keys, parts)}
+        camera = ",".join(keys)
     train, held = split_by_episode(data["episode"], holdout, seed)
     targets = privileged_targets(data["privileged"])
     backbone, report = pretrain_backbone(
@@ -70,7 +94,7 @@ def pretrain_encoder(task, out, *, frames=20000, encoder="resnet10", size=64, wi
     )
     report.update(task=task, frames=int(len(data["pixels"])), train_frames=int(train.sum()),
                   heldout_frames=int(held.sum()), episodes=int(len(set(data["episode"].tolist()))),
-                  camera=camera, size=int(size), encoder=encoder)
+                  camera=camera, size=int(size), encoder=encoder, frames_per_key=per_key)
     save_encoder_weights(out, backbone, architecture=encoder, widths=widths, input_size=(size, size),
                          image_mean=report["image_mean"], image_std=report["image_std"],
                          info={"objective": report["objective"], "task": task, "camera": camera,
@@ -81,7 +105,8 @@ def pretrain_encoder(task, out, *, frames=20000, encoder="resnet10", size=64, wi
     lines = [f"# Encoder pre-training: {task}, {encoder}, {size} px", "",
              f"Objective: {report['objective']} (hand xyz, gripper, object xyz; standardised; MSE).", "",
              f"Frames: {report['train_frames']} training / {report['heldout_frames']} held-out "
-             f"({report['episodes']} episodes, split by episode), {report['steps']} steps, "
+             f"({report['episodes']} episodes, split by episode; cameras: "
+             + ", ".join(f"{k} {n}" for k, n in report["frames_per_key"].items()) + f"), {report['steps']} steps, "
              f"{report['seconds']:.0f} s.", "",
              "| | held-out MSE |", "|---|---|",
              f"| pre-trained | {report['heldout_loss']:.4f} |",
@@ -103,6 +128,7 @@ def main(argv):
         steps=_STEPS.value, batch_size=_BATCH.value, lr=_LR.value, crop_pad=None if _CROP.value < 0 else _CROP.value,
         camera=_CAMERA.value, holdout=_HOLDOUT.value, episode_steps=_EPISODE_STEPS.value,
         expert_fraction=_EXPERT.value, seed=_SEED.value, log_every=max(1, _STEPS.value // 20),
+        image_keys=[k for k in _IMAGE_KEYS.value.split(",") if k] or None,
     )
     print(f"[pretrain] held-out MSE {report['heldout_loss']:.4f} (predict-the-mean baseline "
           f"{report['heldout_baseline_loss']:.4f}); wrote {_OUT.value}")

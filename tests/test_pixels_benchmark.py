@@ -114,7 +114,7 @@ def test_dry_run_commands(tmp_path, capsys):
     assert len(lines) == 1 + 1 + 8 + 1
     w = os.path.join(out, "weights", "pick-place-resnet10-64")
     assert lines[0].split()[1:] == ["launchers/pretrain_encoder.py", "--task=pick-place", f"--out={w}",
-                                    "--encoder=resnet10", "--size=64", "--camera=corner", "--frames=20000",
+                                    "--encoder=resnet10", "--size=64", "--image_keys=front,wrist", "--frames=20000",
                                     "--steps=3000"]
     clf = os.path.join(out, "classifier", "pick-place-64-front")
     assert f"--out={clf}" in lines[1] and "--image_key=front" in lines[1] and f"--encoder_weights={w}" in lines[1]

@@ -220,3 +220,26 @@ def test_pretrain_encoder_script_writes_loadable_weights(tmp_path):
     agent = sac.SACAgent.create(jax.random.PRNGKey(0), example, np.zeros(2, np.float32), c)
     params, _ = load_encoder_weights(out)
     assert _same(agent.critic.params["encoder"]["image_pixels"]["backbone"], params)
+
+
+def test_pretrain_encoder_on_the_front_and_the_wrist_camera(tmp_path):
+    """--image_keys=front,wrist: the frames come from both cameras (half each, the first takes
+    the remainder), and they differ, so the one backbone has seen both views."""
+    from serl_ext.envs import check_rendering
+    from serl_ext.envs.frames import collect_frames
+
+    reason = check_rendering()
+    if reason is not None:
+        pytest.skip(f"headless rendering unavailable: {reason}")
+    out = str(tmp_path / "weights")
+    mod = _launcher("pretrain_encoder")
+    report = mod.pretrain_encoder("pick-place", out, frames=41, encoder="small_cnn", size=16, widths=WIDTHS, steps=3,
+                                  batch_size=8, episode_steps=9, holdout=0.3, image_keys=["front", "wrist"])
+    assert report["frames_per_key"] == {"front": 21, "wrist": 20} and report["frames"] == 41
+    assert report["camera"] == "front,wrist" and "cameras: front 21, wrist 20" in open(
+        os.path.join(out, "pretrain_report.md")).read()
+    front = collect_frames("pick-place", 5, image_size=16, image_key="front", episode_steps=9)["pixels"]
+    wrist = collect_frames("pick-place", 5, image_size=16, image_key="wrist", episode_steps=9)["pixels"]
+    assert np.abs(front.astype(int) - wrist.astype(int)).mean() > 5  # two different views
+    with pytest.raises(ValueError, match="image_keys"):
+        mod.pretrain_encoder("pick-place", out, frames=10, image_keys=[])
