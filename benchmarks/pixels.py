@@ -137,7 +137,7 @@ def camera_keys(task: str, preset: str) -> List[str]:
 
 
 def replay_bytes(image_shapes: Sequence[Sequence[int]], state_dim: int,
-                 mean_episode_length: Optional[float]) -> Dict[str, Optional[float]]:
+                 mean_episode_length: Optional[float], feature_bytes_per_frame: int = 0) -> Dict[str, Optional[float]]:
     """Replay memory of one stored transition, from the buffer's layout.
 
     The frame store keeps every observation once (``next_observations`` are the next frame's
@@ -147,16 +147,22 @@ def replay_bytes(image_shapes: Sequence[Sequence[int]], state_dim: int,
       image_shapes: ``(H, W, C)`` of every camera, uint8.
       state_dim: float32 proprioception width.
       mean_episode_length: T, transitions per episode (None: unknown).
+      feature_bytes_per_frame: the learner's cached backbone maps per frame set
+        (``learner_summary.json`` ``frame_feature_bytes_per_frame``, 0 without the cache),
+        kept for every stored frame set beside it.
     Returns:
-      ``frame_set_bytes`` (sum of H W C + 4 state_dim), ``transition_bytes`` = frame set
-      x (1 + 1 / T) + :data:`TRANSITION_OVERHEAD_BYTES` (None without T) and
-      ``per_frame_set`` (their ratio).
+      ``frame_set_bytes`` (sum of H W C + 4 state_dim), ``transition_bytes`` = (frame set +
+      cached features) x (1 + 1 / T) + :data:`TRANSITION_OVERHEAD_BYTES` (None without T),
+      ``per_frame_set`` (its ratio to the frame set) and ``feature_bytes_per_frame``.
     """
     frame = int(sum(int(np.prod(s)) for s in image_shapes)) + 4 * int(state_dim)
+    feats = int(feature_bytes_per_frame)
     if not mean_episode_length:
-        return {"frame_set_bytes": frame, "transition_bytes": None, "per_frame_set": None}
-    per = frame * (1.0 + 1.0 / float(mean_episode_length)) + TRANSITION_OVERHEAD_BYTES
-    return {"frame_set_bytes": frame, "transition_bytes": per, "per_frame_set": per / frame}
+        return {"frame_set_bytes": frame, "transition_bytes": None, "per_frame_set": None,
+                "feature_bytes_per_frame": feats}
+    per = (frame + feats) * (1.0 + 1.0 / float(mean_episode_length)) + TRANSITION_OVERHEAD_BYTES
+    return {"frame_set_bytes": frame, "transition_bytes": per, "per_frame_set": per / frame,
+            "feature_bytes_per_frame": feats}
 
 
 # --------------------------------------------------------------------------- paths and commands
@@ -316,7 +322,8 @@ def run_metrics(run: str, task: str, preset: str, image_size: int) -> Optional[D
     keys = camera_keys(task, preset)
     state_dim = STATE_DIMS["ur" if is_ur(task) else "metaworld"]
     mem = replay_bytes([(image_size, image_size, 3)] * len(keys), state_dim,
-                       float(np.mean(lengths)) if lengths else None)
+                       float(np.mean(lengths)) if lengths else None,
+                       feature_bytes_per_frame=int(learner.get("frame_feature_bytes_per_frame") or 0))
     n = len(episodes)
     return {
         "seed": int(summary.get("seed", -1)), "env_steps": int(summary.get("env_steps", 0)),
@@ -435,7 +442,8 @@ def results_markdown(result: Dict[str, Any]) -> str:
     if result.get("frozen_features") == "cached":
         lines += ["Frozen variants: the backbone's feature maps are computed once per stored frame "
                   "(`learner.cache_frame_features`), so they run without HiL-SERL's random-crop "
-                  "augmentation (`--frozen_features=per_update` restores it, at the per-update cost).", ""]
+                  "augmentation (`--frozen_features=per_update` restores it, at the per-update cost); their replay "
+                  "bytes include the cached maps.", ""]
     if any(is_ur(t) for t in result["per_task"]):
         lines += [f"The UR task's frozen encoder was pre-trained on `{result['ur_weights_task']}` frames "
                   "(launchers/pretrain_encoder.py renders Meta-World only).", ""]

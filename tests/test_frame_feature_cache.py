@@ -68,6 +68,7 @@ def test_cached_features_are_the_function_of_the_sampled_frames_after_wrap_and_r
     # Each frame at most once: every call is a full chunk, no more frames than were written.
     assert set(fn.rows) == {4}
     assert cached.feature_calls <= cached.frames_written
+    assert cached.feature_bytes_per_frame == 8 + 2 * 2 * 3 * 4 and plain.feature_bytes_per_frame == 0
     before = cached.feature_calls
     cached.sample(64, frame_features=True)  # everything live is cached by now, or nearly
     assert cached.feature_calls - before <= cached.num_live_frames()

@@ -47,7 +47,10 @@ def test_replay_bytes_hand_values():
     assert m["per_frame_set"] == pytest.approx((24_592 * 1.01 + 47) / 24_592)
     # 128 px x 2: the docs' 98,320 bytes.
     assert pixels.replay_bytes([(128, 128, 3)] * 2, 4, None) == {
-        "frame_set_bytes": 98_320, "transition_bytes": None, "per_frame_set": None}
+        "frame_set_bytes": 98_320, "transition_bytes": None, "per_frame_set": None, "feature_bytes_per_frame": 0}
+    # Cached ResNet-10 maps at 64 px: 2 cameras x 2 x 2 x 512 float32 + the 8-byte frame number.
+    c = pixels.replay_bytes([(64, 64, 3)] * 2, 4, 100.0, feature_bytes_per_frame=2 * 2 * 2 * 512 * 4 + 8)
+    assert c["transition_bytes"] == pytest.approx((24_592 + 16_392) * 1.01 + 47)
 
 
 def test_report_on_synthetic_runs(tmp_path):

@@ -180,6 +180,7 @@ def test_run_task_trains_the_pixel_preset(tmp_path):
     stored = learner_summary["replay_size"] + learner_summary["demo_size"]
     assert 0 < computed <= 2 * stored
     assert computed < 2 * 16 * 2 * learner_summary["learner_steps"]
+    assert learner_summary["frame_feature_bytes_per_frame"] > 8
 
 
 @pytest.mark.timeout(600)

@@ -498,6 +498,14 @@ class ReplayBuffer:
             self._feature_cache = _FrameFeatureCache(fn, keys, int(chunk), self._frame_capacity)
 
     @property
+    def feature_bytes_per_frame(self) -> int:
+        """Bytes the attached feature cache keeps per computed frame (float32 maps of every key
+        plus the 8-byte frame number); 0 without a cache or before its first computation."""
+        if self._feature_cache is None or not self._feature_cache.features:
+            return 0
+        return 8 + sum(int(a[0].nbytes) for a in self._feature_cache.features.values())
+
+    @property
     def feature_calls(self) -> int:
         """Number of frames the attached feature function was computed for (0 without one;
         padding rows not counted)."""

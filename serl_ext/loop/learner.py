@@ -539,6 +539,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "replay_size": len(replay),
             "demo_size": len(demo),
             "frame_features_computed": replay.feature_calls + demo.feature_calls,
+            "frame_feature_bytes_per_frame": max(replay.feature_bytes_per_frame, demo.feature_bytes_per_frame),
             "rejected_messages": int(getattr(server, "num_rejected", 0)),
             "wall_clock_s": elapsed,
             "restored_step": restored_step,
