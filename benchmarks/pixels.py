@@ -33,6 +33,11 @@ from scratch for clean timings):
                       from scratch
    ``classifier_reward``  ``frozen`` + ``--config.env.reward_classifier=`` stage 2; only
                       on ``--classifier_task`` seed 0
+   ``uniintervene``   ``PRESET+uniintervene`` (UniIntervene's proxy value and intervention
+                      model on the camera frames, trained online from fresh parameters, the
+                      gate in the actor), the scratch encoder and budget; only on
+                      ``--uniintervene_task`` seed 0, after every other run; the report gives
+                      its trigger rate, IR and SR with and without the gate
    =================  ==============================================================
 
 Budgets. The actor is held to one learner step per env step (``actor.steps_per_update = 1``),
@@ -103,7 +108,7 @@ FROZEN_FEATURES = {
 }
 # State-based HiL-SERL row's budgets (README), against which the report states the cut.
 STATE_ROW_BUDGETS = {"pick-place": 50_000, "ur5e-sim-lift": 20_000}
-VARIANTS = ("frozen", "scratch", "classifier_reward")
+VARIANTS = ("frozen", "scratch", "classifier_reward", "uniintervene")
 # Proprioception width per task family (the preset's ``state``): Meta-World hand xyz + gripper,
 # the simulated UR5e's TCP pose / velocity / wrench / gripper (docs/learning_from_pixels.md).
 STATE_DIMS = {"metaworld": 4, "ur": 19}
@@ -236,9 +241,15 @@ def image_size_flags(task: str, preset: str, size: int) -> List[str]:
     return flags
 
 
+def run_preset(args, variant: str) -> str:
+    """The preset a run of ``variant`` starts: ``--preset``, and for ``uniintervene`` the preset
+    with UniIntervene on images (``hil_serl_cameras+uniintervene``)."""
+    return f"{args.preset}+uniintervene" if variant == "uniintervene" else args.preset
+
+
 def variant_flags(args, out: str, variant: str, task: str) -> List[str]:
     """The encoder (and reward) ``--config`` flags of ``variant`` on ``task``."""
-    if variant == "scratch":
+    if variant in ("scratch", "uniintervene"):
         return [f"--config.agent.encoder.type={args.scratch_encoder}"]
     wdir = weights_dir(out, weights_task(task, args.ur_weights_task), args.frozen_encoder, args.image_size)
     flags = [f"--config.agent.encoder.type={args.frozen_encoder}",
@@ -251,17 +262,18 @@ def variant_flags(args, out: str, variant: str, task: str) -> List[str]:
 
 
 def budget_of(args, variant: str, task: str) -> int:
-    """Env steps of one run: ``--budgets``, or for ``scratch`` its ``--scratch_budgets`` entry
-    (when it has one) capped at ``--budgets``."""
+    """Env steps of one run: ``--budgets``, or for ``scratch`` (and ``uniintervene``, whose SAC
+    encoder also trains from scratch) the ``--scratch_budgets`` entry (when it has one) capped at
+    ``--budgets``."""
     budget = int(args.budgets[task])
-    if variant == "scratch" and task in args.scratch_budgets:
+    if variant in ("scratch", "uniintervene") and task in args.scratch_budgets:
         return min(budget, int(args.scratch_budgets[task]))
     return budget
 
 
 def run_command(args, out: str, variant: str, task: str, seed, extra: Sequence[str]) -> List[str]:
     """The ``launchers/run_task.sh`` call of one run (module docstring)."""
-    cmd = ["bash", "launchers/run_task.sh", f"{task},{args.preset}",
+    cmd = ["bash", "launchers/run_task.sh", f"{task},{run_preset(args, variant)}",
            f"--config.seed={int(seed)}", f"--config.run_root={os.path.join(out, 'runs', variant)}",
            f"--config.actor.eval_period={args.eval_period}",
            f"--config.actor.eval_episodes={args.eval_episodes}",
@@ -275,7 +287,8 @@ def run_command(args, out: str, variant: str, task: str, seed, extra: Sequence[s
 
 def planned_runs(args) -> List[tuple]:
     """``(variant, task, seed)`` of every run, seed-major (all of seed 0 first, so a sweep cut
-    short leaves every variant with the same seeds); the classifier run after seed 0."""
+    short leaves every variant with the same seeds); the classifier run after seed 0; the one
+    ``uniintervene`` run (``--uniintervene_task``, seed 0) last."""
     runs = []
     for seed in args.seeds:
         for task in args.tasks:
@@ -283,8 +296,10 @@ def planned_runs(args) -> List[tuple]:
                 if variant == "classifier_reward":
                     if task == args.classifier_task and int(seed) == 0:
                         runs.append((variant, task, seed))
-                else:
+                elif variant != "uniintervene":
                     runs.append((variant, task, seed))
+    if "uniintervene" in args.variants and args.uniintervene_task in args.tasks and 0 in [int(x) for x in args.seeds]:
+        runs.append(("uniintervene", args.uniintervene_task, 0))
     return runs
 
 
@@ -337,6 +352,9 @@ def run_metrics(run: str, task: str, preset: str, image_size: int) -> Optional[D
         "mean_episode_length": float(np.mean(lengths)) if lengths else None,
         **mem,
         "train_episodes": n,
+        "intervention_rate": summary.get("intervention_rate"),
+        "gate_trigger_rate": summary.get("gate_trigger_rate"),
+        "eval_system_success_rate": summary.get("eval_system_success_rate"),
         "train_true_sr": float(true.mean()) if n else None,
         "train_classifier_sr": float(clf.mean()) if n else None,
         "classifier_agreement": float((true == clf).mean()) if n else None,
@@ -366,7 +384,8 @@ def summarize(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         row[f"{key}_mean"] = _mean([r[key] for r in runs])
     for key in ("final_sr", "updates_per_s", "transition_bytes", "per_frame_set", "train_true_sr",
                 "train_classifier_sr", "classifier_agreement", "classifier_false_positive",
-                "classifier_false_negative", "wall_clock_s"):
+                "classifier_false_negative", "wall_clock_s", "intervention_rate", "gate_trigger_rate",
+                "eval_system_success_rate"):
         row[f"{key}_median"] = _median([r[key] for r in runs])
     row["final_sr_mean"] = _mean([r["final_sr"] for r in runs])
     return row
@@ -383,7 +402,8 @@ def build_result(args, out: str) -> Dict[str, Any]:
             for (v, t, seed) in planned_runs(args):
                 if (v, t) != (variant, task):
                     continue
-                m = run_metrics(run_dir(out, variant, task, args.preset, seed), task, args.preset, args.image_size)
+                m = run_metrics(run_dir(out, variant, task, run_preset(args, variant), seed), task, args.preset,
+                                args.image_size)
                 if m is not None:
                     m["seed"] = int(seed)
                     runs.append(m)
@@ -483,6 +503,15 @@ def results_markdown(result: Dict[str, Any]) -> str:
                   f"(agree on {fmt(r['classifier_agreement_median'])} of episodes; classifier yes / true no "
                   f"{fmt(r['classifier_false_positive_median'])}, classifier no / true yes "
                   f"{fmt(r['classifier_false_negative_median'])}); evaluations use the true success."]
+    ui_rows = [(t, r) for t, vs in result["per_task"].items() for v, r in vs.items() if v == "uniintervene"]
+    if ui_rows:
+        lines += ["", "## UniIntervene on images", ""]
+    for task, r in ui_rows:
+        lines.append(f"`{task},{result['preset']}+uniintervene` (proxy value and intervention model on the camera "
+                     f"frames, trained online from fresh parameters): trigger rate per gate decision "
+                     f"{fmt(r['gate_trigger_rate_median'])}, IR {fmt(r['intervention_rate_median'])}, final SR "
+                     f"{fmt(r['final_sr_median'])} (policy alone) / {fmt(r['eval_system_success_rate_median'])} "
+                     f"(policy + gate), {fmt(r['updates_per_s_median'], 3)} learner updates/s.")
     lines += ["", "## Encoder pre-training", ""]
     for task, p in result["pretrain"].items():
         lines.append(f"- {task} ({p.get('encoder')}, camera {p.get('camera')}, {p.get('frames')} frames, "
@@ -554,7 +583,9 @@ def parse_args(argv):
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default="",
+                   help=f"comma separated, of {','.join(VARIANTS)} ('' = all; uniintervene only where the preset "
+                        "has a +uniintervene form)")
     p.add_argument("--budgets", default=DEFAULT_BUDGETS, help="TASK:ENV_STEPS,... (every task needs one)")
     p.add_argument("--scratch_budgets", default=DEFAULT_SCRATCH_BUDGETS,
                    help="TASK:ENV_STEPS,... of the scratch variant, capped at --budgets ('' = --budgets)")
@@ -574,6 +605,8 @@ def parse_args(argv):
     p.add_argument("--pretrain_flags", default="", help="more pretrain_encoder.py flags, space separated")
     p.add_argument("--ur_weights_task", default="pick-place", help="frozen weights for UR tasks")
     p.add_argument("--classifier_task", default="pick-place")
+    p.add_argument("--uniintervene_task", default="pick-place",
+                   help="the one run of the uniintervene variant (seed 0): UniIntervene's models on images online")
     p.add_argument("--classifier_episodes", type=int, default=200)
     p.add_argument("--classifier_steps", type=int, default=2000)
     p.add_argument("--classifier_flags", default="", help="more train_reward_classifier.py flags")
@@ -590,10 +623,17 @@ def parse_args(argv):
     args = p.parse_args(own)
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    args.variants = [v for v in args.variants.split(",") if v]
+    from configs.algorithms import ALGORITHMS
+
+    has_ui = f"{args.preset}+uniintervene" in ALGORITHMS
+    args.variants = ([v for v in args.variants.split(",") if v]
+                     or [v for v in VARIANTS if v != "uniintervene" or has_ui])
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    if "uniintervene" in args.variants:
+        if not has_ui:
+            p.error(f"the uniintervene variant needs a {args.preset}+uniintervene preset; drop it with --variants")
     args.budgets = parse_budgets(args.budgets)
     args.scratch_budgets = parse_budgets(args.scratch_budgets) if args.scratch_budgets.strip() else {}
     missing = [t for t in args.tasks if t not in args.budgets]
@@ -690,11 +730,11 @@ def main(argv=None):
                                 + [os.path.join(out, "logs", "classifier.txt")], "Pixel benchmark: reward classifier")
         # Stage 3: the runs.
         for variant, task, seed in runs:
-            rdir = run_dir(out, variant, task, args.preset, seed)
+            rdir = run_dir(out, variant, task, run_preset(args, variant), seed)
             if os.path.isfile(os.path.join(rdir, "summary.json")):
                 continue
             cmd = run_command(args, out, variant, task, seed, extra)
-            why = None if args.dry_run else defer_reason(args.deadline, expected_run_s(out, variant, task, args.preset))
+            why = None if args.dry_run else defer_reason(args.deadline, expected_run_s(out, variant, task, run_preset(args, variant)))
             if why:
                 print(f"[pixels] deferred {variant} {task} seed {seed}: {why}", flush=True)
                 continue

@@ -15,14 +15,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = "hil_serl_cameras"
 
 
-def _write_run(out, variant, task, seed, history, episodes, updates_per_s, env_steps=1500):
+def _write_run(out, variant, task, seed, history, episodes, updates_per_s, env_steps=1500, preset=PRESET,
+               **summary_extra):
     """A finished run folder: ``history`` = [(env_steps, SR, wall_clock_s)], ``episodes`` =
     [(end step, length, true success, return)]."""
-    d = pixels.run_dir(out, variant, task, PRESET, seed)
+    d = pixels.run_dir(out, variant, task, preset, seed)
     os.makedirs(os.path.join(d, "metrics"))
     json.dump({"seed": seed, "env_steps": env_steps, "wall_clock_s": history[-1][2] + 10.0,
                "eval_history": [{"env_steps": s, "success_rate": sr, "wall_clock_s": w, "learner_step": s}
-                                for s, sr, w in history]}, open(os.path.join(d, "summary.json"), "w"))
+                                for s, sr, w in history], **summary_extra}, open(os.path.join(d, "summary.json"), "w"))
     json.dump({"updates_per_s": updates_per_s, "learner_steps": env_steps - 100},
               open(os.path.join(d, "learner_summary.json"), "w"))
     with open(os.path.join(d, "metrics", "actor.jsonl"), "w") as f:
@@ -113,8 +114,13 @@ def test_dry_run_commands(tmp_path, capsys):
                  "--budgets=pick-place:200,ur5e-sim-lift:100", "--dry_run", "--", "--config.learner.training_starts=50"])
     lines = [ln[len("[pixels] "):] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[pixels] ")]
     # 1 pre-training (the UR task reuses pick-place's weights), 1 classifier,
-    # 2 seeds x 2 tasks x (frozen, scratch) + 1 classifier run.
-    assert len(lines) == 1 + 1 + 8 + 1
+    # 2 seeds x 2 tasks x (frozen, scratch) + 1 classifier run + 1 UniIntervene-on-images run.
+    assert len(lines) == 1 + 1 + 8 + 1 + 1
+    ui = lines[-1].split()
+    assert ui[2] == "pick-place,hil_serl_cameras+uniintervene" and "--config.seed=0" in ui
+    assert f"--config.run_root={os.path.join(out, 'runs', 'uniintervene')}" in ui
+    assert "--config.actor.max_env_steps=200" in ui and "--config.agent.encoder.type=small_cnn" in ui
+    lines = lines[:-1]
     w = os.path.join(out, "weights", "pick-place-resnet10-64")
     assert lines[0].split()[1:] == ["launchers/pretrain_encoder.py", "--task=pick-place", f"--out={w}",
                                     "--encoder=resnet10", "--size=64", "--image_keys=front,wrist", "--frames=20000",
@@ -223,3 +229,23 @@ def test_runs_that_cannot_finish_by_the_deadline_are_deferred(tmp_path, capsys, 
         assert f"[pixels] deferred {run}: expected 60 min, 30 min left" in text, run
     assert pixels.expected_run_s(out, "frozen", "pick-place", PRESET) == pytest.approx(3600.0)
     assert pixels.expected_run_s(out, "frozen", "ur5e-sim-lift", PRESET) is None
+
+
+def test_report_of_the_uniintervene_run(tmp_path):
+    """The uniintervene variant's run lives under its own preset and its gate numbers reach the
+    report."""
+    out = str(tmp_path)
+    _write_run(out, "uniintervene", "pick-place", 0, [(500, 0.4, 60.0)], [(100, 100, 1, 1)], 2.0,
+               preset="hil_serl_cameras+uniintervene", gate_trigger_rate=0.25, intervention_rate=0.125,
+               eval_system_success_rate=0.5)
+    args, _ = pixels.parse_args([f"--out={out}", "--tasks=pick-place", "--seeds=0", "--budgets=pick-place:500"])
+    assert args.variants == list(pixels.VARIANTS)
+    md = pixels.results_markdown(pixels.build_result(args, out))
+    assert "## UniIntervene on images" in md
+    assert ("trigger rate per gate decision 0.25, IR 0.12, final SR 0.40 (policy alone) / 0.50 (policy + gate)"
+            in md), md
+    args, _ = pixels.parse_args(["--tasks=pick-place", "--budgets=pick-place:5", "--preset=hil_serl_pixels"])
+    assert "uniintervene" not in args.variants  # no hil_serl_pixels+uniintervene preset
+    with pytest.raises(SystemExit):
+        pixels.parse_args(["--tasks=pick-place", "--budgets=pick-place:5", "--preset=hil_serl_pixels",
+                           "--variants=uniintervene"])
