@@ -211,6 +211,10 @@ def _hil_serl_cameras_uniintervene(config):
     # steps), against 5 GB with the state preset's max_episodes = 200. Each refresh (every 10
     # episodes) re-scores all kept frames with the CNNs (value curve, z, target latent).
     u.max_episodes = 40
+    # The learner pre-trains the CNN value and intervention models on the demos before it serves
+    # (minutes on a CPU); the throttled actor waits for it instead of running its first episodes
+    # unheld (the state preset's 120 s ran out in a 32 px smoke run of benchmarks/pixels.py).
+    config.actor.wait_for_learner_s = 900.0
     return config
 
 
