@@ -56,6 +56,30 @@ def test_learner_ends_once_every_actor_is_done_and_keeps_each_report():
     assert single.actor_done.is_set()
 
 
+def test_fleet_totals_pool_the_actors_counts_and_ignore_bad_values():
+    from serl_ext.loop.learner import fleet_totals
+
+    control = _Control(num_actors=3)
+    control("actor_done", {"actor_id": 0, "env_steps": 100, "episodes": 4, "human_steps": 30, "recovery_steps": 5,
+                           "successes": 1})
+    control("actor_done", {"actor_id": 1, "env_steps": 300, "episodes": 6, "human_steps": 10, "recovery_steps": 0,
+                           "successes": 5, "note": "x"})
+    # From the wire: a negative count, a bool, a float and a huge value are left out.
+    control("actor_done", {"actor_id": 2, "env_steps": -1, "episodes": True, "human_steps": 2.5,
+                           "successes": 2**60})
+    assert control.actor_counts[1] == {"env_steps": 300, "episodes": 6, "human_steps": 10, "recovery_steps": 0,
+                                       "successes": 5}
+    assert 2 not in control.actor_counts  # nothing valid: no entry
+    fleet = fleet_totals(control.actor_counts, control.num_actors)
+    assert fleet == {"env_steps": 400, "episodes": 10, "human_steps": 40, "recovery_steps": 5, "successes": 6,
+                     "actors": 2, "num_actors": 3, "intervention_rate": 0.1, "train_success_rate": 0.6}
+    # A resumed actor reports its totals again: they replace, not add to, the earlier ones.
+    control("actor_done", {"actor_id": 1, "env_steps": 350, "episodes": 7, "human_steps": 10, "recovery_steps": 0,
+                           "successes": 5})
+    assert fleet_totals(control.actor_counts, 3)["env_steps"] == 450
+    assert fleet_totals({}, 1) is None
+
+
 @pytest.mark.timeout(600)
 def test_two_actors_into_one_learner_through_run_task(tmp_path):
     collect_demos("pick-place", tmp_path / "demos")
@@ -75,6 +99,12 @@ def test_two_actors_into_one_learner_through_run_task(tmp_path):
         report = learner["actor_reports"][k]
         assert report["unacknowledged"] == 0
         assert report["queued"] == summary["transport_items_queued"]
+    # The fleet's totals are the two actors' own, the intervention rate pooled over their steps.
+    fleet = learner["fleet"]
+    assert fleet["actors"] == 2 and fleet["env_steps"] == steps
+    assert fleet["human_steps"] == first["human_steps"] + second["human_steps"]
+    assert fleet["episodes"] == first["episodes"] + second["episodes"]
+    assert fleet["intervention_rate"] == pytest.approx(fleet["human_steps"] / steps)
     # Demos + every human step of both actors in the demo buffer.
     assert learner["demo_size"] - first["human_steps"] - second["human_steps"] > 0
     # Only the primary actor evaluates; each actor's own state and log are in its folder.

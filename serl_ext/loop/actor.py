@@ -647,7 +647,8 @@ def run_actor(config, gate=None, make_client=None) -> Dict[str, Any]:
         deadline = time.time() + float(config.actor.get("final_ack_timeout_s", 120.0))
         while not client.update() and time.time() < deadline:
             time.sleep(0.05)
-        client.request("actor_done", {"env_steps": state["env_steps"], "actor_id": actor_id})
+        # Its training totals (over restarts) go with it: the learner adds up the fleet's.
+        client.request("actor_done", {"actor_id": actor_id, **{k: int(state[k]) for k in common.FLEET_COUNT_KEYS}})
         if hasattr(client, "num_items_acknowledged"):
             while any(len(s) for s in stores.values()) and time.time() < deadline:
                 client.update()

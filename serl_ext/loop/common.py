@@ -95,6 +95,9 @@ INTERVENTION_STORE = "actor_env_intvn"
 # learner's final checkpoint acknowledged everything (or the actor gave up waiting), with the
 # actor's delivery counters as payload.
 REQUEST_TYPES = ("actor_done", "actor_stats", "actor_closed")
+#: Training totals an actor sends with ``actor_done`` (its ``actor_state.json`` counts, over
+#: restarts), summed by the learner into ``learner_summary.json`` ``fleet``.
+FLEET_COUNT_KEYS = ("env_steps", "episodes", "human_steps", "recovery_steps", "successes")
 
 
 def transport_config(config: ml_collections.ConfigDict):

@@ -105,6 +105,7 @@ class _Control:
         self.actors_done: set = set()
         self.actors_closed: set = set()
         self.actor_reports: Dict[int, Dict[str, Any]] = {}
+        self.actor_counts: Dict[int, Dict[str, int]] = {}
 
     @property
     def actor_report(self) -> Dict[str, Any]:
@@ -123,6 +124,9 @@ class _Control:
                 return {"ok": False, "error": f"actor_id must be an int in [0, {self.num_actors}) "
                                               "(learner.num_actors)"}
             if request_type == "actor_done":
+                counts = _fleet_counts(payload)
+                if counts:  # a repeat (a resumed actor) replaces the earlier totals
+                    self.actor_counts[k] = counts
                 self.actors_done.add(k)
                 if len(self.actors_done) >= self.num_actors:
                     self.actor_done.set()
@@ -139,6 +143,34 @@ class _Control:
                 self.actor_stats = payload
             return {"ok": True}
         return {"ok": False, "error": f"unknown request {request_type!r}"}
+
+
+def _fleet_counts(payload: Any) -> Dict[str, int]:
+    """The :data:`common.FLEET_COUNT_KEYS` of an ``actor_done`` payload that are non-negative
+    ints below 2**53 (anything else from the wire is left out); ``{}`` for a payload without
+    them (an older actor)."""
+    if not isinstance(payload, dict):
+        return {}
+    out = {}
+    for key in common.FLEET_COUNT_KEYS:
+        v = payload.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53:
+            out[key] = int(v)
+    return out
+
+
+def fleet_totals(actor_counts: Dict[int, Dict[str, int]], num_actors: int) -> Optional[Dict[str, Any]]:
+    """``learner_summary.json`` ``fleet``: every actor's training totals summed (``actors``: how
+    many of ``num_actors`` reported them), with the fleet's ``intervention_rate`` (human steps /
+    env steps, the steps pooled, as one actor's summary computes its own) and
+    ``train_success_rate`` (successes / episodes); None when no actor reported."""
+    if not actor_counts:
+        return None
+    total = {key: sum(c.get(key, 0) for c in actor_counts.values()) for key in common.FLEET_COUNT_KEYS}
+    total.update(actors=len(actor_counts), num_actors=int(num_actors),
+                 intervention_rate=total["human_steps"] / max(total["env_steps"], 1),
+                 train_success_rate=total["successes"] / max(total["episodes"], 1))
+    return total
 
 
 class _CountingStore:
@@ -247,7 +279,9 @@ def run_learner(config, server=None) -> Dict[str, Any]:
       ``actor_status`` ("done", "silent", "connected", "never connected", "unknown"),
       ``actor_silences``, ``actor_last_contact_age_s``, ``actor_report`` (the actor's final
       delivery counters, when it sent them; actor 0's with several), ``num_actors``,
-      ``actors_done`` (the ids that reported done) and ``actor_reports`` (by id); the hold (``learner.hold_to_actor``):
+      ``actors_done`` (the ids that reported done) and ``actor_reports`` (by id); ``fleet``
+      (:func:`fleet_totals`: the actors' training totals summed, the pooled intervention rate and
+      training SR; None before any actor is done); the hold (``learner.hold_to_actor``):
       ``online_transitions`` (received over the run), ``updates_per_env_step`` (learner steps
       per online transition after ``training_starts``), ``hold_to_actor``, ``hold_wait_s``
       (seconds spent waiting for the actor) and ``hold_waits`` (how often it started waiting).
@@ -564,6 +598,7 @@ def run_learner(config, server=None) -> Dict[str, Any]:
             "num_actors": num_actors,
             "actors_done": sorted(control.actors_done),
             "actor_reports": {str(k): dict(v) for k, v in sorted(control.actor_reports.items())},
+            "fleet": fleet_totals(control.actor_counts, control.num_actors),
             "online_transitions": online.count,
             "updates_per_env_step": step / max(online.count - training_starts, 1),
             "hold_to_actor": hold,
