@@ -80,7 +80,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.comparison.launch import (  # noqa: E402
-    collect_demos, launch_runs, log_path, parse_method_flags, parse_stop_by, pending_tasks, run_dir, validate)
+    collect_demos, launch_runs, log_path, parse_method_flags, parse_stop_by, pending_tasks, run_dir, validate,
+    without_schedule_flags)
 from benchmarks.comparison.render import DEFAULT_MACHINE, report  # noqa: E402
 from serl_ext.files import atomic_write  # noqa: E402
 
@@ -115,17 +116,7 @@ def recorded_command(args) -> str:
     """The command line written to ``OUT/command.txt`` and the report: ``args`` (``sys.argv[1:]``)
     without ``--stop_by``, which only schedules a session and changes nothing a run computes (so a
     resumed sweep records the same command)."""
-    kept, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a in ("--stop_by", "-stop_by"):
-            skip = True
-            continue
-        if a.startswith(("--stop_by=", "-stop_by=")):
-            continue
-        kept.append(a)
+    kept = without_schedule_flags(args)
     return "python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in kept)
 
 
