@@ -594,7 +594,9 @@ def parse_args(argv):
     p.add_argument("--preset", default="hil_serl_cameras", choices=("hil_serl_cameras", "hil_serl_pixels"))
     p.add_argument("--image_size", type=int, default=64, help="S of every camera (pre-training and runs)")
     p.add_argument("--batch_size", type=int, default=32, help="learner batch (HiL-SERL: 256; docstring)")
-    p.add_argument("--eval_period", type=int, default=1000)
+    p.add_argument("--eval_period", type=int, default=2000,
+                   help="env steps between evaluations (10 episodes of up to 125 steps on pick-place cost up to 1250 "
+                        "env steps, no learner update)")
     p.add_argument("--eval_episodes", type=int, default=10)
     p.add_argument("--frozen_encoder", default="resnet10", choices=("resnet10", "small_cnn"))
     p.add_argument("--scratch_encoder", default="small_cnn", choices=("resnet10", "small_cnn"))

@@ -131,7 +131,7 @@ def test_dry_run_commands(tmp_path, capsys):
     first = runs[0].split()
     assert first[:3] == ["bash", "launchers/run_task.sh", "pick-place,hil_serl_cameras"]
     for flag in ("--config.seed=0", f"--config.run_root={os.path.join(out, 'runs', 'frozen')}",
-                 "--config.actor.max_env_steps=200", "--config.actor.eval_period=1000",
+                 "--config.actor.max_env_steps=200", "--config.actor.eval_period=2000",
                  "--config.actor.eval_episodes=10", "--config.learner.batch_size=32", "--config.env.image_size=64",
                  "--config.agent.encoder.type=resnet10", f"--config.agent.encoder.pretrained_path={w}",
                  "--config.agent.encoder.freeze=True", "--config.agent.encoder.augmentation=none",
