@@ -292,6 +292,9 @@ def report(args, out, rows):
     lines += ["", "![curves](curves.png)", ""]
     atomic_write(os.path.join(out, "results.md"), "\n".join(lines).encode())
 
+    if not tasks:  # no finished run yet: the tables say so, there is nothing to plot
+        print("\n".join(lines), flush=True)
+        return
     fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.4 * max(len(tasks), 1)), squeeze=False)
     for i, task in enumerate(tasks):
         budget = per_task[task]["budget"]
@@ -344,6 +347,8 @@ def parse_args(argv):
     parser.add_argument("--stop_by", default="", help="start no run not expected to finish by this time "
                         "(ISO 8601, UTC unless an offset is given; expected = the longest finished run)")
     parser.add_argument("--stop_after_min", type=float, default=0.0, help="--stop_by this many minutes from now")
+    parser.add_argument("--unknown_run_min", type=float, default=60.0,
+                        help="expected minutes of a run when no finished run is on record (for --stop_by)")
     own, extra = [], []
     rest = list(argv)
     if "--" in rest:
@@ -392,7 +397,8 @@ def main(argv=None):
 
         for task, seed in pairs:
             if not os.path.exists(os.path.join(_run_dir(out, task, args.algorithm, seed), "summary.json")):
-                why = defer_reason(args.deadline, expected_run_s(out, task, args.algorithm))
+                expected = expected_run_s(out, task, args.algorithm)
+                why = defer_reason(args.deadline, 60.0 * args.unknown_run_min if expected is None else expected)
                 if why:
                     print(f"[bench] deferred {task} seed {seed}: {why}", flush=True)
                     continue

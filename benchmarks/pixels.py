@@ -569,6 +569,7 @@ def report(args, out: str) -> Dict[str, Any]:
     from serl_ext.files import atomic_write
 
     result = build_result(args, out)
+    os.makedirs(out, exist_ok=True)
     atomic_write(os.path.join(out, "results.json"), json.dumps(result, indent=2).encode())
     atomic_write(os.path.join(out, "results.md"), results_markdown(result).encode())
     write_plot(os.path.join(out, "curves.png"), result)
@@ -618,6 +619,8 @@ def parse_args(argv):
     p.add_argument("--stop_by", default="", help="start no run not expected to finish by this time (ISO 8601, "
                    "UTC unless an offset is given; expected = the longest finished run of the variant and task)")
     p.add_argument("--stop_after_min", type=float, default=0.0, help="--stop_by this many minutes from now")
+    p.add_argument("--unknown_run_min", type=float, default=90.0,
+                   help="expected minutes of a run with no finished run of its task on record (for --stop_by)")
     own, extra = list(argv), []
     if "--" in own:
         i = own.index("--")
@@ -736,7 +739,9 @@ def main(argv=None):
             if os.path.isfile(os.path.join(rdir, "summary.json")):
                 continue
             cmd = run_command(args, out, variant, task, seed, extra)
-            why = None if args.dry_run else defer_reason(args.deadline, expected_run_s(out, variant, task, run_preset(args, variant)))
+            expected = expected_run_s(out, variant, task, run_preset(args, variant))
+            expected = 60.0 * args.unknown_run_min if expected is None else expected
+            why = None if args.dry_run else defer_reason(args.deadline, expected)
             if why:
                 print(f"[pixels] deferred {variant} {task} seed {seed}: {why}", flush=True)
                 continue

@@ -559,5 +559,5 @@ def test_deadline_helpers():
     assert defer_reason(2000.0, 900.0, now=1000.0) is None
     assert defer_reason(2000.0, 1200.0, now=1000.0) == "expected 20 min, 17 min left before the deadline"
     assert defer_reason(2000.0, None, now=2001.0).startswith("expected ? min, 0 min left")
-    assert without_schedule_flags(["--a=1", "--stop_by", "2026-12-03T20:00", "--stop_after_min=5", "--b"]) == [
-        "--a=1", "--b"]
+    assert without_schedule_flags(["--a=1", "--stop_by", "2026-12-03T20:00", "--stop_after_min=5", "--b",
+                                   "-unknown_run_min", "30"]) == ["--a=1", "--b"]

@@ -113,5 +113,9 @@ def test_a_run_not_expected_to_finish_by_the_deadline_is_deferred(tmp_path, caps
     assert "stop_after_min" not in result["command"]
     args, _ = hil_serl.parse_args(["--tasks=pick-place", f"--out={out}"])
     assert args.deadline is None
+    # Nothing on record: the run is expected to take --unknown_run_min (60).
+    fresh = str(tmp_path / "fresh")
+    hil_serl.main(["--tasks=pick-place", "--seeds=0", f"--out={fresh}", "--stop_after_min=10"])
+    assert "[bench] deferred pick-place seed 0: expected 60 min, 10 min left" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         hil_serl.parse_args(["--stop_by=2026-12-03T20:00", "--stop_after_min=5"])

@@ -243,8 +243,12 @@ def defer_reason(deadline: Optional[float], expected_s: Optional[float], now: Op
     return None
 
 
+#: Flags that only schedule a session (deadline and its estimate), left out of recorded commands.
+SCHEDULE_FLAGS = ("--stop_by", "--stop_after_min", "--unknown_run_min")
+
+
 def without_schedule_flags(argv: Sequence[str]) -> List[str]:
-    """``argv`` without ``--stop_by`` / ``--stop_after_min`` (and their values): they only
+    """``argv`` without :data:`SCHEDULE_FLAGS` (and their values): they only
     schedule a session and change nothing a run computes, so a resumed sweep records the same
     command."""
     kept, skip = [], False
@@ -252,10 +256,10 @@ def without_schedule_flags(argv: Sequence[str]) -> List[str]:
         if skip:
             skip = False
             continue
-        if a in ("--stop_by", "-stop_by", "--stop_after_min", "-stop_after_min"):
+        if a in SCHEDULE_FLAGS or a in tuple(f[1:] for f in SCHEDULE_FLAGS):
             skip = True
             continue
-        if a.startswith(("--stop_by=", "-stop_by=", "--stop_after_min=", "-stop_after_min=")):
+        if a.startswith(tuple(f + "=" for f in SCHEDULE_FLAGS) + tuple(f[1:] + "=" for f in SCHEDULE_FLAGS)):
             continue
         kept.append(a)
     return kept
