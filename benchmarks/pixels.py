@@ -49,9 +49,9 @@ backbone on each (``--frozen_features=per_update``): 2500 env steps were about 2
 this benchmark's first plan was cut to that. The default ``--frozen_features=cached`` computes
 each stored frame's feature maps once (``learner.cache_frame_features``, exact for a frozen
 backbone, but without the random-crop augmentation, which a per-frame cache cannot apply) and
-updates the encoder head only: a probe beside a sweep (starved, to be re-timed quiet with
-``--scans=cached``) gave 49 ms per update plus 30 ms of backbone per new frame of both cameras,
-~50x less per env step than per_update. The defaults therefore give the frozen variants the
+updates the encoder head only: 42 ms per update plus 21.6 ms of backbone per new frame of both
+cameras, against 2590 ms per update for per_update in the same quiet run
+(``benchmarks/results/pixel_update_cached.md``), ~40x less per env step. The defaults therefore give the frozen variants the
 state row's budget on the UR task and 30k of its 50k on pick-place (the state row reached SR 0.8
 at ~30k), ``--budgets=pick-place:30000,ur5e-sim-lift:20000``, and the from-scratch variant
 ``--scratch_budgets=pick-place:10000,ur5e-sim-lift:10000`` (its update is ~10x the cached one;
