@@ -102,6 +102,10 @@ def test_frame_feature_errors():
     b.attach_frame_features(lambda images: {}, ["front"])
     with pytest.raises(ValueError, match="returned no 'front'"):
         b.sample(2, frame_features=True)
+    b.attach_frame_features(lambda images: {"front": np.full((64, 1), np.nan, np.float32)}, ["front"])
+    with pytest.raises(ValueError, match="NaN"):
+        b.sample(2, frame_features=True)
+    assert b.feature_calls == 0
 
 
 def _agent(order="sac", augmentation="none", freeze=True, hybrid=False):

@@ -650,14 +650,17 @@ class SACAgent(struct.PyTreeNode):
         for name in ("observations", "next_observations"):
             feats = backbone.apply({"params": params}, batch[name])
             out[name] = {**batch[name], **{k: jax.lax.stop_gradient(v) for k, v in feats.items()}}
-        nets = dataclasses.replace(self.nets, encoder=self.nets.encoder.clone(stage="head"))
-        return self.replace(nets=nets), out
+        return self._at_stage("head"), out
+
+    def _at_stage(self, stage: str) -> "SACAgent":
+        """The agent with its encoder at ``stage`` (``ImageEncoder``'s full / backbone / head)."""
+        if self.nets.encoder.stage == stage:
+            return self
+        return self.replace(nets=dataclasses.replace(self.nets, encoder=self.nets.encoder.clone(stage=stage)))
 
     def _full_encoder(self) -> "SACAgent":
         """The agent with its encoder back at the full stage (after :meth:`_with_frozen_features`)."""
-        if self.nets.encoder.stage == "full":
-            return self
-        return self.replace(nets=dataclasses.replace(self.nets, encoder=self.nets.encoder.clone(stage="full")))
+        return self._at_stage("full")
 
     def _check_batch(self, batch: Batch, utd_ratio: int) -> Batch:
         return common.check_batch(batch, self.obs_spec, self.config.action_dim, utd_ratio)
@@ -810,16 +813,11 @@ def _feature_obs_spec(encoder: ObservationEncoder, obs_spec: common.ObsSpec) -> 
     )
 
 
-def _head_only(agent: SACAgent) -> SACAgent:
-    """The agent encoding through the head stage (its batch holds backbone feature maps)."""
-    return agent.replace(nets=dataclasses.replace(agent.nets, encoder=agent.nets.encoder.clone(stage="head")))
-
-
 def _update_impl(agent: SACAgent, batch: Batch, utd_ratio: int, given_features: bool = False):
     if agent.config.update_order == "upstream":
         return _update_upstream_impl(agent, batch, utd_ratio, given_features)
     if given_features:
-        agent = _head_only(agent)
+        agent = agent._at_stage("head")  # the batch holds backbone feature maps
     else:
         agent, batch = agent._augment(batch)
         agent, batch = agent._with_frozen_features(batch)
@@ -839,7 +837,7 @@ def _update_upstream_impl(agent: SACAgent, batch: Batch, utd_ratio: int, given_f
     first minibatches, then one full step on the last; critic metrics averaged over all
     ``utd_ratio`` critic steps, as in the "sac" order."""
     if given_features:
-        agent = _head_only(agent)
+        agent = agent._at_stage("head")  # the batch holds backbone feature maps
     else:
         agent, batch = agent._augment(batch)
         agent, batch = agent._with_frozen_features(batch)

@@ -446,9 +446,7 @@ class ReplayBuffer:
         if frame_features:
             if self._feature_cache is None:
                 raise ValueError("sample(frame_features=True) needs attach_frame_features() first")
-            obs, next_obs = self._feature_cache.gather(
-                self._frames, self._obs_frame[idx], self._next_obs_frame[idx], self._frame_capacity
-            )
+            obs, next_obs = self._feature_cache.gather(self._frames, self._obs_frame[idx], self._next_obs_frame[idx])
         else:
             obs = {k: arr[obs_slots] for k, arr in self._frames.items()}
             next_obs = {k: arr[next_slots] for k, arr in self._frames.items()}
@@ -525,7 +523,8 @@ class ReplayBuffer:
 
         Raises:
           ValueError: buffer empty, batch_size < 0, or `frame_features` without
-            `attach_frame_features`.
+            `attach_frame_features`, or its function returned a missing key, another
+            shape or a non-finite value (nothing of that chunk is cached).
         """
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
             raise ValueError(f"batch_size must be a non-negative int, got {batch_size!r}")
@@ -763,6 +762,8 @@ class _FrameFeatureCache:
                 if value.ndim < 1 or value.shape[0] != self.chunk:
                     raise ValueError(f"frame feature function returned {k!r} of shape {value.shape}, "
                                      f"expected ({self.chunk}, ...)")
+                if not np.all(np.isfinite(value)):  # never cached: it would be sampled again and again
+                    raise ValueError(f"frame feature function returned NaN or inf for {k!r}")
                 if k not in self.features:
                     self.features[k] = np.zeros((self.frame_number.size, *value.shape[1:]), np.float32)
                 elif self.features[k].shape[1:] != value.shape[1:]:
@@ -771,7 +772,8 @@ class _FrameFeatureCache:
                 self.features[k][part] = value[: part.size]
             self.frames_computed += int(part.size)
 
-    def gather(self, frames, obs_numbers: np.ndarray, next_numbers: np.ndarray, frame_capacity: int):
+    def gather(self, frames, obs_numbers: np.ndarray, next_numbers: np.ndarray):
+        frame_capacity = self.frame_number.size
         numbers = np.unique(np.concatenate([obs_numbers, next_numbers]))
         slots = numbers % frame_capacity
         stale = self.frame_number[slots] != numbers
