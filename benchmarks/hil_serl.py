@@ -375,11 +375,11 @@ def expected_run_s(out: str, task: str, algorithm: str):
     else the longest of any task's; None without one."""
     import glob
 
-    from benchmarks.comparison.launch import longest_wall_clock_s
+    from benchmarks.comparison.launch import first_longest_wall_clock_s
 
     runs = os.path.join(out, "runs")
-    own = longest_wall_clock_s(os.path.join(runs, glob.escape(task), glob.escape(algorithm), "seed*", "summary.json"))
-    return own if own is not None else longest_wall_clock_s(os.path.join(runs, "*", "*", "seed*", "summary.json"))
+    return first_longest_wall_clock_s(os.path.join(runs, glob.escape(task), glob.escape(algorithm), "seed*", "summary.json"),
+                                      os.path.join(runs, "*", "*", "seed*", "summary.json"))
 
 
 def main(argv=None):

@@ -663,14 +663,12 @@ def expected_run_s(out: str, variant: str, task: str, preset: str) -> Optional[f
     else of any variant on ``task``; None without one (it may then start)."""
     import glob
 
-    from benchmarks.comparison.launch import longest_wall_clock_s
+    from benchmarks.comparison.launch import first_longest_wall_clock_s
 
-    own = longest_wall_clock_s(os.path.join(glob.escape(os.path.join(out, "runs", variant, task, preset)),
-                                            "seed*", "summary.json"))
-    if own is not None:
-        return own
-    return longest_wall_clock_s(os.path.join(glob.escape(os.path.join(out, "runs")), "*", glob.escape(task),
-                                             glob.escape(preset), "seed*", "summary.json"))
+    runs = glob.escape(os.path.join(out, "runs"))
+    return first_longest_wall_clock_s(
+        os.path.join(runs, glob.escape(variant), glob.escape(task), glob.escape(preset), "seed*", "summary.json"),
+        os.path.join(runs, "*", glob.escape(task), "*", "seed*", "summary.json"))
 
 
 def _run_logged(cmd: List[str], log: str) -> int:

@@ -212,6 +212,16 @@ def longest_wall_clock_s(pattern: str) -> Optional[float]:
     return max(times) if times else None
 
 
+def first_longest_wall_clock_s(*patterns: str) -> Optional[float]:
+    """:func:`longest_wall_clock_s` of the first glob pattern that matches a finished run (the
+    run's own kind first, then wider ones); None when none does."""
+    for pattern in patterns:
+        value = longest_wall_clock_s(pattern)
+        if value is not None:
+            return value
+    return None
+
+
 def deadline_from_flags(stop_by: str, stop_after_min: float, now: Optional[float] = None) -> Optional[float]:
     """A sweep's deadline (Unix time, s) from ``--stop_by`` (ISO 8601, :func:`parse_stop_by`) or
     ``--stop_after_min`` (minutes after ``now``, default the clock); None for neither.
@@ -273,8 +283,8 @@ def expected_run_s(out: str, task: str, method: str) -> Optional[float]:
     shared machine vary about 2x with what else runs, and the estimate decides whether a run
     may still start before a deadline."""
     runs = os.path.join(out, "runs", glob.escape(task))
-    own = longest_wall_clock_s(os.path.join(runs, glob.escape(method), "seed*", "summary.json"))
-    return own if own is not None else longest_wall_clock_s(os.path.join(runs, "*", "seed*", "summary.json"))
+    return first_longest_wall_clock_s(os.path.join(runs, glob.escape(method), "seed*", "summary.json"),
+                                      os.path.join(runs, "*", "seed*", "summary.json"))
 
 
 def launch_runs(out: str, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence, max_env_steps: int,
