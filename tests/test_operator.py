@@ -426,3 +426,17 @@ def test_spacemouse_intervention_with_fake_device_and_missing_package(monkeypatc
     monkeypatch.setitem(sys.modules, "pyspacemouse", None)
     with pytest.raises(ImportError, match=r"pip install -e \.\[robot\]"):
         SpaceMouseIntervention(RecordingEnv())
+
+
+def test_handback_margin_none_hands_back_only_on_the_subgoal_or_the_cap():
+    # The default hands back on progress alone for an idle robot on pick-place; with
+    # handback_margin=None no takeover ends on "progress" (the subgoal or the cap only).
+    reasons = {}
+    for margin in (1.0, None):
+        env = make_env("pick-place", 1, operator={"noise_std": 0.0, "handback_margin": margin})
+        infos = run(env, 1, lambda e: ZERO)
+        reasons[margin] = {i["operator/handback"] for i in infos} - {""}
+    assert "progress" in reasons[1.0]
+    assert reasons[None] and "progress" not in reasons[None]
+    with pytest.raises(ValueError, match="handback_margin"):
+        make_env("pick-place", 0, operator={"handback_margin": -1.0})

@@ -47,6 +47,9 @@ def get_config(task: str = "Lift") -> ml_collections.ConfigDict:
         config.safety.xyz_max = (0.75, 0.25, 0.25)
         config.safety.max_force = 80.0
         config.safety.max_torque = 10.0
+        # A top-down pick: the tool stays within 0.15 rad of pointing down. With 0.5 rad the
+        # policy's rotation dims (which the expert leaves at ~0) tilted the gripper to the limit.
+        config.safety.max_rot_deviation = 0.15
     elif task == "Wipe":
         config.max_episode_steps = 150
         config.gripper.type = "none"  # The wiping tool has no fingers.

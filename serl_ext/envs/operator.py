@@ -130,7 +130,8 @@ def get_default_operator_config() -> ConfigDict:
         handback: ``"progress"`` (default: past the stall point) or
             ``"agreement"`` (the first operator's rule).
         handback_margin: "progress" hands back once the dense reward beats the
-            best from before the trigger by this much (1.0) ...
+            best from before the trigger by this much (1.0; None: never on progress
+            alone, only on the subgoal or at ``max_control_steps``) ...
         handback_on_subgoal: ... or once Meta-World's ``grasp_success`` turns
             true when it was false at the trigger (True).
         min_control_steps: least steps in control before a hand-back (5).
@@ -239,6 +240,8 @@ def _resolve_config(config: Any) -> ConfigDict:
                 "handback_agree_threshold", "held_distance", "workspace_margin",
                 "workspace_height", "knocked_away_distance", "fall_distance",
                 "handback_margin", "hesitation_action_scale", "hesitation_noise_std"):
+        if key == "handback_margin" and cfg[key] is None:
+            continue
         value = float(cfg[key])
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"operator config {key} must be finite and >= 0, got {cfg[key]!r}")
@@ -471,7 +474,7 @@ class SimulatedOperator(gym.Wrapper):
             return ""
         if self._phase != PHASE_EXPERT:
             return ""
-        if dense > self._best_before_trigger + cfg.handback_margin:
+        if cfg.handback_margin is not None and dense > self._best_before_trigger + cfg.handback_margin:
             return "progress"
         if cfg.handback_on_subgoal and self._subgoal() and not self._subgoal_at_trigger:
             return "subgoal"

@@ -484,7 +484,7 @@ class URSimOperator(gym.Wrapper):
             return "cap"
         if self._control_steps < int(cfg.min_control_steps) or self._phase != _PHASE_EXPERT:
             return ""
-        if progress > self._best_before_trigger + float(cfg.handback_margin):
+        if cfg.handback_margin is not None and progress > self._best_before_trigger + float(cfg.handback_margin):
             return "progress"
         if cfg.handback_on_subgoal and grasped_now:
             return "subgoal"
