@@ -76,7 +76,7 @@ def finish_gym_task(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 # mid-reach, ~5 cm from the cube, and the operator never finished an episode (HiL-SERL seed 0,
 # 20k steps: training SR 1 of 220 episodes, eval SR 0; docs/real_ur_arm.md).
 UR_SIM_OVERRIDES = {
-    "ur5e-sim-lift": dict(max_env_steps=20_000, discount=0.97, operator=dict(handback_margin=None)),
+    "ur5e-sim-lift": dict(max_env_steps=20_000, discount=0.97, operator=dict(handback_on_progress=False)),
     "ur5e-sim-wipe": dict(max_env_steps=40_000, discount=0.97),
 }
 # A real arm: HiL-SERL's real tasks train in 1-2.5 h of interaction, 36k-90k steps at 10 Hz.

@@ -428,15 +428,17 @@ def test_spacemouse_intervention_with_fake_device_and_missing_package(monkeypatc
         SpaceMouseIntervention(RecordingEnv())
 
 
-def test_handback_margin_none_hands_back_only_on_the_subgoal_or_the_cap():
+def test_handback_on_progress_false_hands_back_only_on_the_subgoal_or_the_cap():
     # The default hands back on progress alone for an idle robot on pick-place; with
-    # handback_margin=None no takeover ends on "progress" (the subgoal or the cap only).
+    # handback_on_progress=False no takeover ends on "progress" (the subgoal or the cap only).
     reasons = {}
-    for margin in (1.0, None):
-        env = make_env("pick-place", 1, operator={"noise_std": 0.0, "handback_margin": margin})
+    for on_progress in (True, False):
+        env = make_env("pick-place", 1, operator={"noise_std": 0.0, "handback_on_progress": on_progress})
         infos = run(env, 1, lambda e: ZERO)
-        reasons[margin] = {i["operator/handback"] for i in infos} - {""}
-    assert "progress" in reasons[1.0]
-    assert reasons[None] and "progress" not in reasons[None]
+        reasons[on_progress] = {i["operator/handback"] for i in infos} - {""}
+    assert "progress" in reasons[True]
+    assert reasons[False] and "progress" not in reasons[False]
     with pytest.raises(ValueError, match="handback_margin"):
         make_env("pick-place", 0, operator={"handback_margin": -1.0})
+    with pytest.raises(ValueError, match="handback_on_progress must be True or False"):
+        make_env("pick-place", 0, operator={"handback_on_progress": None})

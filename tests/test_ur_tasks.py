@@ -217,7 +217,7 @@ def test_simulated_operator_rescues_an_idle_robot_and_leaves_the_expert_alone(li
     from serl_ext.envs.ur_tasks import expert_policy
 
     config = get_config("ur5e-sim-lift,hil_serl")
-    assert config.operator.handback_margin is None  # Lift: hand back on the grasp, not mid-reach
+    assert config.operator.handback_on_progress is False  # Lift: hand back on the grasp, not mid-reach
     env = common.make_env(config, 0, with_operator=True)
     try:
         handbacks = []

@@ -130,8 +130,9 @@ def get_default_operator_config() -> ConfigDict:
         handback: ``"progress"`` (default: past the stall point) or
             ``"agreement"`` (the first operator's rule).
         handback_margin: "progress" hands back once the dense reward beats the
-            best from before the trigger by this much (1.0; None: never on progress
-            alone, only on the subgoal or at ``max_control_steps``) ...
+            best from before the trigger by this much (1.0) ...
+        handback_on_progress: ... if True; False: never on progress alone, only on
+            the subgoal or at ``max_control_steps`` (True) ...
         handback_on_subgoal: ... or once Meta-World's ``grasp_success`` turns
             true when it was false at the trigger (True).
         min_control_steps: least steps in control before a hand-back (5).
@@ -175,6 +176,7 @@ def get_default_operator_config() -> ConfigDict:
         "held_distance": 0.08,
         "handback": "progress",
         "handback_margin": 1.0,
+        "handback_on_progress": True,
         "handback_on_subgoal": True,
         "min_control_steps": 5,
         "handback_agree_steps": 10,
@@ -233,6 +235,9 @@ def _resolve_config(config: Any) -> ConfigDict:
     if cfg.stall_window is not None and (not isinstance(cfg.stall_window, (int, np.integer))
                                          or cfg.stall_window < 1):
         raise ValueError(f"stall_window must be None or an int >= 1, got {cfg.stall_window!r}")
+    for key in [k for k, v in get_default_operator_config().items() if isinstance(v, bool)]:
+        if not isinstance(cfg[key], (bool, np.bool_)):
+            raise ValueError(f"operator config {key} must be True or False, got {cfg[key]!r}")
     if cfg.handback not in HANDBACK_RULES:
         raise ValueError(f"operator handback must be one of {HANDBACK_RULES}, "
                          f"got {cfg.handback!r}")
@@ -240,8 +245,6 @@ def _resolve_config(config: Any) -> ConfigDict:
                 "handback_agree_threshold", "held_distance", "workspace_margin",
                 "workspace_height", "knocked_away_distance", "fall_distance",
                 "handback_margin", "hesitation_action_scale", "hesitation_noise_std"):
-        if key == "handback_margin" and cfg[key] is None:
-            continue
         value = float(cfg[key])
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"operator config {key} must be finite and >= 0, got {cfg[key]!r}")
@@ -474,7 +477,7 @@ class SimulatedOperator(gym.Wrapper):
             return ""
         if self._phase != PHASE_EXPERT:
             return ""
-        if cfg.handback_margin is not None and dense > self._best_before_trigger + cfg.handback_margin:
+        if cfg.handback_on_progress and dense > self._best_before_trigger + cfg.handback_margin:
             return "progress"
         if cfg.handback_on_subgoal and self._subgoal() and not self._subgoal_at_trigger:
             return "subgoal"

@@ -340,7 +340,7 @@ class URSimOperator(gym.Wrapper):
       ``noise_std``; ``hesitation_steps`` > 0 first scales the expert by
       ``hesitation_action_scale`` with noise ``hesitation_noise_std``;
     * hand-back after at least ``min_control_steps`` once progress beats the best from before
-      the trigger by ``handback_margin``, or once the cube is grasped when it was not at the
+      the trigger by ``handback_margin`` (if ``handback_on_progress``), or once the cube is grasped when it was not at the
       trigger (``handback_on_subgoal``), at the latest after ``max_control_steps``; a takeover
       that hits the cap without any progress ends the help for the episode
       (``give_up_after_failed_takeover``); stalled while in control: retract and retry
@@ -484,7 +484,7 @@ class URSimOperator(gym.Wrapper):
             return "cap"
         if self._control_steps < int(cfg.min_control_steps) or self._phase != _PHASE_EXPERT:
             return ""
-        if cfg.handback_margin is not None and progress > self._best_before_trigger + float(cfg.handback_margin):
+        if cfg.handback_on_progress and progress > self._best_before_trigger + float(cfg.handback_margin):
             return "progress"
         if cfg.handback_on_subgoal and grasped_now:
             return "subgoal"
