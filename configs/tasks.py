@@ -45,8 +45,7 @@ def _apply_gym_task(config: ml_collections.ConfigDict, task: str) -> ml_collecti
     except ValueError as error:
         raise KeyError(str(error)) from None
     config.task = spec.name
-    config.actor.max_env_steps = GYM_OVERRIDES["max_env_steps"]
-    config.agent.discount = GYM_OVERRIDES["discount"]
+    _apply_overrides(config, GYM_OVERRIDES)
     config.agent.critic_target_clip = None
     config.env.action_repeat = 1
     config.env.reward_type = "env"
@@ -83,6 +82,15 @@ UR_SIM_OVERRIDES = {
 UR_REAL_OVERRIDES = dict(max_env_steps=50_000, discount=0.97)
 
 
+def _apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+    """A task's budget (``max_env_steps``), ``discount`` and, if given, its ``operator`` fields."""
+    config.actor.max_env_steps = overrides["max_env_steps"]
+    config.agent.discount = overrides["discount"]
+    with config.operator.ignore_type():
+        for key, value in overrides.get("operator", {}).items():
+            config.operator[key] = value
+
+
 def _apply_ur_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
     from serl_ext.envs.ur_tasks import is_ur_real_task, robot_config_for
 
@@ -93,11 +101,7 @@ def _apply_ur_task(config: ml_collections.ConfigDict, task: str) -> ml_collectio
     overrides = UR_REAL_OVERRIDES if is_ur_real_task(task) else UR_SIM_OVERRIDES[task]
     config.task = task
     config.robot = robot  # every field settable: --config.robot.host=10.0.0.3
-    config.actor.max_env_steps = overrides["max_env_steps"]
-    config.agent.discount = overrides["discount"]
-    with config.operator.ignore_type():
-        for key, value in overrides.get("operator", {}).items():
-            config.operator[key] = value
+    _apply_overrides(config, overrides)
     config.env.action_repeat = 1  # the arm's policy loop: robot.control.policy_hz
     config.env.reward_type = "sparse"
     # One physical arm: evaluate on the training env, between its episodes (the simulated arm
@@ -153,9 +157,5 @@ def apply_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.C
         task = spec.name
     overrides = TASK_OVERRIDES.get(task, DEFAULT_OVERRIDES)
     config.task = task
-    config.actor.max_env_steps = overrides["max_env_steps"]
-    config.agent.discount = overrides["discount"]
-    with config.operator.ignore_type():
-        for key, value in overrides.get("operator", {}).items():
-            config.operator[key] = value
+    _apply_overrides(config, overrides)
     return config

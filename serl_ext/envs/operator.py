@@ -215,6 +215,7 @@ def _resolve_config(config: Any) -> ConfigDict:
     else:
         raise TypeError(f"operator config must be a ConfigDict, dict or None, "
                         f"got {type(config).__name__}")
+    bools = [k for k, v in cfg.items() if isinstance(v, bool)]  # the default's True/False fields
     for key, value in items:
         if key not in cfg:
             raise ValueError(f"unknown operator config field {key!r}; known: {sorted(cfg)}")
@@ -235,7 +236,7 @@ def _resolve_config(config: Any) -> ConfigDict:
     if cfg.stall_window is not None and (not isinstance(cfg.stall_window, (int, np.integer))
                                          or cfg.stall_window < 1):
         raise ValueError(f"stall_window must be None or an int >= 1, got {cfg.stall_window!r}")
-    for key in [k for k, v in get_default_operator_config().items() if isinstance(v, bool)]:
+    for key in bools:
         if not isinstance(cfg[key], (bool, np.bool_)):
             raise ValueError(f"operator config {key} must be True or False, got {cfg[key]!r}")
     if cfg.handback not in HANDBACK_RULES:

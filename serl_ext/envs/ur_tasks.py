@@ -340,11 +340,11 @@ class URSimOperator(gym.Wrapper):
       ``noise_std``; ``hesitation_steps`` > 0 first scales the expert by
       ``hesitation_action_scale`` with noise ``hesitation_noise_std``;
     * hand-back after at least ``min_control_steps`` once progress beats the best from before
-      the trigger by ``handback_margin`` (if ``handback_on_progress``), or once the cube is grasped when it was not at the
-      trigger (``handback_on_subgoal``), at the latest after ``max_control_steps``; a takeover
-      that hits the cap without any progress ends the help for the episode
-      (``give_up_after_failed_takeover``); stalled while in control: retract and retry
-      (``retry_on_stall``).
+      the trigger by ``handback_margin`` (if ``handback_on_progress``), or once the cube is
+      grasped when it was not at the trigger (``handback_on_subgoal``), at the latest after
+      ``max_control_steps``; a takeover that hits the cap without any progress ends the help
+      for the episode (``give_up_after_failed_takeover``); stalled while in control: retract
+      and retry (``retry_on_stall``).
 
     Info keys (every step): ``intervene_action`` (float32 (7,), controlled steps only),
     ``operator/in_control``, ``operator/phase``, ``operator/takeovers``, ``operator/trigger``
